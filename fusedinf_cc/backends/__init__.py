@@ -1,0 +1,31 @@
+"""Backends build fused ONNX into artifacts and run them; the output suffix picks one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fusedinf_cc.backends.base import Backend, Session, TensorSpec
+from fusedinf_cc.backends.onnxruntime import OnnxRuntimeBackend
+from fusedinf_cc.errors import BackendUnavailableError, UserInputError
+
+BACKENDS: tuple[Backend, ...] = (OnnxRuntimeBackend(),)
+_PLANNED = {
+    ".engine": "TensorRT engines are not built yet: write fused ONNX (-o fused.onnx) and build "
+    "it with trtexec --onnx=fused.onnx --saveEngine=fused.engine",
+}
+_PLANNED[".plan"] = _PLANNED[".engine"]
+
+
+def backend_for_output(out_path: Path) -> Backend:
+    """The backend that writes this kind of file, by suffix."""
+    suffix = out_path.suffix.lower()
+    for backend in BACKENDS:
+        if suffix in backend.suffixes:
+            return backend
+    if suffix in _PLANNED:
+        raise BackendUnavailableError(_PLANNED[suffix])
+    known = ", ".join(s for backend in BACKENDS for s in backend.suffixes)
+    raise UserInputError(f"output {out_path}: unknown suffix {suffix or '(none)'!r}; use {known}")
+
+
+__all__ = ["BACKENDS", "Backend", "Session", "TensorSpec", "backend_for_output"]

@@ -1,0 +1,49 @@
+"""What every backend provides: build an artifact from a fused model, and run it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from fusedinf_cc.fuse import FusedModel
+    from fusedinf_cc.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A run-time input or output: its name, numpy dtype and shape (str or None where dynamic)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | str | None, ...]
+
+
+class Session(Protocol):
+    """A loaded artifact, ready to run."""
+
+    inputs: Sequence[TensorSpec]
+    outputs: Sequence[TensorSpec]
+
+    def run(
+        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """Turns fused ONNX into a runnable artifact; never edits a graph."""
+
+    name: str
+    suffixes: tuple[str, ...]
+
+    def available(self) -> bool: ...
+
+    def build(self, fused: FusedModel, out_path: Path) -> Manifest: ...
+
+    def load(self, artifact_path: Path) -> Session: ...

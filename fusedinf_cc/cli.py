@@ -1,0 +1,238 @@
+"""The `fusedinf-cc` command: parses arguments, calls the library, renders results. Nothing else."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fusedinf_cc import __version__
+from fusedinf_cc.backends import backend_for_output
+from fusedinf_cc.errors import FusedInfError
+from fusedinf_cc.feeds import parse_shapes
+from fusedinf_cc.fuse import fuse as run_fusion
+from fusedinf_cc.inspection import ModelSummary, inspect_path
+from fusedinf_cc.manifest import Manifest, PassRecord
+from fusedinf_cc.model_io import check_output_path, load_sources, parse_model_spec
+from fusedinf_cc.passes.base import FusionOptions
+from fusedinf_cc.passes.share import parse_share_spec
+from fusedinf_cc.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, verify_artifact
+
+app = typer.Typer(
+    help="Fuse several ONNX models into one graph, build it, verify it, benchmark it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+error_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def reports_errors(command: F) -> F:
+    """Turn the library's errors into one line on stderr and the error's exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        try:
+            command(*args, **kwargs)
+        except FusedInfError as error:
+            error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"fusedinf-cc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """fusedinf-cc: an ahead-of-time fusion compiler for DNN inference."""
+
+
+@app.command()
+@reports_errors
+def fuse(
+    models: Annotated[
+        list[str], typer.Argument(help="[NAME=]MODEL.onnx; NAME defaults to the stem.")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Fused model to write (.onnx).")],
+    share_input: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--share-input", help="FUSED=m1.in,m2.in: these inputs become one. Repeatable."
+        ),
+    ] = None,
+    share_inputs: Annotated[
+        str, typer.Option("--share-inputs", help="auto: share inputs with one name, dtype, shape.")
+    ] = "none",
+    no_dedup: Annotated[
+        bool, typer.Option("--no-dedup", help="Keep identical weights apart.")
+    ] = False,
+    no_cse: Annotated[
+        bool, typer.Option("--no-cse", help="Keep identical subgraphs apart.")
+    ] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Print what every pass did.")] = False,
+) -> None:
+    """Fuse MODELS into one multi-input, multi-output model and write its manifest beside it."""
+    backend = backend_for_output(output)
+    specs = [parse_model_spec(spec) for spec in models]
+    check_output_path(output, [path for _, path in specs])
+    if share_inputs not in ("auto", "none"):
+        raise FusedInfError(f"--share-inputs must be auto or none, not {share_inputs!r}")
+    sources = load_sources(specs)
+    share_mode: Literal["auto", "none"] = "auto" if share_inputs == "auto" else "none"
+    options = FusionOptions(
+        share_inputs=share_mode,
+        explicit_shares=tuple(parse_share_spec(text, sources) for text in share_input or ()),
+        dedup=not no_dedup,
+        cse=not no_cse,
+    )
+    manifest = backend.build(run_fusion(sources, options), output)
+    if explain:
+        console.print(_pass_table(manifest.passes))
+    assert manifest.artifact is not None
+    console.print(
+        f"wrote {output} ({_bytes(manifest.artifact.size_bytes)}, {len(manifest.models)} models, "
+        f"{sum(len(m.outputs) for m in manifest.models)} outputs) and {output.name}.manifest.json",
+        highlight=False,
+    )
+
+
+@app.command()
+@reports_errors
+def verify(
+    artifact: Annotated[Path, typer.Argument(help="A fused model written by `fuse`.")],
+    inputs: Annotated[
+        Path | None, typer.Option("--inputs", help=".npz of inputs, by fused name.")
+    ] = None,
+    shapes: Annotated[
+        str | None, typer.Option("--shapes", help="Dynamic dims: NAME:1x3x224x224,...")
+    ] = None,
+    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance.")] = DEFAULT_RTOL,
+    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance.")] = DEFAULT_ATOL,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0,
+) -> None:
+    """Check that every fused output equals the separate source model's output."""
+    report = verify_artifact(
+        artifact, feeds_path=inputs, shapes=parse_shapes(shapes), rtol=rtol, atol=atol, seed=seed
+    )
+    console.print(_verify_table(report))
+    if not report.ok:
+        names = ", ".join(f"{c.model}.{c.output}" for c in report.failures)
+        error_console.print(f"[bold red]mismatch:[/] {names}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"all {len(report.comparisons)} outputs match (rtol={rtol:g}, atol={atol:g})")
+
+
+@app.command("inspect")
+@reports_errors
+def inspect_command(
+    path: Annotated[Path, typer.Argument(help="An ONNX model or a .manifest.json.")],
+) -> None:
+    """Show inputs, outputs, opsets, parameter bytes and, for fused models, the per-model map."""
+    summary = inspect_path(path)
+    _render_summary(summary)
+
+
+def _render_summary(summary: ModelSummary) -> None:
+    if summary.nodes is not None:
+        opsets = ", ".join(
+            f"{domain or 'ai.onnx'}:{v}" for domain, v in sorted(summary.opsets.items())
+        )
+        console.print(
+            f"{summary.path}: IR {summary.ir_version}, opsets {opsets}, {summary.nodes} nodes, "
+            f"{_bytes(summary.parameter_bytes or 0)} of parameters",
+            highlight=False,
+        )
+        table = Table("", "name", "dtype", "shape", title="inputs and outputs")
+        for kind, infos in (("in", summary.inputs), ("out", summary.outputs)):
+            for info in infos:
+                table.add_row(kind, info.name, info.dtype, info.shape)
+        console.print(table)
+    if summary.manifest is not None:
+        console.print(_map_table(summary.manifest))
+
+
+def _map_table(manifest: Manifest) -> Table:
+    table = Table("model", "", "source name", "fused name", title="per-model map")
+    for entry in manifest.models:
+        for kind, mapping in (("in", entry.inputs), ("out", entry.outputs)):
+            for original, fused in mapping.items():
+                table.add_row(entry.name, kind, original, fused)
+    return table
+
+
+def _pass_table(records: list[PassRecord]) -> Table:
+    table = Table(
+        "pass", "changed", "nodes", "initializers", "weights", "ms", "detail", title="passes"
+    )
+    for record in records:
+        table.add_row(
+            record.name,
+            "yes" if record.changed else "no",
+            _delta(record.nodes_before, record.nodes_after),
+            _delta(record.initializers_before, record.initializers_after),
+            _delta(record.weight_bytes_before, record.weight_bytes_after, _bytes),
+            f"{record.seconds * 1000:.1f}",
+            record.detail,
+        )
+    return table
+
+
+def _verify_table(report: VerifyReport) -> Table:
+    table = Table(
+        "model",
+        "output",
+        "fused name",
+        "shape",
+        "max abs",
+        "max rel",
+        "result",
+        title="fused vs separate",
+    )
+    for c in report.comparisons:
+        verdict = "bitwise" if c.bitwise else ("ok" if c.ok else "[red]MISMATCH[/]")
+        table.add_row(
+            c.model,
+            c.output,
+            c.fused_name,
+            "x".join(map(str, c.shape)) or "scalar",
+            f"{c.max_abs:.3g}",
+            f"{c.max_rel:.3g}",
+            verdict + (f" {c.note}" if c.note else ""),
+        )
+    return table
+
+
+def _delta(before: int, after: int, fmt: Callable[[int], str] = str) -> str:
+    return fmt(after) if before == after else f"{fmt(before)} -> {fmt(after)}"
+
+
+def _bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"
+
+
+if __name__ == "__main__":
+    app()

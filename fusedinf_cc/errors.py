@@ -1,0 +1,27 @@
+"""One exception family. The CLI prints any of them as a single line and exits with its code."""
+
+from __future__ import annotations
+
+
+class FusedInfError(Exception):
+    """A failure the user can act on; the message is one line that says what and why."""
+
+    exit_code = 2
+
+
+class UserInputError(FusedInfError):
+    """Bad files, names or options given by the user (exit 2)."""
+
+
+class MergeError(FusedInfError):
+    """The models cannot be fused as asked: opsets, shapes or names that do not fit (exit 2)."""
+
+
+class BackendUnavailableError(FusedInfError):
+    """The backend a target needs is not installed here (exit 2)."""
+
+
+class VerificationError(FusedInfError):
+    """Fused outputs differ from the separate models' outputs (exit 1)."""
+
+    exit_code = 1

@@ -1,0 +1,99 @@
+"""Input tensors for running a model: from a `.npz` file, or random ones that respect dtypes.
+
+Dynamic dims are filled from `--shapes NAME:1x3x224x224,...` (trtexec's syntax); a dim nobody
+fixed becomes 1.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fusedinf_cc.backends.base import TensorSpec
+from fusedinf_cc.errors import UserInputError
+
+DEFAULT_DYNAMIC_DIM = 1
+
+
+def parse_shapes(text: str | None) -> dict[str, tuple[int, ...]]:
+    """`x:1x3x224x224,mask:1x128` -> {"x": (1, 3, 224, 224), "mask": (1, 128)}."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    if not text:
+        return shapes
+    for item in text.split(","):
+        name, sep, dims = item.strip().rpartition(":")
+        try:
+            shape = tuple(int(dim) for dim in dims.split("x")) if dims else ()
+        except ValueError:
+            shape = (-1,)
+        if not sep or not name or any(dim < 0 for dim in shape):
+            raise UserInputError(f"--shapes {item!r}: expected NAME:DxDxD (e.g. x:1x3x224x224)")
+        shapes[name] = shape
+    return shapes
+
+
+def resolve_shape(spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
+    """The shape to feed: `--shapes` where given (and consistent), else dynamic dims = 1."""
+    if spec.name in shapes:
+        shape = shapes[spec.name]
+        fixed = [(axis, dim) for axis, dim in enumerate(spec.shape) if isinstance(dim, int)]
+        if len(shape) != len(spec.shape) or any(shape[axis] != dim for axis, dim in fixed):
+            raise UserInputError(
+                f"--shapes {spec.name}: {'x'.join(map(str, shape))} does not fit the model's "
+                f"shape {_describe(spec.shape)}"
+            )
+        return shape
+    return tuple(dim if isinstance(dim, int) else DEFAULT_DYNAMIC_DIM for dim in spec.shape)
+
+
+def random_feeds(
+    specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]] | None = None, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Random inputs; integers stay small and non-negative so they are valid indices."""
+    shapes = shapes or {}
+    unknown = set(shapes) - {spec.name for spec in specs}
+    if unknown:
+        names = ", ".join(spec.name for spec in specs)
+        raise UserInputError(f"--shapes names unknown inputs {sorted(unknown)} (inputs: {names})")
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in specs:
+        shape = resolve_shape(spec, shapes)
+        if spec.dtype == np.bool_:
+            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(np.bool_)
+        elif np.issubdtype(spec.dtype, np.integer):
+            feeds[spec.name] = rng.integers(0, 8, size=shape).astype(spec.dtype)
+        else:
+            feeds[spec.name] = rng.standard_normal(size=shape).astype(spec.dtype)
+    return feeds
+
+
+def load_feeds(path: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """Read an `.npz` of inputs and check it names exactly the model's inputs."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            feeds = {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: no such file") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise UserInputError(f"{path}: not an .npz of arrays ({error})") from None
+    expected = {spec.name for spec in specs}
+    missing, extra = expected - set(feeds), set(feeds) - expected
+    if missing or extra:
+        raise UserInputError(
+            f"{path}: inputs do not match the model (missing {sorted(missing)}, "
+            f"unexpected {sorted(extra)})"
+        )
+    for spec in specs:
+        if feeds[spec.name].dtype != spec.dtype:
+            raise UserInputError(
+                f"{path}: {spec.name} is {feeds[spec.name].dtype}, the model wants {spec.dtype}"
+            )
+    return feeds
+
+
+def _describe(shape: Sequence[int | str | None]) -> str:
+    return "x".join("?" if dim is None else str(dim) for dim in shape)

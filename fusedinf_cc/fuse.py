@@ -1,0 +1,148 @@
+"""Fuse N source models into one multi-input, multi-output ONNX model plus its manifest.
+
+The pipeline is declared once, in `PIPELINE`; `fuse` runs it and measures every pass, and
+`write_fused` writes the model and its manifest atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx_ir as ir
+
+from fusedinf_cc.manifest import (
+    METADATA_KEY,
+    Artifact,
+    Manifest,
+    ModelEntry,
+    PassRecord,
+    manifest_path_for,
+)
+from fusedinf_cc.model_io import (
+    SourceModel,
+    external_data_name,
+    node_count,
+    save_model_atomic,
+    sha256_file,
+    weight_bytes,
+    write_text_atomic,
+)
+from fusedinf_cc.passes.base import FusionOptions, FusionPass, FusionState, PassContext
+from fusedinf_cc.passes.cleanup import Cleanup
+from fusedinf_cc.passes.cse import Cse
+from fusedinf_cc.passes.dedup import Dedup
+from fusedinf_cc.passes.merge import Merge
+from fusedinf_cc.passes.normalize import Normalize
+from fusedinf_cc.passes.prefix import Prefix
+from fusedinf_cc.passes.share import Share
+from fusedinf_cc.versions import tool_versions
+
+PIPELINE: tuple[FusionPass, ...] = (
+    Normalize(),
+    Prefix(),
+    Merge(),
+    Share(),
+    Dedup(),
+    Cse(),
+    Cleanup(),
+)
+
+
+@dataclass
+class FusedModel:
+    """The fused graph and the manifest that maps it back to its source models."""
+
+    model: ir.Model
+    manifest: Manifest
+
+
+def pipeline_for(options: FusionOptions) -> list[FusionPass]:
+    """`PIPELINE` less the optional passes the user switched off."""
+    skipped = {"dedup"} if not options.dedup else set()
+    if not options.cse:
+        skipped.add("cse")
+    return [fusion_pass for fusion_pass in PIPELINE if fusion_pass.name not in skipped]
+
+
+def fuse(sources: Sequence[SourceModel], options: FusionOptions | None = None) -> FusedModel:
+    """Run the pipeline over the source models (which it consumes: their graphs are moved)."""
+    options = options or FusionOptions()
+    members = list(sources)
+    state = FusionState(members=members)
+    ctx = PassContext.for_sources(members, options)
+    records = []
+    for fusion_pass in pipeline_for(options):
+        nodes, initializers, weights = _measure(state)
+        started = time.perf_counter()
+        outcome = fusion_pass.run(state, ctx)
+        seconds = time.perf_counter() - started
+        nodes_after, initializers_after, weights_after = _measure(state)
+        records.append(
+            PassRecord(
+                name=fusion_pass.name,
+                changed=outcome.changed,
+                detail=outcome.detail,
+                nodes_before=nodes,
+                nodes_after=nodes_after,
+                initializers_before=initializers,
+                initializers_after=initializers_after,
+                weight_bytes_before=weights,
+                weight_bytes_after=weights_after,
+                seconds=seconds,
+            )
+        )
+    manifest = Manifest(
+        models=[
+            ModelEntry(
+                name=member.name,
+                source=str(member.path.resolve()),
+                sha256=member.sha256,
+                inputs=ctx.inputs[member.name],
+                outputs=ctx.outputs[member.name],
+            )
+            for member in members
+        ],
+        shared_inputs=ctx.shared_inputs,
+        passes=records,
+        opset=ctx.opset,
+        ir_version=ctx.ir_version,
+    )
+    return FusedModel(model=state.require_fused(), manifest=manifest)
+
+
+def _measure(state: FusionState) -> tuple[int, int, int]:
+    models = state.models()
+    return (
+        sum(node_count(model) for model in models),
+        sum(len(graph.initializers) for model in models for graph in model.graphs()),
+        sum(weight_bytes(model) for model in models),
+    )
+
+
+def write_fused(fused: FusedModel, out_path: Path) -> Manifest:
+    """Write the fused ONNX model and `<out>.manifest.json`; return the manifest as written.
+
+    Source paths are stored relative to the output's folder, so a bundle moved together with its
+    sources still verifies. The copy of the manifest embedded in the model leaves out what changes
+    from run to run, so the same sources and options give a byte-identical model.
+    """
+    manifest = fused.manifest
+    for entry in manifest.models:
+        entry.source = os.path.relpath(entry.source, out_path.resolve().parent)
+    fused.model.metadata_props[METADATA_KEY] = manifest.to_json(reproducible=True)
+    written = save_model_atomic(fused.model, out_path)
+    manifest.artifact = Artifact(
+        path=out_path.name,
+        sha256=sha256_file(out_path),
+        size_bytes=sum(path.stat().st_size for path in written),
+        backend="onnxruntime",
+        external_data=external_data_name(out_path) if len(written) > 1 else None,
+    )
+    manifest.tools = tool_versions()
+    manifest.footprint = {"weight_bytes": weight_bytes(fused.model)}
+    write_text_atomic(manifest_path_for(out_path), manifest.to_json())
+    return manifest

@@ -1,0 +1,224 @@
+"""Load and save ONNX models (external data included), hash them, and check them at the door.
+
+Everything enters the pipeline through `load_sources` and leaves it through `save_model_atomic`, so
+user mistakes (missing files, non-ONNX bytes, clashing names) are caught here with one clear line,
+and no output is ever half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from fusedinf_cc.errors import UserInputError
+
+# Above this many bytes of weights a model is written with its tensors in a side file: protobuf
+# cannot serialise a message over 2 GiB, and keeping well below the limit leaves room for the graph.
+EXTERNAL_DATA_THRESHOLD_BYTES = 1 << 30
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_HASH_CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class SourceModel:
+    """One input model: the name that prefixes it, where it came from, and its graph."""
+
+    name: str
+    path: Path
+    sha256: str
+    model: ir.Model
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+
+def parse_model_spec(spec: str) -> tuple[str, Path]:
+    """Split `NAME=PATH` (or a bare `PATH`, named after its stem) into a checked name and a path."""
+    name, sep, path_text = spec.partition("=")
+    if not sep:
+        path_text, name = spec, Path(spec).stem
+    if not path_text:
+        raise UserInputError(f"model argument {spec!r} has no path after '='")
+    check_model_name(name)
+    return name, Path(path_text)
+
+
+def check_model_name(name: str) -> None:
+    """Names become the `<name>/` prefix of every fused tensor: plain identifiers only."""
+    if not _NAME_PATTERN.match(name):
+        raise UserInputError(
+            f"model name {name!r} is not allowed: use letters, digits, '_', '.', '-' "
+            "(give one with NAME=PATH)"
+        )
+
+
+def sha256_file(path: Path) -> str:
+    """Hash a file in chunks so that multi-GiB models are never read into memory at once."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_model(path: Path) -> ir.Model:
+    """Load an ONNX model; external tensors stay memory-mapped rather than read into memory."""
+    if not path.exists():
+        raise UserInputError(f"{path}: no such file")
+    if not path.is_file():
+        raise UserInputError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise UserInputError(f"{path}: file is empty, not an ONNX model")
+    try:
+        model = ir.load(path)
+    except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as error:
+        raise UserInputError(f"{path}: not a readable ONNX model ({_first_line(error)})") from None
+    _check_loaded(model, path)
+    return model
+
+
+def _check_loaded(model: ir.Model, path: Path) -> None:
+    """Protobuf happily parses many non-ONNX byte strings; reject what is not a usable model."""
+    graph = model.graph
+    if model.ir_version <= 0 or not graph.opset_imports or not graph.outputs:
+        raise UserInputError(f"{path}: not an ONNX model (no IR version, opset or graph outputs)")
+    for value in graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor) and not Path(tensor.path).is_file():
+            raise UserInputError(
+                f"{path}: external data file {tensor.location!r} of tensor {value.name!r} "
+                "is missing"
+            )
+
+
+def load_sources(specs: Sequence[tuple[str, Path]]) -> list[SourceModel]:
+    """Load every model named on the command line, refusing duplicate names up front."""
+    if not specs:
+        raise UserInputError("no models given")
+    seen: dict[str, Path] = {}
+    for name, path in specs:
+        if name in seen:
+            raise UserInputError(
+                f"model name {name!r} is used twice ({seen[name]} and {path}); "
+                "name them with NAME=PATH"
+            )
+        seen[name] = path
+    sources = []
+    for name, path in specs:
+        model = load_model(path)
+        sources.append(
+            SourceModel(
+                name=name,
+                path=path,
+                sha256=sha256_file(path),
+                model=model,
+                input_names=tuple(_names(model.graph.inputs, exclude=model.graph.initializers)),
+                output_names=tuple(_names(model.graph.outputs)),
+            )
+        )
+    return sources
+
+
+def _names(values: Iterable[ir.Value], exclude: Iterable[str] = ()) -> list[str]:
+    skip = set(exclude)
+    return [value.name for value in values if value.name and value.name not in skip]
+
+
+def weight_bytes(model: ir.Model) -> int:
+    """Bytes of initializer data in every graph of the model (subgraphs too)."""
+    total = 0
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                total += value.const_value.nbytes
+    return total
+
+
+def node_count(model: ir.Model) -> int:
+    """Nodes in the main graph and in every subgraph."""
+    return sum(len(graph) for graph in model.graphs())
+
+
+def external_data_name(out_path: Path) -> str:
+    """The side file that holds a large model's tensors, next to the model."""
+    return out_path.name + ".data"
+
+
+def save_model_atomic(
+    model: ir.Model, out_path: Path, *, external_data: bool | None = None
+) -> list[Path]:
+    """Write the model (and its external data) so that no reader ever sees a partial file.
+
+    Files are written into a temporary folder beside the target and then renamed into place;
+    on any error the folder is removed and the target is untouched. `external_data=None` picks
+    external data when the weights are large. Returns the paths written.
+    """
+    if external_data is None:
+        external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
+    data_name = external_data_name(out_path) if external_data else None
+    with staging_dir(out_path) as staging:
+        staged_model = staging / out_path.name
+        ir.save(model, staged_model, external_data=data_name)
+        written = [out_path.parent / data_name] if data_name else []
+        written.append(out_path)
+        for target in written:
+            os.replace(staging / target.name, target)
+    if not external_data:
+        stale = out_path.parent / external_data_name(out_path)
+        stale.unlink(missing_ok=True)
+    return written
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small text file (a manifest) via a temporary file and a rename."""
+    with staging_dir(path) as staging:
+        staged = staging / path.name
+        staged.write_text(text, encoding="utf-8")
+        os.replace(staged, path)
+
+
+class staging_dir:  # noqa: N801 - used like a function in `with` statements
+    """A temporary folder in the target's own directory, so the final rename stays atomic."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __enter__(self) -> Path:
+        parent = self.target.parent
+        if not parent.is_dir():
+            raise UserInputError(f"{self.target}: output folder {parent} does not exist")
+        try:
+            self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=parent))
+        except OSError as error:
+            raise UserInputError(f"{self.target}: cannot write there ({error.strerror})") from None
+        return self.path
+
+    def __exit__(self, *exc_info: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def check_output_path(out_path: Path, inputs: Iterable[Path]) -> None:
+    """Refuse an output that would overwrite one of the inputs (or their external data)."""
+    resolved = out_path.resolve()
+    data = resolved.parent / external_data_name(resolved)
+    for source in inputs:
+        source_resolved = source.resolve()
+        if source_resolved in (resolved, data):
+            raise UserInputError(f"output {out_path} would overwrite the input model {source}")
+    if resolved.is_dir():
+        raise UserInputError(f"output {out_path} is a folder; give a file name")
+    if not os.access(resolved.parent, os.W_OK):
+        raise UserInputError(f"output {out_path}: folder {resolved.parent} is not writable")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

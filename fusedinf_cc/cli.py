@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -29,8 +30,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-error_console = Console(stderr=True)
+# Piped output (CI logs, files) gets room for the tables instead of Rich's 80-column default.
+_PIPED_WIDTH = 160
+console = Console(width=None if sys.stdout.isatty() else _PIPED_WIDTH)
+error_console = Console(stderr=True, width=None if sys.stderr.isatty() else _PIPED_WIDTH)
 
 F = TypeVar("F", bound=Callable[..., None])
 

@@ -158,7 +158,9 @@ def _bind(model: ir.Model, values: list[ir.Value], fused_name: str, shape: ir.Sh
     dim_map: dict[str, str | int] = {}
     if shape is not None:
         for value in values:
-            for dim, unified in zip(value.shape.dims if value.shape else (), shape.dims, strict=False):
+            for dim, unified in zip(
+                value.shape.dims if value.shape else (), shape.dims, strict=False
+            ):
                 if isinstance(dim, ir.SymbolicDim) and dim.value and dim != unified:
                     dim_map[dim.value] = unified if isinstance(unified, int) else str(unified.value)
     graph = model.graph

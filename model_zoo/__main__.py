@@ -1,0 +1,34 @@
+"""`python -m model_zoo export NAME... -o DIR [--opset N] [--dynamic-batch]` and `list`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from model_zoo.zoo import ALIASES, CATALOGUE, DEFAULT_OPSET, expand_names, export
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m model_zoo")
+    commands = parser.add_subparsers(dest="command", required=True)
+    export_parser = commands.add_parser("export", help="export zoo models to ONNX")
+    export_parser.add_argument("names", nargs="+", help="zoo models (or 'heads' for head0+head1)")
+    export_parser.add_argument("-o", "--out", type=Path, required=True, help="output folder")
+    export_parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    export_parser.add_argument("--dynamic-batch", action="store_true", help="batch dim 'batch'")
+    commands.add_parser("list", help="list the zoo")
+    args = parser.parse_args()
+    if args.command == "list":
+        for name, spec in CATALOGUE.items():
+            shape = "x".join(map(str, spec.input_shape))
+            print(f"{name:22s} {spec.input_name}:{shape} -> {spec.output_name}")
+        for alias, members in ALIASES.items():
+            print(f"{alias:22s} = {' + '.join(members)}")
+        return
+    for name in expand_names(args.names):
+        path = export(name, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch)
+        print(f"{name}: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

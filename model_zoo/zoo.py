@@ -1,0 +1,146 @@
+"""The zoo's catalogue and its exporter: torch module -> ONNX file at batch 1, random weights, cached.
+
+Weights come from fixed seeds, so an export is reproducible, and `head0`/`head1` carry the very
+same backbone weights: the pair that `dedup` and `cse` are meant to fold into one backbone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model_zoo import architectures as arch
+
+ZOO_VERSION = 1
+DEFAULT_OPSET = 17
+BACKBONE_SEED = 1234
+IMAGE = (1, 3, 224, 224)
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    build: Callable[[], nn.Module]
+    input_name: str
+    input_shape: tuple[int, ...]
+    output_name: str
+    integer_input: bool = False
+
+
+def _with_head(head: Callable[[], nn.Module], seed: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        torch.manual_seed(BACKBONE_SEED)
+        trunk = arch.backbone()
+        _randomize_norms(trunk)
+        torch.manual_seed(seed)
+        return arch.WithHead(trunk, head())
+
+    return build
+
+
+CATALOGUE: dict[str, ZooModel] = {
+    model.name: model
+    for model in (
+        ZooModel("resnet18", arch.resnet18, "image", IMAGE, "logits"),
+        ZooModel("vgg16", arch.vgg16, "image", IMAGE, "logits"),
+        ZooModel("mobilenet_v3_small", arch.mobilenet_v3_small, "image", IMAGE, "logits"),
+        ZooModel("squeezenet1_1", arch.squeezenet1_1, "image", IMAGE, "logits"),
+        ZooModel("transformer_encoder", arch.TransformerEncoder, "tokens", (1, 64), "logits", True),
+        ZooModel("head0", _with_head(arch.classification_head, 1), "image", IMAGE, "logits"),
+        ZooModel("head1", _with_head(arch.segmentation_head, 2), "image", IMAGE, "mask"),
+    )
+}
+ALIASES = {"heads": ("head0", "head1")}
+
+
+def expand_names(names: list[str]) -> list[str]:
+    """Catalogue names, with aliases such as `heads` (head0 and head1) expanded."""
+    expanded: list[str] = []
+    for name in names:
+        for member in ALIASES.get(name, (name,)):
+            if member not in CATALOGUE:
+                known = ", ".join([*CATALOGUE, *ALIASES])
+                raise SystemExit(f"error: unknown zoo model {member!r} (known: {known})")
+            if member not in expanded:
+                expanded.append(member)
+    return expanded
+
+
+def export(
+    name: str, out_dir: Path, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
+) -> Path:
+    """Export one zoo model to `out_dir/NAME.onnx`, unless an identical export is already there."""
+    spec = CATALOGUE[name]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{name}.onnx"
+    stamp_path = out_dir / f".{name}.onnx.zoo.json"
+    stamp = {
+        "zoo": ZOO_VERSION,
+        "name": name,
+        "opset": opset,
+        "dynamic_batch": dynamic_batch,
+        "torch": torch.__version__,
+    }
+    if target.is_file() and stamp_path.is_file():
+        if json.loads(stamp_path.read_text()) == stamp:
+            return target
+    model = _seeded(spec)
+    example = _example_input(spec)
+    dynamic_axes = (
+        {spec.input_name: {0: "batch"}, spec.output_name: {0: "batch"}} if dynamic_batch else None
+    )
+    handle, staged = tempfile.mkstemp(prefix=f".{name}.", suffix=".onnx", dir=out_dir)
+    os.close(handle)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (example,),
+                staged,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[spec.input_name],
+                output_names=[spec.output_name],
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+        os.replace(staged, target)
+    finally:
+        Path(staged).unlink(missing_ok=True)
+    stamp_path.write_text(json.dumps(stamp))
+    return target
+
+
+def _seeded(spec: ZooModel) -> nn.Module:
+    torch.manual_seed(sum(map(ord, spec.name)))
+    model = spec.build()
+    if not spec.name.startswith("head"):
+        _randomize_norms(model)
+    return model.eval()
+
+
+def _randomize_norms(model: nn.Module) -> None:
+    """Fresh BatchNorm layers are identities; give them statistics so folding is exercised."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            with torch.no_grad():
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.1, 0.1)
+
+
+def _example_input(spec: ZooModel) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    if spec.integer_input:
+        return torch.randint(0, 1000, spec.input_shape, generator=generator)
+    return torch.randn(spec.input_shape, generator=generator)

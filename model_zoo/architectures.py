@@ -1,4 +1,4 @@
-"""Compact torch definitions of the zoo's architectures (random weights; shapes and op mix are real).
+"""Compact torch definitions of the zoo's architectures (random weights; real shapes and ops).
 
 Written here rather than imported from torchvision so that the zoo needs nothing but torch.
 """

@@ -1,4 +1,4 @@
-"""The zoo's catalogue and its exporter: torch module -> ONNX file at batch 1, random weights, cached.
+"""The zoo's catalogue and exporter: torch module -> ONNX at batch 1, random weights, cached.
 
 Weights come from fixed seeds, so an export is reproducible, and `head0`/`head1` carry the very
 same backbone weights: the pair that `dedup` and `cse` are meant to fold into one backbone.
@@ -89,9 +89,8 @@ def export(
         "dynamic_batch": dynamic_batch,
         "torch": torch.__version__,
     }
-    if target.is_file() and stamp_path.is_file():
-        if json.loads(stamp_path.read_text()) == stamp:
-            return target
+    if target.is_file() and stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
+        return target
     model = _seeded(spec)
     example = _example_input(spec)
     dynamic_axes = (

@@ -24,6 +24,8 @@ from fusedinf_cc.errors import UserInputError
 # Above this many bytes of weights a model is written with its tensors in a side file: protobuf
 # cannot serialise a message over 2 GiB, and keeping well below the limit leaves room for the graph.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1 << 30
+# Tensors up to this size travel inside protobufs handed to onnx's C API (checker, converter).
+SMALL_TENSOR_BYTES = 1024
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _HASH_CHUNK_BYTES = 1 << 20
 
@@ -82,7 +84,24 @@ def load_model(path: Path) -> ir.Model:
     except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as error:
         raise UserInputError(f"{path}: not a readable ONNX model ({_first_line(error)})") from None
     _check_loaded(model, path)
+    _materialize_small_external_tensors(model)
     return model
+
+
+def _materialize_small_external_tensors(model: ir.Model) -> None:
+    """Read small external tensors (and any in subgraphs) into memory.
+
+    Checking and converting a model lifts only the main graph's large weights out of the protobuf;
+    what stays must not point at files relative to a folder the protobuf does not know.
+    """
+    for graph in model.graphs():
+        in_subgraph = graph is not model.graph
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if isinstance(tensor, ir.ExternalTensor) and (
+                in_subgraph or tensor.nbytes <= SMALL_TENSOR_BYTES
+            ):
+                value.const_value = ir.Tensor(tensor.numpy(), name=value.name)
 
 
 def _check_loaded(model: ir.Model, path: Path) -> None:
@@ -159,10 +178,13 @@ def save_model_atomic(
 
     Files are written into a temporary folder beside the target and then renamed into place;
     on any error the folder is removed and the target is untouched. `external_data=None` picks
-    external data when the weights are large. Returns the paths written.
+    external data when the weights are large. A small model whose sources kept their weights in
+    side files gets them inline, so every artifact is self-contained. Returns the paths written.
     """
     if external_data is None:
         external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
+    if not external_data:
+        ir.external_data.load_to_model(model)
     data_name = external_data_name(out_path) if external_data else None
     with staging_dir(out_path) as staging:
         staged_model = staging / out_path.name

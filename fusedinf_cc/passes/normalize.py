@@ -13,11 +13,10 @@ import onnx_ir as ir
 from onnx import version_converter
 
 from fusedinf_cc.errors import MergeError
-from fusedinf_cc.model_io import SourceModel
+from fusedinf_cc.model_io import SMALL_TENSOR_BYTES, SourceModel
 from fusedinf_cc.passes.base import FusionState, PassContext, PassOutcome
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
-_SMALL_TENSOR_BYTES = 1024
 
 
 def default_opset(model: ir.Model) -> int:
@@ -92,7 +91,7 @@ def _detach_large_tensors(model: ir.Model) -> dict[str, ir.TensorProtocol]:
     for graph in model.graphs():
         for name, value in graph.initializers.items():
             tensor = value.const_value
-            if tensor is None or tensor.nbytes <= _SMALL_TENSOR_BYTES:
+            if tensor is None or tensor.nbytes <= SMALL_TENSOR_BYTES:
                 continue
             detached[name] = tensor
             value.const_value = ir.ExternalTensor(

@@ -1,0 +1,157 @@
+"""Small ONNX models built by hand, each shaped like a real-world kind of trouble for fusion."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+FLOAT = TensorProto.FLOAT
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def make_model(
+    nodes: Sequence[onnx.NodeProto],
+    inputs: Sequence[onnx.ValueInfoProto],
+    outputs: Sequence[onnx.ValueInfoProto],
+    initializers: Sequence[onnx.TensorProto] = (),
+    *,
+    opset: int = 17,
+    ir_version: int | None = None,
+    functions: Sequence[onnx.FunctionProto] = (),
+    extra_opsets: Sequence[onnx.OperatorSetIdProto] = (),
+) -> onnx.ModelProto:
+    graph = helper.make_graph(list(nodes), "g", list(inputs), list(outputs), list(initializers))
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", opset), *extra_opsets],
+        functions=list(functions),
+    )
+    model.ir_version = ir_version or helper.find_min_ir_version_for(
+        [helper.make_opsetid("", opset)]
+    )
+    return model
+
+
+def tensor(name: str, values: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(values, name)
+
+
+def affine(
+    seed: int,
+    *,
+    in_name: str = "x",
+    out_name: str = "y",
+    width: int = 8,
+    batch: int | str = 1,
+    opset: int = 17,
+    ir_version: int | None = None,
+    weight: np.ndarray | None = None,
+) -> onnx.ModelProto:
+    """y = relu(x @ W + b): the smallest model with real weights."""
+    rng = np.random.default_rng(seed)
+    w = weight if weight is not None else rng.standard_normal((width, width)).astype(np.float32)
+    b = rng.standard_normal(width).astype(np.float32)
+    return make_model(
+        [
+            helper.make_node("MatMul", [in_name, "W"], ["h"], name="matmul"),
+            helper.make_node("Add", ["h", "b"], ["z"], name="add"),
+            helper.make_node("Relu", ["z"], [out_name], name="relu"),
+        ],
+        [helper.make_tensor_value_info(in_name, FLOAT, [batch, width])],
+        [helper.make_tensor_value_info(out_name, FLOAT, [batch, width])],
+        [tensor("W", w), tensor("b", b)],
+        opset=opset,
+        ir_version=ir_version,
+    )
+
+
+def if_reading_outer(seed: int) -> onnx.ModelProto:
+    """An If whose branches read an initializer and an input of the outer graph."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(4).astype(np.float32)
+    then_branch = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["t"], name="then_add")],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", FLOAT, [1, 4])],
+    )
+    else_branch = helper.make_graph(
+        [helper.make_node("Mul", ["x", "w"], ["t"], name="else_mul")],
+        "else",
+        [],
+        [helper.make_tensor_value_info("t", FLOAT, [1, 4])],
+    )
+    return make_model(
+        [
+            helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0, name="sum"),
+            helper.make_node("Greater", ["s", "zero"], ["c"], name="positive"),
+            helper.make_node(
+                "If", ["c"], ["y"], then_branch=then_branch, else_branch=else_branch, name="if"
+            ),
+        ],
+        [helper.make_tensor_value_info("x", FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", FLOAT, [1, 4])],
+        [tensor("w", w), tensor("zero", np.array(0.0, dtype=np.float32))],
+        opset=13,
+    )
+
+
+def loop_reading_outer(seed: int) -> onnx.ModelProto:
+    """A Loop that adds an outer-scope initializer to its carried value three times."""
+    rng = np.random.default_rng(seed)
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["acc_in", "step"], ["acc_out"], name="body_add"),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="body_cond"),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", FLOAT, [1, 4]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", FLOAT, [1, 4]),
+        ],
+    )
+    return make_model(
+        [helper.make_node("Loop", ["trips", "", "x"], ["y"], body=body, name="loop")],
+        [helper.make_tensor_value_info("x", FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", FLOAT, [1, 4])],
+        [
+            tensor("trips", np.array(3, dtype=np.int64)),
+            tensor("step", rng.standard_normal((1, 4)).astype(np.float32)),
+        ],
+        opset=13,
+    )
+
+
+def with_local_function(seed: int, scale: float) -> onnx.ModelProto:
+    """A model calling a model-local function named `Scale` (same name, different body per seed)."""
+    function = helper.make_function(
+        "local",
+        "Scale",
+        ["a"],
+        ["b"],
+        [
+            helper.make_node("Constant", [], ["k"], value_float=scale),
+            helper.make_node("Mul", ["a", "k"], ["b"]),
+        ],
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model = affine(seed, out_name="h2")
+    model.graph.node.append(helper.make_node("Scale", ["h2"], ["y"], domain="local", name="scale"))
+    model.graph.output[0].name = "y"
+    model.functions.append(function)
+    model.opset_import.append(helper.make_opsetid("local", 1))
+    return model

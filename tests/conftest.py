@@ -1,0 +1,51 @@
+"""Fixtures: zoo models (exported once, cached), and helpers to fuse and to run the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from fusedinf_cc.fuse import fuse, write_fused
+from fusedinf_cc.manifest import Manifest
+from fusedinf_cc.model_io import load_sources
+from fusedinf_cc.passes.base import FusionOptions
+
+REPO = Path(__file__).resolve().parent.parent
+ZOO_CACHE = Path(os.environ.get("FUSEDINF_ZOO_CACHE", REPO / ".cache" / "zoo"))
+
+
+@pytest.fixture(scope="session")
+def zoo() -> Callable[..., Path]:
+    """`zoo("resnet18", opset=11)` -> path of that export, made once per cache."""
+    pytest.importorskip("torch", reason="the model zoo needs torch (pip install torch==2.13.0)")
+    from model_zoo.zoo import export
+
+    def get(name: str, *, opset: int = 17, dynamic_batch: bool = False) -> Path:
+        folder = ZOO_CACHE / f"opset{opset}{'-dynamic' if dynamic_batch else ''}"
+        return export(name, folder, opset=opset, dynamic_batch=dynamic_batch)
+
+    return get
+
+
+def fuse_files(
+    specs: Sequence[tuple[str, Path]], out: Path, options: FusionOptions | None = None
+) -> Manifest:
+    """The library path the CLI takes: load, fuse, write."""
+    return write_fused(fuse(load_sources(specs), options), out)
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real command in a fresh process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "fusedinf_cc", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+        check=False,
+    )

@@ -44,12 +44,14 @@ def compare_fused(
     """{"model.output": (max abs error, bitwise)} for every output of every source model."""
     fused = session(fused_path)
     feeds = feeds_for(fused, seed, dims)
-    fused_outputs = dict(zip([o.name for o in fused.get_outputs()], fused.run(None, feeds)))
+    fused_outputs = dict(
+        zip([o.name for o in fused.get_outputs()], fused.run(None, feeds), strict=True)
+    )
     results = {}
     for entry in manifest.models:
         source = session(fused_path.parent / entry.source)
         expected = source.run(None, {orig: feeds[name] for orig, name in entry.inputs.items()})
-        for arg, want in zip(source.get_outputs(), expected):
+        for arg, want in zip(source.get_outputs(), expected, strict=True):
             got = fused_outputs[entry.outputs[arg.name]]
             assert got.shape == want.shape, f"{entry.name}.{arg.name}: shape {got.shape}"
             error = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0

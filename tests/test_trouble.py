@@ -225,7 +225,7 @@ def test_custom_domain_at_two_versions_is_refused(tmp_path):
 
     a = builders.save(with_domain(1), tmp_path / "a.onnx")
     b = builders.save(with_domain(2), tmp_path / "b.onnx")
-    with pytest.raises(MergeError, match="com.example"):
+    with pytest.raises(MergeError, match=r"com\.example"):
         fuse_files([("a", a), ("b", b)], tmp_path / "f.onnx")
 
 

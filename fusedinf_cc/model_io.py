@@ -237,6 +237,8 @@ def check_output_path(out_path: Path, inputs: Iterable[Path]) -> None:
             raise UserInputError(f"output {out_path} would overwrite the input model {source}")
     if resolved.is_dir():
         raise UserInputError(f"output {out_path} is a folder; give a file name")
+    if not resolved.parent.is_dir():
+        raise UserInputError(f"output {out_path}: folder {out_path.parent} does not exist")
     if not os.access(resolved.parent, os.W_OK):
         raise UserInputError(f"output {out_path}: folder {resolved.parent} is not writable")
 

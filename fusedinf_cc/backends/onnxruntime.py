@@ -26,6 +26,7 @@ INSTALL_HINT = (
     "Jetson: JetPack's onnxruntime-gpu wheel)"
 )
 CPU_PROVIDER = "CPUExecutionProvider"
+_LOG_ERRORS_ONLY = 3  # ORT warns about every unused initializer of a source model
 
 _ONNX_TYPES = {
     "tensor(float)": np.float32,
@@ -62,6 +63,7 @@ class OnnxRuntimeSession:
     ):
         ort = import_onnxruntime()
         session_options = ort.SessionOptions()
+        session_options.log_severity_level = _LOG_ERRORS_ONLY
         for key, value in (options or {}).items():
             if key == "config":
                 for config_key, config_value in value.items():

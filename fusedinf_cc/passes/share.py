@@ -39,17 +39,27 @@ def parse_share_spec(text: str, sources: Sequence[SourceModel]) -> ShareSpec:
 def _resolve_reference(
     reference: str, sources: Sequence[SourceModel], text: str
 ) -> tuple[str, str]:
-    for source in sorted(sources, key=lambda s: len(s.name), reverse=True):
-        head = source.name + "."
-        if reference.startswith(head):
-            input_name = reference[len(head) :]
-            if input_name not in source.input_names:
-                known = ", ".join(source.input_names)
-                raise UserInputError(
-                    f"--share-input {text!r}: model {source.name!r} has no input "
-                    f"{input_name!r} (it has: {known})"
-                )
-            return source.name, input_name
+    """`det.v2.image` is model `det.v2`'s input `image`, or model `det`'s `v2.image`: the one
+    that exists. Both existing is ambiguous; neither names what the closest model has."""
+    candidates = [s for s in sources if reference.startswith(s.name + ".")]
+    matches = [
+        (s.name, reference[len(s.name) + 1 :])
+        for s in candidates
+        if reference[len(s.name) + 1 :] in s.input_names
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        readings = " or ".join(f"model {m!r} input {i!r}" for m, i in matches)
+        raise UserInputError(f"--share-input {text!r}: {reference!r} is ambiguous ({readings})")
+    if candidates:
+        closest = max(candidates, key=lambda s: len(s.name))
+        known = ", ".join(closest.input_names)
+        wanted = reference[len(closest.name) + 1 :]
+        raise UserInputError(
+            f"--share-input {text!r}: model {closest.name!r} has no input {wanted!r} "
+            f"(it has: {known})"
+        )
     models = ", ".join(source.name for source in sources)
     raise UserInputError(
         f"--share-input {text!r}: {reference!r} names no model's input (models: {models})"

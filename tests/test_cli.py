@@ -1,0 +1,104 @@
+"""The commands as a user runs them: fuse --explain, verify (and catching a mismatch), inspect."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from tests import builders
+from tests.conftest import run_cli
+
+
+def _fuse_pair(tmp_path, *extra):
+    a = builders.save(builders.affine(0), tmp_path / "a.onnx")
+    b = builders.save(builders.affine(1), tmp_path / "b.onnx")
+    out = tmp_path / "fused.onnx"
+    result = run_cli("fuse", a, f"second={b}", "-o", out, *extra)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_fuse_explain_reports_every_pass(tmp_path):
+    _, result = _fuse_pair(tmp_path, "--explain", "--share-inputs", "auto")
+    for name in ("normalize", "prefix", "merge", "share", "dedup", "cse", "cleanup"):
+        assert name in result.stdout
+    assert "x <- a.x, second.x" in result.stdout
+    manifest = json.loads((tmp_path / "fused.onnx.manifest.json").read_text())
+    assert manifest["format"] == "fusedinf-bundle/1"
+    assert [m["name"] for m in manifest["models"]] == ["a", "second"]
+    assert manifest["models"][1]["source"] == "b.onnx"
+    assert manifest["artifact"]["sha256"]
+
+
+def test_verify_passes_on_a_faithful_fusion(tmp_path):
+    out, _ = _fuse_pair(tmp_path)
+    result = run_cli("verify", out)
+    assert result.returncode == 0, result.stderr
+    assert "all 2 outputs match" in result.stdout
+    assert result.stdout.count("bitwise") == 2
+
+
+def test_verify_fails_and_says_where_when_an_output_differs(tmp_path):
+    out, _ = _fuse_pair(tmp_path)
+    fused = onnx.load(out)
+    for initializer in fused.graph.initializer:
+        if initializer.name == "second/b":
+            bias = numpy_helper.to_array(initializer) + np.float32(0.5)
+            initializer.CopyFrom(numpy_helper.from_array(bias, initializer.name))
+    onnx.save(fused, out)
+    result = run_cli("verify", out)
+    assert result.returncode == 1
+    assert "MISMATCH" in result.stdout
+    assert "mismatch: second.y" in result.stderr
+    row = next(line for line in result.stdout.splitlines() if "second/y" in line)
+    assert "0.5" in row  # the max abs error is the bias shift
+
+
+def test_verify_with_inputs_from_npz(tmp_path):
+    out, _ = _fuse_pair(tmp_path)
+    feeds = tmp_path / "feeds.npz"
+    rng = np.random.default_rng(3)
+    np.savez(
+        feeds,
+        **{
+            "a/x": rng.standard_normal((1, 8)).astype(np.float32),
+            "second/x": rng.standard_normal((1, 8)).astype(np.float32),
+        },
+    )
+    assert run_cli("verify", out, "--inputs", feeds).returncode == 0
+    np.savez(feeds, **{"a/x": np.zeros((1, 8), np.float32)})
+    result = run_cli("verify", out, "--inputs", feeds)
+    assert result.returncode == 2
+    assert "missing ['second/x']" in result.stderr
+
+
+def test_verify_fills_dynamic_dims_from_shapes(tmp_path):
+    a = builders.save(builders.affine(0, batch="batch"), tmp_path / "a.onnx")
+    b = builders.save(builders.affine(1, batch="batch"), tmp_path / "b.onnx")
+    out = tmp_path / "fused.onnx"
+    assert run_cli("fuse", a, b, "-o", out).returncode == 0
+    result = run_cli("verify", out, "--shapes", "a/x:4x8,b/x:2x8")
+    assert result.returncode == 0, result.stderr
+    assert "4x8" in result.stdout and "2x8" in result.stdout
+    result = run_cli("verify", out, "--shapes", "a/x:4x9")
+    assert result.returncode == 2 and "does not fit" in result.stderr
+
+
+def test_verify_refuses_a_source_that_changed(tmp_path):
+    out, _ = _fuse_pair(tmp_path)
+    builders.save(builders.affine(7), tmp_path / "b.onnx")
+    result = run_cli("verify", out)
+    assert result.returncode == 2
+    assert "changed since it was fused" in result.stderr
+
+
+def test_inspect_shows_the_per_model_map(tmp_path):
+    out, _ = _fuse_pair(tmp_path)
+    result = run_cli("inspect", out)
+    assert result.returncode == 0, result.stderr
+    assert "second/y" in result.stdout and "per-model map" in result.stdout
+    result = run_cli("inspect", tmp_path / "fused.onnx.manifest.json")
+    assert result.returncode == 0 and "second/x" in result.stdout

@@ -1,0 +1,169 @@
+"""Bad input: one line on stderr, exit code 2, no traceback, and no output file left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tests import builders
+from tests.conftest import run_cli
+
+
+@pytest.fixture
+def two_models(tmp_path: Path) -> tuple[Path, Path]:
+    a = builders.save(builders.affine(0, width=8), tmp_path / "a.onnx")
+    b = builders.save(builders.affine(1, width=4), tmp_path / "b.onnx")
+    return a, b
+
+
+def assert_clean_failure(result, out: Path, *, mentions: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr}"
+    assert lines[0].startswith("error: ")
+    assert mentions in lines[0], lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not out.exists()
+    if out.parent.is_dir():
+        leftovers = [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+        assert not leftovers, f"temporary files left behind: {leftovers}"
+
+
+def test_missing_file(tmp_path, two_models):
+    out = tmp_path / "fused.onnx"
+    result = run_cli("fuse", two_models[0], tmp_path / "nope.onnx", "-o", out)
+    assert_clean_failure(result, out, mentions="nope.onnx: no such file")
+
+
+def test_non_onnx_file(tmp_path, two_models):
+    text = tmp_path / "notes.onnx"
+    text.write_text("these are not the weights you are looking for\n")
+    out = tmp_path / "fused.onnx"
+    result = run_cli("fuse", two_models[0], text, "-o", out)
+    assert_clean_failure(result, out, mentions="notes.onnx: not a")
+
+
+def test_truncated_protobuf(tmp_path, two_models):
+    whole = two_models[0].read_bytes()
+    truncated = tmp_path / "cut.onnx"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "fused.onnx"
+    result = run_cli("fuse", two_models[1], truncated, "-o", out)
+    assert_clean_failure(result, out, mentions="cut.onnx")
+
+
+def test_duplicate_names(tmp_path, two_models):
+    out = tmp_path / "fused.onnx"
+    a, b = two_models
+    result = run_cli("fuse", f"m={a}", f"m={b}", "-o", out)
+    assert_clean_failure(result, out, mentions="model name 'm' is used twice")
+
+
+def test_duplicate_stems_from_two_folders(tmp_path, two_models):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.onnx").write_bytes(two_models[1].read_bytes())
+    out = tmp_path / "fused.onnx"
+    result = run_cli("fuse", two_models[0], other / "a.onnx", "-o", out)
+    assert_clean_failure(result, out, mentions="NAME=PATH")
+
+
+def test_model_name_with_a_slash(tmp_path, two_models):
+    out = tmp_path / "fused.onnx"
+    result = run_cli("fuse", f"a/b={two_models[0]}", two_models[1], "-o", out)
+    assert_clean_failure(result, out, mentions="model name 'a/b' is not allowed")
+
+
+def test_output_folder_missing(tmp_path, two_models):
+    out = tmp_path / "no" / "such" / "fused.onnx"
+    result = run_cli("fuse", *two_models, "-o", out)
+    assert_clean_failure(result, out, mentions="does not exist")
+
+
+def test_output_under_a_file(tmp_path, two_models):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    out = blocker / "fused.onnx"
+    result = run_cli("fuse", *two_models, "-o", out)
+    assert_clean_failure(result, out, mentions="fused.onnx")
+
+
+def test_output_that_would_clobber_an_input(tmp_path, two_models):
+    a, b = two_models
+    before = a.read_bytes()
+    result = run_cli("fuse", a, b, "-o", a)
+    assert result.returncode == 2
+    assert "would overwrite the input model" in result.stderr
+    assert a.read_bytes() == before
+
+
+def test_opset_that_cannot_be_converted(tmp_path, two_models):
+    legacy = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("ImageScaler", ["x"], ["y"], scale=2.0, name="scaler")],
+            "legacy",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+        ),
+        opset_imports=[helper.make_opsetid("", 6)],
+    )
+    legacy.ir_version = 3
+    onnx.save(legacy, tmp_path / "legacy.onnx")
+    out = tmp_path / "fused.onnx"
+    result = run_cli("fuse", two_models[0], tmp_path / "legacy.onnx", "-o", out)
+    assert_clean_failure(result, out, mentions="operator ImageScaler (node 'scaler')")
+    assert "from opset 6 to 17" in result.stderr
+
+
+def test_share_input_naming_an_unknown_input(tmp_path, two_models):
+    out = tmp_path / "fused.onnx"
+    result = run_cli("fuse", *two_models, "-o", out, "--share-input", "img=a.x,b.pixels")
+    assert_clean_failure(result, out, mentions="model 'b' has no input 'pixels'")
+
+
+def test_share_input_naming_an_unknown_model(tmp_path, two_models):
+    out = tmp_path / "fused.onnx"
+    result = run_cli("fuse", *two_models, "-o", out, "--share-input", "img=a.x,c.x")
+    assert_clean_failure(result, out, mentions="'c.x' names no model's input")
+
+
+def test_share_input_with_incompatible_shapes(tmp_path, two_models):
+    out = tmp_path / "fused.onnx"
+    result = run_cli("fuse", *two_models, "-o", out, "--share-input", "x=a.x,b.x")
+    assert_clean_failure(result, out, mentions="dim 1: 4 vs 8")
+
+
+def test_engine_output_is_not_built_yet(tmp_path, two_models):
+    out = tmp_path / "fused.engine"
+    result = run_cli("fuse", *two_models, "-o", out)
+    assert_clean_failure(result, out, mentions="TensorRT")
+
+
+def test_unknown_output_suffix(tmp_path, two_models):
+    out = tmp_path / "fused.txt"
+    result = run_cli("fuse", *two_models, "-o", out)
+    assert_clean_failure(result, out, mentions="unknown suffix '.txt'")
+
+
+def test_failed_fusion_leaves_an_existing_output_untouched(tmp_path, two_models):
+    out = tmp_path / "fused.onnx"
+    out.write_bytes(b"previous build")
+    result = run_cli("fuse", *two_models, "-o", out, "--share-input", "x=a.x,b.x")
+    assert result.returncode == 2
+    assert out.read_bytes() == b"previous build"
+
+
+def test_verify_without_a_manifest(tmp_path, two_models):
+    result = run_cli("verify", two_models[0])
+    assert result.returncode == 2
+    assert "no manifest beside it" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_inspect_a_missing_file(tmp_path):
+    result = run_cli("inspect", tmp_path / "gone.onnx")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'gone.onnx'}: no such file"

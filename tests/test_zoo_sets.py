@@ -1,0 +1,62 @@
+"""The zoo's fusion sets: equal outputs, and two heads on one backbone compute it once."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from fusedinf_cc.passes.base import FusionOptions
+from tests.conftest import fuse_files
+from tests.oracle import assert_bitwise
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_heads_on_one_backbone_compute_the_backbone_once(tmp_path, zoo):
+    head0, head1 = zoo("head0"), zoo("head1")
+    nodes0 = len(onnx.load(head0).graph.node)
+    nodes1 = len(onnx.load(head1).graph.node)
+    out = tmp_path / "heads.onnx"
+    manifest = fuse_files([("cls", head0), ("seg", head1)], out, FusionOptions(share_inputs="auto"))
+    fused = onnx.load(out)
+    # One backbone plus two heads: every node of the larger model, plus the other model's head.
+    head_nodes = 3
+    assert len(fused.graph.node) <= max(nodes0, nodes1) + head_nodes
+    assert len(fused.graph.node) < 0.6 * (nodes0 + nodes1)
+    weights = manifest.passes[-1].weight_bytes_after
+    assert weights < 0.6 * manifest.passes[0].weight_bytes_before
+    assert_bitwise(out, manifest)
+
+
+def test_unrelated_models_fuse_bitwise(tmp_path, zoo):
+    specs = [
+        (name, zoo(name))
+        for name in ("resnet18", "mobilenet_v3_small", "squeezenet1_1", "transformer_encoder")
+    ]
+    out = tmp_path / "fused.onnx"
+    manifest = fuse_files(specs, out, FusionOptions(share_inputs="auto"))
+    shared = {s.name: s.members for s in manifest.shared_inputs}
+    assert shared == {
+        "image": ["resnet18.image", "mobilenet_v3_small.image", "squeezenet1_1.image"]
+    }
+    assert_bitwise(out, manifest)
+
+
+def test_dynamic_batch_models_share_one_batch_dim(tmp_path, zoo):
+    a = zoo("squeezenet1_1", dynamic_batch=True)
+    b = zoo("head0", dynamic_batch=True)
+    out = tmp_path / "fused.onnx"
+    manifest = fuse_files([("a", a), ("b", b)], out, FusionOptions(share_inputs="auto"))
+    (image,) = onnx.load(out).graph.input
+    assert image.type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert_bitwise(out, manifest, dims={"batch": 2})
+
+
+def test_zoo_exports_are_cached_and_reproducible(tmp_path, zoo):
+    from model_zoo.zoo import export
+
+    first = export("head0", tmp_path / "one")
+    stamp = first.stat().st_mtime_ns
+    assert export("head0", tmp_path / "one").stat().st_mtime_ns == stamp
+    second = export("head0", tmp_path / "two")
+    assert first.read_bytes() == second.read_bytes()

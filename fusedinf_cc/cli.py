@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from fusedinf_cc import __version__
 from fusedinf_cc.backends import backend_for_output
-from fusedinf_cc.errors import FusedInfError
+from fusedinf_cc.bench import BenchReport, bench_artifact, default_configs
+from fusedinf_cc.errors import FusedInfError, UserInputError
 from fusedinf_cc.feeds import parse_shapes
 from fusedinf_cc.fuse import fuse as run_fusion
 from fusedinf_cc.inspection import ModelSummary, inspect_path
 from fusedinf_cc.manifest import Manifest, PassRecord
-from fusedinf_cc.model_io import check_output_path, load_sources, parse_model_spec
+from fusedinf_cc.model_io import (
+    check_output_path,
+    load_sources,
+    parse_model_spec,
+    write_text_atomic,
+)
 from fusedinf_cc.passes.base import FusionOptions
 from fusedinf_cc.passes.share import parse_share_spec
 from fusedinf_cc.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, verify_artifact
@@ -36,6 +45,16 @@ console = Console(width=None if sys.stdout.isatty() else _PIPED_WIDTH)
 error_console = Console(stderr=True, width=None if sys.stderr.isatty() else _PIPED_WIDTH)
 
 F = TypeVar("F", bound=Callable[..., None])
+
+SHARE_INPUT = Annotated[
+    list[str] | None,
+    typer.Option("--share-input", help="FUSED=m1.in,m2.in: these inputs become one. Repeatable."),
+]
+SHARE_INPUTS = Annotated[
+    str, typer.Option("--share-inputs", help="auto: share inputs with one name, dtype, shape.")
+]
+NO_DEDUP = Annotated[bool, typer.Option("--no-dedup", help="Keep identical weights apart.")]
+NO_CSE = Annotated[bool, typer.Option("--no-cse", help="Keep identical subgraphs apart.")]
 
 
 def reports_errors(command: F) -> F:
@@ -76,38 +95,14 @@ def fuse(
         list[str], typer.Argument(help="[NAME=]MODEL.onnx; NAME defaults to the stem.")
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Fused model to write (.onnx).")],
-    share_input: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--share-input", help="FUSED=m1.in,m2.in: these inputs become one. Repeatable."
-        ),
-    ] = None,
-    share_inputs: Annotated[
-        str, typer.Option("--share-inputs", help="auto: share inputs with one name, dtype, shape.")
-    ] = "none",
-    no_dedup: Annotated[
-        bool, typer.Option("--no-dedup", help="Keep identical weights apart.")
-    ] = False,
-    no_cse: Annotated[
-        bool, typer.Option("--no-cse", help="Keep identical subgraphs apart.")
-    ] = False,
+    share_input: SHARE_INPUT = None,
+    share_inputs: SHARE_INPUTS = "none",
+    no_dedup: NO_DEDUP = False,
+    no_cse: NO_CSE = False,
     explain: Annotated[bool, typer.Option("--explain", help="Print what every pass did.")] = False,
 ) -> None:
     """Fuse MODELS into one multi-input, multi-output model and write its manifest beside it."""
-    backend = backend_for_output(output)
-    specs = [parse_model_spec(spec) for spec in models]
-    check_output_path(output, [path for _, path in specs])
-    if share_inputs not in ("auto", "none"):
-        raise FusedInfError(f"--share-inputs must be auto or none, not {share_inputs!r}")
-    sources = load_sources(specs)
-    share_mode: Literal["auto", "none"] = "auto" if share_inputs == "auto" else "none"
-    options = FusionOptions(
-        share_inputs=share_mode,
-        explicit_shares=tuple(parse_share_spec(text, sources) for text in share_input or ()),
-        dedup=not no_dedup,
-        cse=not no_cse,
-    )
-    manifest = backend.build(run_fusion(sources, options), output)
+    manifest = _fuse_to(output, models, share_input, share_inputs, no_dedup, no_cse)
     if explain:
         console.print(_pass_table(manifest.passes))
     assert manifest.artifact is not None
@@ -116,6 +111,86 @@ def fuse(
         f"{sum(len(m.outputs) for m in manifest.models)} outputs) and {output.name}.manifest.json",
         highlight=False,
     )
+
+
+def _fuse_to(
+    output: Path,
+    models: list[str],
+    share_input: list[str] | None,
+    share_inputs: str,
+    no_dedup: bool,
+    no_cse: bool,
+) -> Manifest:
+    """The `fuse` work behind `fuse` and `bench`: check, load, run the pipeline, build."""
+    backend = backend_for_output(output)
+    specs = [parse_model_spec(spec) for spec in models]
+    check_output_path(output, [path for _, path in specs])
+    if share_inputs not in ("auto", "none"):
+        raise UserInputError(f"--share-inputs must be auto or none, not {share_inputs!r}")
+    sources = load_sources(specs)
+    share_mode: Literal["auto", "none"] = "auto" if share_inputs == "auto" else "none"
+    options = FusionOptions(
+        share_inputs=share_mode,
+        explicit_shares=tuple(parse_share_spec(text, sources) for text in share_input or ()),
+        dedup=not no_dedup,
+        cse=not no_cse,
+    )
+    return backend.build(run_fusion(sources, options), output)
+
+
+@app.command()
+@reports_errors
+def bench(
+    models: Annotated[
+        list[str] | None, typer.Argument(help="[NAME=]MODEL.onnx to fuse first (or use --fused).")
+    ] = None,
+    fused: Annotated[
+        Path | None,
+        typer.Option("--fused", help="Fused model to bench; with MODELS, where to write it."),
+    ] = None,
+    share_input: SHARE_INPUT = None,
+    share_inputs: SHARE_INPUTS = "none",
+    no_dedup: NO_DEDUP = False,
+    no_cse: NO_CSE = False,
+    backend: Annotated[str, typer.Option("--backend", help="ort-cpu (more to come).")] = "ort-cpu",
+    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads; 0: default.")] = 0,
+    runs: Annotated[int, typer.Option("--runs", help="Timed requests per configuration.")] = 50,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed requests first.")] = 5,
+    shapes: Annotated[
+        str | None, typer.Option("--shapes", help="Dynamic dims: NAME:1x3x224x224,...")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+) -> None:
+    """Fused vs separate: cold load, latency p50/p90/p99, throughput, peak memory, bytes."""
+    if backend != "ort-cpu":
+        raise UserInputError(f"--backend {backend}: only ort-cpu is available in this version")
+    if runs < 1 or warmup < 0:
+        raise UserInputError("--runs must be at least 1 and --warmup at least 0")
+    if not models and fused is None:
+        raise UserInputError("give the models to fuse, or --fused FUSED.onnx")
+    with tempfile.TemporaryDirectory(prefix="fusedinf-bench-") as scratch:
+        artifact = fused or Path(scratch) / "fused.onnx"
+        if models:
+            _fuse_to(artifact, models, share_input, share_inputs, no_dedup, no_cse)
+        configs = default_configs(threads)
+        with Progress(console=error_console, transient=True) as progress:
+            task = progress.add_task("benchmarking", total=len(configs))
+            report = bench_artifact(
+                artifact,
+                runs=runs,
+                warmup=warmup,
+                threads=threads,
+                shapes=parse_shapes(shapes),
+                configs=configs,
+                on_config_done=lambda result: progress.update(
+                    task, advance=1, description=result.config.label
+                ),
+            )
+    console.print(_bench_configs_table(report))
+    console.print(_bench_summary_table(report))
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
+        console.print(f"wrote {json_out}")
 
 
 @app.command()
@@ -221,6 +296,55 @@ def _verify_table(report: VerifyReport) -> Table:
             f"{c.max_rel:.3g}",
             verdict + (f" {c.note}" if c.note else ""),
         )
+    return table
+
+
+def _bench_configs_table(report: BenchReport) -> Table:
+    table = Table(
+        "configuration",
+        "load s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "req/s",
+        "peak RSS",
+        title="every configuration (fresh process each)",
+    )
+    for result in report.results:
+        row = result.summary()
+        table.add_row(
+            row["label"],
+            f"{row['load_s']:.3f}",
+            f"{row['p50_ms']:.2f}",
+            f"{row['p90_ms']:.2f}",
+            f"{row['p99_ms']:.2f}",
+            f"{row['throughput_rps']:.1f}",
+            _bytes(row["peak_rss_bytes"]),
+        )
+    return table
+
+
+def _bench_summary_table(report: BenchReport) -> Table:
+    separate, fused = report.best("separate").summary(), report.best("fused").summary()
+    ratios = report.ratios()
+    table = Table(
+        "metric",
+        f"separate ({separate['label']})",
+        f"fused ({fused['label']})",
+        "fused / separate",
+        title="fastest separate vs fastest fused",
+    )
+    rows = [
+        ("cold load", "load_s", lambda v: f"{v:.3f} s"),
+        ("latency p50", "p50_ms", lambda v: f"{v:.2f} ms"),
+        ("latency p90", "p90_ms", lambda v: f"{v:.2f} ms"),
+        ("latency p99", "p99_ms", lambda v: f"{v:.2f} ms"),
+        ("throughput", "throughput_rps", lambda v: f"{v:.1f} req/s"),
+        ("peak RSS", "peak_rss_bytes", _bytes),
+        ("artifact bytes", "artifact_bytes", _bytes),
+    ]
+    for label, key, fmt in rows:
+        table.add_row(label, fmt(separate[key]), fmt(fused[key]), f"{ratios[key]:.2f}x")
     return table
 
 

@@ -1,0 +1,62 @@
+"""bench runs every configuration in its own process and reports comparable numbers (no timing
+targets here: those live in benchmarks)."""
+
+from __future__ import annotations
+
+import json
+
+from fusedinf_cc.bench import BenchConfig, bench_artifact
+from tests import builders
+from tests.conftest import fuse_files, run_cli
+
+
+def test_bench_measures_both_variants_in_fresh_processes(tmp_path):
+    a = builders.save(builders.affine(0, width=64), tmp_path / "a.onnx")
+    b = builders.save(builders.affine(1, width=64), tmp_path / "b.onnx")
+    out = tmp_path / "fused.onnx"
+    fuse_files([("a", a), ("b", b)], out)
+    configs = [
+        BenchConfig("separate", False, "sequential"),
+        BenchConfig("fused", False, "sequential"),
+    ]
+    report = bench_artifact(out, runs=5, warmup=1, configs=configs)
+    separate, fused = report.best("separate"), report.best("fused")
+    assert len(separate.latencies_ms) == len(fused.latencies_ms) == 5
+    assert separate.artifact_bytes == a.stat().st_size + b.stat().st_size
+    assert fused.artifact_bytes == out.stat().st_size
+    # VmHWM of a fresh child that imported onnxruntime: tens of MiB at least, not the parent's.
+    assert fused.peak_rss_bytes > 20 * 2**20
+    ratios = report.ratios()
+    assert ratios["artifact_bytes"] == fused.artifact_bytes / separate.artifact_bytes
+
+
+def test_bench_cli_fuses_first_and_writes_json(tmp_path):
+    a = builders.save(builders.affine(0), tmp_path / "a.onnx")
+    b = builders.save(builders.affine(1), tmp_path / "b.onnx")
+    report_path = tmp_path / "bench.json"
+    result = run_cli(
+        "bench",
+        a,
+        b,
+        "--share-inputs",
+        "auto",
+        "--runs",
+        "3",
+        "--warmup",
+        "0",
+        "--json",
+        report_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "fastest separate vs fastest fused" in result.stdout
+    report = json.loads(report_path.read_text())
+    labels = {c["label"] for c in report["configs"]}
+    assert len(labels) == 8  # both variants x sequential/parallel x spinning on/off
+    assert set(report["best"]) == {"separate", "fused"}
+    assert report["environment"]["versions"]["onnx"]
+
+
+def test_bench_without_models_or_fused_is_a_usage_error(tmp_path):
+    result = run_cli("bench")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: give the models to fuse, or --fused FUSED.onnx"

@@ -20,12 +20,14 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.onnx_stream import STREAMED_TENSOR_BYTES, write_streamed
 
 # Above this many bytes of weights a model is written with its tensors in a side file: protobuf
 # cannot serialise a message over 2 GiB, and keeping well below the limit leaves room for the graph.
 EXTERNAL_DATA_THRESHOLD_BYTES = 1 << 30
-# Tensors up to this size travel inside protobufs handed to onnx's C API (checker, converter).
-SMALL_TENSOR_BYTES = 1024
+# Tensors up to this size travel inside protobufs handed to onnx's C API (checker, converter)
+# and stay in the head of a streamed file; larger ones are lifted out or streamed.
+SMALL_TENSOR_BYTES = STREAMED_TENSOR_BYTES
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _HASH_CHUNK_BYTES = 1 << 20
 
@@ -178,17 +180,20 @@ def save_model_atomic(
 
     Files are written into a temporary folder beside the target and then renamed into place;
     on any error the folder is removed and the target is untouched. `external_data=None` picks
-    external data when the weights are large. A small model whose sources kept their weights in
-    side files gets them inline, so every artifact is self-contained. Returns the paths written.
+    external data when the weights are large. Otherwise weights are streamed into one file, one
+    tensor at a time, so writing holds no second copy of them; sources that kept weights in side
+    files get them inline, so every artifact is self-contained. Returns the paths written.
     """
     if external_data is None:
         external_data = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD_BYTES
-    if not external_data:
-        ir.external_data.load_to_model(model)
     data_name = external_data_name(out_path) if external_data else None
     with staging_dir(out_path) as staging:
         staged_model = staging / out_path.name
-        ir.save(model, staged_model, external_data=data_name)
+        if data_name:
+            ir.save(model, staged_model, external_data=data_name)
+        else:
+            with open(staged_model, "wb") as stream:
+                write_streamed(model, stream)
         written = [out_path.parent / data_name] if data_name else []
         written.append(out_path)
         for target in written:

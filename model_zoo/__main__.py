@@ -16,6 +16,9 @@ def main() -> None:
     export_parser.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     export_parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     export_parser.add_argument("--dynamic-batch", action="store_true", help="batch dim 'batch'")
+    export_parser.add_argument(
+        "--variants", type=int, default=1, help="export K copies with distinct random weights"
+    )
     commands.add_parser("list", help="list the zoo")
     args = parser.parse_args()
     if args.command == "list":
@@ -26,8 +29,11 @@ def main() -> None:
             print(f"{alias:22s} = {' + '.join(members)}")
         return
     for name in expand_names(args.names):
-        path = export(name, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch)
-        print(f"{name}: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+        for variant in range(args.variants):
+            path = export(
+                name, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch, variant=variant
+            )
+            print(f"{path.stem}: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":

@@ -75,28 +75,39 @@ def expand_names(names: list[str]) -> list[str]:
 
 
 def export(
-    name: str, out_dir: Path, *, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False
+    name: str,
+    out_dir: Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = False,
+    variant: int = 0,
 ) -> Path:
-    """Export one zoo model to `out_dir/NAME.onnx`, unless an identical export is already there."""
+    """Export one zoo model to `out_dir/NAME.onnx`, unless an identical export is already there.
+
+    `variant` K > 0 gives the same architecture with other random weights, as `NAME-vK.onnx`:
+    distinct models of one size, which dedup cannot fold together.
+    """
     spec = CATALOGUE[name]
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{name}.onnx"
-    stamp_path = out_dir / f".{name}.onnx.zoo.json"
+    stem = f"{name}-v{variant}" if variant else name
+    target = out_dir / f"{stem}.onnx"
+    stamp_path = out_dir / f".{stem}.onnx.zoo.json"
     stamp = {
         "zoo": ZOO_VERSION,
         "name": name,
         "opset": opset,
         "dynamic_batch": dynamic_batch,
+        "variant": variant,
         "torch": torch.__version__,
     }
     if target.is_file() and stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
         return target
-    model = _seeded(spec)
+    model = _seeded(spec, variant)
     example = _example_input(spec)
     dynamic_axes = (
         {spec.input_name: {0: "batch"}, spec.output_name: {0: "batch"}} if dynamic_batch else None
     )
-    handle, staged = tempfile.mkstemp(prefix=f".{name}.", suffix=".onnx", dir=out_dir)
+    handle, staged = tempfile.mkstemp(prefix=f".{stem}.", suffix=".onnx", dir=out_dir)
     os.close(handle)
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -119,10 +130,10 @@ def export(
     return target
 
 
-def _seeded(spec: ZooModel) -> nn.Module:
-    torch.manual_seed(sum(map(ord, spec.name)))
+def _seeded(spec: ZooModel, variant: int) -> nn.Module:
+    torch.manual_seed(sum(map(ord, spec.name)) + 1000 * variant)
     model = spec.build()
-    if not spec.name.startswith("head"):
+    if variant or not spec.name.startswith("head"):
         _randomize_norms(model)
     return model.eval()
 

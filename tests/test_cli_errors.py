@@ -118,22 +118,19 @@ def test_opset_that_cannot_be_converted(tmp_path, two_models):
     assert "from opset 6 to 17" in result.stderr
 
 
-def test_share_input_naming_an_unknown_input(tmp_path, two_models):
+@pytest.mark.parametrize(
+    ("share", "mentions"),
+    [
+        ("img=a.x,b.pixels", "model 'b' has no input 'pixels'"),
+        ("img=a.x,c.x", "'c.x' names no model's input"),
+        ("x=a.x,b.x", "dim 1: 4 vs 8"),  # a is 1x8, b is 1x4
+    ],
+    ids=["unknown-input", "unknown-model", "incompatible-shapes"],
+)
+def test_bad_share_input(tmp_path, two_models, share, mentions):
     out = tmp_path / "fused.onnx"
-    result = run_cli("fuse", *two_models, "-o", out, "--share-input", "img=a.x,b.pixels")
-    assert_clean_failure(result, out, mentions="model 'b' has no input 'pixels'")
-
-
-def test_share_input_naming_an_unknown_model(tmp_path, two_models):
-    out = tmp_path / "fused.onnx"
-    result = run_cli("fuse", *two_models, "-o", out, "--share-input", "img=a.x,c.x")
-    assert_clean_failure(result, out, mentions="'c.x' names no model's input")
-
-
-def test_share_input_with_incompatible_shapes(tmp_path, two_models):
-    out = tmp_path / "fused.onnx"
-    result = run_cli("fuse", *two_models, "-o", out, "--share-input", "x=a.x,b.x")
-    assert_clean_failure(result, out, mentions="dim 1: 4 vs 8")
+    result = run_cli("fuse", *two_models, "-o", out, "--share-input", share)
+    assert_clean_failure(result, out, mentions=mentions)
 
 
 def test_engine_output_is_not_built_yet(tmp_path, two_models):

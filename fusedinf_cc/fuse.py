@@ -6,6 +6,7 @@ The pipeline is declared once, in `PIPELINE`; `fuse` runs it and measures every 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -130,9 +131,14 @@ def write_fused(fused: FusedModel, out_path: Path) -> Manifest:
     sources still verifies. The copy of the manifest embedded in the model leaves out what changes
     from run to run, so the same sources and options give a byte-identical model.
     """
-    manifest = fused.manifest
-    for entry in manifest.models:
-        entry.source = os.path.relpath(entry.source, out_path.resolve().parent)
+    out_folder = out_path.resolve().parent
+    manifest = dataclasses.replace(
+        fused.manifest,
+        models=[
+            dataclasses.replace(entry, source=os.path.relpath(entry.source, out_folder))
+            for entry in fused.manifest.models
+        ],
+    )
     fused.model.metadata_props[METADATA_KEY] = manifest.to_json(reproducible=True)
     written = save_model_atomic(fused.model, out_path)
     manifest.artifact = Artifact(

@@ -85,6 +85,8 @@ def load_model(path: Path) -> ir.Model:
         model = ir.load(path)
     except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as error:
         raise UserInputError(f"{path}: not a readable ONNX model ({_first_line(error)})") from None
+    except OSError as error:
+        raise UserInputError(f"{path}: cannot read it ({error.strerror or error})") from None
     _check_loaded(model, path)
     _materialize_small_external_tensors(model)
     return model

@@ -72,7 +72,7 @@ class OnnxRuntimeSession:
                 setattr(session_options, key, value)
         source = model if isinstance(model, bytes) else str(model)
         try:
-            self._session = ort.InferenceSession(
+            self._session: Any = ort.InferenceSession(
                 source, sess_options=session_options, providers=list(providers)
             )
         except Exception as error:  # onnxruntime raises its own exception types per failure
@@ -90,7 +90,8 @@ class OnnxRuntimeSession:
         return dict(zip(names, results, strict=True))
 
     def close(self) -> None:
-        del self._session
+        """Drop the session (and with it ONNX Runtime's memory); closing twice is harmless."""
+        self._session = None
 
 
 def _spec(arg: Any) -> TensorSpec:

@@ -20,7 +20,6 @@ from fusedinf_cc.backends import backend_for_output
 from fusedinf_cc.bench import BenchReport, bench_artifact, default_configs
 from fusedinf_cc.errors import FusedInfError, UserInputError
 from fusedinf_cc.feeds import parse_shapes
-from fusedinf_cc.fuse import fuse as run_fusion
 from fusedinf_cc.inspection import ModelSummary, inspect_path
 from fusedinf_cc.manifest import Manifest, PassRecord
 from fusedinf_cc.model_io import (
@@ -31,6 +30,7 @@ from fusedinf_cc.model_io import (
 )
 from fusedinf_cc.passes.base import FusionOptions
 from fusedinf_cc.passes.share import parse_share_spec
+from fusedinf_cc.pipeline import fuse as run_fusion
 from fusedinf_cc.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, verify_artifact
 
 app = typer.Typer(

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 _MEASURE = """
 import json, sys, time
 from pathlib import Path
-from fusedinf_cc.fuse import fuse, write_fused
+from fusedinf_cc.pipeline import fuse, write_fused
 from fusedinf_cc.model_io import load_sources
 from fusedinf_cc.procmem import status_bytes
 paths = [Path(p) for p in sys.argv[2:]]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fusedinf_cc.fuse import fuse, write_fused
 from fusedinf_cc.manifest import Manifest
 from fusedinf_cc.model_io import load_sources
 from fusedinf_cc.passes.base import FusionOptions
+from fusedinf_cc.pipeline import fuse, write_fused
 
 REPO = Path(__file__).resolve().parent.parent
 ZOO_CACHE = Path(os.environ.get("FUSEDINF_ZOO_CACHE", REPO / ".cache" / "zoo"))

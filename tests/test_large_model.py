@@ -23,7 +23,7 @@ FILLED_ROWS = [*range(8), ROWS - 1]  # the oracle's random indices fall in 0..7
 _FUSE_AND_MEASURE = """
 import json, sys
 from pathlib import Path
-from fusedinf_cc.fuse import fuse, write_fused
+from fusedinf_cc.pipeline import fuse, write_fused
 from fusedinf_cc.model_io import load_sources
 from fusedinf_cc.procmem import PeakAnonSampler
 folder = Path(sys.argv[1])

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from fusedinf_cc.fuse import FusedModel
     from fusedinf_cc.manifest import Manifest
+    from fusedinf_cc.pipeline import FusedModel
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from fusedinf_cc.backends.base import TensorSpec
 from fusedinf_cc.errors import BackendUnavailableError, UserInputError
 
 if TYPE_CHECKING:
-    from fusedinf_cc.fuse import FusedModel
     from fusedinf_cc.manifest import Manifest
+    from fusedinf_cc.pipeline import FusedModel
 
 INSTALL_HINT = (
     "install ONNX Runtime: pip install 'fusedinf-cc[cpu]' (or [gpu] on an x86_64 CUDA machine; "
@@ -118,7 +118,7 @@ class OnnxRuntimeBackend:
         return True
 
     def build(self, fused: FusedModel, out_path: Path) -> Manifest:
-        from fusedinf_cc.fuse import write_fused
+        from fusedinf_cc.pipeline import write_fused
 
         return write_fused(fused, out_path)
 

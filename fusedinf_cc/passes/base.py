@@ -1,7 +1,7 @@
 """The pass contract: a small class with a `name` and one `run(state, ctx)` that says what it did.
 
 Before `merge` the passes work on each source model; after it, on the one fused model. The
-pipeline runner in `fusedinf_cc.fuse` measures nodes, initializers and bytes around every pass,
+pipeline runner in `fusedinf_cc.pipeline` measures nodes, initializers and bytes around every pass,
 so a pass only reports whether it changed anything and a one-line detail.
 """
 

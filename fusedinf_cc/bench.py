@@ -1,86 +1,33 @@
 """bench: fused vs separate sessions, each configuration measured in its own fresh process.
 
-A fresh (spawned, not forked) process per configuration makes load time and peak memory that
-configuration's own: peak RSS is the child's `VmHWM`. One request runs every model once. The
+A fresh interpreter per configuration (started with exec, never forked) makes load time and peak
+memory that configuration's own: peak RSS is the child's `VmHWM`. The child, `bench_worker`,
+imports only the runtime, never the compiler. One request runs every model once. The
 separate baseline gets every configuration we try for the fused side too (thread spinning on and
 off; models run one after another or concurrently), and the report compares the fastest of each.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import platform
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-
-from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession, import_onnxruntime
+from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
+from fusedinf_cc.bench_worker import (
+    BenchConfig,
+    BenchPlan,
+    Variant,
+    VariantResult,
+    run_in_fresh_process,
+)
 from fusedinf_cc.feeds import random_feeds
 from fusedinf_cc.manifest import manifest_for_artifact
-from fusedinf_cc.procmem import status_bytes
 from fusedinf_cc.verify import source_path
 from fusedinf_cc.versions import tool_versions
-
-Variant = Literal["separate", "fused"]
-Execution = Literal["sequential", "parallel"]
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    variant: Variant
-    spinning: bool
-    execution: Execution
-    threads: int = 0  # 0: ONNX Runtime's default (one per physical core)
-
-    @property
-    def label(self) -> str:
-        spin = "spin" if self.spinning else "nospin"
-        return f"{self.variant}/{self.execution}/{spin}"
-
-
-@dataclass(frozen=True)
-class BenchPlan:
-    """What one child process loads and runs: model files and feeds by each model's own names."""
-
-    models: list[tuple[str, Path]]  # (name, path); the fused plan has one entry
-    feeds: list[dict[str, np.ndarray]]
-    runs: int
-    warmup: int
-
-
-@dataclass
-class VariantResult:
-    config: BenchConfig
-    load_s: float
-    latencies_ms: list[float] = field(repr=False)
-    peak_rss_bytes: int
-    artifact_bytes: int
-
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q))
-
-    @property
-    def throughput_rps(self) -> float:
-        return 1000.0 * len(self.latencies_ms) / sum(self.latencies_ms)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "config": asdict(self.config),
-            "label": self.config.label,
-            "load_s": self.load_s,
-            "p50_ms": self.percentile(50),
-            "p90_ms": self.percentile(90),
-            "p99_ms": self.percentile(99),
-            "throughput_rps": self.throughput_rps,
-            "peak_rss_bytes": self.peak_rss_bytes,
-            "artifact_bytes": self.artifact_bytes,
-        }
 
 
 @dataclass
@@ -144,80 +91,12 @@ def bench_artifact(
         "separate": BenchPlan(sources, separate_feeds, runs, warmup),
     }
     results = []
-    context = multiprocessing.get_context("spawn")
     for config in configs or default_configs(threads):
-        with context.Pool(1) as pool:
-            result = pool.apply(run_variant, (plans[config.variant], config))
+        result = run_in_fresh_process(plans[config.variant], config)
         results.append(result)
         if on_config_done:
             on_config_done(result)
     return BenchReport(results=results, environment=_environment())
-
-
-def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
-    """In the child: load every model, run the first request (cold load), then time requests."""
-    started = time.perf_counter()
-    sessions = [
-        OnnxRuntimeSession(path, options=_session_options(config)) for _, path in plan.models
-    ]
-    pool = (
-        ThreadPoolExecutor(len(sessions))
-        if config.execution == "parallel" and len(sessions) > 1
-        else None
-    )
-
-    def request() -> None:
-        if pool is None:
-            for session, feeds in zip(sessions, plan.feeds, strict=True):
-                session.run(feeds)
-        else:
-            list(
-                pool.map(lambda pair: pair[0].run(pair[1]), zip(sessions, plan.feeds, strict=True))
-            )
-
-    request()
-    load_s = time.perf_counter() - started
-    for _ in range(plan.warmup):
-        request()
-    latencies = []
-    for _ in range(plan.runs):
-        begin = time.perf_counter()
-        request()
-        latencies.append((time.perf_counter() - begin) * 1000.0)
-    if pool is not None:
-        pool.shutdown()
-    artifact_bytes = sum(_artifact_bytes(path) for _, path in plan.models)
-    return VariantResult(
-        config=config,
-        load_s=load_s,
-        latencies_ms=latencies,
-        peak_rss_bytes=status_bytes().get("VmHWM", 0),
-        artifact_bytes=artifact_bytes,
-    )
-
-
-def _session_options(config: BenchConfig) -> dict[str, Any]:
-    ort = import_onnxruntime()
-    spin = "1" if config.spinning else "0"
-    options: dict[str, Any] = {
-        "intra_op_num_threads": config.threads,
-        "config": {
-            "session.intra_op.allow_spinning": spin,
-            "session.inter_op.allow_spinning": spin,
-        },
-    }
-    if config.variant == "fused":
-        options["execution_mode"] = (
-            ort.ExecutionMode.ORT_PARALLEL
-            if config.execution == "parallel"
-            else ort.ExecutionMode.ORT_SEQUENTIAL
-        )
-    return options
-
-
-def _artifact_bytes(path: Path) -> int:
-    data = path.with_name(path.name + ".data")
-    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
 
 
 def _environment() -> dict[str, Any]:

@@ -1,0 +1,176 @@
+"""The child side of `bench`: load one variant, time its requests, report its own peak memory.
+
+Runs in a freshly spawned process and imports only numpy, ONNX Runtime and this package's runtime
+modules, never the compiler (onnx, onnx-ir), so its memory is what a deployed runtime would use.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession, import_onnxruntime
+from fusedinf_cc.procmem import status_bytes
+
+Variant = Literal["separate", "fused"]
+Execution = Literal["sequential", "parallel"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    variant: Variant
+    spinning: bool
+    execution: Execution
+    threads: int = 0  # 0: ONNX Runtime's default (one per physical core)
+
+    @property
+    def label(self) -> str:
+        spin = "spin" if self.spinning else "nospin"
+        return f"{self.variant}/{self.execution}/{spin}"
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What one child process loads and runs: model files and feeds by each model's own names."""
+
+    models: list[tuple[str, Path]]  # (name, path); the fused plan has one entry
+    feeds: list[dict[str, np.ndarray]]
+    runs: int
+    warmup: int
+
+
+@dataclass
+class VariantResult:
+    config: BenchConfig
+    load_s: float
+    latencies_ms: list[float] = field(repr=False)
+    peak_rss_bytes: int
+    artifact_bytes: int
+    imported_compiler: bool = False
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q))
+
+    @property
+    def throughput_rps(self) -> float:
+        return 1000.0 * len(self.latencies_ms) / sum(self.latencies_ms)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "label": self.config.label,
+            "load_s": self.load_s,
+            "p50_ms": self.percentile(50),
+            "p90_ms": self.percentile(90),
+            "p99_ms": self.percentile(99),
+            "throughput_rps": self.throughput_rps,
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "artifact_bytes": self.artifact_bytes,
+        }
+
+
+def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
+    """In the child: load every model, run the first request (cold load), then time requests."""
+    started = time.perf_counter()
+    sessions = [
+        OnnxRuntimeSession(path, options=_session_options(config)) for _, path in plan.models
+    ]
+    pool = (
+        ThreadPoolExecutor(len(sessions))
+        if config.execution == "parallel" and len(sessions) > 1
+        else None
+    )
+
+    def request() -> None:
+        if pool is None:
+            for session, feeds in zip(sessions, plan.feeds, strict=True):
+                session.run(feeds)
+        else:
+            list(
+                pool.map(lambda pair: pair[0].run(pair[1]), zip(sessions, plan.feeds, strict=True))
+            )
+
+    request()
+    load_s = time.perf_counter() - started
+    for _ in range(plan.warmup):
+        request()
+    latencies = []
+    for _ in range(plan.runs):
+        begin = time.perf_counter()
+        request()
+        latencies.append((time.perf_counter() - begin) * 1000.0)
+    if pool is not None:
+        pool.shutdown()
+    artifact_bytes = sum(_artifact_bytes(path) for _, path in plan.models)
+    return VariantResult(
+        config=config,
+        load_s=load_s,
+        latencies_ms=latencies,
+        peak_rss_bytes=status_bytes().get("VmHWM", 0),
+        artifact_bytes=artifact_bytes,
+        imported_compiler="onnx_ir" in sys.modules,
+    )
+
+
+def _session_options(config: BenchConfig) -> dict[str, Any]:
+    ort = import_onnxruntime()
+    spin = "1" if config.spinning else "0"
+    options: dict[str, Any] = {
+        "intra_op_num_threads": config.threads,
+        "config": {
+            "session.intra_op.allow_spinning": spin,
+            "session.inter_op.allow_spinning": spin,
+        },
+    }
+    if config.variant == "fused":
+        options["execution_mode"] = (
+            ort.ExecutionMode.ORT_PARALLEL
+            if config.execution == "parallel"
+            else ort.ExecutionMode.ORT_SEQUENTIAL
+        )
+    return options
+
+
+def _artifact_bytes(path: Path) -> int:
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+def run_in_fresh_process(plan: BenchPlan, config: BenchConfig) -> VariantResult:
+    """Run one configuration in a new interpreter; plan and result travel as pickle files."""
+    with tempfile.TemporaryDirectory(prefix="fusedinf-bench-") as scratch:
+        plan_path, result_path = Path(scratch) / "plan.pkl", Path(scratch) / "result.pkl"
+        plan_path.write_bytes(pickle.dumps((plan, config)))
+        completed = subprocess.run(
+            [sys.executable, "-m", "fusedinf_cc.bench_worker", str(plan_path), str(result_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            last = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"bench worker for {config.label} failed: {last}")
+        result: VariantResult = pickle.loads(result_path.read_bytes())
+    return result
+
+
+def main() -> None:
+    # Run as `-m`, this file is `__main__`; results must pickle under the module's real name.
+    from fusedinf_cc import bench_worker
+
+    plan_path, result_path = Path(sys.argv[1]), Path(sys.argv[2])
+    plan, config = pickle.loads(plan_path.read_bytes())
+    result_path.write_bytes(pickle.dumps(bench_worker.run_variant(plan, config)))
+
+
+if __name__ == "__main__":
+    main()

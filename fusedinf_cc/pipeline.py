@@ -125,11 +125,18 @@ def _measure(state: FusionState) -> tuple[int, int, int]:
 
 
 def write_fused(fused: FusedModel, out_path: Path) -> Manifest:
-    """Write the fused ONNX model and `<out>.manifest.json`; return the manifest as written.
+    """Write the fused ONNX model and `<out>.manifest.json`; return the manifest as written."""
+    manifest = embed_manifest(fused, out_path)
+    written = save_model_atomic(fused.model, out_path)
+    return finish_manifest(manifest, fused, out_path, written, backend="onnxruntime")
+
+
+def embed_manifest(fused: FusedModel, out_path: Path) -> Manifest:
+    """The manifest for an artifact at `out_path`, also embedded in the model's metadata.
 
     Source paths are stored relative to the output's folder, so a bundle moved together with its
-    sources still verifies. The copy of the manifest embedded in the model leaves out what changes
-    from run to run, so the same sources and options give a byte-identical model.
+    sources still verifies. The embedded copy leaves out what changes from run to run, so the same
+    sources and options give a byte-identical model.
     """
     out_folder = out_path.resolve().parent
     manifest = dataclasses.replace(
@@ -140,14 +147,27 @@ def write_fused(fused: FusedModel, out_path: Path) -> Manifest:
         ],
     )
     fused.model.metadata_props[METADATA_KEY] = manifest.to_json(reproducible=True)
-    written = save_model_atomic(fused.model, out_path)
+    return manifest
+
+
+def finish_manifest(
+    manifest: Manifest,
+    fused: FusedModel,
+    out_path: Path,
+    written: list[Path],
+    *,
+    backend: str,
+    build_options: dict[str, object] | None = None,
+) -> Manifest:
+    """Record the built artifact (hash, size, tools) and write `<out>.manifest.json` beside it."""
     manifest.artifact = Artifact(
         path=out_path.name,
         sha256=sha256_file(out_path),
         size_bytes=sum(path.stat().st_size for path in written),
-        backend="onnxruntime",
+        backend=backend,
         external_data=external_data_name(out_path) if len(written) > 1 else None,
     )
+    manifest.build_options = dict(build_options or {})
     manifest.tools = tool_versions()
     manifest.footprint = {"weight_bytes": weight_bytes(fused.model)}
     write_text_atomic(manifest_path_for(out_path), manifest.to_json())

@@ -7,6 +7,7 @@ which execution providers exist. On a machine without a GPU only the CPU provide
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +27,8 @@ INSTALL_HINT = (
     "Jetson: JetPack's onnxruntime-gpu wheel)"
 )
 CPU_PROVIDER = "CPUExecutionProvider"
+ORT_FORMAT_SUFFIX = ".ort"
+ORT_FORMAT_MAX_BYTES = 2**31 - 2**26  # flatbuffers' 2 GiB, less room for the graph
 _LOG_ERRORS_ONLY = 3  # ORT warns about every unused initializer of a source model
 
 _ONNX_TYPES = {
@@ -64,6 +67,9 @@ class OnnxRuntimeSession:
         ort = import_onnxruntime()
         session_options = ort.SessionOptions()
         session_options.log_severity_level = _LOG_ERRORS_ONLY
+        if isinstance(model, Path) and model.suffix == ORT_FORMAT_SUFFIX:
+            # Optimised ahead of time: loading must not redo (or undo) that work.
+            session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         for key, value in (options or {}).items():
             if key == "config":
                 for config_key, config_value in value.items():
@@ -94,6 +100,37 @@ class OnnxRuntimeSession:
         self._session = None
 
 
+def build_ort_format(fused: FusedModel, out_path: Path) -> Manifest:
+    """Optimise the fused model with ONNX Runtime now and keep the result as `.ort`."""
+    from fusedinf_cc.model_io import save_model_atomic, staging_dir, weight_bytes
+    from fusedinf_cc.pipeline import embed_manifest, finish_manifest
+
+    if weight_bytes(fused.model) > ORT_FORMAT_MAX_BYTES:
+        raise UserInputError(
+            f"{out_path}: the ORT format holds at most 2 GiB; write .onnx for models this large"
+        )
+    ort = import_onnxruntime()
+    manifest = embed_manifest(fused, out_path)
+    with staging_dir(out_path) as staging:
+        staged_onnx = staging / "fused.onnx"
+        save_model_atomic(fused.model, staged_onnx)
+        options = ort.SessionOptions()
+        options.log_severity_level = _LOG_ERRORS_ONLY
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(staging / out_path.name)
+        options.add_session_config_entry("session.save_model_format", "ORT")
+        ort.InferenceSession(str(staged_onnx), options, providers=[CPU_PROVIDER])
+        os.replace(staging / out_path.name, out_path)
+    return finish_manifest(
+        manifest,
+        fused,
+        out_path,
+        [out_path],
+        backend="onnxruntime",
+        build_options={"format": "ort", "graph_optimization_level": "all"},
+    )
+
+
 def _spec(arg: Any) -> TensorSpec:
     dtype = _ONNX_TYPES.get(arg.type)
     if dtype is None:
@@ -105,10 +142,13 @@ def _spec(arg: Any) -> TensorSpec:
 
 
 class OnnxRuntimeBackend:
-    """Artifacts are the fused `.onnx` itself; ONNX Runtime optimises it when it loads."""
+    """`.onnx`: the fused model itself, which ONNX Runtime optimises when it loads.
+    `.ort`: the model ONNX Runtime optimised ahead of time, in its own format, so loading redoes
+    no graph optimisation. Full optimisation can use layouts of this CPU's instruction set, so the
+    manifest records the machine it was built on."""
 
     name = "onnxruntime"
-    suffixes = (".onnx",)
+    suffixes = (".onnx", ORT_FORMAT_SUFFIX)
 
     def available(self) -> bool:
         try:
@@ -120,6 +160,8 @@ class OnnxRuntimeBackend:
     def build(self, fused: FusedModel, out_path: Path) -> Manifest:
         from fusedinf_cc.pipeline import write_fused
 
+        if out_path.suffix == ORT_FORMAT_SUFFIX:
+            return build_ort_format(fused, out_path)
         return write_fused(fused, out_path)
 
     def load(self, artifact_path: Path) -> OnnxRuntimeSession:

@@ -16,7 +16,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fusedinf_cc import __version__
-from fusedinf_cc.backends import backend_for_output
+from fusedinf_cc.backends import BuildOptions, backend_for_output
 from fusedinf_cc.bench import BenchReport, bench_artifact, default_configs
 from fusedinf_cc.errors import FusedInfError, UserInputError
 from fusedinf_cc.feeds import parse_shapes
@@ -31,6 +31,7 @@ from fusedinf_cc.model_io import (
 from fusedinf_cc.passes.base import FusionOptions
 from fusedinf_cc.passes.share import parse_share_spec
 from fusedinf_cc.pipeline import fuse as run_fusion
+from fusedinf_cc.plot import plot_report, pyplot
 from fusedinf_cc.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, verify_artifact
 
 app = typer.Typer(
@@ -55,6 +56,14 @@ SHARE_INPUTS = Annotated[
 ]
 NO_DEDUP = Annotated[bool, typer.Option("--no-dedup", help="Keep identical weights apart.")]
 NO_CSE = Annotated[bool, typer.Option("--no-cse", help="Keep identical subgraphs apart.")]
+SINGLE_FILE = Annotated[
+    bool,
+    typer.Option(
+        "--single-file",
+        help="Keep weights inside the .onnx (default: a .data file "
+        "beside it once weights pass 8 MiB, which loads faster and in less memory).",
+    ),
+]
 
 
 def reports_errors(command: F) -> F:
@@ -99,10 +108,11 @@ def fuse(
     share_inputs: SHARE_INPUTS = "none",
     no_dedup: NO_DEDUP = False,
     no_cse: NO_CSE = False,
+    single_file: SINGLE_FILE = False,
     explain: Annotated[bool, typer.Option("--explain", help="Print what every pass did.")] = False,
 ) -> None:
     """Fuse MODELS into one multi-input, multi-output model and write its manifest beside it."""
-    manifest = _fuse_to(output, models, share_input, share_inputs, no_dedup, no_cse)
+    manifest = _fuse_to(output, models, share_input, share_inputs, no_dedup, no_cse, single_file)
     if explain:
         console.print(_pass_table(manifest.passes))
     assert manifest.artifact is not None
@@ -120,6 +130,7 @@ def _fuse_to(
     share_inputs: str,
     no_dedup: bool,
     no_cse: bool,
+    single_file: bool = False,
 ) -> Manifest:
     """The `fuse` work behind `fuse` and `bench`: check, load, run the pipeline, build."""
     backend = backend_for_output(output)
@@ -135,7 +146,9 @@ def _fuse_to(
         dedup=not no_dedup,
         cse=not no_cse,
     )
-    return backend.build(run_fusion(sources, options), output)
+    return backend.build(
+        run_fusion(sources, options), output, BuildOptions(single_file=single_file)
+    )
 
 
 @app.command()
@@ -152,6 +165,7 @@ def bench(
     share_inputs: SHARE_INPUTS = "none",
     no_dedup: NO_DEDUP = False,
     no_cse: NO_CSE = False,
+    single_file: SINGLE_FILE = False,
     backend: Annotated[str, typer.Option("--backend", help="ort-cpu (more to come).")] = "ort-cpu",
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads; 0: default.")] = 0,
     runs: Annotated[int, typer.Option("--runs", help="Timed requests per configuration.")] = 50,
@@ -160,6 +174,9 @@ def bench(
         str | None, typer.Option("--shapes", help="Dynamic dims: NAME:1x3x224x224,...")
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Draw the report as a PNG (needs matplotlib).")
+    ] = None,
 ) -> None:
     """Fused vs separate: cold load, latency p50/p90/p99, throughput, peak memory, bytes."""
     if backend != "ort-cpu":
@@ -168,10 +185,12 @@ def bench(
         raise UserInputError("--runs must be at least 1 and --warmup at least 0")
     if not models and fused is None:
         raise UserInputError("give the models to fuse, or --fused FUSED.onnx")
+    if plot is not None:
+        pyplot()  # fail now, not after the benchmark, when matplotlib is missing
     with tempfile.TemporaryDirectory(prefix="fusedinf-bench-") as scratch:
         artifact = fused or Path(scratch) / "fused.onnx"
         if models:
-            _fuse_to(artifact, models, share_input, share_inputs, no_dedup, no_cse)
+            _fuse_to(artifact, models, share_input, share_inputs, no_dedup, no_cse, single_file)
         configs = default_configs(threads)
         with Progress(console=error_console, transient=True) as progress:
             task = progress.add_task("benchmarking", total=len(configs))
@@ -191,6 +210,9 @@ def bench(
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
         console.print(f"wrote {json_out}")
+    if plot is not None:
+        plot_report(report.to_dict(), plot)
+        console.print(f"wrote {plot}")
 
 
 @app.command()

@@ -124,10 +124,14 @@ def _measure(state: FusionState) -> tuple[int, int, int]:
     )
 
 
-def write_fused(fused: FusedModel, out_path: Path) -> Manifest:
-    """Write the fused ONNX model and `<out>.manifest.json`; return the manifest as written."""
+def write_fused(fused: FusedModel, out_path: Path, *, single_file: bool = False) -> Manifest:
+    """Write the fused ONNX model and `<out>.manifest.json`; return the manifest as written.
+
+    Weights go to `<out>.data` once they are large enough for that to pay off at load time (see
+    `model_io.EXTERNAL_DATA_THRESHOLD_BYTES`), unless `single_file` asks for one file.
+    """
     manifest = embed_manifest(fused, out_path)
-    written = save_model_atomic(fused.model, out_path)
+    written = save_model_atomic(fused.model, out_path, external_data=False if single_file else None)
     return finish_manifest(manifest, fused, out_path, written, backend="onnxruntime")
 
 

@@ -102,3 +102,35 @@ def test_inspect_shows_the_per_model_map(tmp_path):
     assert "second/y" in result.stdout and "per-model map" in result.stdout
     result = run_cli("inspect", tmp_path / "fused.onnx.manifest.json")
     assert result.returncode == 0 and "second/x" in result.stdout
+
+
+def test_large_weights_go_to_a_side_file_unless_single_file_is_asked(tmp_path):
+    # 2 x 1100 x 1100 float32 weights: past the 8 MiB at which ONNX Runtime loads faster from
+    # a side file.
+    a = builders.save(builders.affine(0, width=1100), tmp_path / "a.onnx")
+    b = builders.save(builders.affine(1, width=1100), tmp_path / "b.onnx")
+    split, single = tmp_path / "split.onnx", tmp_path / "single.onnx"
+    assert run_cli("fuse", a, b, "-o", split).returncode == 0
+    assert run_cli("fuse", a, b, "-o", single, "--single-file").returncode == 0
+    data = tmp_path / "split.onnx.data"
+    assert data.stat().st_size > 2 * 1100 * 1100 * 4
+    assert split.stat().st_size < 64 * 1024
+    assert single.stat().st_size > 2 * 1100 * 1100 * 4
+    assert not (tmp_path / "single.onnx.data").exists()
+    manifest = json.loads((tmp_path / "split.onnx.manifest.json").read_text())
+    assert manifest["artifact"]["external_data"] == "split.onnx.data"
+    for artifact in (split, single):
+        result = run_cli("verify", artifact)
+        assert result.returncode == 0 and result.stdout.count("bitwise") == 2, result.stdout
+
+
+def test_ort_format_artifact_verifies_and_records_how_it_was_built(tmp_path):
+    a = builders.save(builders.affine(0), tmp_path / "a.onnx")
+    b = builders.save(builders.affine(1), tmp_path / "b.onnx")
+    out = tmp_path / "fused.ort"
+    result = run_cli("fuse", a, b, "-o", out)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "fused.ort.manifest.json").read_text())
+    assert manifest["build_options"] == {"format": "ort", "graph_optimization_level": "all"}
+    assert manifest["tools"]["onnxruntime"] and manifest["tools"]["machine"]
+    assert run_cli("verify", out).returncode == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fusedinf_cc.backends.base import Backend, Session, TensorSpec
+from fusedinf_cc.backends.base import Backend, BuildOptions, Session, TensorSpec
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeBackend
 from fusedinf_cc.errors import BackendUnavailableError, UserInputError
 
@@ -28,4 +28,4 @@ def backend_for_output(out_path: Path) -> Backend:
     raise UserInputError(f"output {out_path}: unknown suffix {suffix or '(none)'!r}; use {known}")
 
 
-__all__ = ["BACKENDS", "Backend", "Session", "TensorSpec", "backend_for_output"]
+__all__ = ["BACKENDS", "Backend", "BuildOptions", "Session", "TensorSpec", "backend_for_output"]

@@ -23,6 +23,13 @@ class TensorSpec:
     shape: tuple[int | str | None, ...]
 
 
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build an artifact. `single_file`: keep an ONNX model's weights inside it."""
+
+    single_file: bool = False
+
+
 class Session(Protocol):
     """A loaded artifact, ready to run."""
 
@@ -44,6 +51,6 @@ class Backend(Protocol):
 
     def available(self) -> bool: ...
 
-    def build(self, fused: FusedModel, out_path: Path) -> Manifest: ...
+    def build(self, fused: FusedModel, out_path: Path, options: BuildOptions) -> Manifest: ...
 
     def load(self, artifact_path: Path) -> Session: ...

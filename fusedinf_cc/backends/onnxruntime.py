@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fusedinf_cc.backends.base import TensorSpec
+from fusedinf_cc.backends.base import BuildOptions, TensorSpec
 from fusedinf_cc.errors import BackendUnavailableError, UserInputError
 
 if TYPE_CHECKING:
@@ -157,12 +157,14 @@ class OnnxRuntimeBackend:
             return False
         return True
 
-    def build(self, fused: FusedModel, out_path: Path) -> Manifest:
+    def build(
+        self, fused: FusedModel, out_path: Path, options: BuildOptions | None = None
+    ) -> Manifest:
         from fusedinf_cc.pipeline import write_fused
 
         if out_path.suffix == ORT_FORMAT_SUFFIX:
             return build_ort_format(fused, out_path)
-        return write_fused(fused, out_path)
+        return write_fused(fused, out_path, single_file=(options or BuildOptions()).single_file)
 
     def load(self, artifact_path: Path) -> OnnxRuntimeSession:
         return OnnxRuntimeSession(artifact_path)

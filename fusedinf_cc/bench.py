@@ -102,7 +102,7 @@ def bench_artifact(
 def _environment() -> dict[str, Any]:
     return {
         "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": tool_versions()["cpu"],
         "cpus": os.cpu_count(),
         "system": platform.platform(),
         "versions": tool_versions(),

@@ -7,11 +7,11 @@ configuration tried, so the fairness of the baseline is visible too.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from fusedinf_cc.errors import BackendUnavailableError
+from fusedinf_cc.model_io import staging_dir
 
 # (key, label, higher_is_better)
 _METRICS = (
@@ -76,11 +76,14 @@ def plot_report(report: dict[str, Any], path: Path, title: str = "fused vs separ
         f"onnxruntime {versions.get('onnxruntime') or versions.get('onnxruntime-gpu', '?')})"
     )
     figure.tight_layout()
-    handle, staged = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(handle)
+    save_figure(figure, path)
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    """Write a figure as PNG via a staging folder and a rename, then free it."""
     try:
-        figure.savefig(staged, dpi=110)
-        os.replace(staged, path)
+        with staging_dir(path) as staging:
+            figure.savefig(staging / path.name, dpi=110)
+            os.replace(staging / path.name, path)
     finally:
-        plt.close(figure)
-        Path(staged).unlink(missing_ok=True)
+        pyplot().close(figure)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fusedinf_cc.model_io import staging_dir
 from model_zoo import architectures as arch
 
 ZOO_VERSION = 1
@@ -107,25 +107,21 @@ def export(
     dynamic_axes = (
         {spec.input_name: {0: "batch"}, spec.output_name: {0: "batch"}} if dynamic_batch else None
     )
-    handle, staged = tempfile.mkstemp(prefix=f".{stem}.", suffix=".onnx", dir=out_dir)
-    os.close(handle)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (example,),
-                staged,
-                dynamo=False,
-                opset_version=opset,
-                input_names=[spec.input_name],
-                output_names=[spec.output_name],
-                dynamic_axes=dynamic_axes,
-                do_constant_folding=True,
-            )
+    with staging_dir(target) as staging, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        staged = staging / target.name
+        torch.onnx.export(
+            model,
+            (example,),
+            staged,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[spec.input_name],
+            output_names=[spec.output_name],
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
         os.replace(staged, target)
-    finally:
-        Path(staged).unlink(missing_ok=True)
     stamp_path.write_text(json.dumps(stamp))
     return target
 

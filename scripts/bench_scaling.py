@@ -23,7 +23,7 @@ from fusedinf_cc.bench import BenchConfig, bench_artifact  # noqa: E402
 from fusedinf_cc.model_io import load_sources  # noqa: E402
 from fusedinf_cc.passes.base import FusionOptions  # noqa: E402
 from fusedinf_cc.pipeline import fuse, write_fused  # noqa: E402
-from fusedinf_cc.plot import pyplot  # noqa: E402
+from fusedinf_cc.plot import pyplot, save_figure  # noqa: E402
 from model_zoo.zoo import export  # noqa: E402
 
 CONFIGS = [
@@ -96,8 +96,7 @@ def _plot(rows: list[dict], arch: str, path: Path) -> None:
         axis.legend()
     figure.suptitle("fused vs separate as the number of models grows")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fusedinf_cc.bench import BenchConfig, bench_artifact
 from tests import builders
 from tests.conftest import fuse_files, run_cli
@@ -61,3 +63,15 @@ def test_bench_without_models_or_fused_is_a_usage_error(tmp_path):
     result = run_cli("bench")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: give the models to fuse, or --fused FUSED.onnx"
+
+
+def test_bench_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib", reason="--plot needs the plot extra (matplotlib)")
+    a = builders.save(builders.affine(0), tmp_path / "a.onnx")
+    b = builders.save(builders.affine(1), tmp_path / "b.onnx")
+    picture = tmp_path / "bench.png"
+    result = run_cli("bench", a, b, "--runs", "2", "--warmup", "0", "--plot", picture)
+    assert result.returncode == 0, result.stderr
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert picture.stat().st_size > 10_000  # two panels of bars, not an empty canvas
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bench.png")]

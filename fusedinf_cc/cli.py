@@ -8,7 +8,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,21 +16,13 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fusedinf_cc import __version__
-from fusedinf_cc.backends import BuildOptions, backend_for_output
 from fusedinf_cc.bench import BenchReport, bench_artifact, default_configs
+from fusedinf_cc.build import build_fused
 from fusedinf_cc.errors import FusedInfError, UserInputError
 from fusedinf_cc.feeds import parse_shapes
 from fusedinf_cc.inspection import ModelSummary, inspect_path
 from fusedinf_cc.manifest import Manifest, PassRecord
-from fusedinf_cc.model_io import (
-    check_output_path,
-    load_sources,
-    parse_model_spec,
-    write_text_atomic,
-)
-from fusedinf_cc.passes.base import FusionOptions
-from fusedinf_cc.passes.share import parse_share_spec
-from fusedinf_cc.pipeline import fuse as run_fusion
+from fusedinf_cc.model_io import write_text_atomic
 from fusedinf_cc.plot import plot_report, pyplot
 from fusedinf_cc.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, verify_artifact
 
@@ -112,7 +104,15 @@ def fuse(
     explain: Annotated[bool, typer.Option("--explain", help="Print what every pass did.")] = False,
 ) -> None:
     """Fuse MODELS into one multi-input, multi-output model and write its manifest beside it."""
-    manifest = _fuse_to(output, models, share_input, share_inputs, no_dedup, no_cse, single_file)
+    manifest = build_fused(
+        models,
+        output,
+        share_input=share_input or (),
+        share_inputs=share_inputs,
+        dedup=not no_dedup,
+        cse=not no_cse,
+        single_file=single_file,
+    )
     if explain:
         console.print(_pass_table(manifest.passes))
     assert manifest.artifact is not None
@@ -120,34 +120,6 @@ def fuse(
         f"wrote {output} ({_bytes(manifest.artifact.size_bytes)}, {len(manifest.models)} models, "
         f"{sum(len(m.outputs) for m in manifest.models)} outputs) and {output.name}.manifest.json",
         highlight=False,
-    )
-
-
-def _fuse_to(
-    output: Path,
-    models: list[str],
-    share_input: list[str] | None,
-    share_inputs: str,
-    no_dedup: bool,
-    no_cse: bool,
-    single_file: bool = False,
-) -> Manifest:
-    """The `fuse` work behind `fuse` and `bench`: check, load, run the pipeline, build."""
-    backend = backend_for_output(output)
-    specs = [parse_model_spec(spec) for spec in models]
-    check_output_path(output, [path for _, path in specs])
-    if share_inputs not in ("auto", "none"):
-        raise UserInputError(f"--share-inputs must be auto or none, not {share_inputs!r}")
-    sources = load_sources(specs)
-    share_mode: Literal["auto", "none"] = "auto" if share_inputs == "auto" else "none"
-    options = FusionOptions(
-        share_inputs=share_mode,
-        explicit_shares=tuple(parse_share_spec(text, sources) for text in share_input or ()),
-        dedup=not no_dedup,
-        cse=not no_cse,
-    )
-    return backend.build(
-        run_fusion(sources, options), output, BuildOptions(single_file=single_file)
     )
 
 
@@ -190,7 +162,15 @@ def bench(
     with tempfile.TemporaryDirectory(prefix="fusedinf-bench-") as scratch:
         artifact = fused or Path(scratch) / "fused.onnx"
         if models:
-            _fuse_to(artifact, models, share_input, share_inputs, no_dedup, no_cse, single_file)
+            build_fused(
+                models,
+                artifact,
+                share_input=share_input or (),
+                share_inputs=share_inputs,
+                dedup=not no_dedup,
+                cse=not no_cse,
+                single_file=single_file,
+            )
         configs = default_configs(threads)
         with Progress(console=error_console, transient=True) as progress:
             task = progress.add_task("benchmarking", total=len(configs))

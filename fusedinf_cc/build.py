@@ -1,0 +1,49 @@
+"""From model files to a built artifact in one call: what `fuse` (and `bench` without --fused) do.
+
+from fusedinf_cc.build import build_fused
+manifest = build_fused(["det=det.onnx", "cls.onnx"], Path("fused.onnx"), share_inputs="auto")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from fusedinf_cc.backends import BuildOptions, backend_for_output
+from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.manifest import Manifest
+from fusedinf_cc.model_io import check_output_path, load_sources, parse_model_spec
+from fusedinf_cc.passes.base import FusionOptions
+from fusedinf_cc.passes.share import parse_share_spec
+from fusedinf_cc.pipeline import fuse
+
+SHARE_MODES = ("auto", "none")
+
+
+def build_fused(
+    model_specs: Sequence[str],
+    output: Path,
+    *,
+    share_input: Sequence[str] = (),
+    share_inputs: str = "none",
+    dedup: bool = True,
+    cse: bool = True,
+    single_file: bool = False,
+) -> Manifest:
+    """Fuse `[NAME=]PATH` models into `output` (its suffix picks the backend); return the manifest.
+
+    Everything cheap is checked before any model is read: the output suffix and path, the names.
+    """
+    backend = backend_for_output(output)
+    specs = [parse_model_spec(spec) for spec in model_specs]
+    check_output_path(output, [path for _, path in specs])
+    if share_inputs not in SHARE_MODES:
+        raise UserInputError(f"--share-inputs must be auto or none, not {share_inputs!r}")
+    sources = load_sources(specs)
+    options = FusionOptions(
+        share_inputs="auto" if share_inputs == "auto" else "none",
+        explicit_shares=tuple(parse_share_spec(text, sources) for text in share_input),
+        dedup=dedup,
+        cse=cse,
+    )
+    return backend.build(fuse(sources, options), output, BuildOptions(single_file=single_file))

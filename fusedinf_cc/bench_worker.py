@@ -19,9 +19,17 @@ from typing import Any, Literal
 import numpy as np
 
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession, import_onnxruntime
+from fusedinf_cc.feeds import random_feeds
 from fusedinf_cc.procmem import status_bytes
 
 Variant = Literal["separate", "fused"]
+
+# y = Relu(x), x: float[1, 8], opset 13: the smallest model that starts the runtime. Kept as bytes
+# so that this worker never imports onnx (tests/test_loader.py checks these bytes with onnx).
+WARMUP_MODEL = bytes.fromhex(
+    "0807120b6675736564696e662d63633a400a0c0a0178120179220452656c7512067761726d75705a130a017812"
+    "0e0a0c080112080a0208010a02080862130a0179120e0a0c080112080a0208010a02080842040a00100d"
+)
 Execution = Literal["sequential", "parallel"]
 
 
@@ -43,9 +51,12 @@ class BenchPlan:
     """What one child process loads and runs: model files and feeds by each model's own names."""
 
     models: list[tuple[str, Path]]  # (name, path); the fused plan has one entry
-    feeds: list[dict[str, np.ndarray]]
+    feeds: list[dict[str, np.ndarray]] | None  # None: random feeds from each model's inputs
     runs: int
     warmup: int
+    # Start ONNX Runtime on a one-node model before the baseline, so that its one-time costs
+    # (its library's pages, its environment) are not charged to the models measured.
+    warm_runtime: bool = False
 
 
 @dataclass
@@ -56,6 +67,13 @@ class VariantResult:
     peak_rss_bytes: int
     artifact_bytes: int
     imported_compiler: bool = False
+    baseline_rss_bytes: int = 0  # before loading anything: the interpreter and the runtime
+    resident_rss_bytes: int = 0  # after the last request
+
+    @property
+    def footprint_bytes(self) -> int:
+        """Peak memory the models added to the process, load transients included."""
+        return max(0, self.peak_rss_bytes - self.baseline_rss_bytes)
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q))
@@ -80,10 +98,16 @@ class VariantResult:
 
 def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
     """In the child: load every model, run the first request (cold load), then time requests."""
+    if plan.warm_runtime:
+        warm = OnnxRuntimeSession(WARMUP_MODEL)
+        warm.run({"x": np.zeros((1, 8), np.float32)})
+        warm.close()
+    baseline = status_bytes().get("VmRSS", 0)
     started = time.perf_counter()
     sessions = [
         OnnxRuntimeSession(path, options=_session_options(config)) for _, path in plan.models
     ]
+    feeds_per_model = plan.feeds or [random_feeds(session.inputs) for session in sessions]
     pool = (
         ThreadPoolExecutor(len(sessions))
         if config.execution == "parallel" and len(sessions) > 1
@@ -92,11 +116,14 @@ def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
 
     def request() -> None:
         if pool is None:
-            for session, feeds in zip(sessions, plan.feeds, strict=True):
+            for session, feeds in zip(sessions, feeds_per_model, strict=True):
                 session.run(feeds)
         else:
             list(
-                pool.map(lambda pair: pair[0].run(pair[1]), zip(sessions, plan.feeds, strict=True))
+                pool.map(
+                    lambda pair: pair[0].run(pair[1]),
+                    zip(sessions, feeds_per_model, strict=True),
+                )
             )
 
     request()
@@ -118,6 +145,8 @@ def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
         peak_rss_bytes=status_bytes().get("VmHWM", 0),
         artifact_bytes=artifact_bytes,
         imported_compiler="onnx_ir" in sys.modules,
+        baseline_rss_bytes=baseline,
+        resident_rss_bytes=status_bytes().get("VmRSS", 0),
     )
 
 

@@ -1,0 +1,297 @@
+"""EngineCache: swap fused bundles in and out of memory under a budget.
+
+Requests name a bundle, or a model inside one; the cache loads what is missing, evicting idle
+bundles chosen by its policy until the newcomer fits. What it budgets with is each bundle's
+measured footprint (`footprint.py`), so the accounting is about real memory. A bundle serving a
+request is pinned and never evicted; concurrent requests for a bundle that is loading wait for
+that one load; a bundle larger than the whole budget is refused when registered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fusedinf_cc.backends.base import Session
+from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
+from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.feeds import resolve_shape
+from fusedinf_cc.footprint import Footprint, measure_footprint
+from fusedinf_cc.manifest import Manifest, ModelEntry, manifest_path_for, read_manifest
+from fusedinf_cc.model_io import sha256_file, write_text_atomic
+from fusedinf_cc.policies import POLICIES, CachePolicy
+
+
+@dataclass
+class Bundle:
+    """A runnable artifact: a fused model with its manifest, or one plain model."""
+
+    name: str
+    artifact: Path
+    manifest: Manifest | None
+    footprint: Footprint
+
+    def models(self) -> dict[str, ModelEntry]:
+        return {entry.name: entry for entry in self.manifest.models} if self.manifest else {}
+
+
+def open_bundle(path: Path, *, name: str | None = None) -> Bundle:
+    """Open an artifact, check it against its manifest, and know its footprint.
+
+    A footprint missing from the manifest (or measured for other bytes) is measured now, in a
+    fresh process, and written back to the manifest so the next load does not measure again.
+    """
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such bundle artifact")
+    sidecar = manifest_path_for(path)
+    manifest = read_manifest(sidecar) if sidecar.is_file() else None
+    digest = sha256_file(path)
+    if manifest is not None and manifest.artifact and manifest.artifact.sha256 != digest:
+        raise UserInputError(
+            f"{path}: sha256 differs from its manifest; the artifact was changed after it "
+            "was built, rebuild it"
+        )
+    known = manifest.footprint if manifest else {}
+    if known.get("measured_bytes") and known.get("measured_sha256") == digest:
+        footprint = Footprint(
+            measured_bytes=int(known["measured_bytes"]),
+            resident_bytes=int(known.get("resident_bytes", 0)),
+            load_seconds=float(known.get("load_seconds", 0.0)),
+        )
+    else:
+        footprint = measure_footprint(path)
+        if manifest is not None:
+            _record_footprint(sidecar, footprint, digest)
+    return Bundle(name=name or path.stem, artifact=path, manifest=manifest, footprint=footprint)
+
+
+def _record_footprint(sidecar: Path, footprint: Footprint, digest: str) -> None:
+    data = json.loads(sidecar.read_text(encoding="utf-8"))
+    data.setdefault("footprint", {}).update(footprint.to_manifest(), measured_sha256=digest)
+    # A read-only bundle: measure again next time rather than fail a request.
+    with contextlib.suppress(UserInputError):
+        write_text_atomic(sidecar, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    bytes_loaded: int = 0
+    seconds_loading: float = 0.0
+    peak_accounted_bytes: int = 0
+    loads_by_bundle: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Entry:
+    bundle: Bundle
+    session: Session | None = None
+    loading: bool = False
+    pins: int = 0
+    frequency: int = 0
+    priority: float = 0.0
+    cost_seconds: float = 0.0
+
+    @property
+    def size(self) -> int:
+        return self.bundle.footprint.measured_bytes
+
+
+class EngineCache:
+    """Bundles loaded on demand and evicted by `policy` so their footprints fit `budget_bytes`."""
+
+    def __init__(
+        self,
+        budget_bytes: int,
+        policy: str = "lru",
+        *,
+        session_factory: Callable[[Path], Session] = OnnxRuntimeSession,
+    ):
+        if budget_bytes <= 0:
+            raise UserInputError("the memory budget must be positive")
+        if policy not in POLICIES:
+            raise UserInputError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+        self.budget_bytes = budget_bytes
+        self.policy: CachePolicy = POLICIES[policy]()
+        self.stats = CacheStats()
+        self.evictions: list[str] = []  # bundle names, in eviction order
+        self._session_factory = session_factory
+        self._entries: dict[str, _Entry] = {}
+        self._model_index: dict[str, str] = {}  # model name -> bundle name
+        self._accounted = 0  # footprints of resident and loading bundles
+        self._condition = threading.Condition()
+
+    # registration -------------------------------------------------------------------------
+    def register(self, bundle: Bundle | Path, name: str | None = None) -> Bundle:
+        if isinstance(bundle, Path):
+            bundle = open_bundle(bundle, name=name)
+        if bundle.footprint.measured_bytes > self.budget_bytes:
+            raise UserInputError(
+                f"bundle {bundle.name!r} needs {_mib(bundle.footprint.measured_bytes)} of memory, "
+                f"more than the whole budget ({_mib(self.budget_bytes)})"
+            )
+        with self._condition:
+            taken = set(self._entries) | set(self._model_index)
+            clashes = ({bundle.name} | set(bundle.models())) & taken
+            if clashes:
+                raise UserInputError(f"names already registered: {', '.join(sorted(clashes))}")
+            self._entries[bundle.name] = _Entry(bundle)
+            for model in bundle.models():
+                self._model_index[model] = bundle.name
+        return bundle
+
+    # requests -----------------------------------------------------------------------------
+    def run(
+        self,
+        name: str,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run bundle `name` (feeds by fused names) or model `name` (feeds by its own names)."""
+        bundle_name, model = self._resolve(name)
+        entry = self._acquire(bundle_name)
+        try:
+            session = entry.session
+            assert session is not None
+            if model is None:
+                return session.run(feeds, outputs)
+            fused_feeds = _model_feeds(session, model, feeds)
+            wanted = outputs if outputs is not None else list(model.outputs)
+            fused_names = [model.outputs[output] for output in wanted]
+            results = session.run(fused_feeds, fused_names)
+            return {output: results[model.outputs[output]] for output in wanted}
+        finally:
+            self._release(entry)
+
+    def _resolve(self, name: str) -> tuple[str, ModelEntry | None]:
+        with self._condition:
+            if name in self._entries:
+                return name, None
+            if name in self._model_index:
+                bundle_name = self._model_index[name]
+                return bundle_name, self._entries[bundle_name].bundle.models()[name]
+        known = ", ".join(sorted(set(self._entries) | set(self._model_index)))
+        raise UserInputError(f"no bundle or model named {name!r} (known: {known})")
+
+    def _acquire(self, bundle_name: str) -> _Entry:
+        with self._condition:
+            entry = self._entries[bundle_name]
+            while True:
+                if entry.session is not None:
+                    entry.pins += 1
+                    self.stats.hits += 1
+                    self.policy.touch(entry)
+                    return entry
+                if not entry.loading and self._make_room(entry.size):
+                    entry.loading = True
+                    self._accounted += entry.size
+                    self.stats.peak_accounted_bytes = max(
+                        self.stats.peak_accounted_bytes, self._accounted
+                    )
+                    break
+                self._condition.wait()  # another thread is loading it, or pins hold the room
+        return self._load(entry)
+
+    def _load(self, entry: _Entry) -> _Entry:
+        started = time.perf_counter()
+        try:
+            session = self._session_factory(entry.bundle.artifact)
+        except BaseException:
+            with self._condition:
+                entry.loading = False
+                self._accounted -= entry.size
+                self._condition.notify_all()
+            raise
+        seconds = time.perf_counter() - started
+        with self._condition:
+            entry.session, entry.loading = session, False
+            entry.pins += 1
+            entry.cost_seconds = seconds
+            self.stats.misses += 1
+            self.stats.bytes_loaded += entry.size
+            self.stats.seconds_loading += seconds
+            loads = self.stats.loads_by_bundle
+            loads[entry.bundle.name] = loads.get(entry.bundle.name, 0) + 1
+            self.policy.touch(entry)
+            self._condition.notify_all()
+        return entry
+
+    def _make_room(self, size: int) -> bool:
+        """Evict idle bundles until `size` fits; False when pinned bundles leave no room."""
+        while self._accounted + size > self.budget_bytes:
+            idle = [e for e in self._entries.values() if e.session is not None and e.pins == 0]
+            if not idle:
+                return False
+            self._evict(self.policy.victim(idle))
+        return True
+
+    def _evict(self, entry: _Entry) -> None:
+        self.evictions.append(entry.bundle.name)
+        assert entry.session is not None
+        entry.session.close()
+        entry.session = None
+        self._accounted -= entry.size
+        self.stats.evictions += 1
+        self.policy.evicted(entry)
+        release_freed_memory()
+
+    def _release(self, entry: _Entry) -> None:
+        with self._condition:
+            entry.pins -= 1
+            self._condition.notify_all()
+
+    # inspection ---------------------------------------------------------------------------
+    @property
+    def accounted_bytes(self) -> int:
+        with self._condition:
+            return self._accounted
+
+    def resident(self) -> list[str]:
+        with self._condition:
+            return [name for name, e in self._entries.items() if e.session is not None]
+
+    def close(self) -> None:
+        with self._condition:
+            for entry in self._entries.values():
+                if entry.session is not None and entry.pins == 0:
+                    self._evict(entry)
+
+
+def _model_feeds(
+    session: Session, model: ModelEntry, feeds: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Feeds for the whole fused graph from one model's own: the other models' inputs get zeros
+    (a fused session runs every branch, so a request for one model pays for the group)."""
+    unknown = set(feeds) - set(model.inputs)
+    if unknown:
+        raise UserInputError(f"model {model.name!r} has no inputs {sorted(unknown)}")
+    fused = {model.inputs[name]: value for name, value in feeds.items()}
+    for spec in session.inputs:
+        if spec.name not in fused:
+            fused[spec.name] = np.zeros(resolve_shape(spec, {}), dtype=spec.dtype)
+    return fused
+
+
+_LIBC = ctypes.util.find_library("c")
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by an evicted session back to the OS (glibc keeps it otherwise)."""
+    if _LIBC:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(_LIBC).malloc_trim(0)
+
+
+def _mib(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB"

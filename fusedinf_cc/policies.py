@@ -1,0 +1,73 @@
+"""Which idle bundle leaves when a newcomer needs room.
+
+- `lru`: least recently used (the ShmFaaS baseline).
+- `gdsf`: GreedyDual-Size-Frequency. Priority = L + frequency * cost / size, where cost is the
+  bundle's measured load seconds and L rises to each victim's priority, so bundles that are
+  often used, slow to load and small stay, and a long-unused bundle ages out.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class CachedBundle(Protocol):
+    frequency: int
+    priority: float
+    cost_seconds: float
+
+    @property
+    def size(self) -> int: ...
+
+
+class CachePolicy(Protocol):
+    name: str
+
+    def touch(self, entry: CachedBundle) -> None: ...
+
+    def victim(self, idle: Sequence[CachedBundle]) -> CachedBundle: ...
+
+    def evicted(self, entry: CachedBundle) -> None: ...
+
+
+class LeastRecentlyUsed:
+    name = "lru"
+
+    def __init__(self) -> None:
+        self._clock = itertools.count(1)
+
+    def touch(self, entry: CachedBundle) -> None:
+        entry.frequency += 1
+        entry.priority = next(self._clock)
+
+    def victim(self, idle: Sequence[CachedBundle]) -> CachedBundle:
+        return min(idle, key=lambda entry: entry.priority)
+
+    def evicted(self, entry: CachedBundle) -> None:
+        return None
+
+
+class GreedyDualSizeFrequency:
+    name = "gdsf"
+
+    def __init__(self) -> None:
+        self.inflation = 0.0
+
+    def touch(self, entry: CachedBundle) -> None:
+        entry.frequency += 1
+        entry.priority = self.inflation + entry.frequency * entry.cost_seconds / max(entry.size, 1)
+
+    def victim(self, idle: Sequence[CachedBundle]) -> CachedBundle:
+        return min(idle, key=lambda entry: entry.priority)
+
+    def evicted(self, entry: CachedBundle) -> None:
+        self.inflation = entry.priority
+        entry.frequency = 0
+
+
+POLICIES: dict[str, type[CachePolicy]] = {
+    LeastRecentlyUsed.name: LeastRecentlyUsed,
+    GreedyDualSizeFrequency.name: GreedyDualSizeFrequency,
+}

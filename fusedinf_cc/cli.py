@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import Progress
@@ -21,8 +24,9 @@ from fusedinf_cc.build import build_fused
 from fusedinf_cc.errors import FusedInfError, UserInputError
 from fusedinf_cc.feeds import parse_shapes
 from fusedinf_cc.inspection import ModelSummary, inspect_path
+from fusedinf_cc.loader import run_once
 from fusedinf_cc.manifest import Manifest, PassRecord
-from fusedinf_cc.model_io import write_text_atomic
+from fusedinf_cc.model_io import staging_dir, write_text_atomic
 from fusedinf_cc.plot import plot_report, pyplot
 from fusedinf_cc.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, verify_artifact
 
@@ -219,6 +223,42 @@ def verify(
         error_console.print(f"[bold red]mismatch:[/] {names}", highlight=False)
         raise typer.Exit(1)
     console.print(f"all {len(report.comparisons)} outputs match (rtol={rtol:g}, atol={atol:g})")
+
+
+@app.command("run")
+@reports_errors
+def run_command(
+    bundle: Annotated[
+        Path, typer.Argument(help="A fused artifact (with its manifest) or a model.")
+    ],
+    inputs: Annotated[
+        Path | None, typer.Option("--inputs", help=".npz of inputs (default: random ones).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Run one model of the bundle, by its name.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the outputs to this .npz.")
+    ] = None,
+) -> None:
+    """Run one request through the loader and print each output's shape and checksum."""
+    results = run_once(bundle, model=model, feeds_path=inputs)
+    table = Table("output", "dtype", "shape", "sum", "sha256", title=f"{model or bundle.name}")
+    for name, value in results.items():
+        digest = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]
+        table.add_row(
+            name,
+            str(value.dtype),
+            "x".join(map(str, value.shape)) or "scalar",
+            f"{float(value.astype(np.float64).sum()):.6g}",
+            digest,
+        )
+    console.print(table)
+    if output is not None:
+        with staging_dir(output) as staging:
+            np.savez(staging / "outputs.npz", **results)
+            os.replace(staging / "outputs.npz", output)
+        console.print(f"wrote {output}")
 
 
 @app.command("inspect")

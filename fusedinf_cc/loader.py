@@ -16,15 +16,15 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from fusedinf_cc.backends.base import Session
+from fusedinf_cc.backends.base import Session, TensorSpec
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
 from fusedinf_cc.errors import UserInputError
-from fusedinf_cc.feeds import resolve_shape
+from fusedinf_cc.feeds import load_feeds, random_feeds, resolve_shape
 from fusedinf_cc.footprint import Footprint, measure_footprint
 from fusedinf_cc.manifest import Manifest, ModelEntry, manifest_path_for, read_manifest
 from fusedinf_cc.model_io import sha256_file, write_text_atomic
@@ -174,6 +174,20 @@ class EngineCache:
         finally:
             self._release(entry)
 
+    def input_specs(self, name: str) -> list[TensorSpec]:
+        """The inputs a request for `name` takes, named as the caller names them."""
+        bundle_name, model = self._resolve(name)
+        entry = self._acquire(bundle_name)
+        try:
+            assert entry.session is not None
+            specs = list(entry.session.inputs)
+        finally:
+            self._release(entry)
+        if model is None:
+            return specs
+        original = {fused: own for own, fused in model.inputs.items()}
+        return [replace(spec, name=original[spec.name]) for spec in specs if spec.name in original]
+
     def _resolve(self, name: str) -> tuple[str, ModelEntry | None]:
         with self._condition:
             if name in self._entries:
@@ -266,6 +280,22 @@ class EngineCache:
             for entry in self._entries.values():
                 if entry.session is not None and entry.pins == 0:
                     self._evict(entry)
+
+
+def run_once(
+    artifact: Path, *, model: str | None = None, feeds_path: Path | None = None
+) -> dict[str, np.ndarray]:
+    """One request through a cache holding just this bundle: what `fusedinf-cc run` does."""
+    bundle = open_bundle(artifact)
+    cache = EngineCache(max(bundle.footprint.measured_bytes, 1))
+    cache.register(bundle)
+    name = model or bundle.name
+    try:
+        specs = cache.input_specs(name)
+        feeds = load_feeds(feeds_path, specs) if feeds_path else random_feeds(specs)
+        return cache.run(name, feeds)
+    finally:
+        cache.close()
 
 
 def _model_feeds(

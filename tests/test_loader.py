@@ -1,0 +1,300 @@
+"""EngineCache: swapping bundles under a budget, pinning, thread safety, and real memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
+from fusedinf_cc.bench_worker import WARMUP_MODEL
+from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.loader import EngineCache, open_bundle
+from fusedinf_cc.manifest import manifest_path_for
+from fusedinf_cc.policies import GreedyDualSizeFrequency, LeastRecentlyUsed
+from tests import builders
+from tests.conftest import fuse_files
+from tests.oracle import session as oracle_session
+
+
+def _fused_bundle(folder: Path, name: str, seed: int, width: int = 256) -> Path:
+    """A fused bundle of two affine models `<name>_a`, `<name>_b` with separate inputs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    a = builders.save(builders.affine(seed, width=width), folder / f"{name}_a.onnx")
+    b = builders.save(builders.affine(seed + 100, width=width), folder / f"{name}_b.onnx")
+    out = folder / f"{name}.onnx"
+    fuse_files([(f"{name}_a", a), (f"{name}_b", b)], out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def three_bundles(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("bundles")
+    return [_fused_bundle(folder, name, seed) for seed, name in enumerate(("red", "green", "blue"))]
+
+
+def _feeds(width: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(seed).standard_normal((1, width)).astype(np.float32)}
+
+
+def test_warmup_model_is_a_valid_one_node_model():
+    model = onnx.load_from_string(WARMUP_MODEL)
+    onnx.checker.check_model(model, full_check=True)
+    assert [node.op_type for node in model.graph.node] == ["Relu"]
+
+
+def test_lru_evicts_the_least_recently_used_idle_bundle(three_bundles):
+    bundles = [open_bundle(path) for path in three_bundles]
+    sizes = sorted(bundle.footprint.measured_bytes for bundle in bundles)
+    cache = EngineCache(sum(sizes) - sizes[0], "lru")  # any two fit, never all three
+    for bundle in bundles:
+        cache.register(bundle)
+    for name in ("red_a", "green_a", "red_b", "blue_a"):
+        cache.run(name, _feeds())
+    assert cache.evictions == ["green"]
+    assert sorted(cache.resident()) == ["blue", "red"]
+    assert (cache.stats.hits, cache.stats.misses) == (1, 3)
+    assert cache.stats.peak_accounted_bytes <= cache.budget_bytes
+
+
+@dataclass
+class _Cached:
+    size: int
+    cost_seconds: float
+    frequency: int = 0
+    priority: float = 0.0
+
+
+def test_gdsf_keeps_what_is_costly_to_reload_and_ages_out_the_rest():
+    policy = GreedyDualSizeFrequency()
+    slow = _Cached(size=100, cost_seconds=2.0)
+    quick = _Cached(size=100, cost_seconds=0.1)
+    policy.touch(slow)
+    for _ in range(5):
+        policy.touch(quick)  # used more often, but cheap to bring back
+    assert policy.victim([slow, quick]) is quick
+    policy.evicted(quick)
+    assert policy.inflation == pytest.approx(5 * 0.1 / 100)
+    # Ageing: once inflation has passed the stale bundle's priority, fresh arrivals outrank it.
+    policy.inflation = slow.priority
+    newcomer = _Cached(size=100, cost_seconds=0.1)
+    policy.touch(newcomer)
+    assert policy.victim([slow, newcomer]) is slow
+    lru = LeastRecentlyUsed()
+    lru.touch(slow)
+    lru.touch(quick)
+    assert lru.victim([slow, quick]) is slow
+
+
+def test_a_model_inside_a_fused_bundle_answers_with_its_own_outputs(three_bundles):
+    cache = EngineCache(1 << 40)
+    cache.register(three_bundles[0])
+    feeds = _feeds(seed=3)
+    result = cache.run("red_b", feeds)
+    source = oracle_session(three_bundles[0].parent / "red_b.onnx")
+    (expected,) = source.run(None, feeds)
+    assert list(result) == ["y"]
+    assert result["y"].tobytes() == expected.tobytes()
+    whole = cache.run("red", {"red_a/x": feeds["x"], "red_b/x": feeds["x"]})
+    assert sorted(whole) == ["red_a/y", "red_b/y"]
+
+
+def test_a_bundle_larger_than_the_budget_is_refused(three_bundles):
+    bundle = open_bundle(three_bundles[0])
+    cache = EngineCache(bundle.footprint.measured_bytes - 1)
+    with pytest.raises(UserInputError, match="more than the whole budget"):
+        cache.register(bundle)
+
+
+def test_footprint_is_measured_once_and_kept_in_the_manifest(tmp_path):
+    path = _fused_bundle(tmp_path, "solo", 7, width=64)
+    sidecar = manifest_path_for(path)
+    first = open_bundle(path)
+    footprint = json.loads(sidecar.read_text())["footprint"]
+    assert footprint["measured_bytes"] == first.footprint.measured_bytes > 0
+    stamp = sidecar.stat().st_mtime_ns
+    again = open_bundle(path)
+    assert again.footprint == first.footprint
+    assert sidecar.stat().st_mtime_ns == stamp  # read from the manifest, not measured again
+
+
+def test_a_changed_artifact_is_refused(tmp_path):
+    path = _fused_bundle(tmp_path, "solo", 8, width=64)
+    model = onnx.load(path)
+    model.doc_string = "edited after the build"
+    onnx.save(model, path)
+    with pytest.raises(UserInputError, match="sha256 differs from its manifest"):
+        open_bundle(path)
+
+
+class _CountingLoads:
+    """Real ONNX Runtime sessions, counting how many loads of each bundle run at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.in_flight: Counter[str] = Counter()
+        self.most_at_once = 0
+
+    def __call__(self, path: Path) -> OnnxRuntimeSession:
+        with self.lock:
+            self.in_flight[path.stem] += 1
+            self.most_at_once = max(self.most_at_once, self.in_flight[path.stem])
+        try:
+            return OnnxRuntimeSession(path)
+        finally:
+            with self.lock:
+                self.in_flight[path.stem] -= 1
+
+
+def test_concurrent_requests_under_a_small_budget(three_bundles):
+    bundles = [open_bundle(path) for path in three_bundles]
+    loads = _CountingLoads()
+    budget = max(bundle.footprint.measured_bytes for bundle in bundles)  # one at a time
+    cache = EngineCache(budget, "gdsf", session_factory=loads)
+    for bundle in bundles:
+        cache.register(bundle)
+    expected = {}
+    for path in three_bundles:
+        for half in ("a", "b"):
+            model = f"{path.stem}_{half}"
+            source = oracle_session(path.parent / f"{model}.onnx")
+            expected[model] = {seed: source.run(None, _feeds(seed=seed))[0] for seed in range(4)}
+    failures: list[BaseException] = []
+
+    def client(index: int) -> None:
+        rng = np.random.default_rng(index)
+        try:
+            for _ in range(25):
+                model = str(rng.choice(sorted(expected)))
+                seed = int(rng.integers(0, 4))
+                got = cache.run(model, _feeds(seed=seed))["y"]
+                assert got.tobytes() == expected[model][seed].tobytes(), model
+        except BaseException as error:  # collected and re-raised in the test thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[0]
+    assert loads.most_at_once == 1  # never two loads of one bundle at once
+    assert cache.stats.peak_accounted_bytes <= budget
+    assert cache.stats.hits + cache.stats.misses == 8 * 25
+    assert sum(cache.stats.loads_by_bundle.values()) == cache.stats.misses
+
+
+def test_many_first_requests_for_one_bundle_load_it_once(three_bundles):
+    loads = _CountingLoads()
+    cache = EngineCache(1 << 40, session_factory=loads)
+    cache.register(three_bundles[1])
+    barrier = threading.Barrier(8)
+
+    def client() -> None:
+        barrier.wait()
+        cache.run("green_a", _feeds())
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cache.stats.loads_by_bundle == {"green": 1}
+    assert cache.stats.misses == 1 and cache.stats.hits == 7
+
+
+_MEMORY_PROBE = """
+import json, sys, threading
+from pathlib import Path
+import numpy as np
+from fusedinf_cc.loader import EngineCache, open_bundle
+from fusedinf_cc.procmem import status_bytes
+paths, budget_share, rounds = [Path(p) for p in sys.argv[3:]], float(sys.argv[1]), int(sys.argv[2])
+bundles = [open_bundle(p) for p in paths]
+sizes = sorted(b.footprint.measured_bytes for b in bundles)
+budget = int(sum(sizes) * budget_share)
+cache = EngineCache(max(budget, sizes[-1]), "lru")
+for b in bundles:
+    cache.register(b)
+rng = np.random.default_rng(0)
+x = {"x": rng.standard_normal((1, 1024)).astype(np.float32)}
+# Start the runtime before the baseline: its one-time cost is not the bundles'.
+cache.run(bundles[0].name + "_a", x)
+cache.close()
+baseline = status_bytes()["VmRSS"]
+peak, samples, stop = [0], [], threading.Event()
+def sample():
+    while not stop.is_set():
+        peak[0] = max(peak[0], status_bytes()["VmRSS"])
+        stop.wait(0.002)
+sampler = threading.Thread(target=sample); sampler.start()
+for i in range(rounds):
+    cache.run(bundles[i % len(bundles)].name + "_a", x)
+    if i == len(bundles) - 1:
+        samples.append(status_bytes()["VmRSS"])
+stop.set(); sampler.join()
+print(json.dumps({"baseline": baseline, "peak": peak[0], "after_first_cycle": samples[0],
+                  "end": status_bytes()["VmRSS"], "budget": cache.budget_bytes,
+                  "evictions": cache.stats.evictions}))
+"""
+
+
+def _probe(paths: list[Path], budget_share: float, rounds: int) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, str(budget_share), str(rounds), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def four_mib_bundles(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("four")
+    return [_fused_bundle(folder, f"b{i}", 10 + i, width=1024) for i in range(3)]
+
+
+@pytest.mark.slow
+def test_real_memory_stays_within_the_budget(four_mib_bundles):
+    figures = _probe(four_mib_bundles, budget_share=0.67, rounds=60)
+    assert figures["evictions"] > 0
+    grown = figures["peak"] - figures["baseline"]
+    # Stated tolerance: 10% of the budget plus 8 MiB for allocator slack and ORT's arenas.
+    assert grown <= 1.10 * figures["budget"] + 8 * 2**20, figures
+
+
+@pytest.mark.slow
+def test_memory_returns_after_500_load_evict_cycles(four_mib_bundles):
+    # A budget that holds one bundle: every request evicts the other and loads its own.
+    figures = _probe(four_mib_bundles[:2], budget_share=0.5, rounds=500)
+    assert figures["evictions"] >= 498
+    assert figures["end"] <= 1.05 * figures["after_first_cycle"], figures
+
+
+def test_run_command_answers_for_one_model_of_a_bundle(tmp_path):
+    from tests.conftest import run_cli
+
+    bundle = _fused_bundle(tmp_path, "pair", 21, width=16)
+    feeds = tmp_path / "feeds.npz"
+    np.savez(feeds, x=_feeds(width=16, seed=5)["x"])
+    outputs = tmp_path / "outputs.npz"
+    result = run_cli("run", bundle, "--model", "pair_b", "--inputs", feeds, "-o", outputs)
+    assert result.returncode == 0, result.stderr
+    assert "1x16" in result.stdout
+    (expected,) = oracle_session(tmp_path / "pair_b.onnx").run(None, _feeds(width=16, seed=5))
+    with np.load(outputs) as saved:
+        assert list(saved.files) == ["y"]
+        assert saved["y"].tobytes() == expected.tobytes()
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, pixels=np.zeros((1, 16), np.float32))
+    result = run_cli("run", bundle, "--model", "pair_b", "--inputs", wrong)
+    assert result.returncode == 2 and "missing ['x']" in result.stderr

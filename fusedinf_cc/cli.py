@@ -23,10 +23,10 @@ from fusedinf_cc.bench import BenchReport, bench_artifact, default_configs
 from fusedinf_cc.build import build_fused
 from fusedinf_cc.errors import FusedInfError, UserInputError
 from fusedinf_cc.feeds import parse_shapes
+from fusedinf_cc.files import staging_dir, write_text_atomic
 from fusedinf_cc.inspection import ModelSummary, inspect_path
 from fusedinf_cc.loader import run_once
 from fusedinf_cc.manifest import Manifest, PassRecord
-from fusedinf_cc.model_io import staging_dir, write_text_atomic
 from fusedinf_cc.plot import plot_report, pyplot
 from fusedinf_cc.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, verify_artifact
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import json
 import threading
 import time
@@ -22,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from fusedinf_cc.backends.base import Session, TensorSpec
-from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
+from fusedinf_cc.backends.onnxruntime import SHARED_WEIGHTS_OPTIONS, OnnxRuntimeSession
 from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.feeds import load_feeds, random_feeds, resolve_shape
+from fusedinf_cc.files import sha256_file, write_text_atomic
 from fusedinf_cc.footprint import Footprint, measure_footprint
 from fusedinf_cc.manifest import Manifest, ModelEntry, manifest_path_for, read_manifest
-from fusedinf_cc.model_io import sha256_file, write_text_atomic
 from fusedinf_cc.policies import POLICIES, CachePolicy
 
 
@@ -116,8 +117,11 @@ class EngineCache:
         budget_bytes: int,
         policy: str = "lru",
         *,
-        session_factory: Callable[[Path], Session] = OnnxRuntimeSession,
+        share_weights: bool = False,
+        session_factory: Callable[[Path], Session] | None = None,
     ):
+        """`share_weights`: keep weights in the memory-mapped external data file, shared by every
+        process that serves the same bundle (see `SHARED_WEIGHTS_OPTIONS` for the cost)."""
         if budget_bytes <= 0:
             raise UserInputError("the memory budget must be positive")
         if policy not in POLICIES:
@@ -126,7 +130,11 @@ class EngineCache:
         self.policy: CachePolicy = POLICIES[policy]()
         self.stats = CacheStats()
         self.evictions: list[str] = []  # bundle names, in eviction order
-        self._session_factory = session_factory
+        self._session_factory = session_factory or (
+            functools.partial(OnnxRuntimeSession, options=SHARED_WEIGHTS_OPTIONS)
+            if share_weights
+            else OnnxRuntimeSession
+        )
         self._entries: dict[str, _Entry] = {}
         self._model_index: dict[str, str] = {}  # model name -> bundle name
         self._accounted = 0  # footprints of resident and loading bundles

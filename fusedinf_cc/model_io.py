@@ -7,11 +7,8 @@ and no output is ever half-written.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +17,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.files import sha256_file, staging_dir
 from fusedinf_cc.onnx_stream import STREAMED_TENSOR_BYTES, write_streamed
 
 # Above this many bytes of weights a model is written with its tensors in a side file. ONNX Runtime
@@ -33,7 +31,6 @@ SINGLE_FILE_LIMIT_BYTES = 2**31 - 2**26
 # and stay in the head of a streamed file; larger ones are lifted out or streamed.
 SMALL_TENSOR_BYTES = STREAMED_TENSOR_BYTES
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-_HASH_CHUNK_BYTES = 1 << 20
 
 
 @dataclass
@@ -66,15 +63,6 @@ def check_model_name(name: str) -> None:
             f"model name {name!r} is not allowed: use letters, digits, '_', '.', '-' "
             "(give one with NAME=PATH)"
         )
-
-
-def sha256_file(path: Path) -> str:
-    """Hash a file in chunks so that multi-GiB models are never read into memory at once."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_model(path: Path) -> ir.Model:
@@ -214,34 +202,6 @@ def save_model_atomic(
         stale = out_path.parent / external_data_name(out_path)
         stale.unlink(missing_ok=True)
     return written
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small text file (a manifest) via a temporary file and a rename."""
-    with staging_dir(path) as staging:
-        staged = staging / path.name
-        staged.write_text(text, encoding="utf-8")
-        os.replace(staged, path)
-
-
-class staging_dir:  # noqa: N801 - used like a function in `with` statements
-    """A temporary folder in the target's own directory, so the final rename stays atomic."""
-
-    def __init__(self, target: Path):
-        self.target = target
-
-    def __enter__(self) -> Path:
-        parent = self.target.parent
-        if not parent.is_dir():
-            raise UserInputError(f"{self.target}: output folder {parent} does not exist")
-        try:
-            self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=parent))
-        except OSError as error:
-            raise UserInputError(f"{self.target}: cannot write there ({error.strerror})") from None
-        return self.path
-
-    def __exit__(self, *exc_info: object) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def check_output_path(out_path: Path, inputs: Iterable[Path]) -> None:

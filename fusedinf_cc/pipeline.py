@@ -15,6 +15,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from fusedinf_cc.files import sha256_file, write_text_atomic
 from fusedinf_cc.manifest import (
     METADATA_KEY,
     Artifact,
@@ -28,9 +29,7 @@ from fusedinf_cc.model_io import (
     external_data_name,
     node_count,
     save_model_atomic,
-    sha256_file,
     weight_bytes,
-    write_text_atomic,
 )
 from fusedinf_cc.passes.base import FusionOptions, FusionPass, FusionState, PassContext
 from fusedinf_cc.passes.cleanup import Cleanup

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fusedinf_cc.errors import BackendUnavailableError
-from fusedinf_cc.model_io import staging_dir
+from fusedinf_cc.files import staging_dir
 
 # (key, label, higher_is_better)
 _METRICS = (

@@ -15,8 +15,8 @@ import numpy as np
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
 from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.feeds import load_feeds, random_feeds
+from fusedinf_cc.files import sha256_file
 from fusedinf_cc.manifest import Manifest, ModelEntry, manifest_for_artifact
-from fusedinf_cc.model_io import sha256_file
 
 DEFAULT_RTOL = 1e-5
 DEFAULT_ATOL = 1e-5

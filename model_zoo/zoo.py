@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fusedinf_cc.model_io import staging_dir
+from fusedinf_cc.files import staging_dir
 from model_zoo import architectures as arch
 
 ZOO_VERSION = 1

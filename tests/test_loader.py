@@ -298,3 +298,16 @@ def test_run_command_answers_for_one_model_of_a_bundle(tmp_path):
     np.savez(wrong, pixels=np.zeros((1, 16), np.float32))
     result = run_cli("run", bundle, "--model", "pair_b", "--inputs", wrong)
     assert result.returncode == 2 and "missing ['x']" in result.stderr
+
+
+@pytest.mark.slow
+def test_four_workers_share_one_copy_of_the_weights(tmp_path):
+    from fusedinf_cc.footprint import measure_workers
+
+    bundle = _fused_bundle(tmp_path, "wide", 30, width=2048)  # 32 MiB of weights, side file
+    weights = 2 * 2048 * 2048 * 4
+    assert (tmp_path / "wide.onnx.data").stat().st_size >= weights
+    private = measure_workers(bundle, workers=4, share_weights=False, runs=2)
+    shared = measure_workers(bundle, workers=4, share_weights=True, runs=2)
+    # Four private copies against one shared: at least two copies' worth must be saved.
+    assert shared.total_pss_bytes <= private.total_pss_bytes - 2 * weights, (private, shared)

@@ -31,6 +31,15 @@ ORT_FORMAT_SUFFIX = ".ort"
 ORT_FORMAT_MAX_BYTES = 2**31 - 2**26  # flatbuffers' 2 GiB, less room for the graph
 _LOG_ERRORS_ONLY = 3  # ORT warns about every unused initializer of a source model
 
+# ONNX Runtime memory-maps a model's external data file; those pages stay shared between every
+# process that loads the file unless the runtime copies the weights. Prepacking and the layout
+# optimisations above "basic" copy them. With both off, four processes serving one 59 MiB bundle
+# held 260 MiB in all (PSS) instead of 570 MiB, at about twice the latency on this x86 CPU.
+SHARED_WEIGHTS_OPTIONS: dict[str, Any] = {
+    "graph_optimization_level_name": "ORT_ENABLE_BASIC",
+    "config": {"session.disable_prepacking": "1"},
+}
+
 _ONNX_TYPES = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -71,7 +80,11 @@ class OnnxRuntimeSession:
             # Optimised ahead of time: loading must not redo (or undo) that work.
             session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         for key, value in (options or {}).items():
-            if key == "config":
+            if key == "graph_optimization_level_name":
+                session_options.graph_optimization_level = getattr(
+                    ort.GraphOptimizationLevel, value
+                )
+            elif key == "config":
                 for config_key, config_value in value.items():
                     session_options.add_session_config_entry(config_key, str(config_value))
             else:
@@ -102,7 +115,8 @@ class OnnxRuntimeSession:
 
 def build_ort_format(fused: FusedModel, out_path: Path) -> Manifest:
     """Optimise the fused model with ONNX Runtime now and keep the result as `.ort`."""
-    from fusedinf_cc.model_io import save_model_atomic, staging_dir, weight_bytes
+    from fusedinf_cc.files import staging_dir
+    from fusedinf_cc.model_io import save_model_atomic, weight_bytes
     from fusedinf_cc.pipeline import embed_manifest, finish_manifest
 
     if weight_bytes(fused.model) > ORT_FORMAT_MAX_BYTES:

@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -27,7 +28,21 @@ from fusedinf_cc.files import staging_dir, write_text_atomic
 from fusedinf_cc.inspection import ModelSummary, inspect_path
 from fusedinf_cc.loader import run_once
 from fusedinf_cc.manifest import Manifest, PassRecord
+from fusedinf_cc.model_io import parse_model_spec
 from fusedinf_cc.plot import plot_report, pyplot
+from fusedinf_cc.simulate import (
+    ReplayResult,
+    TraceSpec,
+    deployments,
+    parse_budget,
+    read_trace,
+    replay,
+    results_json,
+    synthetic_functions,
+    synthetic_trace,
+    total_footprint,
+    write_trace,
+)
 from fusedinf_cc.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, verify_artifact
 
 app = typer.Typer(
@@ -259,6 +274,99 @@ def run_command(
             np.savez(staging / "outputs.npz", **results)
             os.replace(staging / "outputs.npz", output)
         console.print(f"wrote {output}")
+
+
+@app.command()
+@reports_errors
+def simulate(
+    models: Annotated[
+        list[str], typer.Argument(help="[NAME=]MODEL.onnx: the models functions use.")
+    ],
+    budget: Annotated[
+        str, typer.Option("--budget", help="Memory budget: 512MiB, 2GiB, or 50% of all models.")
+    ] = "50%",
+    policy: Annotated[str, typer.Option("--policy", help="Policies to compare.")] = "lru,gdsf",
+    trace: Annotated[
+        Path | None, typer.Option("--trace", help="CSV timestamp,function (else --synthetic).")
+    ] = None,
+    synthetic: Annotated[
+        bool, typer.Option("--synthetic", help="Zipf popularity, Poisson arrivals.")
+    ] = False,
+    functions: Annotated[
+        Path | None,
+        typer.Option("--functions", help='JSON {"fn": ["model", ...]} (default: drawn at random).'),
+    ] = None,
+    requests: Annotated[int, typer.Option("--requests", help="Synthetic trace length.")] = 400,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic workload.")] = 0,
+    work_dir: Annotated[
+        Path, typer.Option("--work-dir", help="Where the fused bundles are built (reused).")
+    ] = Path(".fusedinf-simulate"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    save_trace: Annotated[
+        Path | None, typer.Option("--save-trace", help="Write the replayed trace as CSV.")
+    ] = None,
+) -> None:
+    """Replay a request trace on the real loader: fused vs unfused, per policy."""
+    if (trace is None) == (not synthetic):
+        raise UserInputError("give --trace TRACE.csv or --synthetic (one of them)")
+    specs = dict(parse_model_spec(spec) for spec in models)
+    workload = TraceSpec(requests=requests, seed=seed)
+    if functions is not None:
+        try:
+            function_map = {str(k): list(v) for k, v in json.loads(functions.read_text()).items()}
+        except (OSError, ValueError, AttributeError) as error:
+            raise UserInputError(f"--functions {functions}: not a JSON object ({error})") from None
+    else:
+        function_map = synthetic_functions(sorted(specs), workload)
+    replayed = read_trace(trace) if trace else synthetic_trace(sorted(function_map), workload)
+    missing = {r.function for r in replayed} - set(function_map)
+    if missing:
+        raise UserInputError(f"the trace names unknown functions: {sorted(missing)}")
+    policies = [p.strip() for p in policy.split(",") if p.strip()]
+    plans = deployments(specs, function_map, work_dir)
+    budget_bytes = parse_budget(budget, total_footprint(plans[0]))
+    results = []
+    with Progress(console=error_console, transient=True) as progress:
+        task = progress.add_task("replaying", total=len(plans) * len(policies))
+        for plan in plans:
+            for name in policies:
+                results.append(replay(replayed, plan, budget_bytes, name))
+                progress.update(task, advance=1)
+    console.print(_simulation_table(results))
+    if save_trace is not None:
+        write_trace(replayed, save_trace)
+    if json_out is not None:
+        extra = {"functions": function_map, "workload": asdict(workload)}
+        write_text_atomic(json_out, results_json(results, extra))
+        console.print(f"wrote {json_out}")
+
+
+def _simulation_table(results: list[ReplayResult]) -> Table:
+    table = Table(
+        "deployment",
+        "policy",
+        "misses",
+        "evictions",
+        "loading s",
+        "p50 ms",
+        "p99 ms",
+        "peak accounted",
+        "RSS growth",
+        title=f"{results[0].requests} requests, budget {_bytes(results[0].budget_bytes)}",
+    )
+    for r in results:
+        table.add_row(
+            r.deployment,
+            r.policy,
+            str(r.misses),
+            str(r.evictions),
+            f"{r.seconds_loading:.2f}",
+            f"{r.p50_ms:.1f}",
+            f"{r.p99_ms:.1f}",
+            _bytes(r.peak_accounted_bytes),
+            _bytes(r.peak_rss_growth_bytes),
+        )
+    return table
 
 
 @app.command("inspect")

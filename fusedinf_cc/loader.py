@@ -136,7 +136,7 @@ class EngineCache:
             else OnnxRuntimeSession
         )
         self._entries: dict[str, _Entry] = {}
-        self._model_index: dict[str, str] = {}  # model name -> bundle name
+        self._model_index: dict[str, list[str]] = {}  # model name -> bundles holding it
         self._accounted = 0  # footprints of resident and loading bundles
         self._condition = threading.Condition()
 
@@ -150,13 +150,17 @@ class EngineCache:
                 f"more than the whole budget ({_mib(self.budget_bytes)})"
             )
         with self._condition:
-            taken = set(self._entries) | set(self._model_index)
-            clashes = ({bundle.name} | set(bundle.models())) & taken
+            # Bundle names are unique and never a model's name; one model may sit in several
+            # bundles (a model shared by several functions), which only makes it ambiguous.
+            clashes = ({bundle.name} & (set(self._entries) | set(self._model_index))) | (
+                set(bundle.models()) & set(self._entries)
+            )
             if clashes:
                 raise UserInputError(f"names already registered: {', '.join(sorted(clashes))}")
-            self._entries[bundle.name] = _Entry(bundle)
+            # GDSF's cost starts as the load time measured with the footprint.
+            self._entries[bundle.name] = _Entry(bundle, cost_seconds=bundle.footprint.load_seconds)
             for model in bundle.models():
-                self._model_index[model] = bundle.name
+                self._model_index.setdefault(model, []).append(bundle.name)
         return bundle
 
     # requests -----------------------------------------------------------------------------
@@ -200,9 +204,13 @@ class EngineCache:
         with self._condition:
             if name in self._entries:
                 return name, None
-            if name in self._model_index:
-                bundle_name = self._model_index[name]
-                return bundle_name, self._entries[bundle_name].bundle.models()[name]
+            holders = self._model_index.get(name, [])
+            if len(holders) > 1:
+                raise UserInputError(
+                    f"model {name!r} is in bundles {', '.join(holders)}: run one of those bundles"
+                )
+            if holders:
+                return holders[0], self._entries[holders[0]].bundle.models()[name]
         known = ", ".join(sorted(set(self._entries) | set(self._model_index)))
         raise UserInputError(f"no bundle or model named {name!r} (known: {known})")
 
@@ -272,6 +280,15 @@ class EngineCache:
         with self._condition:
             entry.pins -= 1
             self._condition.notify_all()
+
+    def reset_stats(self) -> None:
+        """Start counting (and the policy's history) afresh, e.g. after a warm-up."""
+        with self._condition:
+            self.stats = CacheStats(peak_accounted_bytes=self._accounted)
+            self.evictions.clear()
+            self.policy = type(self.policy)()
+            for entry in self._entries.values():
+                entry.frequency, entry.priority = 0, 0.0
 
     # inspection ---------------------------------------------------------------------------
     @property

@@ -1,0 +1,208 @@
+"""simulate: replay a request trace against the real loader, fused vs unfused, per policy.
+
+A *function* (a serverless handler) invokes a set of models per request. The same models are
+deployed two ways: **unfused**, every model its own bundle, or **fused**, every function one
+bundle. A trace of (arrival time, function) is replayed through an `EngineCache` with real
+bundles: one server takes requests in arrival order. A request's latency is its wait for the
+server plus the loads and inference it really took.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fusedinf_cc.build import build_fused
+from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.feeds import random_feeds
+from fusedinf_cc.loader import Bundle, EngineCache, open_bundle
+from fusedinf_cc.manifest import manifest_path_for
+from fusedinf_cc.procmem import status_bytes
+
+
+@dataclass(frozen=True)
+class Request:
+    arrival_s: float
+    function: str
+
+
+@dataclass(frozen=True)
+class TraceSpec:
+    """The synthetic workload; the defaults are the ones docs/benchmarks.md reports."""
+
+    functions: int = 20
+    min_models: int = 2
+    max_models: int = 4
+    requests: int = 400
+    zipf_s: float = 1.1
+    rate_per_s: float = 20.0
+    seed: int = 0
+
+
+def synthetic_functions(models: Sequence[str], spec: TraceSpec) -> dict[str, list[str]]:
+    """`spec.functions` functions, each invoking 2-4 distinct models drawn from `models`."""
+    if len(models) < spec.max_models:
+        raise UserInputError(f"need at least {spec.max_models} models to draw functions from")
+    rng = np.random.default_rng(spec.seed)
+    functions = {}
+    for index in range(spec.functions):
+        count = int(rng.integers(spec.min_models, spec.max_models + 1))
+        chosen = rng.choice(len(models), size=count, replace=False)
+        functions[f"fn{index:02d}"] = [models[i] for i in sorted(chosen)]
+    return functions
+
+
+def synthetic_trace(functions: Sequence[str], spec: TraceSpec) -> list[Request]:
+    """Zipf(s) popularity over functions (rank 1 the most popular), Poisson arrivals."""
+    rng = np.random.default_rng(spec.seed + 1)
+    ranks = np.arange(1, len(functions) + 1)
+    popularity = ranks**-spec.zipf_s
+    popularity /= popularity.sum()
+    picks = rng.choice(len(functions), size=spec.requests, p=popularity)
+    arrivals = np.cumsum(rng.exponential(1.0 / spec.rate_per_s, size=spec.requests))
+    return [Request(float(t), functions[i]) for t, i in zip(arrivals, picks, strict=True)]
+
+
+def read_trace(path: Path) -> list[Request]:
+    """CSV with a header `timestamp,function` (seconds, any origin), one request per row."""
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            rows = list(csv.DictReader(stream))
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: no such trace") from None
+    try:
+        requests = [Request(float(row["timestamp"]), row["function"].strip()) for row in rows]
+    except (KeyError, ValueError, AttributeError) as error:
+        raise UserInputError(f"{path}: expected columns timestamp,function ({error})") from None
+    return sorted(requests, key=lambda request: request.arrival_s)
+
+
+def write_trace(requests: Sequence[Request], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["timestamp", "function"])
+        for request in requests:
+            writer.writerow([f"{request.arrival_s:.6f}", request.function])
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Bundles to register, and per function the bundle names one request runs."""
+
+    name: str
+    bundles: dict[str, Bundle]  # opened once: footprints measured once
+    calls: dict[str, list[str]]
+
+
+def deployments(
+    models: dict[str, Path], functions: dict[str, list[str]], work_dir: Path
+) -> list[Deployment]:
+    """The unfused deployment (a bundle per model) and the fused one (a bundle per function)."""
+    unknown = {m for used in functions.values() for m in used} - set(models)
+    if unknown:
+        raise UserInputError(f"functions use unknown models: {sorted(unknown)}")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fused = {}
+    for function, used in functions.items():
+        out = work_dir / f"{function}.onnx"
+        if not manifest_path_for(out).is_file():
+            build_fused([f"{m}={models[m]}" for m in used], out, share_inputs="auto")
+        fused[function] = out
+    used_models = sorted({m for used in functions.values() for m in used})
+    return [
+        Deployment(
+            "unfused",
+            {m: open_bundle(models[m], name=m) for m in used_models},
+            {f: list(used) for f, used in functions.items()},
+        ),
+        Deployment(
+            "fused",
+            {f: open_bundle(path, name=f) for f, path in fused.items()},
+            {f: [f] for f in functions},
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    deployment: str
+    policy: str
+    budget_bytes: int
+    requests: int
+    hits: int
+    misses: int
+    evictions: int
+    seconds_loading: float
+    p50_ms: float
+    p99_ms: float
+    peak_accounted_bytes: int
+    peak_rss_growth_bytes: int
+
+
+def replay(
+    requests: Sequence[Request], deployment: Deployment, budget_bytes: int, policy: str
+) -> ReplayResult:
+    cache = EngineCache(budget_bytes, policy)
+    for bundle in deployment.bundles.values():
+        cache.register(bundle)
+    feeds = {name: random_feeds(cache.input_specs(name)) for name in deployment.bundles}
+    cache.close()  # reading input specs loaded bundles: start the replay cold
+    cache.reset_stats()
+    baseline = status_bytes().get("VmRSS", 0)
+    peak_rss = baseline
+    server_free_at = 0.0
+    latencies = []
+    for request in requests:
+        start = max(request.arrival_s, server_free_at)
+        began = time.perf_counter()
+        for bundle in deployment.calls[request.function]:
+            cache.run(bundle, feeds[bundle])
+        service = time.perf_counter() - began
+        server_free_at = start + service
+        latencies.append((server_free_at - request.arrival_s) * 1000.0)
+        peak_rss = max(peak_rss, status_bytes().get("VmRSS", 0))
+    stats = cache.stats
+    cache.close()
+    return ReplayResult(
+        deployment=deployment.name,
+        policy=policy,
+        budget_bytes=budget_bytes,
+        requests=len(requests),
+        hits=stats.hits,
+        misses=stats.misses,
+        evictions=stats.evictions,
+        seconds_loading=stats.seconds_loading,
+        p50_ms=float(np.percentile(latencies, 50)),
+        p99_ms=float(np.percentile(latencies, 99)),
+        peak_accounted_bytes=stats.peak_accounted_bytes,
+        peak_rss_growth_bytes=peak_rss - baseline,
+    )
+
+
+def total_footprint(deployment: Deployment) -> int:
+    return sum(bundle.footprint.measured_bytes for bundle in deployment.bundles.values())
+
+
+def parse_budget(text: str, reference_bytes: int) -> int:
+    """`512MiB`, `2GiB`, `300MB`, a byte count, or `50%` of `reference_bytes`."""
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            return int(reference_bytes * float(value[:-1]) / 100)
+        units = {"GiB": 2**30, "MiB": 2**20, "KiB": 2**10, "GB": 10**9, "MB": 10**6, "B": 1}
+        for unit, factor in units.items():
+            if value.endswith(unit):
+                return int(float(value[: -len(unit)]) * factor)
+        return int(value)
+    except ValueError:
+        raise UserInputError(f"--budget {text!r}: use e.g. 512MiB, 2GiB or 50%") from None
+
+
+def results_json(results: Sequence[ReplayResult], extra: dict) -> str:
+    return json.dumps({**extra, "results": [asdict(r) for r in results]}, indent=2) + "\n"

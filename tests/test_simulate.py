@@ -1,0 +1,119 @@
+"""simulate: synthetic workloads, replaying them on the real loader, and the command."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+
+import pytest
+
+from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.simulate import (
+    Request,
+    TraceSpec,
+    deployments,
+    parse_budget,
+    read_trace,
+    replay,
+    synthetic_functions,
+    synthetic_trace,
+    write_trace,
+)
+from tests import builders
+from tests.conftest import run_cli
+
+
+def test_synthetic_workload_is_zipf_over_functions_with_poisson_arrivals():
+    spec = TraceSpec(functions=20, requests=4000, zipf_s=1.1, rate_per_s=50.0, seed=3)
+    functions = synthetic_functions([f"m{i}" for i in range(8)], spec)
+    assert len(functions) == 20
+    assert all(
+        2 <= len(models) <= 4 and len(set(models)) == len(models) for models in functions.values()
+    )
+    trace = synthetic_trace(sorted(functions), spec)
+    counts = Counter(request.function for request in trace)
+    assert counts["fn00"] > counts["fn01"] > counts["fn09"]  # rank 1 is the most popular
+    assert counts["fn00"] / len(trace) == pytest.approx(
+        1 / sum(r**-1.1 for r in range(1, 21)), rel=0.1
+    )
+    gaps = [b.arrival_s - a.arrival_s for a, b in itertools.pairwise(trace)]
+    assert min(gaps) >= 0
+    assert sum(gaps) / len(gaps) == pytest.approx(1 / 50.0, rel=0.1)
+    assert synthetic_trace(sorted(functions), spec) == trace  # seeded
+
+
+def test_trace_csv_round_trips_and_bad_ones_are_refused(tmp_path):
+    trace = [Request(0.5, "fn01"), Request(0.1, "fn00")]
+    path = tmp_path / "trace.csv"
+    write_trace(trace, path)
+    assert [r.function for r in read_trace(path)] == ["fn00", "fn01"]  # sorted by arrival
+    path.write_text("when,what\n1,fn00\n")
+    with pytest.raises(UserInputError, match="timestamp,function"):
+        read_trace(path)
+
+
+def test_budget_parsing():
+    assert parse_budget("512MiB", 0) == 512 * 2**20
+    assert parse_budget("50%", 1000) == 500
+    assert parse_budget("1.5GiB", 0) == int(1.5 * 2**30)
+    with pytest.raises(UserInputError):
+        parse_budget("lots", 0)
+
+
+@pytest.fixture(scope="module")
+def small_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sim")
+    return {
+        f"m{i}": builders.save(builders.affine(i, width=128), folder / f"m{i}.onnx")
+        for i in range(4)
+    }
+
+
+def test_replay_counts_one_call_per_bundle_a_function_runs(small_models, tmp_path):
+    functions = {"fa": ["m0", "m1"], "fb": ["m1", "m2", "m3"]}
+    unfused, fused = deployments(small_models, functions, tmp_path / "work")
+    trace = [Request(0.01 * i, "fa" if i % 3 else "fb") for i in range(30)]
+    budget = max(b.footprint.measured_bytes for b in fused.bundles.values())
+    calls = sum(len(functions[r.function]) for r in trace)
+    for deployment, expected_calls in ((unfused, calls), (fused, len(trace))):
+        result = replay(trace, deployment, budget, "lru")
+        assert result.hits + result.misses == expected_calls
+        assert result.peak_accounted_bytes <= budget
+        assert result.p99_ms >= result.p50_ms > 0
+
+
+def test_simulate_command_with_a_trace_and_functions(small_models, tmp_path):
+    functions = tmp_path / "functions.json"
+    functions.write_text(json.dumps({"fa": ["m0", "m1"], "fb": ["m2", "m3"]}))
+    trace = tmp_path / "trace.csv"
+    write_trace([Request(0.02 * i, "fa" if i % 2 else "fb") for i in range(20)], trace)
+    report = tmp_path / "sim.json"
+    models = [f"{name}={path}" for name, path in small_models.items()]
+    result = run_cli(
+        "simulate",
+        *models,
+        "--trace",
+        trace,
+        "--functions",
+        functions,
+        "--budget",
+        "60%",
+        "--work-dir",
+        tmp_path / "work",
+        "--json",
+        report,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(report.read_text())["results"]
+    assert {(r["deployment"], r["policy"]) for r in rows} == {
+        ("unfused", "lru"),
+        ("unfused", "gdsf"),
+        ("fused", "lru"),
+        ("fused", "gdsf"),
+    }
+    write_trace([Request(0.0, "nobody")], trace)
+    result = run_cli("simulate", *models, "--trace", trace, "--functions", functions)
+    assert result.returncode == 2 and "unknown functions: ['nobody']" in result.stderr
+    result = run_cli("simulate", *models)
+    assert result.returncode == 2 and "--trace TRACE.csv or --synthetic" in result.stderr

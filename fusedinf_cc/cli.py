@@ -298,6 +298,9 @@ def simulate(
     ] = None,
     requests: Annotated[int, typer.Option("--requests", help="Synthetic trace length.")] = 400,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic workload.")] = 0,
+    rate: Annotated[
+        float, typer.Option("--rate", help="Synthetic arrivals per second (Poisson).")
+    ] = 4.0,
     work_dir: Annotated[
         Path, typer.Option("--work-dir", help="Where the fused bundles are built (reused).")
     ] = Path(".fusedinf-simulate"),
@@ -310,7 +313,9 @@ def simulate(
     if (trace is None) == (not synthetic):
         raise UserInputError("give --trace TRACE.csv or --synthetic (one of them)")
     specs = dict(parse_model_spec(spec) for spec in models)
-    workload = TraceSpec(requests=requests, seed=seed)
+    if rate <= 0 or requests < 1:
+        raise UserInputError("--rate must be positive and --requests at least 1")
+    workload = TraceSpec(requests=requests, seed=seed, rate_per_s=rate)
     if functions is not None:
         try:
             function_map = {str(k): list(v) for k, v in json.loads(functions.read_text()).items()}

@@ -41,7 +41,7 @@ class TraceSpec:
     max_models: int = 4
     requests: int = 400
     zipf_s: float = 1.1
-    rate_per_s: float = 20.0
+    rate_per_s: float = 4.0
     seed: int = 0
 
 

@@ -5,9 +5,9 @@
 Fixed workload (reported in docs/benchmarks.md): a pool of 12 distinct zoo models (resnet18,
 mobilenet_v3_small, squeezenet1_1, transformer_encoder, head0 and head1, two weight variants
 each); 20 functions of 2 to 4 models drawn from the pool (seed 0); Zipf popularity s=1.1 over
-functions; Poisson arrivals at 4 requests/s (what 2 cores serve without a standing queue); a budget of half the pool's total measured
-footprint. Unfused, each model is its own bundle and functions that use one model share it; fused,
-each function is one bundle.
+functions; Poisson arrivals at 4 requests/s (what 2 cores serve without a standing queue); a
+budget of half the pool's total measured footprint. Unfused, each model is its own bundle and
+functions that use one model share it; fused, each function is one bundle.
 """
 
 from __future__ import annotations

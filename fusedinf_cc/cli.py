@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import typer
@@ -124,13 +124,7 @@ def fuse(
 ) -> None:
     """Fuse MODELS into one multi-input, multi-output model and write its manifest beside it."""
     manifest = build_fused(
-        models,
-        output,
-        share_input=share_input or (),
-        share_inputs=share_inputs,
-        dedup=not no_dedup,
-        cse=not no_cse,
-        single_file=single_file,
+        models, output, **_fusion_options(share_input, share_inputs, no_dedup, no_cse, single_file)
     )
     if explain:
         console.print(_pass_table(manifest.passes))
@@ -140,6 +134,23 @@ def fuse(
         f"{sum(len(m.outputs) for m in manifest.models)} outputs) and {output.name}.manifest.json",
         highlight=False,
     )
+
+
+def _fusion_options(
+    share_input: list[str] | None,
+    share_inputs: str,
+    no_dedup: bool,
+    no_cse: bool,
+    single_file: bool,
+) -> dict[str, Any]:
+    """The fusion flags that `fuse` and `bench` share, as `build_fused` keywords."""
+    return {
+        "share_input": share_input or (),
+        "share_inputs": share_inputs,
+        "dedup": not no_dedup,
+        "cse": not no_cse,
+        "single_file": single_file,
+    }
 
 
 @app.command()
@@ -184,11 +195,7 @@ def bench(
             build_fused(
                 models,
                 artifact,
-                share_input=share_input or (),
-                share_inputs=share_inputs,
-                dedup=not no_dedup,
-                cse=not no_cse,
-                single_file=single_file,
+                **_fusion_options(share_input, share_inputs, no_dedup, no_cse, single_file),
             )
         configs = default_configs(threads)
         with Progress(console=error_console, transient=True) as progress:

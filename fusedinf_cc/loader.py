@@ -180,6 +180,9 @@ class EngineCache:
                 return session.run(feeds, outputs)
             fused_feeds = _model_feeds(session, model, feeds)
             wanted = outputs if outputs is not None else list(model.outputs)
+            unknown = [output for output in wanted if output not in model.outputs]
+            if unknown:
+                raise UserInputError(f"model {model.name!r} has no outputs {unknown}")
             fused_names = [model.outputs[output] for output in wanted]
             results = session.run(fused_feeds, fused_names)
             return {output: results[model.outputs[output]] for output in wanted}
@@ -258,12 +261,15 @@ class EngineCache:
         return entry
 
     def _make_room(self, size: int) -> bool:
-        """Evict idle bundles until `size` fits; False when pinned bundles leave no room."""
+        """Evict idle bundles until `size` fits; False (evicting nothing) when pinned or loading
+        bundles leave no room even with every idle one gone."""
+        idle = [e for e in self._entries.values() if e.session is not None and e.pins == 0]
+        if self._accounted - sum(e.size for e in idle) + size > self.budget_bytes:
+            return False
         while self._accounted + size > self.budget_bytes:
-            idle = [e for e in self._entries.values() if e.session is not None and e.pins == 0]
-            if not idle:
-                return False
-            self._evict(self.policy.victim(idle))
+            victim = self.policy.victim(idle)
+            idle.remove(victim)
+            self._evict(victim)
         return True
 
     def _evict(self, entry: _Entry) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession, import_onnxruntime
 from fusedinf_cc.feeds import random_feeds
+from fusedinf_cc.files import external_data_name
 from fusedinf_cc.procmem import status_bytes
 
 Variant = Literal["separate", "fused"]
@@ -170,7 +171,7 @@ def _session_options(config: BenchConfig) -> dict[str, Any]:
 
 
 def _artifact_bytes(path: Path) -> int:
-    data = path.with_name(path.name + ".data")
+    data = path.with_name(external_data_name(path))
     return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
 
 

@@ -19,9 +19,3 @@ class MergeError(FusedInfError):
 
 class BackendUnavailableError(FusedInfError):
     """The backend a target needs is not installed here (exit 2)."""
-
-
-class VerificationError(FusedInfError):
-    """Fused outputs differ from the separate models' outputs (exit 1)."""
-
-    exit_code = 1

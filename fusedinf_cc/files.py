@@ -16,6 +16,11 @@ from fusedinf_cc.errors import UserInputError
 _HASH_CHUNK_BYTES = 1 << 20
 
 
+def external_data_name(out_path: Path) -> str:
+    """The side file that holds a large model's tensors, next to the model."""
+    return out_path.name + ".data"
+
+
 def sha256_file(path: Path) -> str:
     """Hash a file in chunks so that multi-GiB models are never read into memory at once."""
     digest = hashlib.sha256()

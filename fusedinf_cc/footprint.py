@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusedinf_cc.bench_worker import BenchConfig, BenchPlan, run_in_fresh_process
+from fusedinf_cc.procmem import proportional_set_size
 
 _MEASURE_CONFIG = BenchConfig("fused", spinning=False, execution="sequential")
 
@@ -105,11 +106,3 @@ def measure_workers(
             process.communicate(timeout=60)
     p50 = float(sorted(float(line[1]) for line in ready)[len(ready) // 2])
     return SharingFigures(workers, share_weights, pss, p50)
-
-
-def proportional_set_size(pid: int) -> int:
-    """PSS from /proc/PID/smaps_rollup: private pages plus each shared page divided by its users."""
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) * 1024
-    return 0

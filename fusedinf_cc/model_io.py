@@ -17,7 +17,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
 from fusedinf_cc.errors import UserInputError
-from fusedinf_cc.files import sha256_file, staging_dir
+from fusedinf_cc.files import external_data_name, sha256_file, staging_dir
 from fusedinf_cc.onnx_stream import STREAMED_TENSOR_BYTES, write_streamed
 
 # Above this many bytes of weights a model is written with its tensors in a side file. ONNX Runtime
@@ -160,11 +160,6 @@ def weight_bytes(model: ir.Model) -> int:
 def node_count(model: ir.Model) -> int:
     """Nodes in the main graph and in every subgraph."""
     return sum(len(graph) for graph in model.graphs())
-
-
-def external_data_name(out_path: Path) -> str:
-    """The side file that holds a large model's tensors, next to the model."""
-    return out_path.name + ".data"
 
 
 def save_model_atomic(

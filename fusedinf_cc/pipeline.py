@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from fusedinf_cc.files import sha256_file, write_text_atomic
+from fusedinf_cc.files import external_data_name, sha256_file, write_text_atomic
 from fusedinf_cc.manifest import (
     METADATA_KEY,
     Artifact,
@@ -26,7 +26,6 @@ from fusedinf_cc.manifest import (
 )
 from fusedinf_cc.model_io import (
     SourceModel,
-    external_data_name,
     node_count,
     save_model_atomic,
     weight_bytes,

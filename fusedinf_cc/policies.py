@@ -39,7 +39,6 @@ class LeastRecentlyUsed:
         self._clock = itertools.count(1)
 
     def touch(self, entry: CachedBundle) -> None:
-        entry.frequency += 1
         entry.priority = next(self._clock)
 
     def victim(self, idle: Sequence[CachedBundle]) -> CachedBundle:

@@ -56,3 +56,11 @@ class PeakAnonSampler:
         self._stop.set()
         self._thread.join()
         self.peak_bytes = max(self.peak_bytes, status_bytes().get("RssAnon", 0))
+
+
+def proportional_set_size(pid: int) -> int:
+    """PSS from /proc/PID/smaps_rollup: private pages plus each shared page divided by its users."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0

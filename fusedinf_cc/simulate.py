@@ -24,6 +24,7 @@ from fusedinf_cc.feeds import random_feeds
 from fusedinf_cc.loader import Bundle, EngineCache, open_bundle
 from fusedinf_cc.manifest import manifest_path_for
 from fusedinf_cc.procmem import status_bytes
+from fusedinf_cc.sizes import parse_size
 
 
 @dataclass(frozen=True)
@@ -192,16 +193,12 @@ def total_footprint(deployment: Deployment) -> int:
 def parse_budget(text: str, reference_bytes: int) -> int:
     """`512MiB`, `2GiB`, `300MB`, a byte count, or `50%` of `reference_bytes`."""
     value = text.strip()
-    try:
-        if value.endswith("%"):
+    if value.endswith("%"):
+        try:
             return int(reference_bytes * float(value[:-1]) / 100)
-        units = {"GiB": 2**30, "MiB": 2**20, "KiB": 2**10, "GB": 10**9, "MB": 10**6, "B": 1}
-        for unit, factor in units.items():
-            if value.endswith(unit):
-                return int(float(value[: -len(unit)]) * factor)
-        return int(value)
-    except ValueError:
-        raise UserInputError(f"--budget {text!r}: use e.g. 512MiB, 2GiB or 50%") from None
+        except ValueError:
+            raise UserInputError(f"--budget {text!r}: use e.g. 512MiB, 2GiB or 50%") from None
+    return parse_size(value, "--budget")
 
 
 def results_json(results: Sequence[ReplayResult], extra: dict) -> str:

@@ -9,10 +9,10 @@ import onnx_ir as ir
 import pytest
 
 from fusedinf_cc.errors import UserInputError
-from fusedinf_cc.feeds import parse_shapes
 from fusedinf_cc.manifest import Manifest, ModelEntry, read_manifest
 from fusedinf_cc.model_io import SourceModel, parse_model_spec
 from fusedinf_cc.passes.share import parse_share_spec, unify_shapes
+from fusedinf_cc.shapes import parse_shapes
 
 
 def shape(*dims):

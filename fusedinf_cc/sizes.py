@@ -1,0 +1,24 @@
+"""Byte sizes as people write them: `512MiB`, `2GiB`, `300MB`, or a plain byte count."""
+
+from __future__ import annotations
+
+from fusedinf_cc.errors import UserInputError
+
+_UNITS = {"GiB": 2**30, "MiB": 2**20, "KiB": 2**10, "GB": 10**9, "MB": 10**6, "KB": 10**3, "B": 1}
+
+
+def parse_size(text: str, what: str) -> int:
+    """Bytes in `text`; `what` names the option in the one-line error."""
+    value = text.strip()
+    try:
+        for unit, factor in _UNITS.items():
+            if value.endswith(unit):
+                size = int(float(value[: -len(unit)]) * factor)
+                break
+        else:
+            size = int(value)
+    except ValueError:
+        raise UserInputError(f"{what} {text!r}: use e.g. 512MiB, 2GiB or a byte count") from None
+    if size < 0:
+        raise UserInputError(f"{what} {text!r}: a size cannot be negative")
+    return size

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
+from fusedinf_cc.backends.tensorrt.backend import build_source_engine
 from fusedinf_cc.bench_worker import (
     BenchConfig,
     BenchPlan,
@@ -24,8 +24,10 @@ from fusedinf_cc.bench_worker import (
     VariantResult,
     run_in_fresh_process,
 )
+from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.feeds import random_feeds
 from fusedinf_cc.manifest import manifest_for_artifact
+from fusedinf_cc.runtimes import DEFAULT_RUNTIME, TENSORRT, is_engine, open_session
 from fusedinf_cc.verify import source_path
 from fusedinf_cc.versions import tool_versions
 
@@ -47,6 +49,8 @@ class BenchReport:
         keys = ("load_s", "p50_ms", "p90_ms", "p99_ms", "peak_rss_bytes", "artifact_bytes")
         ratios = {key: fused[key] / separate[key] for key in keys}
         ratios["throughput_rps"] = fused["throughput_rps"] / separate["throughput_rps"]
+        if fused["gpu_bytes"] and separate["gpu_bytes"]:
+            ratios["gpu_bytes"] = fused["gpu_bytes"] / separate["gpu_bytes"]
         return ratios
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,12 +62,14 @@ class BenchReport:
         }
 
 
-def default_configs(threads: int = 0) -> list[BenchConfig]:
+def default_configs(threads: int = 0, runtime: str = DEFAULT_RUNTIME) -> list[BenchConfig]:
+    """Every configuration tried on both sides; TensorRT has no thread pools to spin."""
+    spinning = (False,) if runtime == TENSORRT else (True, False)
     return [
-        BenchConfig(variant, spinning, execution, threads)
+        BenchConfig(variant, spin, execution, threads, runtime)
         for variant in ("separate", "fused")
         for execution in ("sequential", "parallel")
-        for spinning in (True, False)
+        for spin in spinning
     ]
 
 
@@ -76,12 +82,27 @@ def bench_artifact(
     shapes: dict[str, tuple[int, ...]] | None = None,
     configs: Sequence[BenchConfig] | None = None,
     on_config_done: Callable[[VariantResult], None] | None = None,
+    runtime: str = DEFAULT_RUNTIME,
+    scratch: Path | None = None,
 ) -> BenchReport:
-    """Benchmark a fused artifact against its source models (found through its manifest)."""
+    """Benchmark a fused artifact against its source models (found through its manifest).
+
+    A fused engine is compared with engines of the source models built alone, with the same
+    options, into `scratch`.
+    """
     manifest = manifest_for_artifact(fused_path)
-    specs = OnnxRuntimeSession(fused_path).inputs
-    fused_feeds = random_feeds(specs, shapes)
+    session = open_session(fused_path, runtime)
+    fused_feeds = random_feeds(session.inputs, shapes)
+    session.close()
     sources = [(e.name, source_path(fused_path, manifest, e)) for e in manifest.models]
+    if is_engine(fused_path):
+        if scratch is None:
+            raise UserInputError("benching an engine needs a scratch folder for separate engines")
+        entries = {entry.name: entry for entry in manifest.models}
+        sources = [
+            (name, build_source_engine(manifest, entries[name], path, scratch / f"{name}.engine"))
+            for name, path in sources
+        ]
     separate_feeds = [
         {original: fused_feeds[name] for original, name in entry.inputs.items()}
         for entry in manifest.models
@@ -91,20 +112,20 @@ def bench_artifact(
         "separate": BenchPlan(sources, separate_feeds, runs, warmup),
     }
     results = []
-    for config in configs or default_configs(threads):
+    for config in configs or default_configs(threads, runtime):
         result = run_in_fresh_process(plans[config.variant], config)
         results.append(result)
         if on_config_done:
             on_config_done(result)
-    return BenchReport(results=results, environment=_environment())
+    return BenchReport(results=results, environment=_environment(runtime))
 
 
-def _environment() -> dict[str, Any]:
+def _environment(runtime: str) -> dict[str, Any]:
     return {
         "machine": platform.machine(),
         "processor": tool_versions()["cpu"],
         "cpus": os.cpu_count(),
         "system": platform.platform(),
         "versions": tool_versions(),
-        "backend": "onnxruntime-cpu",
+        "backend": runtime,
     }

@@ -19,9 +19,11 @@ from typing import Any, Literal
 import numpy as np
 
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession, import_onnxruntime
+from fusedinf_cc.backends.tensorrt.device import device_memory_in_use
 from fusedinf_cc.feeds import random_feeds
 from fusedinf_cc.files import external_data_name
 from fusedinf_cc.procmem import status_bytes
+from fusedinf_cc.runtimes import DEFAULT_RUNTIME, open_session
 
 Variant = Literal["separate", "fused"]
 
@@ -40,9 +42,12 @@ class BenchConfig:
     spinning: bool
     execution: Execution
     threads: int = 0  # 0: ONNX Runtime's default (one per physical core)
+    runtime: str = DEFAULT_RUNTIME  # ort-cpu, ort-cuda, ort-trt or tensorrt
 
     @property
     def label(self) -> str:
+        if self.runtime == "tensorrt":  # no thread pools to spin
+            return f"{self.variant}/{self.execution}"
         spin = "spin" if self.spinning else "nospin"
         return f"{self.variant}/{self.execution}/{spin}"
 
@@ -70,6 +75,7 @@ class VariantResult:
     imported_compiler: bool = False
     baseline_rss_bytes: int = 0  # before loading anything: the interpreter and the runtime
     resident_rss_bytes: int = 0  # after the last request
+    gpu_bytes: int | None = None  # GPU memory in use beyond the baseline (None: no GPU runtime)
 
     @property
     def footprint_bytes(self) -> int:
@@ -94,19 +100,22 @@ class VariantResult:
             "throughput_rps": self.throughput_rps,
             "peak_rss_bytes": self.peak_rss_bytes,
             "artifact_bytes": self.artifact_bytes,
+            "gpu_bytes": self.gpu_bytes,
         }
 
 
 def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
     """In the child: load every model, run the first request (cold load), then time requests."""
-    if plan.warm_runtime:
+    on_gpu = config.runtime != DEFAULT_RUNTIME
+    if plan.warm_runtime and config.runtime.startswith("ort-"):
         warm = OnnxRuntimeSession(WARMUP_MODEL)
         warm.run({"x": np.zeros((1, 8), np.float32)})
         warm.close()
+    gpu_baseline = device_memory_in_use() if on_gpu else None
     baseline = status_bytes().get("VmRSS", 0)
     started = time.perf_counter()
     sessions = [
-        OnnxRuntimeSession(path, options=_session_options(config)) for _, path in plan.models
+        open_session(path, config.runtime, _session_options(config)) for _, path in plan.models
     ]
     feeds_per_model = plan.feeds or [random_feeds(session.inputs) for session in sessions]
     pool = (
@@ -136,6 +145,9 @@ def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
         begin = time.perf_counter()
         request()
         latencies.append((time.perf_counter() - begin) * 1000.0)
+    gpu_bytes = None
+    if gpu_baseline is not None:
+        gpu_bytes = max(0, (device_memory_in_use() or 0) - gpu_baseline)
     if pool is not None:
         pool.shutdown()
     artifact_bytes = sum(_artifact_bytes(path) for _, path in plan.models)
@@ -148,10 +160,13 @@ def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
         imported_compiler="onnx_ir" in sys.modules,
         baseline_rss_bytes=baseline,
         resident_rss_bytes=status_bytes().get("VmRSS", 0),
+        gpu_bytes=gpu_bytes,
     )
 
 
-def _session_options(config: BenchConfig) -> dict[str, Any]:
+def _session_options(config: BenchConfig) -> dict[str, Any] | None:
+    if config.runtime == "tensorrt":
+        return None
     ort = import_onnxruntime()
     spin = "1" if config.spinning else "0"
     options: dict[str, Any] = {

@@ -6,10 +6,11 @@ manifest = build_fused(["det=det.onnx", "cls.onnx"], Path("fused.onnx"), share_i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fusedinf_cc.backends import BuildOptions, backend_for_output
+from fusedinf_cc.backends.tensorrt import ENGINE_SUFFIXES, EngineOptions
 from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.manifest import Manifest
 from fusedinf_cc.model_io import check_output_path, load_sources, parse_model_spec
@@ -29,12 +30,19 @@ def build_fused(
     dedup: bool = True,
     cse: bool = True,
     single_file: bool = False,
+    engine: EngineOptions | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Manifest:
     """Fuse `[NAME=]PATH` models into `output` (its suffix picks the backend); return the manifest.
 
-    Everything cheap is checked before any model is read: the output suffix and path, the names.
+    Everything cheap is checked before any model is read: the output suffix, that its backend is
+    installed, the path, the names. `engine` holds TensorRT options, for `.engine` outputs only.
     """
     backend = backend_for_output(output)
+    if engine is not None and output.suffix.lower() not in ENGINE_SUFFIXES:
+        raise UserInputError(
+            f"{output}: TensorRT options (--fp16, --shapes, ...) apply to .engine outputs only"
+        )
     specs = [parse_model_spec(spec) for spec in model_specs]
     check_output_path(output, [path for _, path in specs])
     if share_inputs not in SHARE_MODES:
@@ -46,4 +54,5 @@ def build_fused(
         dedup=dedup,
         cse=cse,
     )
-    return backend.build(fuse(sources, options), output, BuildOptions(single_file=single_file))
+    build_options = BuildOptions(single_file=single_file, engine=engine, progress=progress)
+    return backend.build(fuse(sources, options), output, build_options)

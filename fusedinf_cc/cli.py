@@ -16,20 +16,24 @@ from typing import Annotated, Any, TypeVar
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
 from fusedinf_cc import __version__
+from fusedinf_cc.backends.tensorrt import parse_engine_options
+from fusedinf_cc.backends.tensorrt.support import check_tensorrt_support
 from fusedinf_cc.bench import BenchReport, bench_artifact, default_configs
 from fusedinf_cc.build import build_fused
 from fusedinf_cc.errors import FusedInfError, UserInputError
-from fusedinf_cc.feeds import parse_shapes
 from fusedinf_cc.files import staging_dir, write_text_atomic
 from fusedinf_cc.inspection import ModelSummary, inspect_path
 from fusedinf_cc.loader import run_once
 from fusedinf_cc.manifest import Manifest, PassRecord
 from fusedinf_cc.model_io import parse_model_spec
 from fusedinf_cc.plot import plot_report, pyplot
+from fusedinf_cc.runtimes import DEFAULT_RUNTIME, TENSORRT, check_runtime, is_engine
+from fusedinf_cc.shapes import parse_shapes
 from fusedinf_cc.simulate import (
     ReplayResult,
     TraceSpec,
@@ -77,6 +81,16 @@ SINGLE_FILE = Annotated[
 ]
 
 
+BACKEND = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="ort-cpu, ort-cuda or ort-trt (ONNX Runtime's providers); .engine files run on "
+        "TensorRT.",
+    ),
+]
+
+
 def reports_errors(command: F) -> F:
     """Turn the library's errors into one line on stderr and the error's exit code."""
 
@@ -85,7 +99,9 @@ def reports_errors(command: F) -> F:
         try:
             command(*args, **kwargs)
         except FusedInfError as error:
-            error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            error_console.print(
+                f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
@@ -121,11 +137,96 @@ def fuse(
     no_cse: NO_CSE = False,
     single_file: SINGLE_FILE = False,
     explain: Annotated[bool, typer.Option("--explain", help="Print what every pass did.")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="[engine] Allow FP16 kernels.")] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="[engine] Allow INT8 kernels (needs --calib-cache).")
+    ] = False,
+    calib_cache: Annotated[
+        Path | None, typer.Option("--calib-cache", help="[engine] INT8 calibration cache.")
+    ] = None,
+    strongly_typed: Annotated[
+        bool, typer.Option("--strongly-typed", help="[engine] Precisions from the model's types.")
+    ] = False,
+    mem_pool_size: Annotated[
+        str | None,
+        typer.Option("--mem-pool-size", help="[engine] POOL:SIZE,... e.g. workspace:2GiB."),
+    ] = None,
+    shapes: Annotated[
+        str | None, typer.Option("--shapes", help="[engine] Fixed dynamic dims: NAME:1x3x224x224.")
+    ] = None,
+    min_shapes: Annotated[
+        str | None, typer.Option("--min-shapes", help="[engine] Profile minimum per input.")
+    ] = None,
+    opt_shapes: Annotated[
+        str | None, typer.Option("--opt-shapes", help="[engine] Profile optimum per input.")
+    ] = None,
+    max_shapes: Annotated[
+        str | None, typer.Option("--max-shapes", help="[engine] Profile maximum per input.")
+    ] = None,
+    timing_cache: Annotated[
+        Path | None, typer.Option("--timing-cache", help="[engine] Read and update this cache.")
+    ] = None,
+    builder_opt_level: Annotated[
+        int | None, typer.Option("--builder-opt-level", help="[engine] 0-5 (default 3).")
+    ] = None,
+    version_compatible: Annotated[
+        bool,
+        typer.Option("--version-compatible", help="[engine] Runs on later TensorRT 10.x too."),
+    ] = False,
+    hardware_compatibility: Annotated[
+        str,
+        typer.Option(
+            "--hardware-compatibility", help="[engine] none, ampere+ or same-compute-capability."
+        ),
+    ] = "none",
+    weight_streaming: Annotated[
+        bool,
+        typer.Option(
+            "--weight-streaming", help="[engine] Stream weights (needs --strongly-typed)."
+        ),
+    ] = False,
 ) -> None:
-    """Fuse MODELS into one multi-input, multi-output model and write its manifest beside it."""
-    manifest = build_fused(
-        models, output, **_fusion_options(share_input, share_inputs, no_dedup, no_cse, single_file)
+    """Fuse MODELS into one multi-input, multi-output model and write its manifest beside it.
+
+    The output's suffix picks the backend: .onnx or .ort for ONNX Runtime, .engine for TensorRT
+    (the [engine] options use trtexec's names).
+    """
+    engine_flags = {
+        "fp16": fp16,
+        "int8": int8,
+        "calib_cache": calib_cache,
+        "strongly_typed": strongly_typed,
+        "mem_pool_size": mem_pool_size,
+        "shapes": shapes,
+        "min_shapes": min_shapes,
+        "opt_shapes": opt_shapes,
+        "max_shapes": max_shapes,
+        "timing_cache": timing_cache,
+        "builder_opt_level": builder_opt_level,
+        "version_compatible": version_compatible,
+        "hardware_compatibility": hardware_compatibility,
+        "weight_streaming": weight_streaming,
+    }
+    # Every flag at its default (None, False, "none") means no engine options were given.
+    given = any(
+        not (value is None or value is False or value == "none") for value in engine_flags.values()
     )
+    engine = parse_engine_options(**engine_flags) if given else None
+    with Progress(console=error_console, transient=True) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_phase(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(phase, total=max(total, 1))
+            progress.update(tasks[phase], completed=done)
+
+        manifest = build_fused(
+            models,
+            output,
+            engine=engine,
+            progress=on_phase,
+            **_fusion_options(share_input, share_inputs, no_dedup, no_cse, single_file),
+        )
     if explain:
         console.print(_pass_table(manifest.passes))
     assert manifest.artifact is not None
@@ -168,7 +269,7 @@ def bench(
     no_dedup: NO_DEDUP = False,
     no_cse: NO_CSE = False,
     single_file: SINGLE_FILE = False,
-    backend: Annotated[str, typer.Option("--backend", help="ort-cpu (more to come).")] = "ort-cpu",
+    backend: BACKEND = DEFAULT_RUNTIME,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads; 0: default.")] = 0,
     runs: Annotated[int, typer.Option("--runs", help="Timed requests per configuration.")] = 50,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed requests first.")] = 5,
@@ -181,8 +282,13 @@ def bench(
     ] = None,
 ) -> None:
     """Fused vs separate: cold load, latency p50/p90/p99, throughput, peak memory, bytes."""
-    if backend != "ort-cpu":
-        raise UserInputError(f"--backend {backend}: only ort-cpu is available in this version")
+    check_runtime(backend)
+    if backend == TENSORRT and (models or fused is None or not is_engine(fused)):
+        raise UserInputError(
+            "--backend tensorrt benches an engine: build it with `fusedinf-cc fuse ... -o "
+            "fused.engine`, then bench --fused fused.engine (the separate engines are built "
+            "with the same options)"
+        )
     if runs < 1 or warmup < 0:
         raise UserInputError("--runs must be at least 1 and --warmup at least 0")
     if not models and fused is None:
@@ -197,7 +303,7 @@ def bench(
                 artifact,
                 **_fusion_options(share_input, share_inputs, no_dedup, no_cse, single_file),
             )
-        configs = default_configs(threads)
+        configs = default_configs(threads, backend)
         with Progress(console=error_console, transient=True) as progress:
             task = progress.add_task("benchmarking", total=len(configs))
             report = bench_artifact(
@@ -210,6 +316,8 @@ def bench(
                 on_config_done=lambda result: progress.update(
                     task, advance=1, description=result.config.label
                 ),
+                runtime=backend,
+                scratch=Path(scratch),
             )
     console.print(_bench_configs_table(report))
     console.print(_bench_summary_table(report))
@@ -234,10 +342,21 @@ def verify(
     rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance.")] = DEFAULT_RTOL,
     atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance.")] = DEFAULT_ATOL,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0,
+    backend: BACKEND = DEFAULT_RUNTIME,
 ) -> None:
-    """Check that every fused output equals the separate source model's output."""
+    """Check that every fused output equals the separate source model's output.
+
+    The sources always run on ONNX Runtime's CPU provider, the reference; the fused artifact
+    runs on --backend (an engine on TensorRT). FP16 engines need looser --rtol/--atol.
+    """
     report = verify_artifact(
-        artifact, feeds_path=inputs, shapes=parse_shapes(shapes), rtol=rtol, atol=atol, seed=seed
+        artifact,
+        feeds_path=inputs,
+        shapes=parse_shapes(shapes),
+        rtol=rtol,
+        atol=atol,
+        seed=seed,
+        runtime=backend,
     )
     console.print(_verify_table(report))
     if not report.ok:
@@ -262,9 +381,10 @@ def run_command(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write the outputs to this .npz.")
     ] = None,
+    backend: BACKEND = DEFAULT_RUNTIME,
 ) -> None:
     """Run one request through the loader and print each output's shape and checksum."""
-    results = run_once(bundle, model=model, feeds_path=inputs)
+    results = run_once(bundle, model=model, feeds_path=inputs, runtime=check_runtime(backend))
     table = Table("output", "dtype", "shape", "sum", "sha256", title=f"{model or bundle.name}")
     for name, value in results.items():
         digest = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]
@@ -379,6 +499,43 @@ def _simulation_table(results: list[ReplayResult]) -> Table:
             _bytes(r.peak_rss_growth_bytes),
         )
     return table
+
+
+@app.command("check")
+@reports_errors
+def check_command(
+    model: Annotated[Path, typer.Argument(help="An ONNX model (fused or not).")],
+    target: Annotated[str, typer.Option("--target", help="What to check for: tensorrt.")],
+) -> None:
+    """Find what a target will reject before a build: operators, attributes, types, profiles.
+
+    Exit 1 when something would fail the build; warnings and profile notes alone exit 0.
+    """
+    if target != TENSORRT:
+        raise UserInputError(f"--target {target!r}: only tensorrt can be checked")
+    report = check_tensorrt_support(model)
+    low, high = report.opset_range
+    title = (
+        f"{model.name} against TensorRT {report.tensorrt}'s ONNX parser (opsets {low}-{high}), "
+        f"{report.nodes} nodes"
+    )
+    if report.findings:
+        table = Table("severity", "node", "op", "finding", title=title)
+        for finding in report.findings:
+            style = {"error": "red", "warning": "yellow"}.get(finding.severity, "cyan")
+            table.add_row(
+                f"[{style}]{finding.severity}[/]", finding.node, finding.op, finding.message
+            )
+        console.print(table)
+    else:
+        console.print(title, highlight=False)
+    if not report.ok:
+        error_console.print(
+            f"[bold red]unsupported:[/] {len(report.errors)} findings would fail a TensorRT build",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    console.print("nothing TensorRT would reject")
 
 
 @app.command("inspect")
@@ -505,6 +662,8 @@ def _bench_summary_table(report: BenchReport) -> Table:
         ("peak RSS", "peak_rss_bytes", _bytes),
         ("artifact bytes", "artifact_bytes", _bytes),
     ]
+    if "gpu_bytes" in ratios:
+        rows.append(("GPU memory", "gpu_bytes", _bytes))
     for label, key, fmt in rows:
         table.add_row(label, fmt(separate[key]), fmt(fused[key]), f"{ratios[key]:.2f}x")
     return table

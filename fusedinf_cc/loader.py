@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from fusedinf_cc.backends.base import Session, TensorSpec
-from fusedinf_cc.backends.onnxruntime import SHARED_WEIGHTS_OPTIONS, OnnxRuntimeSession
+from fusedinf_cc.backends.onnxruntime import SHARED_WEIGHTS_OPTIONS
 from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.feeds import load_feeds, random_feeds, resolve_shape
 from fusedinf_cc.files import sha256_file, write_text_atomic
 from fusedinf_cc.footprint import Footprint, measure_footprint
 from fusedinf_cc.manifest import Manifest, ModelEntry, manifest_path_for, read_manifest
 from fusedinf_cc.policies import POLICIES, CachePolicy
+from fusedinf_cc.runtimes import DEFAULT_RUNTIME, check_runtime, is_engine, open_session
 
 
 @dataclass
@@ -62,7 +63,15 @@ def open_bundle(path: Path, *, name: str | None = None) -> Bundle:
             "was built, rebuild it"
         )
     known = manifest.footprint if manifest else {}
-    if known.get("measured_bytes") and known.get("measured_sha256") == digest:
+    if is_engine(path) and known.get("device_memory_bytes") is not None:
+        # An engine's budget is GPU memory, which TensorRT reported when it built the engine:
+        # its weights (the plan) and the activation memory one context needs.
+        footprint = Footprint(
+            measured_bytes=int(known.get("engine_bytes", 0)) + int(known["device_memory_bytes"]),
+            resident_bytes=int(known.get("engine_bytes", 0)) + int(known["device_memory_bytes"]),
+            load_seconds=float(known.get("load_seconds", 0.0)),
+        )
+    elif known.get("measured_bytes") and known.get("measured_sha256") == digest:
         footprint = Footprint(
             measured_bytes=int(known["measured_bytes"]),
             resident_bytes=int(known.get("resident_bytes", 0)),
@@ -118,6 +127,7 @@ class EngineCache:
         policy: str = "lru",
         *,
         share_weights: bool = False,
+        runtime: str = DEFAULT_RUNTIME,
         session_factory: Callable[[Path], Session] | None = None,
     ):
         """`share_weights`: keep weights in the memory-mapped external data file, shared by every
@@ -130,10 +140,10 @@ class EngineCache:
         self.policy: CachePolicy = POLICIES[policy]()
         self.stats = CacheStats()
         self.evictions: list[str] = []  # bundle names, in eviction order
-        self._session_factory = session_factory or (
-            functools.partial(OnnxRuntimeSession, options=SHARED_WEIGHTS_OPTIONS)
-            if share_weights
-            else OnnxRuntimeSession
+        self._session_factory = session_factory or functools.partial(
+            open_session,
+            runtime=check_runtime(runtime),
+            options=SHARED_WEIGHTS_OPTIONS if share_weights else None,
         )
         self._entries: dict[str, _Entry] = {}
         self._model_index: dict[str, list[str]] = {}  # model name -> bundles holding it
@@ -314,11 +324,15 @@ class EngineCache:
 
 
 def run_once(
-    artifact: Path, *, model: str | None = None, feeds_path: Path | None = None
+    artifact: Path,
+    *,
+    model: str | None = None,
+    feeds_path: Path | None = None,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> dict[str, np.ndarray]:
     """One request through a cache holding just this bundle: what `fusedinf-cc run` does."""
     bundle = open_bundle(artifact)
-    cache = EngineCache(max(bundle.footprint.measured_bytes, 1))
+    cache = EngineCache(max(bundle.footprint.measured_bytes, 1), runtime=runtime)
     cache.register(bundle)
     name = model or bundle.name
     try:

@@ -77,6 +77,8 @@ class Manifest:
     build_options: dict[str, Any] = field(default_factory=dict)
     tools: dict[str, str] = field(default_factory=dict)
     footprint: dict[str, int] = field(default_factory=dict)
+    # What an engine was built for (TensorRT version, GPU, compute capability); empty for ONNX.
+    device: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
 
     def model(self, name: str) -> ModelEntry:
@@ -93,7 +95,7 @@ class Manifest:
         if reproducible:
             for record in data["passes"]:
                 record.pop("seconds")
-            for volatile in ("artifact", "tools", "footprint"):
+            for volatile in ("artifact", "tools", "footprint", "device"):
                 data.pop(volatile)
         return data
 
@@ -119,6 +121,7 @@ class Manifest:
                 build_options=data.get("build_options", {}),
                 tools=data.get("tools", {}),
                 footprint=data.get("footprint", {}),
+                device=data.get("device", {}),
                 format=data["format"],
             )
         except (KeyError, TypeError) as error:

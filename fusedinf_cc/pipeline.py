@@ -160,8 +160,11 @@ def finish_manifest(
     *,
     backend: str,
     build_options: dict[str, object] | None = None,
+    device: dict[str, object] | None = None,
+    footprint: dict[str, int] | None = None,
 ) -> Manifest:
-    """Record the built artifact (hash, size, tools) and write `<out>.manifest.json` beside it."""
+    """Record the built artifact (hash, size, tools, the device it is for) and write
+    `<out>.manifest.json` beside it."""
     manifest.artifact = Artifact(
         path=out_path.name,
         sha256=sha256_file(out_path),
@@ -171,6 +174,7 @@ def finish_manifest(
     )
     manifest.build_options = dict(build_options or {})
     manifest.tools = tool_versions()
-    manifest.footprint = {"weight_bytes": weight_bytes(fused.model)}
+    manifest.footprint = {"weight_bytes": weight_bytes(fused.model), **(footprint or {})}
+    manifest.device = dict(device or {})
     write_text_atomic(manifest_path_for(out_path), manifest.to_json())
     return manifest

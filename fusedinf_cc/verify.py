@@ -17,6 +17,7 @@ from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.feeds import load_feeds, random_feeds
 from fusedinf_cc.files import sha256_file
 from fusedinf_cc.manifest import Manifest, ModelEntry, manifest_for_artifact
+from fusedinf_cc.runtimes import DEFAULT_RUNTIME, open_session
 
 DEFAULT_RTOL = 1e-5
 DEFAULT_ATOL = 1e-5
@@ -58,10 +59,11 @@ def verify_artifact(
     rtol: float = DEFAULT_RTOL,
     atol: float = DEFAULT_ATOL,
     seed: int = 0,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> VerifyReport:
     """Compare each fused output with the output of the separate source model it came from."""
     manifest = manifest_for_artifact(artifact_path)
-    fused = OnnxRuntimeSession(artifact_path)
+    fused = open_session(artifact_path, runtime)
     if feeds_path is not None:
         feeds = load_feeds(feeds_path, fused.inputs)
     else:

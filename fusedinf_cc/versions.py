@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-_DISTRIBUTIONS = ("fusedinf-cc", "onnx", "onnx-ir", "numpy")
+_DISTRIBUTIONS = ("fusedinf-cc", "onnx", "onnx-ir", "numpy", "tensorrt")
 # Both ONNX Runtime packages install the same `onnxruntime` module; record whichever is present.
 _ONNXRUNTIME_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
 

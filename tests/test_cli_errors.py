@@ -133,12 +133,6 @@ def test_bad_share_input(tmp_path, two_models, share, mentions):
     assert_clean_failure(result, out, mentions=mentions)
 
 
-def test_engine_output_is_not_built_yet(tmp_path, two_models):
-    out = tmp_path / "fused.engine"
-    result = run_cli("fuse", *two_models, "-o", out)
-    assert_clean_failure(result, out, mentions="TensorRT")
-
-
 def test_unknown_output_suffix(tmp_path, two_models):
     out = tmp_path / "fused.txt"
     result = run_cli("fuse", *two_models, "-o", out)

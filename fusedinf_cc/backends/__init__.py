@@ -6,24 +6,20 @@ from pathlib import Path
 
 from fusedinf_cc.backends.base import Backend, BuildOptions, Session, TensorSpec
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeBackend
+from fusedinf_cc.backends.tensorrt import TensorRTBackend
 from fusedinf_cc.errors import BackendUnavailableError, UserInputError
 
-BACKENDS: tuple[Backend, ...] = (OnnxRuntimeBackend(),)
-_PLANNED = {
-    ".engine": "TensorRT engines are not built yet: write fused ONNX (-o fused.onnx) and build "
-    "it with trtexec --onnx=fused.onnx --saveEngine=fused.engine",
-}
-_PLANNED[".plan"] = _PLANNED[".engine"]
+BACKENDS: tuple[Backend, ...] = (OnnxRuntimeBackend(), TensorRTBackend())
 
 
 def backend_for_output(out_path: Path) -> Backend:
-    """The backend that writes this kind of file, by suffix."""
+    """The backend that writes this kind of file, by suffix; one line if it is not installed."""
     suffix = out_path.suffix.lower()
     for backend in BACKENDS:
         if suffix in backend.suffixes:
+            if not backend.available():
+                raise BackendUnavailableError(f"{out_path}: {backend.install_hint}")
             return backend
-    if suffix in _PLANNED:
-        raise BackendUnavailableError(_PLANNED[suffix])
     known = ", ".join(s for backend in BACKENDS for s in backend.suffixes)
     raise UserInputError(f"output {out_path}: unknown suffix {suffix or '(none)'!r}; use {known}")
 

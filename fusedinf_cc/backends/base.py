@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
+    from fusedinf_cc.backends.tensorrt.options import EngineOptions
     from fusedinf_cc.manifest import Manifest
     from fusedinf_cc.pipeline import FusedModel
 
@@ -25,9 +26,13 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How to build an artifact. `single_file`: keep an ONNX model's weights inside it."""
+    """How to build an artifact. `single_file`: keep an ONNX model's weights inside it.
+    `engine`: TensorRT builder options (for `.engine` outputs only)."""
 
     single_file: bool = False
+    engine: EngineOptions | None = None
+    # Called as (phase, steps done, steps) while a long build runs (TensorRT's phases).
+    progress: Callable[[str, int, int], None] | None = None
 
 
 class Session(Protocol):
@@ -48,6 +53,7 @@ class Backend(Protocol):
 
     name: str
     suffixes: tuple[str, ...]
+    install_hint: str
 
     def available(self) -> bool: ...
 

@@ -27,6 +27,14 @@ INSTALL_HINT = (
     "Jetson: JetPack's onnxruntime-gpu wheel)"
 )
 CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
+# `--backend` names -> the providers ONNX Runtime tries, in order; the CPU takes what is left.
+EXECUTION_PROVIDERS: dict[str, tuple[str, ...]] = {
+    "ort-cpu": (CPU_PROVIDER,),
+    "ort-cuda": (CUDA_PROVIDER, CPU_PROVIDER),
+    "ort-trt": (TENSORRT_PROVIDER, CUDA_PROVIDER, CPU_PROVIDER),
+}
 ORT_FORMAT_SUFFIX = ".ort"
 ORT_FORMAT_MAX_BYTES = 2**31 - 2**26  # flatbuffers' 2 GiB, less room for the graph
 _LOG_ERRORS_ONLY = 3  # ORT warns about every unused initializer of a source model
@@ -61,6 +69,27 @@ def import_onnxruntime() -> ModuleType:
         return importlib.import_module("onnxruntime")
     except ImportError:
         raise BackendUnavailableError(f"ONNX Runtime is not installed; {INSTALL_HINT}") from None
+
+
+def providers_for(runtime: str) -> tuple[str, ...]:
+    """The execution providers for `--backend RUNTIME`, if this ONNX Runtime build has them.
+
+    onnxruntime-gpu lists the CUDA provider even on a machine without a GPU, and falls back to
+    the CPU with a warning when a session starts; `OnnxRuntimeSession.providers` says which ran.
+    """
+    if runtime not in EXECUTION_PROVIDERS:
+        raise UserInputError(
+            f"--backend {runtime!r}: use one of {', '.join(EXECUTION_PROVIDERS)} or tensorrt"
+        )
+    wanted = EXECUTION_PROVIDERS[runtime]
+    available = set(import_onnxruntime().get_available_providers())
+    if wanted[0] not in available:
+        raise BackendUnavailableError(
+            f"--backend {runtime}: this ONNX Runtime has no {wanted[0]} (it has "
+            f"{', '.join(sorted(available))}); install onnxruntime-gpu in place of onnxruntime "
+            "(x86_64 with CUDA), or JetPack's onnxruntime-gpu wheel on a Jetson"
+        )
+    return wanted
 
 
 class OnnxRuntimeSession:
@@ -98,6 +127,8 @@ class OnnxRuntimeSession:
             where = "" if isinstance(model, bytes) else f"{model}: "
             first_line = str(error).strip().splitlines()[0]
             raise UserInputError(f"{where}ONNX Runtime cannot load it ({first_line})") from None
+        # What ONNX Runtime really uses: a GPU provider asked for may have fallen back to the CPU.
+        self.providers: list[str] = list(self._session.get_providers())
         self.inputs = [_spec(arg) for arg in self._session.get_inputs()]
         self.outputs = [_spec(arg) for arg in self._session.get_outputs()]
 
@@ -163,6 +194,7 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
     suffixes = (".onnx", ORT_FORMAT_SUFFIX)
+    install_hint = INSTALL_HINT
 
     def available(self) -> bool:
         try:

@@ -1,0 +1,50 @@
+"""Open any artifact as a Session: the file's suffix picks the backend, `--backend` the device.
+
+`ort-cpu`, `ort-cuda` and `ort-trt` run ONNX (and .ort) files on ONNX Runtime with that execution
+provider; `.engine`/`.plan` files always run on TensorRT. Runtime processes import this, never
+the compiler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fusedinf_cc.backends.base import Session
+from fusedinf_cc.backends.onnxruntime import EXECUTION_PROVIDERS, OnnxRuntimeSession, providers_for
+from fusedinf_cc.backends.tensorrt.backend import ENGINE_SUFFIXES, built_for
+from fusedinf_cc.backends.tensorrt.runtime import TensorRTSession
+from fusedinf_cc.errors import UserInputError
+
+TENSORRT = "tensorrt"
+RUNTIMES = (*EXECUTION_PROVIDERS, TENSORRT)
+DEFAULT_RUNTIME = "ort-cpu"
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise UserInputError(f"--backend {runtime!r}: use one of {', '.join(RUNTIMES)}")
+    return runtime
+
+
+def is_engine(path: Path) -> bool:
+    return path.suffix.lower() in ENGINE_SUFFIXES
+
+
+def open_session(
+    path: Path | bytes,
+    runtime: str = DEFAULT_RUNTIME,
+    options: Mapping[str, Any] | None = None,
+) -> Session:
+    """A loaded session for `path`; `options` are ONNX Runtime session options."""
+    check_runtime(runtime)
+    if isinstance(path, Path) and is_engine(path):
+        return TensorRTSession(path, built_for=built_for(path))
+    if runtime == TENSORRT:
+        what = path if isinstance(path, Path) else "an ONNX model"
+        raise UserInputError(
+            f"--backend tensorrt runs TensorRT engines, not {what}: build one with "
+            "`fusedinf-cc fuse ... -o fused.engine`"
+        )
+    return OnnxRuntimeSession(path, providers=providers_for(runtime), options=options)

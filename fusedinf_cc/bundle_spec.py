@@ -1,0 +1,254 @@
+"""`fusedinf.toml`: which bundles to build, from which models, for which targets.
+
+    [bundles.heads]
+    models = { a = "zoo/head0.onnx", b = "zoo/head1.onnx" }
+    share_inputs = "auto"
+    targets = ["onnx", "engine"]
+    engine = { fp16 = true, mem_pool_size = "workspace:1GiB" }
+    verify = { rtol = 1e-3, atol = 1e-3 }
+
+Paths are relative to the spec file (or absolute). Every mistake names the spec's line.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.model_io import check_model_name
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+TARGETS = {"onnx": ".onnx", "ort": ".ort", "engine": ".engine"}
+_BUNDLE_KEYS = {
+    "models",
+    "share_inputs",
+    "share_input",
+    "targets",
+    "engine",
+    "precision",
+    "verify",
+    "dedup",
+    "cse",
+}
+_ENGINE_KEYS = {
+    "fp16",
+    "int8",
+    "calib_cache",
+    "strongly_typed",
+    "mem_pool_size",
+    "shapes",
+    "min_shapes",
+    "opt_shapes",
+    "max_shapes",
+    "timing_cache",
+    "builder_opt_level",
+    "version_compatible",
+    "hardware_compatibility",
+    "weight_streaming",
+}
+_ENGINE_PATHS = {"calib_cache", "timing_cache"}
+PRECISIONS = {"fp32": {}, "fp16": {"fp16": True}, "int8": {"int8": True}}
+DEFAULT_TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """One bundle: its models (name -> absolute path), fusion options and targets."""
+
+    name: str
+    models: dict[str, Path]
+    targets: tuple[str, ...] = ("onnx",)
+    share_inputs: str = "none"
+    share_input: tuple[str, ...] = ()
+    dedup: bool = True
+    cse: bool = True
+    engine: dict[str, Any] = field(default_factory=dict)
+    rtol: float = DEFAULT_TOLERANCE["rtol"]
+    atol: float = DEFAULT_TOLERANCE["atol"]
+
+    def options_record(self) -> dict[str, Any]:
+        """Everything but the model files that decides what gets built (part of the cache key)."""
+        return {
+            "models": sorted(self.models),
+            "targets": list(self.targets),
+            "share_inputs": self.share_inputs,
+            "share_input": list(self.share_input),
+            "dedup": self.dedup,
+            "cse": self.cse,
+            "engine": {k: str(v) if isinstance(v, Path) else v for k, v in self.engine.items()},
+            "rtol": self.rtol,
+            "atol": self.atol,
+        }
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: Path
+    bundles: dict[str, BundleSpec]
+
+
+def read_spec(path: Path) -> Spec:
+    """Parse and check a spec file; the first mistake raises a one-line error with its line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: no such spec file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserInputError(f"{path}: cannot read it ({error})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise UserInputError(f"{path}: not valid TOML ({error})") from None
+    where = _Locator(path, text)
+    unknown = set(data) - {"bundles"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise UserInputError(f"{where.key(key)}: unknown key {key!r} (expected [bundles.NAME])")
+    bundles = data.get("bundles")
+    if not isinstance(bundles, dict) or not bundles:
+        raise UserInputError(f"{path}: no bundles (add a [bundles.NAME] table)")
+    base = path.resolve().parent
+    return Spec(
+        path=path,
+        bundles={name: _bundle(name, table, base, where) for name, table in bundles.items()},
+    )
+
+
+def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
+    at = where.table(name)
+    if not isinstance(table, dict):
+        raise UserInputError(f"{at}: bundles.{name} must be a table")
+    try:
+        check_model_name(name)
+    except UserInputError as error:
+        raise UserInputError(f"{at}: bundle {error}") from None
+    unknown = set(table) - _BUNDLE_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise UserInputError(
+            f"{where.key(key, name)}: unknown key {key!r} in bundles.{name} "
+            f"(known: {', '.join(sorted(_BUNDLE_KEYS))})"
+        )
+    models = table.get("models")
+    if not isinstance(models, dict) or not models:
+        raise UserInputError(f'{at}: bundles.{name} has no models (models = {{ a = "a.onnx" }})')
+    resolved = {}
+    for model, location in models.items():
+        if not isinstance(location, str):
+            raise UserInputError(f"{where.key(model, name)}: model {model!r} must be a path string")
+        try:
+            check_model_name(model)
+        except UserInputError as error:
+            raise UserInputError(f"{where.key(model, name)}: {error}") from None
+        model_path = _resolve(base, location)
+        if not model_path.is_file():
+            raise UserInputError(f"{where.key(model, name)}: model {model!r}: no file {model_path}")
+        resolved[model] = model_path
+    targets = table.get("targets", ["onnx"])
+    if not isinstance(targets, list) or not targets or set(targets) - set(TARGETS):
+        raise UserInputError(
+            f"{where.key('targets', name)}: targets must be a list of {', '.join(TARGETS)}"
+        )
+    share_inputs = table.get("share_inputs", "none")
+    if share_inputs not in ("auto", "none"):
+        raise UserInputError(f"{where.key('share_inputs', name)}: share_inputs is auto or none")
+    share_input = table.get("share_input", [])
+    if not isinstance(share_input, list) or not all(isinstance(s, str) for s in share_input):
+        raise UserInputError(
+            f'{where.key("share_input", name)}: share_input is a list of "FUSED=m1.in,m2.in"'
+        )
+    engine = _engine(table, name, base, where)
+    tolerance = table.get("verify", {})
+    if not isinstance(tolerance, dict) or set(tolerance) - set(DEFAULT_TOLERANCE):
+        raise UserInputError(
+            f"{where.key('verify', name)}: verify = {{ rtol = 1e-5, atol = 1e-5 }}"
+        )
+    for flag in ("dedup", "cse"):
+        if not isinstance(table.get(flag, True), bool):
+            raise UserInputError(f"{where.key(flag, name)}: {flag} is true or false")
+    return BundleSpec(
+        name=name,
+        models=resolved,
+        targets=tuple(dict.fromkeys(targets)),
+        share_inputs=share_inputs,
+        share_input=tuple(share_input),
+        dedup=table.get("dedup", True),
+        cse=table.get("cse", True),
+        engine=engine,
+        rtol=float(tolerance.get("rtol", DEFAULT_TOLERANCE["rtol"])),
+        atol=float(tolerance.get("atol", DEFAULT_TOLERANCE["atol"])),
+    )
+
+
+def _engine(table: dict[str, Any], name: str, base: Path, where: _Locator) -> dict[str, Any]:
+    engine = dict(table.get("engine", {}))
+    if not isinstance(table.get("engine", {}), dict):
+        raise UserInputError(f"{where.key('engine', name)}: engine must be a table of options")
+    unknown = set(engine) - _ENGINE_KEYS
+    if unknown:
+        key = sorted(unknown)[0]
+        raise UserInputError(
+            f"{where.key('engine', name)}: unknown engine option {key!r} "
+            f"(known: {', '.join(sorted(_ENGINE_KEYS))})"
+        )
+    precision = table.get("precision")
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise UserInputError(
+                f"{where.key('precision', name)}: precision is one of {', '.join(PRECISIONS)}"
+            )
+        engine = {**PRECISIONS[precision], **engine}
+    for key in _ENGINE_PATHS & set(engine):
+        engine[key] = _resolve(base, str(engine[key]))
+    if engine:
+        from fusedinf_cc.backends.tensorrt.options import parse_engine_options
+
+        try:
+            parse_engine_options(**engine)
+        except UserInputError as error:
+            raise UserInputError(f"{where.key('engine', name)}: {error}") from None
+    return engine
+
+
+def _resolve(base: Path, location: str) -> Path:
+    path = Path(location).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+class _Locator:
+    """Finds the line a table or key sits on, for error messages (`spec.toml:7`)."""
+
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self.lines = text.splitlines()
+
+    def table(self, bundle: str) -> str:
+        header = re.compile(rf"^\s*\[\s*bundles\.\"?{re.escape(bundle)}\"?\s*\]")
+        for number, line in enumerate(self.lines, 1):
+            if header.match(line):
+                return f"{self.path}:{number}"
+        return str(self.path)
+
+    def key(self, key: str, bundle: str | None = None) -> str:
+        start = 0
+        if bundle is not None:
+            table = self.table(bundle)
+            start = int(table.rsplit(":", 1)[1]) if ":" in table else 0
+        pattern = re.compile(rf"(^|[\s{{,])\"?{re.escape(key)}\"?\s*=")
+        header = re.compile(rf"^\s*\[+\s*\"?{re.escape(key)}\"?\s*[\].]")
+        for number, line in enumerate(self.lines[start:], start + 1):
+            if bundle is None and header.match(line):
+                return f"{self.path}:{number}"
+            if number > start + 1 and line.lstrip().startswith("["):
+                break
+            if pattern.search(line):
+                return f"{self.path}:{number}"
+        return self.table(bundle) if bundle is not None else str(self.path)

@@ -148,6 +148,11 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
             check_model_name(model)
         except UserInputError as error:
             raise UserInputError(f"{where.key(model, name)}: {error}") from None
+        if model == name:
+            raise UserInputError(
+                f"{where.key(model, name)}: model {model!r} has its bundle's name; requests name "
+                "either, so give them different names"
+            )
         model_path = _resolve(base, location)
         if not model_path.is_file():
             raise UserInputError(f"{where.key(model, name)}: model {model!r}: no file {model_path}")

@@ -25,7 +25,7 @@ from fusedinf_cc.backends.tensorrt import parse_engine_options
 from fusedinf_cc.backends.tensorrt.support import check_tensorrt_support
 from fusedinf_cc.bench import BenchReport, bench_artifact, default_configs
 from fusedinf_cc.build import build_fused
-from fusedinf_cc.errors import FusedInfError, UserInputError
+from fusedinf_cc.errors import BackendUnavailableError, FusedInfError, UserInputError
 from fusedinf_cc.files import staging_dir, write_text_atomic
 from fusedinf_cc.inspection import ModelSummary, inspect_path
 from fusedinf_cc.loader import run_once
@@ -47,6 +47,7 @@ from fusedinf_cc.simulate import (
     total_footprint,
     write_trace,
 )
+from fusedinf_cc.sizes import parse_size
 from fusedinf_cc.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, verify_artifact
 
 app = typer.Typer(
@@ -674,6 +675,45 @@ def export_triton_command(
         bundle, output, target=target, max_batch_size=max_batch_size, version=version
     )
     console.print(f"wrote {folder}/config.pbtxt and {folder}/{version}/")
+
+
+@app.command("serve")
+@reports_errors
+def serve_command(
+    dist: Annotated[Path, typer.Argument(help="A folder of built bundles (bundle build --out).")],
+    budget: Annotated[
+        str, typer.Option("--budget", help="Memory budget for resident bundles: 2GiB, 512MiB.")
+    ] = "2GiB",
+    policy: Annotated[str, typer.Option("--policy", help="Eviction policy: lru or gdsf.")] = "gdsf",
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Processes; each gets budget / workers.")
+    ] = 1,
+    backend: BACKEND = DEFAULT_RUNTIME,
+    max_body: Annotated[
+        str, typer.Option("--max-body", help="Largest request body accepted.")
+    ] = "64MiB",
+) -> None:
+    """Serve every bundle over HTTP (KServe v2 / Triton protocol), loading on demand."""
+    try:
+        from fusedinf_cc.serve.app import ServeConfig
+        from fusedinf_cc.serve.server import serve
+    except ImportError:
+        raise BackendUnavailableError(
+            "serving needs Starlette and uvicorn: pip install 'fusedinf-cc[serve]'"
+        ) from None
+    if workers < 1:
+        raise UserInputError("--workers must be at least 1")
+    config = ServeConfig(
+        dist=dist,
+        budget_bytes=parse_size(budget, "--budget"),
+        policy=policy,
+        runtime=check_runtime(backend),
+        max_body_bytes=parse_size(max_body, "--max-body"),
+    )
+    error_console.print(f"serving {dist} on http://{host}:{port} (budget {budget}, {policy})")
+    serve(config, host=host, port=port, workers=workers)
 
 
 @app.command("inspect")

@@ -163,7 +163,7 @@ class EngineCache:
             # Bundle names are unique and never a model's name; one model may sit in several
             # bundles (a model shared by several functions), which only makes it ambiguous.
             clashes = ({bundle.name} & (set(self._entries) | set(self._model_index))) | (
-                set(bundle.models()) & set(self._entries)
+                set(bundle.models()) & (set(self._entries) | {bundle.name})
             )
             if clashes:
                 raise UserInputError(f"names already registered: {', '.join(sorted(clashes))}")
@@ -201,17 +201,52 @@ class EngineCache:
 
     def input_specs(self, name: str) -> list[TensorSpec]:
         """The inputs a request for `name` takes, named as the caller names them."""
+        return self.specs(name)[0]
+
+    def specs(self, name: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """(inputs, outputs) of bundle or model `name`, named as the caller names them
+        (loading the bundle if it is not resident)."""
         bundle_name, model = self._resolve(name)
         entry = self._acquire(bundle_name)
         try:
             assert entry.session is not None
-            specs = list(entry.session.inputs)
+            inputs, outputs = list(entry.session.inputs), list(entry.session.outputs)
         finally:
             self._release(entry)
         if model is None:
-            return specs
-        original = {fused: own for own, fused in model.inputs.items()}
-        return [replace(spec, name=original[spec.name]) for spec in specs if spec.name in original]
+            return inputs, outputs
+        own_inputs = {fused: own for own, fused in model.inputs.items()}
+        own_outputs = {fused: own for own, fused in model.outputs.items()}
+        return (
+            [replace(s, name=own_inputs[s.name]) for s in inputs if s.name in own_inputs],
+            [replace(s, name=own_outputs[s.name]) for s in outputs if s.name in own_outputs],
+        )
+
+    def load(self, name: str) -> None:
+        """Make bundle `name` (or the bundle of model `name`) resident now, evicting as needed."""
+        self._release(self._acquire(self._resolve(name)[0]))
+
+    def unload(self, name: str) -> bool:
+        """Evict bundle `name` (or its model's bundle) once no request holds it; False when it
+        was not resident."""
+        bundle_name = self._resolve(name)[0]
+        with self._condition:
+            entry = self._entries[bundle_name]
+            while entry.pins > 0 or entry.loading:
+                self._condition.wait()
+            if entry.session is None:
+                return False
+            self._evict(entry)
+            self._condition.notify_all()
+            return True
+
+    def bundle_of(self, name: str) -> str:
+        return self._resolve(name)[0]
+
+    def names(self) -> dict[str, list[str]]:
+        """Every registered bundle and the models inside it."""
+        with self._condition:
+            return {name: list(e.bundle.models()) for name, e in self._entries.items()}
 
     def _resolve(self, name: str) -> tuple[str, ModelEntry | None]:
         with self._condition:

@@ -3,7 +3,7 @@
 # extras (and plot, to test --plot), lints, and runs pytest. Extra arguments go to pytest (e.g. -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/venv.sh "cpu,zoo,dev,plot"
+source scripts/venv.sh "cpu,zoo,dev,plot,serve"
 ruff check .
 ruff format --check .
 python -m pytest "$@"

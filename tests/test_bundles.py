@@ -81,6 +81,10 @@ def _spec_error(tmp_path: Path, text: str) -> str:
             "bad.toml:3: --mem-pool-size workspace 'lots'",
         ),
         ("", "no bundles"),
+        (
+            '[bundles.a]\nmodels = { a = "models/a.onnx" }\n',
+            "bad.toml:2: model 'a' has its bundle's",
+        ),
     ],
 )
 def test_spec_mistakes_name_the_line(tmp_path, text, expected):

@@ -1,0 +1,189 @@
+"""The KServe v2 / Triton inference protocol's tensors: JSON and the binary-data extension.
+
+A request body is JSON, or JSON followed by raw tensor bytes when the header
+`Inference-Header-Content-Length` gives the JSON's length; an input whose parameters carry
+`binary_data_size` takes its bytes from that tail, in input order. Responses do the same for
+outputs requested with `binary_data`. Nothing here knows about HTTP or the loader.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fusedinf_cc.backends.base import TensorSpec
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+DATATYPES = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+_NAMES = {dtype: name for name, dtype in DATATYPES.items()}
+
+
+class ProtocolError(ValueError):
+    """A request the protocol (or the model) cannot accept: answered with status 400."""
+
+
+@dataclass
+class InferRequest:
+    inputs: dict[str, np.ndarray]
+    outputs: list[str] | None  # None: every output
+    binary_outputs: set[str] = field(default_factory=set)
+    binary_by_default: bool = False
+    request_id: str | None = None
+
+
+def datatype_of(dtype: np.dtype) -> str:
+    try:
+        return _NAMES[np.dtype(dtype)]
+    except KeyError:
+        raise ProtocolError(f"type {dtype} has no KServe v2 datatype") from None
+
+
+def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "datatype": datatype_of(spec.dtype),
+        "shape": [dim if isinstance(dim, int) else -1 for dim in spec.shape],
+    }
+
+
+def parse_request(
+    body: bytes, header_length: str | None, specs: Sequence[TensorSpec]
+) -> InferRequest:
+    """Decode an infer request and check every input against the model's specs."""
+    json_bytes, tail = body, b""
+    if header_length is not None:
+        try:
+            length = int(header_length)
+        except ValueError:
+            raise ProtocolError(f"{HEADER_LENGTH} is not a number: {header_length!r}") from None
+        if not 0 <= length <= len(body):
+            raise ProtocolError(f"{HEADER_LENGTH} {length} is outside the body ({len(body)} bytes)")
+        json_bytes, tail = body[:length], body[length:]
+    try:
+        document = json.loads(json_bytes)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ProtocolError(f"the request is not JSON ({error})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
+        raise ProtocolError('the request needs "inputs": a list of tensors')
+    by_name = {spec.name: spec for spec in specs}
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for item in document["inputs"]:
+        array, used = _input_tensor(item, by_name, tail, offset)
+        offset += used
+        inputs[item["name"]] = array
+    if offset != len(tail):
+        raise ProtocolError(f"{len(tail) - offset} bytes of binary data are not claimed by inputs")
+    missing = sorted(set(by_name) - set(inputs))
+    if missing:
+        raise ProtocolError(f"missing inputs {missing}")
+    parameters = document.get("parameters") or {}
+    outputs = document.get("outputs")
+    requested: list[str] | None = None
+    binary: set[str] = set()
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+        ):
+            raise ProtocolError('"outputs" must be a list of {"name": ...}')
+        requested = [o["name"] for o in outputs]
+        binary = {o["name"] for o in outputs if (o.get("parameters") or {}).get("binary_data")}
+    return InferRequest(
+        inputs=inputs,
+        outputs=requested,
+        binary_outputs=binary,
+        binary_by_default=bool(parameters.get("binary_data_output", False)),
+        request_id=document.get("id"),
+    )
+
+
+def _input_tensor(
+    item: Any, specs: Mapping[str, TensorSpec], tail: bytes, offset: int
+) -> tuple[np.ndarray, int]:
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise ProtocolError('every input needs a "name"')
+    name = item["name"]
+    if name not in specs:
+        raise ProtocolError(f"unknown input {name!r} (the model takes {', '.join(specs)})")
+    spec = specs[name]
+    datatype = item.get("datatype")
+    if datatype not in DATATYPES:
+        raise ProtocolError(f"input {name!r}: datatype {datatype!r} is not supported")
+    if DATATYPES[datatype] != spec.dtype:
+        raise ProtocolError(
+            f"input {name!r}: datatype {datatype}, the model takes {datatype_of(spec.dtype)}"
+        )
+    shape = item.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise ProtocolError(f"input {name!r}: shape must be a list of non-negative integers")
+    if len(shape) != len(spec.shape) or any(
+        isinstance(want, int) and got != want for got, want in zip(shape, spec.shape, strict=True)
+    ):
+        wanted = "x".join(str(d) if isinstance(d, int) else "?" for d in spec.shape)
+        raise ProtocolError(f"input {name!r}: shape {shape} does not fit the model's {wanted}")
+    dtype = DATATYPES[datatype]
+    count = int(np.prod(shape, dtype=np.int64))
+    size = (item.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if size != count * dtype.itemsize or offset + size > len(tail):
+            raise ProtocolError(
+                f"input {name!r}: binary_data_size {size} does not match shape {shape} "
+                f"of {datatype} or the bytes sent"
+            )
+        array = np.frombuffer(tail, dtype=dtype, count=count, offset=offset).reshape(shape)
+        return array, size
+    data = item.get("data")
+    if data is None:
+        raise ProtocolError(f"input {name!r}: no data and no binary_data_size")
+    try:
+        array = np.asarray(data, dtype=dtype).reshape(shape)
+    except (ValueError, TypeError) as error:
+        raise ProtocolError(f"input {name!r}: data does not fit shape {shape} ({error})") from None
+    return array, 0
+
+
+def encode_response(
+    model: str, results: Mapping[str, np.ndarray], request: InferRequest
+) -> tuple[bytes, int | None]:
+    """(body, JSON header length or None when the body is plain JSON)."""
+    outputs, chunks = [], []
+    for name, value in results.items():
+        array = np.ascontiguousarray(value)
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": datatype_of(array.dtype),
+            "shape": list(array.shape),
+        }
+        if name in request.binary_outputs or (
+            request.binary_by_default and request.outputs is None
+        ):
+            raw = array.tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = array.reshape(-1).tolist()
+        outputs.append(entry)
+    document: dict[str, Any] = {"model_name": model, "model_version": "1", "outputs": outputs}
+    if request.request_id is not None:
+        document["id"] = request.request_id
+    header = json.dumps(document).encode()
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)

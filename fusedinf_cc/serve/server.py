@@ -1,0 +1,42 @@
+"""Run the app on uvicorn: one process, or several workers that split the memory budget."""
+
+from __future__ import annotations
+
+import os
+
+from fusedinf_cc.errors import BackendUnavailableError
+from fusedinf_cc.serve.app import ServeConfig, create_app
+
+SERVE_HINT = "serving needs Starlette and uvicorn: pip install 'fusedinf-cc[serve]'"
+GRACEFUL_SHUTDOWN_S = 30
+
+
+def serve(config: ServeConfig, *, host: str, port: int, workers: int = 1) -> None:
+    """Serve until SIGTERM/SIGINT; uvicorn then stops accepting and lets in-flight requests end.
+
+    With several workers each process has its own cache, so each gets budget / workers.
+    """
+    try:
+        import uvicorn
+    except ImportError:
+        raise BackendUnavailableError(SERVE_HINT) from None
+    options = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(config), **options)
+        return
+    share = ServeConfig(
+        dist=config.dist,
+        budget_bytes=config.budget_bytes // workers,
+        policy=config.policy,
+        runtime=config.runtime,
+        max_body_bytes=config.max_body_bytes,
+    )
+    os.environ["FUSEDINF_SERVE_CONFIG"] = share.to_env()
+    uvicorn.run(
+        "fusedinf_cc.serve.app:app_from_environment", factory=True, workers=workers, **options
+    )

@@ -37,6 +37,7 @@ from fusedinf_cc.shapes import parse_shapes
 from fusedinf_cc.simulate import (
     ReplayResult,
     TraceSpec,
+    auto_groups,
     deployments,
     parse_budget,
     read_trace,
@@ -436,8 +437,16 @@ def simulate(
     save_trace: Annotated[
         Path | None, typer.Option("--save-trace", help="Write the replayed trace as CSV.")
     ] = None,
+    fused_groups: Annotated[
+        str | None,
+        typer.Option(
+            "--fused-groups",
+            help="Also replay a bundle per group: auto (models always called together) or "
+            'JSON {"group": ["model", ...]}.',
+        ),
+    ] = None,
 ) -> None:
-    """Replay a request trace on the real loader: fused vs unfused, per policy."""
+    """Replay a request trace on the real loader: fused vs unfused (vs grouped), per policy."""
     if (trace is None) == (not synthetic):
         raise UserInputError("give --trace TRACE.csv or --synthetic (one of them)")
     specs = dict(parse_model_spec(spec) for spec in models)
@@ -456,7 +465,20 @@ def simulate(
     if missing:
         raise UserInputError(f"the trace names unknown functions: {sorted(missing)}")
     policies = [p.strip() for p in policy.split(",") if p.strip()]
-    plans = deployments(specs, function_map, work_dir)
+    groups = None
+    if fused_groups == "auto":
+        groups = auto_groups(function_map) or None
+        if groups is None:
+            error_console.print("--fused-groups auto: no models are always called together")
+    elif fused_groups is not None:
+        try:
+            loaded = json.loads(Path(fused_groups).read_text())
+            groups = {str(k): [str(m) for m in v] for k, v in loaded.items()}
+        except (OSError, ValueError, AttributeError, TypeError) as error:
+            raise UserInputError(
+                f"--fused-groups {fused_groups}: auto, or a JSON object of lists ({error})"
+            ) from None
+    plans = deployments(specs, function_map, work_dir, groups)
     budget_bytes = parse_budget(budget, total_footprint(plans[0]))
     results = []
     with Progress(console=error_console, transient=True) as progress:
@@ -469,7 +491,7 @@ def simulate(
     if save_trace is not None:
         write_trace(replayed, save_trace)
     if json_out is not None:
-        extra = {"functions": function_map, "workload": asdict(workload)}
+        extra = {"functions": function_map, "workload": asdict(workload), "groups": groups}
         write_text_atomic(json_out, results_json(results, extra))
         console.print(f"wrote {json_out}")
 

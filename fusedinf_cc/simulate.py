@@ -10,6 +10,7 @@ server plus the loads and inference it really took.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -101,10 +102,69 @@ class Deployment:
     calls: dict[str, list[str]]
 
 
+def auto_groups(functions: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Models that exactly the same functions call are always requested together: each such set
+    of two or more models is one group. Fusing a group loads nothing that a request skips and
+    copies no model into two bundles."""
+    callers: dict[str, set[str]] = {}
+    for function, used in functions.items():
+        for model in used:
+            callers.setdefault(model, set()).add(function)
+    together: dict[frozenset[str], list[str]] = {}
+    for model in sorted(callers):
+        together.setdefault(frozenset(callers[model]), []).append(model)
+    sets = sorted(sorted(models) for models in together.values() if len(models) > 1)
+    return {f"g{index:02d}": models for index, models in enumerate(sets)}
+
+
+def grouped_deployment(
+    models: dict[str, Path],
+    functions: dict[str, list[str]],
+    groups: dict[str, list[str]],
+    work_dir: Path,
+) -> Deployment:
+    """A bundle per group (fused) and per model in no group; a request runs the bundles that
+    hold its function's models."""
+    owner: dict[str, str] = {}
+    for group, members in groups.items():
+        unknown = set(members) - set(models)
+        if unknown or len(members) < 2:
+            raise UserInputError(
+                f"--fused-groups: group {group!r} needs two or more known models "
+                f"(unknown: {sorted(unknown)})"
+            )
+        for model in members:
+            if model in owner:
+                raise UserInputError(
+                    f"--fused-groups: model {model!r} is in groups {owner[model]!r} and {group!r}"
+                )
+            owner[model] = group
+    bundles = {}
+    for group, members in groups.items():
+        key = hashlib.sha256(",".join(sorted(members)).encode()).hexdigest()[:12]
+        out = work_dir / f"group-{key}.onnx"
+        if not manifest_path_for(out).is_file():
+            build_fused([f"{m}={models[m]}" for m in members], out, share_inputs="auto")
+        bundles[group] = open_bundle(out, name=group)
+    used = sorted({m for members in functions.values() for m in members})
+    for model in used:
+        if model not in owner:
+            bundles[model] = open_bundle(models[model], name=model)
+    calls = {
+        function: list(dict.fromkeys(owner.get(model, model) for model in members))
+        for function, members in functions.items()
+    }
+    return Deployment("grouped", bundles, calls)
+
+
 def deployments(
-    models: dict[str, Path], functions: dict[str, list[str]], work_dir: Path
+    models: dict[str, Path],
+    functions: dict[str, list[str]],
+    work_dir: Path,
+    groups: dict[str, list[str]] | None = None,
 ) -> list[Deployment]:
-    """The unfused deployment (a bundle per model) and the fused one (a bundle per function)."""
+    """The unfused deployment (a bundle per model), the fused one (a bundle per function) and,
+    given `groups`, the grouped one (a bundle per group of models)."""
     unknown = {m for used in functions.values() for m in used} - set(models)
     if unknown:
         raise UserInputError(f"functions use unknown models: {sorted(unknown)}")
@@ -116,7 +176,7 @@ def deployments(
             build_fused([f"{m}={models[m]}" for m in used], out, share_inputs="auto")
         fused[function] = out
     used_models = sorted({m for used in functions.values() for m in used})
-    return [
+    plans = [
         Deployment(
             "unfused",
             {m: open_bundle(models[m], name=m) for m in used_models},
@@ -128,6 +188,9 @@ def deployments(
             {f: [f] for f in functions},
         ),
     ]
+    if groups is not None:
+        plans.append(grouped_deployment(models, functions, groups, work_dir))
+    return plans
 
 
 @dataclass(frozen=True)

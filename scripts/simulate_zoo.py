@@ -7,7 +7,8 @@ mobilenet_v3_small, squeezenet1_1, transformer_encoder, head0 and head1, two wei
 each); 20 functions of 2 to 4 models drawn from the pool (seed 0); Zipf popularity s=1.1 over
 functions; Poisson arrivals at 4 requests/s (what 2 cores serve without a standing queue); a
 budget of half the pool's total measured footprint. Unfused, each model is its own bundle and
-functions that use one model share it; fused, each function is one bundle.
+functions that use one model share it; fused, each function is one bundle; grouped, models that
+exactly the same functions call are fused into one bundle (`--fused-groups auto`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def main() -> None:
         "lru,gdsf",
         "--work-dir",
         str(args.work_dir / "fused"),
+        "--fused-groups",
+        "auto",
     ]
     if args.json:
         command += ["--json", str(args.json)]

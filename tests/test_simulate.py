@@ -12,12 +12,14 @@ from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.simulate import (
     Request,
     TraceSpec,
+    auto_groups,
     deployments,
     parse_budget,
     read_trace,
     replay,
     synthetic_functions,
     synthetic_trace,
+    total_footprint,
     write_trace,
 )
 from tests import builders
@@ -83,6 +85,27 @@ def test_replay_counts_one_call_per_bundle_a_function_runs(small_models, tmp_pat
         assert result.p99_ms >= result.p50_ms > 0
 
 
+def test_auto_groups_are_models_always_called_together():
+    functions = {"fa": ["m0", "m1", "m2"], "fb": ["m0", "m1", "m3"], "fc": ["m2", "m4"]}
+    assert auto_groups(functions) == {"g00": ["m0", "m1"]}
+    assert auto_groups({"fa": ["m0"], "fb": ["m1"]}) == {}
+
+
+def test_grouped_deployment_loads_each_model_once_per_request(small_models, tmp_path):
+    functions = {"fa": ["m0", "m1", "m2"], "fb": ["m0", "m1", "m3"]}
+    plans = deployments(small_models, functions, tmp_path / "work", auto_groups(functions))
+    grouped = plans[-1]
+    assert grouped.name == "grouped"
+    assert sorted(grouped.bundles) == ["g00", "m2", "m3"]
+    assert grouped.calls == {"fa": ["g00", "m2"], "fb": ["g00", "m3"]}
+    assert sorted(grouped.bundles["g00"].models()) == ["m0", "m1"]
+    trace = [Request(0.01 * i, "fa" if i % 2 else "fb") for i in range(10)]
+    result = replay(trace, grouped, total_footprint(grouped), "lru")
+    assert result.misses == 3 and result.hits == 2 * len(trace) - 3
+    with pytest.raises(UserInputError, match="is in groups"):
+        deployments(small_models, functions, tmp_path / "w", {"a": ["m0", "m1"], "b": ["m1", "m2"]})
+
+
 def test_simulate_command_with_a_trace_and_functions(small_models, tmp_path):
     functions = tmp_path / "functions.json"
     functions.write_text(json.dumps({"fa": ["m0", "m1"], "fb": ["m2", "m3"]}))
@@ -103,14 +126,15 @@ def test_simulate_command_with_a_trace_and_functions(small_models, tmp_path):
         tmp_path / "work",
         "--json",
         report,
+        "--fused-groups",
+        "auto",
     )
     assert result.returncode == 0, result.stderr
     rows = json.loads(report.read_text())["results"]
     assert {(r["deployment"], r["policy"]) for r in rows} == {
-        ("unfused", "lru"),
-        ("unfused", "gdsf"),
-        ("fused", "lru"),
-        ("fused", "gdsf"),
+        (deployment, policy)
+        for deployment in ("unfused", "fused", "grouped")
+        for policy in ("lru", "gdsf")
     }
     write_trace([Request(0.0, "nobody")], trace)
     result = run_cli("simulate", *models, "--trace", trace, "--functions", functions)

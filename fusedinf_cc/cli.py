@@ -384,9 +384,26 @@ def run_command(
         Path | None, typer.Option("-o", "--output", help="Write the outputs to this .npz.")
     ] = None,
     backend: BACKEND = DEFAULT_RUNTIME,
+    weight_streaming_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--weight-streaming-budget",
+            help="Engines built with --weight-streaming: GPU bytes for weights (e.g. 256MiB).",
+        ),
+    ] = None,
 ) -> None:
     """Run one request through the loader and print each output's shape and checksum."""
-    results = run_once(bundle, model=model, feeds_path=inputs, runtime=check_runtime(backend))
+    results = run_once(
+        bundle,
+        model=model,
+        feeds_path=inputs,
+        runtime=check_runtime(backend),
+        weight_streaming_budget=(
+            parse_size(weight_streaming_budget, "--weight-streaming-budget")
+            if weight_streaming_budget is not None
+            else None
+        ),
+    )
     table = Table("output", "dtype", "shape", "sum", "sha256", title=f"{model or bundle.name}")
     for name, value in results.items():
         digest = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]

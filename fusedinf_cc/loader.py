@@ -364,10 +364,20 @@ def run_once(
     model: str | None = None,
     feeds_path: Path | None = None,
     runtime: str = DEFAULT_RUNTIME,
+    weight_streaming_budget: int | None = None,
 ) -> dict[str, np.ndarray]:
     """One request through a cache holding just this bundle: what `fusedinf-cc run` does."""
+    if weight_streaming_budget is not None and not is_engine(artifact):
+        raise UserInputError(
+            "--weight-streaming-budget applies to TensorRT engines built with --weight-streaming"
+        )
     bundle = open_bundle(artifact)
-    cache = EngineCache(max(bundle.footprint.measured_bytes, 1), runtime=runtime)
+    factory = functools.partial(
+        open_session,
+        runtime=check_runtime(runtime),
+        weight_streaming_budget=weight_streaming_budget,
+    )
+    cache = EngineCache(max(bundle.footprint.measured_bytes, 1), session_factory=factory)
     cache.register(bundle)
     name = model or bundle.name
     try:

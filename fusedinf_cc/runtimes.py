@@ -36,11 +36,20 @@ def open_session(
     path: Path | bytes,
     runtime: str = DEFAULT_RUNTIME,
     options: Mapping[str, Any] | None = None,
+    weight_streaming_budget: int | None = None,
 ) -> Session:
-    """A loaded session for `path`; `options` are ONNX Runtime session options."""
+    """A loaded session for `path`; `options` are ONNX Runtime session options.
+    `weight_streaming_budget` (bytes of weights kept on the GPU) is for engines built with
+    --weight-streaming; TensorRT streams the rest in while the engine runs."""
     check_runtime(runtime)
     if isinstance(path, Path) and is_engine(path):
-        return TensorRTSession(path, built_for=built_for(path))
+        return TensorRTSession(
+            path, built_for=built_for(path), weight_streaming_budget=weight_streaming_budget
+        )
+    if weight_streaming_budget is not None:
+        raise UserInputError(
+            "--weight-streaming-budget applies to TensorRT engines built with --weight-streaming"
+        )
     if runtime == TENSORRT:
         what = path if isinstance(path, Path) else "an ONNX model"
         raise UserInputError(

@@ -385,6 +385,14 @@ def test_bad_engine_option_fails_before_any_model_is_read(tmp_path):
     assert_clean_failure(result, out, mentions="--mem-pool-size 'vram:1GiB'")
 
 
+def test_weight_streaming_budget_is_for_engines_only(tmp_path):
+    a = builders.save(builders.affine(0), tmp_path / "a.onnx")
+    result = run_cli("run", a, "--weight-streaming-budget", "64MiB")
+    assert result.returncode == 2 and "applies to TensorRT engines" in result.stderr
+    result = run_cli("run", a, "--weight-streaming-budget", "much")
+    assert result.returncode == 2 and "--weight-streaming-budget 'much'" in result.stderr
+
+
 def test_tensorrt_backend_needs_an_engine(tmp_path):
     a = builders.save(builders.affine(0), tmp_path / "a.onnx")
     result = run_cli("bench", a, "--backend", "tensorrt")

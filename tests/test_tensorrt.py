@@ -461,3 +461,61 @@ def test_an_engine_from_another_tensorrt_is_refused_before_deserializing(tmp_pat
 
 def test_engine_options_default_to_none():
     assert EngineOptions().to_record()["hardware_compatibility"] == "none"
+
+
+@needs_gpu
+def test_a_dynamic_batch_profile_serves_every_batch_in_range(tmp_path):
+    a = builders.save(builders.affine(0, batch="n"), tmp_path / "a.onnx")
+    out = tmp_path / "dyn.engine"
+    ranges = ("--min-shapes", "a/x:1x8", "--opt-shapes", "a/x:2x8", "--max-shapes", "a/x:4x8")
+    assert run_cli("fuse", a, "-o", out, *ranges).returncode == 0
+    from fusedinf_cc.runtimes import open_session
+
+    session = open_session(out)
+    reference = pytest.importorskip("onnxruntime").InferenceSession(str(a))
+    for batch in (1, 3, 4):
+        x = np.random.default_rng(batch).standard_normal((batch, 8)).astype(np.float32)
+        got = session.run({"a/x": x})["a/y"]
+        np.testing.assert_allclose(got, reference.run(None, {"x": x})[0], rtol=1e-3, atol=1e-3)
+    with pytest.raises(UserInputError, match="outside the engine's profile"):
+        session.run({"a/x": np.zeros((5, 8), np.float32)})
+    session.close()
+
+
+@needs_gpu
+def test_parser_rejections_name_the_node(tmp_path):
+    bad = builders.make_model(
+        [helper.make_node("Unique", ["x"], ["y"], name="dedupe_ids")],
+        [helper.make_tensor_value_info("x", FLOAT, [4])],
+        [helper.make_tensor_value_info("y", FLOAT, ["k"])],
+    )
+    source = builders.save(bad, tmp_path / "bad.onnx")
+    out = tmp_path / "bad.engine"
+    result = run_cli("fuse", source, "-o", out)
+    assert_clean_failure(result, out, mentions="(Unique)")
+    assert "dedupe_ids" in result.stderr
+
+
+@needs_gpu
+def test_weight_streaming_engine_runs_under_a_small_budget(tmp_path):
+    a = builders.save(builders.affine(0, width=512), tmp_path / "a.onnx")
+    out = tmp_path / "ws.engine"
+    assert run_cli("fuse", a, "-o", out, "--strongly-typed", "--weight-streaming").returncode == 0
+    result = run_cli("run", out, "--weight-streaming-budget", "64KiB")
+    assert result.returncode == 0, result.stderr
+
+
+@needs_gpu
+def test_bench_compares_a_fused_engine_with_engines_of_its_sources(tmp_path):
+    a = builders.save(builders.affine(0), tmp_path / "a.onnx")
+    b = builders.save(builders.affine(1), tmp_path / "b.onnx")
+    out = tmp_path / "f.engine"
+    assert run_cli("fuse", a, b, "-o", out).returncode == 0
+    report = tmp_path / "bench.json"
+    result = run_cli(
+        "bench", "--fused", out, "--backend", "tensorrt", "--runs", "5", "--json", report
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    assert data["environment"]["backend"] == "tensorrt"
+    assert all(c["gpu_bytes"] is not None for c in data["configs"])

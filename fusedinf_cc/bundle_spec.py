@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,13 +131,9 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
         check_model_name(name)
     except UserInputError as error:
         raise UserInputError(f"{at}: bundle {error}") from None
-    unknown = set(table) - _BUNDLE_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise UserInputError(
-            f"{where.key(key, name)}: unknown key {key!r} in bundles.{name} "
-            f"(known: {', '.join(sorted(_BUNDLE_KEYS))})"
-        )
+    _refuse_unknown(
+        table, _BUNDLE_KEYS, lambda key: where.key(key, name), "key", f" in bundles.{name}"
+    )
     models = table.get("models")
     if not isinstance(models, dict) or not models:
         raise UserInputError(f'{at}: bundles.{name} has no models (models = {{ a = "a.onnx" }})')
@@ -197,13 +194,7 @@ def _engine(table: dict[str, Any], name: str, base: Path, where: _Locator) -> di
     engine = dict(table.get("engine", {}))
     if not isinstance(table.get("engine", {}), dict):
         raise UserInputError(f"{where.key('engine', name)}: engine must be a table of options")
-    unknown = set(engine) - _ENGINE_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise UserInputError(
-            f"{where.key('engine', name)}: unknown engine option {key!r} "
-            f"(known: {', '.join(sorted(_ENGINE_KEYS))})"
-        )
+    _refuse_unknown(engine, _ENGINE_KEYS, lambda _: where.key("engine", name), "engine option")
     precision = table.get("precision")
     if precision is not None:
         if precision not in PRECISIONS:
@@ -221,6 +212,21 @@ def _engine(table: dict[str, Any], name: str, base: Path, where: _Locator) -> di
         except UserInputError as error:
             raise UserInputError(f"{where.key('engine', name)}: {error}") from None
     return engine
+
+
+def _refuse_unknown(
+    given: Iterable[str],
+    known: set[str],
+    line_of: Callable[[str], str],
+    what: str,
+    scope: str = "",
+) -> None:
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise UserInputError(
+            f"{line_of(unknown[0])}: unknown {what} {unknown[0]!r}{scope} "
+            f"(known: {', '.join(sorted(known))})"
+        )
 
 
 def _resolve(base: Path, location: str) -> Path:

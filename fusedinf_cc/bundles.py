@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,16 +83,10 @@ def select(spec: Spec, only: Sequence[str] = (), targets: Sequence[str] = ()) ->
             continue
         kept = tuple(t for t in bundle.targets if not targets or t in targets)
         if kept:
-            chosen.append(_with_targets(bundle, kept))
+            chosen.append(replace(bundle, targets=kept))
     if not chosen:
         raise UserInputError("nothing to build: no bundle has the targets asked for")
     return chosen
-
-
-def _with_targets(bundle: BundleSpec, targets: tuple[str, ...]) -> BundleSpec:
-    from dataclasses import replace
-
-    return replace(bundle, targets=targets)
 
 
 def check_backends(bundles: Iterable[BundleSpec]) -> None:

@@ -38,13 +38,43 @@ def build_fused(
     Everything cheap is checked before any model is read: the output suffix, that its backend is
     installed, the path, the names. `engine` holds TensorRT options, for `.engine` outputs only.
     """
-    backend = backend_for_output(output)
-    if engine is not None and output.suffix.lower() not in ENGINE_SUFFIXES:
+    (manifest,) = build_fused_all(
+        model_specs,
+        [output],
+        share_input=share_input,
+        share_inputs=share_inputs,
+        dedup=dedup,
+        cse=cse,
+        single_file=single_file,
+        engine=engine,
+        progress=progress,
+    )
+    return manifest
+
+
+def build_fused_all(
+    model_specs: Sequence[str],
+    outputs: Sequence[Path],
+    *,
+    share_input: Sequence[str] = (),
+    share_inputs: str = "none",
+    dedup: bool = True,
+    cse: bool = True,
+    single_file: bool = False,
+    engine: EngineOptions | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[Manifest]:
+    """Fuse once and build every output from the one fused model (a bundle's targets: .onnx,
+    .ort, .engine), so the sources are loaded and the passes run once, not once per target."""
+    backends = [backend_for_output(output) for output in outputs]
+    engines = [o for o in outputs if o.suffix.lower() in ENGINE_SUFFIXES]
+    if engine is not None and not engines:
         raise UserInputError(
-            f"{output}: TensorRT options (--fp16, --shapes, ...) apply to .engine outputs only"
+            f"{outputs[0]}: TensorRT options (--fp16, --shapes, ...) apply to .engine outputs only"
         )
     specs = [parse_model_spec(spec) for spec in model_specs]
-    check_output_path(output, [path for _, path in specs])
+    for output in outputs:
+        check_output_path(output, [path for _, path in specs])
     if share_inputs not in SHARE_MODES:
         raise UserInputError(f"--share-inputs must be auto or none, not {share_inputs!r}")
     sources = load_sources(specs)
@@ -54,5 +84,9 @@ def build_fused(
         dedup=dedup,
         cse=cse,
     )
+    fused = fuse(sources, options)
     build_options = BuildOptions(single_file=single_file, engine=engine, progress=progress)
-    return backend.build(fuse(sources, options), output, build_options)
+    return [
+        backend.build(fused, output, build_options)
+        for backend, output in zip(backends, outputs, strict=True)
+    ]

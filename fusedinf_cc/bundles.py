@@ -156,25 +156,25 @@ def build_bundle(bundle: BundleSpec, out_dir: Path) -> BundleResult:
 
 def _build_into(bundle: BundleSpec, folder: Path, key: str) -> BundleResult:
     from fusedinf_cc.backends.tensorrt.options import parse_engine_options
-    from fusedinf_cc.build import build_fused
+    from fusedinf_cc.build import build_fused_all
     from fusedinf_cc.verify import verify_artifact
 
     result = BundleResult(bundle.name, "built", key)
-    specs = [f"{name}={path}" for name, path in bundle.models.items()]
-    for target in bundle.targets:
-        artifact = folder / f"{bundle.name}{TARGETS[target]}"
-        engine = (
-            parse_engine_options(**bundle.engine) if target == "engine" and bundle.engine else None
-        )
-        manifest = build_fused(
-            specs,
-            artifact,
-            share_input=bundle.share_input,
-            share_inputs=bundle.share_inputs,
-            dedup=bundle.dedup,
-            cse=bundle.cse,
-            engine=engine,
-        )
+    artifacts = [folder / f"{bundle.name}{TARGETS[target]}" for target in bundle.targets]
+    manifests = build_fused_all(
+        [f"{name}={path}" for name, path in bundle.models.items()],
+        artifacts,
+        share_input=bundle.share_input,
+        share_inputs=bundle.share_inputs,
+        dedup=bundle.dedup,
+        cse=bundle.cse,
+        engine=(
+            parse_engine_options(**bundle.engine)
+            if "engine" in bundle.targets and bundle.engine
+            else None
+        ),
+    )
+    for target, artifact, manifest in zip(bundle.targets, artifacts, manifests, strict=True):
         assert manifest.artifact is not None
         result.artifacts.append(
             ArtifactRecord(

@@ -127,10 +127,7 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
     at = where.table(name)
     if not isinstance(table, dict):
         raise UserInputError(f"{at}: bundles.{name} must be a table")
-    try:
-        check_model_name(name)
-    except UserInputError as error:
-        raise UserInputError(f"{at}: bundle {error}") from None
+    _check_name(name, at, "bundle ")
     _refuse_unknown(
         table, _BUNDLE_KEYS, lambda key: where.key(key, name), "key", f" in bundles.{name}"
     )
@@ -141,10 +138,7 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
     for model, location in models.items():
         if not isinstance(location, str):
             raise UserInputError(f"{where.key(model, name)}: model {model!r} must be a path string")
-        try:
-            check_model_name(model)
-        except UserInputError as error:
-            raise UserInputError(f"{where.key(model, name)}: {error}") from None
+        _check_name(model, where.key(model, name))
         if model == name:
             raise UserInputError(
                 f"{where.key(model, name)}: model {model!r} has its bundle's name; requests name "
@@ -212,6 +206,13 @@ def _engine(table: dict[str, Any], name: str, base: Path, where: _Locator) -> di
         except UserInputError as error:
             raise UserInputError(f"{where.key('engine', name)}: {error}") from None
     return engine
+
+
+def _check_name(name: str, location: str, what: str = "") -> None:
+    try:
+        check_model_name(name)
+    except UserInputError as error:
+        raise UserInputError(f"{location}: {what}{error}") from None
 
 
 def _refuse_unknown(

@@ -739,9 +739,9 @@ def serve_command(
         from fusedinf_cc.serve.app import ServeConfig
         from fusedinf_cc.serve.server import serve
     except ImportError:
-        raise BackendUnavailableError(
-            "serving needs Starlette and uvicorn: pip install 'fusedinf-cc[serve]'"
-        ) from None
+        from fusedinf_cc.serve import SERVE_HINT
+
+        raise BackendUnavailableError(SERVE_HINT) from None
     if workers < 1:
         raise UserInputError("--workers must be at least 1")
     config = ServeConfig(

@@ -30,7 +30,13 @@ from fusedinf_cc.files import sha256_file, write_text_atomic
 from fusedinf_cc.footprint import Footprint, measure_footprint
 from fusedinf_cc.manifest import Manifest, ModelEntry, manifest_path_for, read_manifest
 from fusedinf_cc.policies import POLICIES, CachePolicy
-from fusedinf_cc.runtimes import DEFAULT_RUNTIME, check_runtime, is_engine, open_session
+from fusedinf_cc.runtimes import (
+    DEFAULT_RUNTIME,
+    check_runtime,
+    check_weight_streaming,
+    is_engine,
+    open_session,
+)
 
 
 @dataclass
@@ -367,10 +373,7 @@ def run_once(
     weight_streaming_budget: int | None = None,
 ) -> dict[str, np.ndarray]:
     """One request through a cache holding just this bundle: what `fusedinf-cc run` does."""
-    if weight_streaming_budget is not None and not is_engine(artifact):
-        raise UserInputError(
-            "--weight-streaming-budget applies to TensorRT engines built with --weight-streaming"
-        )
+    check_weight_streaming(artifact, weight_streaming_budget)  # before measuring a footprint
     bundle = open_bundle(artifact)
     factory = functools.partial(
         open_session,

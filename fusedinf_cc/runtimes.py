@@ -32,6 +32,13 @@ def is_engine(path: Path) -> bool:
     return path.suffix.lower() in ENGINE_SUFFIXES
 
 
+def check_weight_streaming(path: Path | bytes, budget: int | None) -> None:
+    if budget is not None and not (isinstance(path, Path) and is_engine(path)):
+        raise UserInputError(
+            "--weight-streaming-budget applies to TensorRT engines built with --weight-streaming"
+        )
+
+
 def open_session(
     path: Path | bytes,
     runtime: str = DEFAULT_RUNTIME,
@@ -42,13 +49,10 @@ def open_session(
     `weight_streaming_budget` (bytes of weights kept on the GPU) is for engines built with
     --weight-streaming; TensorRT streams the rest in while the engine runs."""
     check_runtime(runtime)
+    check_weight_streaming(path, weight_streaming_budget)
     if isinstance(path, Path) and is_engine(path):
         return TensorRTSession(
             path, built_for=built_for(path), weight_streaming_budget=weight_streaming_budget
-        )
-    if weight_streaming_budget is not None:
-        raise UserInputError(
-            "--weight-streaming-budget applies to TensorRT engines built with --weight-streaming"
         )
     if runtime == TENSORRT:
         what = path if isinstance(path, Path) else "an ONNX model"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 from fusedinf_cc.errors import BackendUnavailableError
+from fusedinf_cc.serve import SERVE_HINT
 from fusedinf_cc.serve.app import ServeConfig, create_app
 
-SERVE_HINT = "serving needs Starlette and uvicorn: pip install 'fusedinf-cc[serve]'"
 GRACEFUL_SHUTDOWN_S = 30
 
 

@@ -121,11 +121,12 @@ def bench_artifact(
 
 
 def _environment(runtime: str) -> dict[str, Any]:
+    versions = tool_versions()
     return {
         "machine": platform.machine(),
-        "processor": tool_versions()["cpu"],
+        "processor": versions["cpu"],
         "cpus": os.cpu_count(),
         "system": platform.platform(),
-        "versions": tool_versions(),
+        "versions": versions,
         "backend": runtime,
     }

@@ -20,6 +20,7 @@ import numpy as np
 
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession, import_onnxruntime
 from fusedinf_cc.backends.tensorrt.device import device_memory_in_use
+from fusedinf_cc.errors import FusedInfError, UserInputError
 from fusedinf_cc.feeds import random_feeds
 from fusedinf_cc.files import external_data_name
 from fusedinf_cc.procmem import status_bytes
@@ -190,6 +191,9 @@ def _artifact_bytes(path: Path) -> int:
     return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
 
 
+_USER_ERROR_MARK = "fusedinf-cc error: "
+
+
 def run_in_fresh_process(plan: BenchPlan, config: BenchConfig) -> VariantResult:
     """Run one configuration in a new interpreter; plan and result travel as pickle files."""
     with tempfile.TemporaryDirectory(prefix="fusedinf-bench-") as scratch:
@@ -203,6 +207,8 @@ def run_in_fresh_process(plan: BenchPlan, config: BenchConfig) -> VariantResult:
         )
         if completed.returncode != 0:
             last = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+            if last.startswith(_USER_ERROR_MARK):  # the user's to fix: say it as it was said
+                raise UserInputError(last.removeprefix(_USER_ERROR_MARK))
             raise RuntimeError(f"bench worker for {config.label} failed: {last}")
         result: VariantResult = pickle.loads(result_path.read_bytes())
     return result
@@ -214,7 +220,12 @@ def main() -> None:
 
     plan_path, result_path = Path(sys.argv[1]), Path(sys.argv[2])
     plan, config = pickle.loads(plan_path.read_bytes())
-    result_path.write_bytes(pickle.dumps(bench_worker.run_variant(plan, config)))
+    try:
+        result = bench_worker.run_variant(plan, config)
+    except FusedInfError as error:
+        print(f"{_USER_ERROR_MARK}{error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    result_path.write_bytes(pickle.dumps(result))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ def build_fused(
     dedup: bool = True,
     cse: bool = True,
     single_file: bool = False,
+    aot: bool = False,
     engine: EngineOptions | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> Manifest:
@@ -46,6 +47,7 @@ def build_fused(
         dedup=dedup,
         cse=cse,
         single_file=single_file,
+        aot=aot,
         engine=engine,
         progress=progress,
     )
@@ -61,11 +63,13 @@ def build_fused_all(
     dedup: bool = True,
     cse: bool = True,
     single_file: bool = False,
+    aot: bool = False,
     engine: EngineOptions | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[Manifest]:
     """Fuse once and build every output from the one fused model (a bundle's targets: .onnx,
     .ort, .engine), so the sources are loaded and the passes run once, not once per target."""
+    check_aot(outputs, aot=aot, single_file=single_file)
     backends = [backend_for_output(output) for output in outputs]
     engines = [o for o in outputs if o.suffix.lower() in ENGINE_SUFFIXES]
     if engine is not None and not engines:
@@ -85,8 +89,22 @@ def build_fused_all(
         cse=cse,
     )
     fused = fuse(sources, options)
-    build_options = BuildOptions(single_file=single_file, engine=engine, progress=progress)
+    build_options = BuildOptions(single_file=single_file, aot=aot, engine=engine, progress=progress)
     return [
         backend.build(fused, output, build_options)
         for backend, output in zip(backends, outputs, strict=True)
     ]
+
+
+def check_aot(outputs: Sequence[Path], *, aot: bool, single_file: bool) -> None:
+    """`--aot` optimises `.onnx` outputs for this CPU, with the weights in a side file that
+    loading memory-maps; refuse it where it means nothing."""
+    if not aot:
+        return
+    if single_file:
+        raise UserInputError("--aot keeps the weights in a side file; drop --single-file")
+    if not any(output.suffix.lower() == ".onnx" for output in outputs):
+        raise UserInputError(
+            f"{outputs[0]}: --aot applies to .onnx outputs (.ort is always optimised ahead of "
+            "time; TensorRT optimises every .engine)"
+        )

@@ -81,6 +81,14 @@ SINGLE_FILE = Annotated[
         "beside it once weights pass 8 MiB, which loads faster and in less memory).",
     ),
 ]
+AOT = Annotated[
+    bool,
+    typer.Option(
+        "--aot",
+        help="Store ONNX Runtime's fully optimised .onnx for this CPU class: loading does no "
+        "graph work and memory-maps the weights, shared between processes. Not portable.",
+    ),
+]
 
 
 BACKEND = Annotated[
@@ -138,6 +146,7 @@ def fuse(
     no_dedup: NO_DEDUP = False,
     no_cse: NO_CSE = False,
     single_file: SINGLE_FILE = False,
+    aot: AOT = False,
     explain: Annotated[bool, typer.Option("--explain", help="Print what every pass did.")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="[engine] Allow FP16 kernels.")] = False,
     int8: Annotated[
@@ -227,7 +236,7 @@ def fuse(
             output,
             engine=engine,
             progress=on_phase,
-            **_fusion_options(share_input, share_inputs, no_dedup, no_cse, single_file),
+            **_fusion_options(share_input, share_inputs, no_dedup, no_cse, single_file, aot),
         )
     if explain:
         console.print(_pass_table(manifest.passes))
@@ -245,6 +254,7 @@ def _fusion_options(
     no_dedup: bool,
     no_cse: bool,
     single_file: bool,
+    aot: bool,
 ) -> dict[str, Any]:
     """The fusion flags that `fuse` and `bench` share, as `build_fused` keywords."""
     return {
@@ -253,6 +263,7 @@ def _fusion_options(
         "dedup": not no_dedup,
         "cse": not no_cse,
         "single_file": single_file,
+        "aot": aot,
     }
 
 
@@ -271,6 +282,7 @@ def bench(
     no_dedup: NO_DEDUP = False,
     no_cse: NO_CSE = False,
     single_file: SINGLE_FILE = False,
+    aot: AOT = False,
     backend: BACKEND = DEFAULT_RUNTIME,
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads; 0: default.")] = 0,
     runs: Annotated[int, typer.Option("--runs", help="Timed requests per configuration.")] = 50,
@@ -295,6 +307,8 @@ def bench(
         raise UserInputError("--runs must be at least 1 and --warmup at least 0")
     if not models and fused is None:
         raise UserInputError("give the models to fuse, or --fused FUSED.onnx")
+    if aot and not models:
+        raise UserInputError("--aot applies when bench fuses MODELS; --fused X is benched as built")
     if plot is not None:
         pyplot()  # fail now, not after the benchmark, when matplotlib is missing
     with tempfile.TemporaryDirectory(prefix="fusedinf-bench-") as scratch:
@@ -303,7 +317,7 @@ def bench(
             build_fused(
                 models,
                 artifact,
-                **_fusion_options(share_input, share_inputs, no_dedup, no_cse, single_file),
+                **_fusion_options(share_input, share_inputs, no_dedup, no_cse, single_file, aot),
             )
         configs = default_configs(threads, backend)
         with Progress(console=error_console, transient=True) as progress:

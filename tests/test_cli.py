@@ -131,6 +131,10 @@ def test_ort_format_artifact_verifies_and_records_how_it_was_built(tmp_path):
     result = run_cli("fuse", a, b, "-o", out)
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "fused.ort.manifest.json").read_text())
-    assert manifest["build_options"] == {"format": "ort", "graph_optimization_level": "all"}
-    assert manifest["tools"]["onnxruntime"] and manifest["tools"]["machine"]
+    assert manifest["build_options"] == {
+        "format": "ort",
+        "graph_optimization_level": "all",
+        "aot": True,
+    }
+    assert manifest["device"]["kind"] == "cpu" and manifest["device"]["isa"]
     assert run_cli("verify", out).returncode == 0

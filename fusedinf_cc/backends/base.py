@@ -27,9 +27,11 @@ class TensorSpec:
 @dataclass(frozen=True)
 class BuildOptions:
     """How to build an artifact. `single_file`: keep an ONNX model's weights inside it.
+    `aot`: store ONNX Runtime's fully optimised model for this CPU (`.onnx` outputs).
     `engine`: TensorRT builder options (for `.engine` outputs only)."""
 
     single_file: bool = False
+    aot: bool = False
     engine: EngineOptions | None = None
     # Called as (phase, steps done, steps) while a long build runs (TensorRT's phases).
     progress: Callable[[str, int, int], None] | None = None

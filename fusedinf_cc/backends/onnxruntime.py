@@ -17,6 +17,7 @@ import numpy as np
 
 from fusedinf_cc.backends.base import BuildOptions, TensorSpec
 from fusedinf_cc.errors import BackendUnavailableError, UserInputError
+from fusedinf_cc.files import external_data_name, staging_dir
 
 if TYPE_CHECKING:
     from fusedinf_cc.manifest import Manifest
@@ -37,6 +38,8 @@ EXECUTION_PROVIDERS: dict[str, tuple[str, ...]] = {
 }
 ORT_FORMAT_SUFFIX = ".ort"
 ORT_FORMAT_MAX_BYTES = 2**31 - 2**26  # flatbuffers' 2 GiB, less room for the graph
+# Tensors this small stay inside an ahead-of-time `.onnx`; larger ones go to its side file.
+AOT_INLINE_MAX_BYTES = 1024
 _LOG_ERRORS_ONLY = 3  # ORT warns about every unused initializer of a source model
 
 # ONNX Runtime memory-maps a model's external data file; those pages stay shared between every
@@ -146,14 +149,48 @@ class OnnxRuntimeSession:
 
 def build_ort_format(fused: FusedModel, out_path: Path) -> Manifest:
     """Optimise the fused model with ONNX Runtime now and keep the result as `.ort`."""
-    from fusedinf_cc.files import staging_dir
-    from fusedinf_cc.model_io import save_model_atomic, weight_bytes
-    from fusedinf_cc.pipeline import embed_manifest, finish_manifest
+    from fusedinf_cc.model_io import weight_bytes
 
     if weight_bytes(fused.model) > ORT_FORMAT_MAX_BYTES:
         raise UserInputError(
             f"{out_path}: the ORT format holds at most 2 GiB; write .onnx for models this large"
         )
+    return _optimise_ahead_of_time(fused, out_path, {"session.save_model_format": "ORT"}, "ort")
+
+
+def build_aot_onnx(fused: FusedModel, out_path: Path) -> Manifest:
+    """Optimise the fused model with ONNX Runtime now and keep the result as ONNX, its weights
+    (reordered for this CPU's kernels) in `<out>.data`.
+
+    Loading then does no graph work and copies no weight: ONNX Runtime memory-maps the side file
+    and its kernels read the weights where they lie, so processes serving one artifact share one
+    copy. The ORT format cannot do that from Python, and copies its inline weights at load.
+    Measured on a 96 MiB bundle: session creation 10-14 ms instead of 170-190 ms.
+    """
+    data_name = external_data_name(out_path)
+    config = {
+        "session.optimized_model_external_initializers_file_name": data_name,
+        "session.optimized_model_external_initializers_min_size_in_bytes": str(
+            AOT_INLINE_MAX_BYTES
+        ),
+    }
+    return _optimise_ahead_of_time(fused, out_path, config, "onnx", data_name=data_name)
+
+
+def _optimise_ahead_of_time(
+    fused: FusedModel,
+    out_path: Path,
+    save_config: Mapping[str, str],
+    artifact_format: str,
+    *,
+    data_name: str | None = None,
+) -> Manifest:
+    """Let ONNX Runtime optimise the fused model fully, for this CPU, and save what it built.
+    The manifest records the CPU class, which loading checks (`cpu_target`)."""
+    from fusedinf_cc.backends.cpu_target import this_cpu
+    from fusedinf_cc.model_io import save_model_atomic
+    from fusedinf_cc.pipeline import embed_manifest, finish_manifest
+
     ort = import_onnxruntime()
     manifest = embed_manifest(fused, out_path)
     with staging_dir(out_path) as staging:
@@ -163,16 +200,24 @@ def build_ort_format(fused: FusedModel, out_path: Path) -> Manifest:
         options.log_severity_level = _LOG_ERRORS_ONLY
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.optimized_model_filepath = str(staging / out_path.name)
-        options.add_session_config_entry("session.save_model_format", "ORT")
+        for key, value in save_config.items():
+            options.add_session_config_entry(key, value)
         ort.InferenceSession(str(staged_onnx), options, providers=[CPU_PROVIDER])
-        os.replace(staging / out_path.name, out_path)
+        written = [out_path]
+        if data_name and (staging / data_name).is_file():
+            written.insert(0, out_path.parent / data_name)
+        elif data_name:
+            (out_path.parent / data_name).unlink(missing_ok=True)
+        for target in written:  # the side file first: the model never points at a missing one
+            os.replace(staging / target.name, target)
     return finish_manifest(
         manifest,
         fused,
         out_path,
-        [out_path],
+        written,
         backend="onnxruntime",
-        build_options={"format": "ort", "graph_optimization_level": "all"},
+        build_options={"format": artifact_format, "graph_optimization_level": "all", "aot": True},
+        device=this_cpu(ort.__version__).to_record(),
     )
 
 
@@ -187,10 +232,10 @@ def _spec(arg: Any) -> TensorSpec:
 
 
 class OnnxRuntimeBackend:
-    """`.onnx`: the fused model itself, which ONNX Runtime optimises when it loads.
-    `.ort`: the model ONNX Runtime optimised ahead of time, in its own format, so loading redoes
-    no graph optimisation. Full optimisation can use layouts of this CPU's instruction set, so the
-    manifest records the machine it was built on."""
+    """`.onnx`: the fused model itself, portable, which ONNX Runtime optimises when it loads;
+    with `aot`, the model ONNX Runtime optimised ahead of time, its weights memory-mapped at load.
+    `.ort`: the model optimised ahead of time in ONNX Runtime's own format. Full optimisation
+    uses layouts of this CPU's instruction set, so those manifests record the CPU class."""
 
     name = "onnxruntime"
     suffixes = (".onnx", ORT_FORMAT_SUFFIX)
@@ -208,9 +253,12 @@ class OnnxRuntimeBackend:
     ) -> Manifest:
         from fusedinf_cc.pipeline import write_fused
 
+        options = options or BuildOptions()
         if out_path.suffix == ORT_FORMAT_SUFFIX:
             return build_ort_format(fused, out_path)
-        return write_fused(fused, out_path, single_file=(options or BuildOptions()).single_file)
+        if options.aot:
+            return build_aot_onnx(fused, out_path)
+        return write_fused(fused, out_path, single_file=options.single_file)
 
     def load(self, artifact_path: Path) -> OnnxRuntimeSession:
         return OnnxRuntimeSession(artifact_path)

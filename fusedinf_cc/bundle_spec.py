@@ -4,6 +4,7 @@
     models = { a = "zoo/head0.onnx", b = "zoo/head1.onnx" }
     share_inputs = "auto"
     targets = ["onnx", "engine"]
+    aot = false                     # true: the onnx target is optimised for this CPU class
     engine = { fp16 = true, mem_pool_size = "workspace:1GiB" }
     verify = { rtol = 1e-3, atol = 1e-3 }
 
@@ -38,6 +39,7 @@ _BUNDLE_KEYS = {
     "verify",
     "dedup",
     "cse",
+    "aot",
 }
 _ENGINE_KEYS = {
     "fp16",
@@ -71,6 +73,7 @@ class BundleSpec:
     share_input: tuple[str, ...] = ()
     dedup: bool = True
     cse: bool = True
+    aot: bool = False
     engine: dict[str, Any] = field(default_factory=dict)
     rtol: float = DEFAULT_TOLERANCE["rtol"]
     atol: float = DEFAULT_TOLERANCE["atol"]
@@ -84,6 +87,7 @@ class BundleSpec:
             "share_input": list(self.share_input),
             "dedup": self.dedup,
             "cse": self.cse,
+            "aot": self.aot,
             "engine": {k: str(v) if isinstance(v, Path) else v for k, v in self.engine.items()},
             "rtol": self.rtol,
             "atol": self.atol,
@@ -167,9 +171,13 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
         raise UserInputError(
             f"{where.key('verify', name)}: verify = {{ rtol = 1e-5, atol = 1e-5 }}"
         )
-    for flag in ("dedup", "cse"):
-        if not isinstance(table.get(flag, True), bool):
+    for flag in ("dedup", "cse", "aot"):
+        if not isinstance(table.get(flag, flag != "aot"), bool):
             raise UserInputError(f"{where.key(flag, name)}: {flag} is true or false")
+    if table.get("aot", False) and "onnx" not in targets:
+        raise UserInputError(
+            f'{where.key("aot", name)}: aot optimises the onnx target; add "onnx" to targets'
+        )
     return BundleSpec(
         name=name,
         models=resolved,
@@ -178,6 +186,7 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
         share_input=tuple(share_input),
         dedup=table.get("dedup", True),
         cse=table.get("cse", True),
+        aot=table.get("aot", False),
         engine=engine,
         rtol=float(tolerance.get("rtol", DEFAULT_TOLERANCE["rtol"])),
         atol=float(tolerance.get("atol", DEFAULT_TOLERANCE["atol"])),

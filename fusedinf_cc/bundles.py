@@ -55,7 +55,7 @@ def cache_key(bundle: BundleSpec) -> str:
     """What decides a bundle's bytes: its sources, its options and the tools' versions."""
     versions = tool_versions()
     tools = {k: v for k, v in versions.items() if k not in ("cpu", "machine")}
-    if "ort" in bundle.targets:  # ONNX Runtime optimises .ort for the CPU it runs on
+    if "ort" in bundle.targets or bundle.aot:  # ONNX Runtime optimised it for this CPU
         tools["cpu"], tools["machine"] = versions["cpu"], versions["machine"]
     material = {
         "format": DIST_FORMAT,
@@ -83,7 +83,7 @@ def select(spec: Spec, only: Sequence[str] = (), targets: Sequence[str] = ()) ->
             continue
         kept = tuple(t for t in bundle.targets if not targets or t in targets)
         if kept:
-            chosen.append(replace(bundle, targets=kept))
+            chosen.append(replace(bundle, targets=kept, aot=bundle.aot and "onnx" in kept))
     if not chosen:
         raise UserInputError("nothing to build: no bundle has the targets asked for")
     return chosen
@@ -168,6 +168,7 @@ def _build_into(bundle: BundleSpec, folder: Path, key: str) -> BundleResult:
         share_inputs=bundle.share_inputs,
         dedup=bundle.dedup,
         cse=bundle.cse,
+        aot=bundle.aot,
         engine=(
             parse_engine_options(**bundle.engine)
             if "engine" in bundle.targets and bundle.engine

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from fusedinf_cc.bundle_spec import read_spec
+from fusedinf_cc.bundles import cache_key
 from fusedinf_cc.errors import UserInputError
 from tests import builders
 from tests.conftest import run_cli
@@ -82,6 +84,14 @@ def _spec_error(tmp_path: Path, text: str) -> str:
         ),
         ("", "no bundles"),
         (
+            '[bundles.x]\nmodels = { a = "models/a.onnx" }\naot = "yes"\n',
+            "bad.toml:3: aot is true or false",
+        ),
+        (
+            '[bundles.x]\nmodels = { a = "models/a.onnx" }\ntargets = ["ort"]\naot = true\n',
+            "bad.toml:4: aot optimises the onnx target",
+        ),
+        (
             '[bundles.a]\nmodels = { a = "models/a.onnx" }\n',
             "bad.toml:2: model 'a' has its bundle's",
         ),
@@ -130,6 +140,20 @@ def test_build_verifies_writes_and_then_skips_unchanged_bundles(project):
     assert third.returncode == 0, third.stderr
     statuses = {b["name"]: b["status"] for b in json.loads(report.read_text())["bundles"]}
     assert statuses == {"pair": "built", "solo": "cached"}
+
+
+def test_an_aot_bundle_is_built_for_this_cpu_and_keyed_by_it(project):
+    (project / "fusedinf.toml").write_text(
+        '[bundles.pair]\nmodels = { a = "models/a.onnx", b = "models/b.onnx" }\naot = true\n'
+    )
+    result = run_cli("bundle", "build", "fusedinf.toml", "--out", "dist", cwd=project)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((project / "dist" / "pair" / "pair.onnx.manifest.json").read_text())
+    assert manifest["build_options"]["aot"] is True and manifest["device"]["kind"] == "cpu"
+    spec = read_spec(project / "fusedinf.toml")
+    portable = replace(spec.bundles["pair"], aot=False)
+    assert cache_key(spec.bundles["pair"]) != cache_key(portable)
+    assert run_cli("bundle", "verify", project / "dist").returncode == 0
 
 
 def test_fused_onnx_is_byte_identical_across_builds(project):

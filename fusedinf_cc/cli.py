@@ -476,6 +476,10 @@ def simulate(
             'JSON {"group": ["model", ...]}.',
         ),
     ] = None,
+    aot: Annotated[
+        bool,
+        typer.Option("--aot", help="Build every deployment's bundles with fuse --aot."),
+    ] = False,
 ) -> None:
     """Replay a request trace on the real loader: fused vs unfused (vs grouped), per policy."""
     if (trace is None) == (not synthetic):
@@ -509,7 +513,7 @@ def simulate(
             raise UserInputError(
                 f"--fused-groups {fused_groups}: auto, or a JSON object of lists ({error})"
             ) from None
-    plans = deployments(specs, function_map, work_dir, groups)
+    plans = deployments(specs, function_map, work_dir, groups, aot=aot)
     budget_bytes = parse_budget(budget, total_footprint(plans[0]))
     results = []
     with Progress(console=error_console, transient=True) as progress:
@@ -522,7 +526,12 @@ def simulate(
     if save_trace is not None:
         write_trace(replayed, save_trace)
     if json_out is not None:
-        extra = {"functions": function_map, "workload": asdict(workload), "groups": groups}
+        extra = {
+            "functions": function_map,
+            "workload": asdict(workload),
+            "groups": groups,
+            "aot": aot,
+        }
         write_text_atomic(json_out, results_json(results, extra))
         console.print(f"wrote {json_out}")
 

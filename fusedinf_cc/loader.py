@@ -166,10 +166,12 @@ class EngineCache:
                 f"more than the whole budget ({_mib(self.budget_bytes)})"
             )
         with self._condition:
-            # Bundle names are unique and never a model's name; one model may sit in several
-            # bundles (a model shared by several functions), which only makes it ambiguous.
+            # Bundle names are unique and never another bundle's model; one model may sit in
+            # several bundles (a model shared by several functions), which only makes it
+            # ambiguous. A bundle of one model may carry that model's name: both mean the model.
+            own = set(bundle.models()) - {bundle.name} if _is_solo(bundle) else bundle.models()
             clashes = ({bundle.name} & (set(self._entries) | set(self._model_index))) | (
-                set(bundle.models()) & (set(self._entries) | {bundle.name})
+                set(own) & (set(self._entries) | {bundle.name})
             )
             if clashes:
                 raise UserInputError(f"names already registered: {', '.join(sorted(clashes))}")
@@ -257,7 +259,8 @@ class EngineCache:
     def _resolve(self, name: str) -> tuple[str, ModelEntry | None]:
         with self._condition:
             if name in self._entries:
-                return name, None
+                bundle = self._entries[name].bundle
+                return name, (bundle.models()[name] if _is_solo(bundle) else None)
             holders = self._model_index.get(name, [])
             if len(holders) > 1:
                 raise UserInputError(
@@ -407,6 +410,11 @@ def _model_feeds(
 
 
 _LIBC = ctypes.util.find_library("c")
+
+
+def _is_solo(bundle: Bundle) -> bool:
+    """A bundle of one model that carries the model's name: requests use the model's names."""
+    return list(bundle.models()) == [bundle.name]
 
 
 def release_freed_memory() -> None:

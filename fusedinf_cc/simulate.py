@@ -122,6 +122,7 @@ def grouped_deployment(
     functions: dict[str, list[str]],
     groups: dict[str, list[str]],
     work_dir: Path,
+    aot: bool = False,
 ) -> Deployment:
     """A bundle per group (fused) and per model in no group; a request runs the bundles that
     hold its function's models."""
@@ -142,14 +143,12 @@ def grouped_deployment(
     bundles = {}
     for group, members in groups.items():
         key = hashlib.sha256(",".join(sorted(members)).encode()).hexdigest()[:12]
-        out = work_dir / f"group-{key}.onnx"
-        if not manifest_path_for(out).is_file():
-            build_fused([f"{m}={models[m]}" for m in members], out, share_inputs="auto")
+        out = _built(models, members, work_dir / f"group-{key}", aot)
         bundles[group] = open_bundle(out, name=group)
     used = sorted({m for members in functions.values() for m in members})
     for model in used:
         if model not in owner:
-            bundles[model] = open_bundle(models[model], name=model)
+            bundles[model] = open_bundle(_single(models, model, work_dir, aot), name=model)
     calls = {
         function: list(dict.fromkeys(owner.get(model, model) for model in members))
         for function, members in functions.items()
@@ -162,24 +161,25 @@ def deployments(
     functions: dict[str, list[str]],
     work_dir: Path,
     groups: dict[str, list[str]] | None = None,
+    aot: bool = False,
 ) -> list[Deployment]:
     """The unfused deployment (a bundle per model), the fused one (a bundle per function) and,
-    given `groups`, the grouped one (a bundle per group of models)."""
+    given `groups`, the grouped one (a bundle per group of models). With `aot`, every bundle of
+    every deployment is built ahead of time for this CPU (`fuse --aot`); without, the unfused
+    deployment loads the model files as given."""
     unknown = {m for used in functions.values() for m in used} - set(models)
     if unknown:
         raise UserInputError(f"functions use unknown models: {sorted(unknown)}")
     work_dir.mkdir(parents=True, exist_ok=True)
-    fused = {}
-    for function, used in functions.items():
-        out = work_dir / f"{function}.onnx"
-        if not manifest_path_for(out).is_file():
-            build_fused([f"{m}={models[m]}" for m in used], out, share_inputs="auto")
-        fused[function] = out
+    fused = {
+        function: _built(models, used, work_dir / function, aot)
+        for function, used in functions.items()
+    }
     used_models = sorted({m for used in functions.values() for m in used})
     plans = [
         Deployment(
             "unfused",
-            {m: open_bundle(models[m], name=m) for m in used_models},
+            {m: open_bundle(_single(models, m, work_dir, aot), name=m) for m in used_models},
             {f: list(used) for f, used in functions.items()},
         ),
         Deployment(
@@ -189,8 +189,21 @@ def deployments(
         ),
     ]
     if groups is not None:
-        plans.append(grouped_deployment(models, functions, groups, work_dir))
+        plans.append(grouped_deployment(models, functions, groups, work_dir, aot))
     return plans
+
+
+def _built(models: dict[str, Path], members: Sequence[str], stem: Path, aot: bool) -> Path:
+    """The fused bundle of `members` at `stem`.onnx (`stem`.aot.onnx), built once and reused."""
+    out = stem.with_name(stem.name + (".aot.onnx" if aot else ".onnx"))
+    if not manifest_path_for(out).is_file():
+        build_fused([f"{m}={models[m]}" for m in members], out, share_inputs="auto", aot=aot)
+    return out
+
+
+def _single(models: dict[str, Path], model: str, work_dir: Path, aot: bool) -> Path:
+    """An unfused model's bundle: the file as given, or built ahead of time like the rest."""
+    return _built(models, [model], work_dir / f"model-{model}", aot) if aot else models[model]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The synthetic swap workload on real zoo bundles: fused vs unfused, LRU vs GDSF.
 
-    python scripts/simulate_zoo.py [--requests 400] [--budget 50%] [--json FILE]
+    python scripts/simulate_zoo.py [--requests 400] [--budget 50%] [--aot] [--json FILE]
 
 Fixed workload (reported in docs/benchmarks.md): a pool of 12 distinct zoo models (resnet18,
 mobilenet_v3_small, squeezenet1_1, transformer_encoder, head0 and head1, two weight variants
@@ -8,7 +8,8 @@ each); 20 functions of 2 to 4 models drawn from the pool (seed 0); Zipf populari
 functions; Poisson arrivals at 4 requests/s (what 2 cores serve without a standing queue); a
 budget of half the pool's total measured footprint. Unfused, each model is its own bundle and
 functions that use one model share it; fused, each function is one bundle; grouped, models that
-exactly the same functions call are fused into one bundle (`--fused-groups auto`).
+exactly the same functions call are fused into one bundle (`--fused-groups auto`). With `--aot`
+every bundle of every deployment, the unfused models' too, is built with `fuse --aot`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--budget", default="50%")
     parser.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "simulate")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--aot", action="store_true", help="build every bundle with fuse --aot")
     args = parser.parse_args()
     models = []
     for name in POOL:
@@ -59,6 +61,8 @@ def main() -> None:
     ]
     if args.json:
         command += ["--json", str(args.json)]
+    if args.aot:
+        command.append("--aot")
     subprocess.run(command, check=True)
 
 

@@ -107,6 +107,25 @@ def test_a_model_inside_a_fused_bundle_answers_with_its_own_outputs(three_bundle
     assert sorted(whole) == ["red_a/y", "red_b/y"]
 
 
+def test_a_bundle_of_one_model_may_carry_its_name_and_takes_its_feeds(tmp_path):
+    source = builders.save(builders.affine(5, width=256), tmp_path / "solo_src.onnx")
+    artifact = tmp_path / "solo.onnx"
+    fuse_files([("solo", source)], artifact)
+    other = _fused_bundle(tmp_path, "pair", 6)
+    cache = EngineCache(1 << 40)
+    cache.register(artifact, name="solo")
+    cache.register(other)
+    feeds = _feeds(seed=5)
+    (expected,) = oracle_session(source).run(None, feeds)
+    assert cache.run("solo", feeds)["y"].tobytes() == expected.tobytes()
+    assert [spec.name for spec in cache.input_specs("solo")] == ["x"]
+    # Another bundle may not take the name, nor hold a model of that name.
+    with pytest.raises(UserInputError, match="already registered: solo"):
+        cache.register(artifact, name="solo")
+    with pytest.raises(UserInputError, match="already registered: pair"):
+        cache.register(artifact, name="pair")
+
+
 def test_a_bundle_larger_than_the_budget_is_refused(three_bundles):
     bundle = open_bundle(three_bundles[0])
     cache = EngineCache(bundle.footprint.measured_bytes - 1)

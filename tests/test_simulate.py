@@ -85,6 +85,19 @@ def test_replay_counts_one_call_per_bundle_a_function_runs(small_models, tmp_pat
         assert result.p99_ms >= result.p50_ms > 0
 
 
+def test_aot_deployments_build_every_bundle_for_this_cpu(small_models, tmp_path):
+    functions = {"fa": ["m0", "m1"], "fb": ["m1", "m2"]}
+    unfused, fused = deployments(small_models, functions, tmp_path / "work", aot=True)
+    for deployment in (unfused, fused):
+        for bundle in deployment.bundles.values():
+            assert bundle.artifact.name.endswith(".aot.onnx")
+            assert bundle.manifest is not None and bundle.manifest.device["kind"] == "cpu"
+    assert sorted(unfused.bundles) == ["m0", "m1", "m2"]
+    trace = [Request(0.01 * i, "fa" if i % 2 else "fb") for i in range(6)]
+    result = replay(trace, unfused, total_footprint(unfused), "lru")
+    assert result.misses == 3 and result.hits == 2 * len(trace) - 3
+
+
 def test_auto_groups_are_models_always_called_together():
     functions = {"fa": ["m0", "m1", "m2"], "fb": ["m0", "m1", "m3"], "fc": ["m2", "m4"]}
     assert auto_groups(functions) == {"g00": ["m0", "m1"]}

@@ -154,6 +154,9 @@ def test_an_aot_bundle_is_built_for_this_cpu_and_keyed_by_it(project):
     portable = replace(spec.bundles["pair"], aot=False)
     assert cache_key(spec.bundles["pair"]) != cache_key(portable)
     assert run_cli("bundle", "verify", project / "dist").returncode == 0
+    exported = run_cli("export", "triton", "dist/pair", "-o", "repo", cwd=project)
+    assert exported.returncode == 2 and "aot = true" in exported.stderr
+    assert not (project / "repo" / "pair").exists()
 
 
 def test_fused_onnx_is_byte_identical_across_builds(project):

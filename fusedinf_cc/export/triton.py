@@ -17,6 +17,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from fusedinf_cc.backends.cpu_target import cpu_built_for
 from fusedinf_cc.bundles import read_index
 from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.files import external_data_name, staging_dir
@@ -108,6 +109,12 @@ def export_triton(
         )
     if max_batch_size < 0 or version < 1:
         raise UserInputError("--max-batch-size must be >= 0 and --version >= 1")
+    if chosen == "onnx" and cpu_built_for(bundle_dir / artifacts["onnx"]["path"]) is not None:
+        raise UserInputError(
+            f"{bundle_dir}: its onnx target was optimised ahead of time for one CPU class and "
+            "ONNX Runtime version (aot = true); Triton runs its own ONNX Runtime, so export a "
+            "bundle built with aot = false"
+        )
     name = index["name"]
     config = triton_config(
         name,

@@ -21,6 +21,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fusedinf_cc import __version__
+from fusedinf_cc.backends.cpu_target import CpuTarget
 from fusedinf_cc.backends.tensorrt import parse_engine_options
 from fusedinf_cc.backends.tensorrt.support import check_tensorrt_support
 from fusedinf_cc.bench import BenchReport, bench_artifact, default_configs
@@ -805,6 +806,12 @@ def _render_summary(summary: ModelSummary) -> None:
         console.print(table)
     if summary.manifest is not None:
         console.print(_map_table(summary.manifest))
+        target = CpuTarget.from_record(summary.manifest.device)
+        if target is not None:
+            console.print(
+                f"optimised ahead of time for {target.describe()}; runs on that CPU class only",
+                highlight=False,
+            )
 
 
 def _map_table(manifest: Manifest) -> Table:

@@ -17,6 +17,11 @@ fusedinf-cc fuse cls="$work/models/head0.onnx" seg="$work/models/head1.onnx" \
 echo "== verify"
 fusedinf-cc verify "$work/fused.onnx"
 
+echo "== fuse ahead of time for this CPU (loads with no graph work, weights memory-mapped)"
+fusedinf-cc fuse cls="$work/models/head0.onnx" seg="$work/models/head1.onnx" \
+  --share-inputs auto --aot -o "$work/fused-aot.onnx"
+fusedinf-cc verify "$work/fused-aot.onnx"
+
 echo "== inspect"
 fusedinf-cc inspect "$work/fused.onnx"
 

@@ -60,6 +60,8 @@ def test_aot_stores_the_optimised_graph_and_matches_the_sources(heads_aot):
     result = run_cli("verify", heads_aot)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all 2 outputs match" in result.stdout
+    described = run_cli("inspect", heads_aot)
+    assert f"optimised ahead of time for {here.machine} ({here.isa})" in described.stdout
 
 
 _ANON_GROWTH = """

@@ -12,18 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from fusedinf_cc.backends.base import Session
-from fusedinf_cc.backends.cpu_target import (
-    check_cpu_compatible,
-    check_cpu_provider,
-    cpu_built_for,
-    this_cpu,
-)
-from fusedinf_cc.backends.onnxruntime import (
-    EXECUTION_PROVIDERS,
-    OnnxRuntimeSession,
-    import_onnxruntime,
-    providers_for,
-)
+from fusedinf_cc.backends.cpu_target import check_optimised_for_here
+from fusedinf_cc.backends.onnxruntime import EXECUTION_PROVIDERS, OnnxRuntimeSession, providers_for
 from fusedinf_cc.backends.tensorrt.backend import ENGINE_SUFFIXES, built_for
 from fusedinf_cc.backends.tensorrt.runtime import TensorRTSession
 from fusedinf_cc.errors import UserInputError
@@ -74,13 +64,3 @@ def open_session(
     if isinstance(path, Path):
         check_optimised_for_here(path, runtime)
     return OnnxRuntimeSession(path, providers=providers_for(runtime), options=options)
-
-
-def check_optimised_for_here(path: Path, runtime: str = DEFAULT_RUNTIME) -> None:
-    """Refuse, in one line, an artifact ONNX Runtime optimised for another CPU class, another
-    ONNX Runtime or only its CPU provider; portable artifacts pass."""
-    built = cpu_built_for(path)
-    if built is None:
-        return
-    check_cpu_provider(built, runtime, path.name)
-    check_cpu_compatible(built, this_cpu(import_onnxruntime().__version__), path.name)

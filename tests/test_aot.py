@@ -16,6 +16,7 @@ from fusedinf_cc.backends.cpu_target import (
     isa_class,
     this_cpu,
 )
+from fusedinf_cc.backends.onnxruntime import OnnxRuntimeBackend
 from fusedinf_cc.build import build_fused
 from fusedinf_cc.manifest import manifest_path_for
 from fusedinf_cc.runtimes import open_session
@@ -120,6 +121,8 @@ def test_loading_refuses_an_artifact_optimised_for_another_cpu(tmp_path, change,
     message = str(caught.value)
     assert says in message and "\n" not in message
     assert "rebuild it here" in message
+    with pytest.raises(IncompatibleCpuError, match=says):
+        OnnxRuntimeBackend().load(out)
     result = run_cli("run", out)
     assert result.returncode == 2 and says in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

@@ -102,6 +102,18 @@ def check_cpu_provider(built: CpuTarget, runtime: str, artifact_name: str) -> No
         )
 
 
+def check_optimised_for_here(path: Path, runtime: str = "ort-cpu") -> None:
+    """Refuse, in one line, an artifact ONNX Runtime optimised for another CPU class, another
+    ONNX Runtime or only its CPU provider; portable artifacts pass."""
+    from fusedinf_cc.backends.onnxruntime import import_onnxruntime
+
+    built = cpu_built_for(path)
+    if built is None:
+        return
+    check_cpu_provider(built, runtime, path.name)
+    check_cpu_compatible(built, this_cpu(import_onnxruntime().__version__), path.name)
+
+
 def cpu_built_for(artifact: Path) -> CpuTarget | None:
     """What the manifest beside `artifact` says it was optimised for (None if portable)."""
     from fusedinf_cc.manifest import manifest_path_for, read_manifest

@@ -261,4 +261,7 @@ class OnnxRuntimeBackend:
         return write_fused(fused, out_path, single_file=options.single_file)
 
     def load(self, artifact_path: Path) -> OnnxRuntimeSession:
+        from fusedinf_cc.backends.cpu_target import check_optimised_for_here
+
+        check_optimised_for_here(artifact_path)
         return OnnxRuntimeSession(artifact_path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from fusedinf_cc.backends import BuildOptions, backend_for_output
 from fusedinf_cc.backends.tensorrt import ENGINE_SUFFIXES, EngineOptions
@@ -21,36 +22,10 @@ from fusedinf_cc.pipeline import fuse
 SHARE_MODES = ("auto", "none")
 
 
-def build_fused(
-    model_specs: Sequence[str],
-    output: Path,
-    *,
-    share_input: Sequence[str] = (),
-    share_inputs: str = "none",
-    dedup: bool = True,
-    cse: bool = True,
-    single_file: bool = False,
-    aot: bool = False,
-    engine: EngineOptions | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> Manifest:
+def build_fused(model_specs: Sequence[str], output: Path, **options: Any) -> Manifest:
     """Fuse `[NAME=]PATH` models into `output` (its suffix picks the backend); return the manifest.
-
-    Everything cheap is checked before any model is read: the output suffix, that its backend is
-    installed, the path, the names. `engine` holds TensorRT options, for `.engine` outputs only.
-    """
-    (manifest,) = build_fused_all(
-        model_specs,
-        [output],
-        share_input=share_input,
-        share_inputs=share_inputs,
-        dedup=dedup,
-        cse=cse,
-        single_file=single_file,
-        aot=aot,
-        engine=engine,
-        progress=progress,
-    )
+    `options` are `build_fused_all`'s keywords (sharing, dedup, cse, single_file, aot, engine)."""
+    (manifest,) = build_fused_all(model_specs, [output], **options)
     return manifest
 
 
@@ -68,7 +43,12 @@ def build_fused_all(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[Manifest]:
     """Fuse once and build every output from the one fused model (a bundle's targets: .onnx,
-    .ort, .engine), so the sources are loaded and the passes run once, not once per target."""
+    .ort, .engine), so the sources are loaded and the passes run once, not once per target.
+
+    Everything cheap is checked before any model is read: the output suffixes, that their
+    backends are installed, the paths, the names. `engine` holds TensorRT options, for `.engine`
+    outputs only; `aot` optimises `.onnx` outputs for this CPU.
+    """
     check_aot(outputs, aot=aot, single_file=single_file)
     backends = [backend_for_output(output) for output in outputs]
     engines = [o for o in outputs if o.suffix.lower() in ENGINE_SUFFIXES]

@@ -67,11 +67,12 @@ def test_aot_stores_the_optimised_graph_and_matches_the_sources(heads_aot):
 
 _ANON_GROWTH = """
 import sys
+from pathlib import Path
 import numpy as np
 from fusedinf_cc.procmem import status_bytes
 from fusedinf_cc.runtimes import open_session
 before = status_bytes()["RssAnon"]
-session = open_session(__import__("pathlib").Path(sys.argv[1]))
+session = open_session(Path(sys.argv[1]))
 session.run({spec.name: np.ones([d or 1 for d in spec.shape], spec.dtype)
              for spec in session.inputs})
 print(status_bytes()["RssAnon"] - before)

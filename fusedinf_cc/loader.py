@@ -37,6 +37,8 @@ from fusedinf_cc.runtimes import (
     is_engine,
     open_session,
 )
+from fusedinf_cc.weight_pool import DEFAULT_POOL, shared_bytes_by_digest
+from fusedinf_cc.weight_records import WeightRecord
 
 
 @dataclass
@@ -50,6 +52,16 @@ class Bundle:
 
     def models(self) -> dict[str, ModelEntry]:
         return {entry.name: entry for entry in self.manifest.models} if self.manifest else {}
+
+    @functools.cached_property
+    def shared_weights(self) -> dict[str, int]:
+        """Bytes of each distinct weight this bundle maps from the process's weight pool, by
+        digest (ahead-of-time bundles only): bundles holding the same weight hold one copy."""
+        if self.manifest is None:
+            return {}
+        return shared_bytes_by_digest(
+            WeightRecord.from_manifest(record) for record in self.manifest.weights
+        )
 
 
 def open_bundle(path: Path, *, name: str | None = None) -> Bundle:
@@ -118,10 +130,20 @@ class _Entry:
     frequency: int = 0
     priority: float = 0.0
     cost_seconds: float = 0.0
+    shared: dict[str, int] = field(default_factory=dict)  # pooled weights: digest -> bytes
 
     @property
     def size(self) -> int:
         return self.bundle.footprint.measured_bytes
+
+    @property
+    def private_size(self) -> int:
+        """What this bundle alone adds: its footprint less the pooled weights it maps."""
+        return max(0, self.size - sum(self.shared.values()))
+
+    @property
+    def held(self) -> bool:
+        return self.session is not None or self.loading
 
 
 class EngineCache:
@@ -133,11 +155,14 @@ class EngineCache:
         policy: str = "lru",
         *,
         share_weights: bool = False,
+        pool_weights: bool = True,
         runtime: str = DEFAULT_RUNTIME,
         session_factory: Callable[[Path], Session] | None = None,
     ):
         """`share_weights`: keep weights in the memory-mapped external data file, shared by every
-        process that serves the same bundle (see `SHARED_WEIGHTS_OPTIONS` for the cost)."""
+        process that serves the same bundle (see `SHARED_WEIGHTS_OPTIONS` for the cost).
+        `pool_weights`: ahead-of-time bundles that hold the same weights map them once
+        (`weight_pool`), and the budget counts them once while any resident bundle holds them."""
         if budget_bytes <= 0:
             raise UserInputError("the memory budget must be positive")
         if policy not in POLICIES:
@@ -150,10 +175,11 @@ class EngineCache:
             open_session,
             runtime=check_runtime(runtime),
             options=SHARED_WEIGHTS_OPTIONS if share_weights else None,
+            weight_pool=DEFAULT_POOL if pool_weights else None,
         )
+        self._pool_weights = pool_weights
         self._entries: dict[str, _Entry] = {}
         self._model_index: dict[str, list[str]] = {}  # model name -> bundles holding it
-        self._accounted = 0  # footprints of resident and loading bundles
         self._condition = threading.Condition()
 
     # registration -------------------------------------------------------------------------
@@ -176,7 +202,11 @@ class EngineCache:
             if clashes:
                 raise UserInputError(f"names already registered: {', '.join(sorted(clashes))}")
             # GDSF's cost starts as the load time measured with the footprint.
-            self._entries[bundle.name] = _Entry(bundle, cost_seconds=bundle.footprint.load_seconds)
+            self._entries[bundle.name] = _Entry(
+                bundle,
+                cost_seconds=bundle.footprint.load_seconds,
+                shared=bundle.shared_weights if self._pool_weights else {},
+            )
             for model in bundle.models():
                 self._model_index.setdefault(model, []).append(bundle.name)
         return bundle
@@ -280,11 +310,10 @@ class EngineCache:
                     self.stats.hits += 1
                     self.policy.touch(entry)
                     return entry
-                if not entry.loading and self._make_room(entry.size):
+                if not entry.loading and self._make_room(entry):
                     entry.loading = True
-                    self._accounted += entry.size
                     self.stats.peak_accounted_bytes = max(
-                        self.stats.peak_accounted_bytes, self._accounted
+                        self.stats.peak_accounted_bytes, self._bytes_held()
                     )
                     break
                 self._condition.wait()  # another thread is loading it, or pins hold the room
@@ -297,7 +326,6 @@ class EngineCache:
         except BaseException:
             with self._condition:
                 entry.loading = False
-                self._accounted -= entry.size
                 self._condition.notify_all()
             raise
         seconds = time.perf_counter() - started
@@ -314,24 +342,29 @@ class EngineCache:
             self._condition.notify_all()
         return entry
 
-    def _make_room(self, size: int) -> bool:
-        """Evict idle bundles until `size` fits; False (evicting nothing) when pinned or loading
-        bundles leave no room even with every idle one gone."""
-        idle = [e for e in self._entries.values() if e.session is not None and e.pins == 0]
-        if self._accounted - sum(e.size for e in idle) + size > self.budget_bytes:
+    def _make_room(self, newcomer: _Entry) -> bool:
+        """Evict idle bundles until `newcomer` fits; False (evicting nothing) when pinned or
+        loading bundles leave no room even with every idle one gone."""
+        held = [e for e in self._entries.values() if e.held]
+        idle = [e for e in held if e.session is not None and e.pins == 0]
+        busy = [e for e in held if e not in idle]
+        if _bytes_of([*busy, newcomer]) > self.budget_bytes:
             return False
-        while self._accounted + size > self.budget_bytes:
+        while _bytes_of([*held, newcomer]) > self.budget_bytes:
             victim = self.policy.victim(idle)
             idle.remove(victim)
+            held.remove(victim)
             self._evict(victim)
         return True
+
+    def _bytes_held(self) -> int:
+        return _bytes_of([e for e in self._entries.values() if e.held])
 
     def _evict(self, entry: _Entry) -> None:
         self.evictions.append(entry.bundle.name)
         assert entry.session is not None
         entry.session.close()
         entry.session = None
-        self._accounted -= entry.size
         self.stats.evictions += 1
         self.policy.evicted(entry)
         release_freed_memory()
@@ -344,7 +377,7 @@ class EngineCache:
     def reset_stats(self) -> None:
         """Start counting (and the policy's history) afresh, e.g. after a warm-up."""
         with self._condition:
-            self.stats = CacheStats(peak_accounted_bytes=self._accounted)
+            self.stats = CacheStats(peak_accounted_bytes=self._bytes_held())
             self.evictions.clear()
             self.policy = type(self.policy)()
             for entry in self._entries.values():
@@ -354,7 +387,7 @@ class EngineCache:
     @property
     def accounted_bytes(self) -> int:
         with self._condition:
-            return self._accounted
+            return self._bytes_held()
 
     def resident(self) -> list[str]:
         with self._condition:
@@ -392,6 +425,14 @@ def run_once(
         return cache.run(name, feeds)
     finally:
         cache.close()
+
+
+def _bytes_of(entries: Sequence[_Entry]) -> int:
+    """Memory `entries` hold together: each one's own bytes, and each pooled weight once."""
+    weights: dict[str, int] = {}
+    for entry in entries:
+        weights.update(entry.shared)
+    return sum(entry.private_size for entry in entries) + sum(weights.values())
 
 
 def _model_feeds(

@@ -79,6 +79,9 @@ class Manifest:
     footprint: dict[str, int] = field(default_factory=dict)
     # What an engine was built for (TensorRT version, GPU, compute capability); empty for ONNX.
     device: dict[str, Any] = field(default_factory=dict)
+    # Ahead-of-time artifacts: where each weight lies in the side file and what it is
+    # (`weight_records.WeightRecord`), so that bundles holding the same weights share them.
+    weights: list[dict[str, Any]] = field(default_factory=list)
     format: str = FORMAT
 
     def model(self, name: str) -> ModelEntry:
@@ -95,7 +98,7 @@ class Manifest:
         if reproducible:
             for record in data["passes"]:
                 record.pop("seconds")
-            for volatile in ("artifact", "tools", "footprint", "device"):
+            for volatile in ("artifact", "tools", "footprint", "device", "weights"):
                 data.pop(volatile)
         return data
 
@@ -122,6 +125,7 @@ class Manifest:
                 tools=data.get("tools", {}),
                 footprint=data.get("footprint", {}),
                 device=data.get("device", {}),
+                weights=data.get("weights", []),
                 format=data["format"],
             )
         except (KeyError, TypeError) as error:

@@ -17,6 +17,7 @@ from fusedinf_cc.backends.onnxruntime import EXECUTION_PROVIDERS, OnnxRuntimeSes
 from fusedinf_cc.backends.tensorrt.backend import ENGINE_SUFFIXES, built_for
 from fusedinf_cc.backends.tensorrt.runtime import TensorRTSession
 from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.weight_pool import DEFAULT_POOL, SharedWeight, WeightPool, artifact_weights
 
 TENSORRT = "tensorrt"
 RUNTIMES = (*EXECUTION_PROVIDERS, TENSORRT)
@@ -45,10 +46,13 @@ def open_session(
     runtime: str = DEFAULT_RUNTIME,
     options: Mapping[str, Any] | None = None,
     weight_streaming_budget: int | None = None,
+    weight_pool: WeightPool | None = DEFAULT_POOL,
 ) -> Session:
     """A loaded session for `path`; `options` are ONNX Runtime session options.
     `weight_streaming_budget` (bytes of weights kept on the GPU) is for engines built with
-    --weight-streaming; TensorRT streams the rest in while the engine runs."""
+    --weight-streaming; TensorRT streams the rest in while the engine runs. An ahead-of-time
+    artifact takes its weights from `weight_pool`, shared with every session of this process
+    that holds the same weights (None: each session maps its own)."""
     check_runtime(runtime)
     check_weight_streaming(path, weight_streaming_budget)
     if isinstance(path, Path) and is_engine(path):
@@ -61,6 +65,12 @@ def open_session(
             f"--backend tensorrt runs TensorRT engines, not {what}: build one with "
             "`fusedinf-cc fuse ... -o fused.engine`"
         )
+    shared_weights: list[tuple[str, SharedWeight]] = []
     if isinstance(path, Path):
         check_optimised_for_here(path, runtime)
-    return OnnxRuntimeSession(path, providers=providers_for(runtime), options=options)
+        data_file, records = artifact_weights(path)
+        if records and weight_pool is not None:
+            shared_weights = weight_pool.acquire(data_file, records)
+    return OnnxRuntimeSession(
+        path, providers=providers_for(runtime), options=options, shared_weights=shared_weights
+    )

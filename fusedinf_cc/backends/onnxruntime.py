@@ -22,6 +22,7 @@ from fusedinf_cc.files import external_data_name, staging_dir
 if TYPE_CHECKING:
     from fusedinf_cc.manifest import Manifest
     from fusedinf_cc.pipeline import FusedModel
+    from fusedinf_cc.weight_pool import SharedWeight
 
 INSTALL_HINT = (
     "install ONNX Runtime: pip install 'fusedinf-cc[cpu]' (or [gpu] on an x86_64 CUDA machine; "
@@ -104,7 +105,10 @@ class OnnxRuntimeSession:
         *,
         providers: Sequence[str] = (CPU_PROVIDER,),
         options: Mapping[str, Any] | None = None,
+        shared_weights: Sequence[tuple[str, SharedWeight]] = (),
     ):
+        """`shared_weights`: initializers the session reads from memory the caller mapped
+        (`weight_pool`) instead of loading them from the model's side file."""
         ort = import_onnxruntime()
         session_options = ort.SessionOptions()
         session_options.log_severity_level = _LOG_ERRORS_ONLY
@@ -121,6 +125,10 @@ class OnnxRuntimeSession:
                     session_options.add_session_config_entry(config_key, str(config_value))
             else:
                 setattr(session_options, key, value)
+        for name, weight in shared_weights:
+            session_options.add_initializer(name, weight.value)
+        # ONNX Runtime reads these in place: they must outlive the session.
+        self._shared_weights = list(shared_weights)
         source = model if isinstance(model, bytes) else str(model)
         try:
             self._session: Any = ort.InferenceSession(
@@ -143,8 +151,10 @@ class OnnxRuntimeSession:
         return dict(zip(names, results, strict=True))
 
     def close(self) -> None:
-        """Drop the session (and with it ONNX Runtime's memory); closing twice is harmless."""
+        """Drop the session (and with it ONNX Runtime's memory), then the weights it read;
+        closing twice is harmless."""
         self._session = None
+        self._shared_weights = []
 
 
 def build_ort_format(fused: FusedModel, out_path: Path) -> Manifest:
@@ -210,6 +220,11 @@ def _optimise_ahead_of_time(
             (out_path.parent / data_name).unlink(missing_ok=True)
         for target in written:  # the side file first: the model never points at a missing one
             os.replace(staging / target.name, target)
+    if len(written) > 1:
+        from fusedinf_cc.weight_records import external_weight_records
+
+        records = external_weight_records(out_path, written[0].name)
+        manifest.weights = [record.to_manifest() for record in records]
     return finish_manifest(
         manifest,
         fused,

@@ -1,0 +1,182 @@
+"""Bundles that hold the same model share its weights: one mapping per process, counted once."""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from fusedinf_cc.build import build_fused
+from fusedinf_cc.feeds import random_feeds
+from fusedinf_cc.loader import EngineCache, open_bundle
+from fusedinf_cc.manifest import manifest_path_for, read_manifest
+from fusedinf_cc.runtimes import open_session
+from fusedinf_cc.weight_pool import WeightPool
+from fusedinf_cc.weight_records import PREPACKING_OPS
+
+
+@pytest.fixture(scope="module")
+def overlapping(zoo, tmp_path_factory) -> dict[str, Path]:
+    """Two ahead-of-time bundles that both contain squeezenet1_1, and squeezenet alone."""
+    folder = tmp_path_factory.mktemp("overlap")
+    squeeze, head, mobile = zoo("squeezenet1_1"), zoo("head0"), zoo("mobilenet_v3_small")
+    built = {
+        "ab": [f"squeeze={squeeze}", f"head={head}"],
+        "ac": [f"squeeze={squeeze}", f"mobile={mobile}"],
+        "alone": [f"squeeze={squeeze}"],
+    }
+    for name, models in built.items():
+        build_fused(models, folder / f"{name}.onnx", aot=True)
+    return {name: folder / f"{name}.onnx" for name in built}
+
+
+def _digests(artifact: Path) -> dict[str, int]:
+    return {r["digest"]: r["length"] for r in read_manifest(manifest_path_for(artifact)).weights}
+
+
+def test_records_cover_the_side_file_and_a_shared_model_has_the_same_digests(overlapping):
+    for name in ("ab", "ac"):
+        model = onnx.load(str(overlapping[name]), load_external_data=False)
+        external = {
+            t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+        }
+        packed = {
+            n for node in model.graph.node if node.op_type in PREPACKING_OPS for n in node.input
+        }
+        records = read_manifest(manifest_path_for(overlapping[name])).weights
+        # Weights a kernel packs into its own copy are left to load the ordinary way.
+        assert {r["name"] for r in records} == external - packed and external - packed
+    assert external & packed  # mobilenet's classifier (Gemm) in "ac"
+    alone = _digests(overlapping["alone"])
+    # squeezenet's weights, as ONNX Runtime laid them out, are the same in every bundle.
+    assert set(alone) <= set(_digests(overlapping["ab"])) & set(_digests(overlapping["ac"]))
+    assert sum(alone.values()) > 4 << 20
+
+
+def test_two_sessions_map_a_shared_weight_once_and_answer_the_same(overlapping):
+    pool = WeightPool()
+    first = open_session(overlapping["ab"], weight_pool=pool)
+    second = open_session(overlapping["ac"], weight_pool=pool)
+    live = pool.live_digests()
+    assert live == set(_digests(overlapping["ab"])) | set(_digests(overlapping["ac"]))
+    for path, pooled in ((overlapping["ab"], first), (overlapping["ac"], second)):
+        feeds = random_feeds(pooled.inputs)
+        unpooled = open_session(path, weight_pool=None).run(feeds)
+        for name, value in pooled.run(feeds).items():
+            np.testing.assert_array_equal(value, unpooled[name])
+    # A weight lives while any session holds it, and no longer.
+    first.close()
+    gc.collect()
+    assert pool.live_digests() == set(_digests(overlapping["ac"]))
+    second.close()
+    gc.collect()
+    assert pool.live_digests() == set()
+
+
+_FILE_PAGES_PROBE = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from fusedinf_cc.feeds import random_feeds
+from fusedinf_cc.procmem import status_bytes
+from fusedinf_cc.runtimes import open_session
+from fusedinf_cc.weight_pool import WeightPool
+pool = WeightPool() if sys.argv[1] == "pool" else None
+before = status_bytes()["RssFile"]
+sessions = [open_session(Path(p), weight_pool=pool) for p in sys.argv[2:]]
+for s in sessions:
+    s.run(random_feeds(s.inputs))
+print(json.dumps(status_bytes()["RssFile"] - before))
+"""
+
+
+def _file_pages(mode: str, artifacts: list[Path]) -> int:
+    result = subprocess.run(
+        [sys.executable, "-c", _FILE_PAGES_PROBE, mode, *map(str, artifacts)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_process_holds_one_copy_of_a_weight_two_bundles_contain(overlapping):
+    both = [overlapping["ab"], overlapping["ac"]]
+    shared = sum(_digests(overlapping["alone"]).values())
+    saved = _file_pages("none", both) - _file_pages("pool", both)
+    assert 0.8 * shared <= saved <= 1.3 * shared, (saved, shared)
+
+
+def test_the_budget_counts_a_shared_weight_once(overlapping):
+    ab = open_bundle(overlapping["ab"])
+    ac = open_bundle(overlapping["ac"])
+    common = set(ab.shared_weights) & set(ac.shared_weights)
+    shared = sum(ab.shared_weights[d] for d in common)
+    together = ab.footprint.measured_bytes + ac.footprint.measured_bytes - shared
+    cache = EngineCache(together + (shared // 2), "lru")  # too small unless shared counts once
+    for bundle in (ab, ac):
+        cache.register(bundle)
+        cache.load(bundle.name)
+    assert cache.resident() == ["ab", "ac"] and cache.stats.evictions == 0
+    assert cache.accounted_bytes == together
+    # Evicting one bundle frees its own bytes; the weights the other holds stay counted.
+    cache.unload("ab")
+    assert cache.accounted_bytes == ac.footprint.measured_bytes
+    cache.close()
+
+    unpooled = EngineCache(together + (shared // 2), "lru", pool_weights=False)
+    for bundle in (ab, ac):
+        unpooled.register(bundle)
+        unpooled.load(bundle.name)
+    assert unpooled.resident() == ["ac"] and unpooled.stats.evictions == 1
+    unpooled.close()
+
+
+def test_real_memory_of_two_resident_bundles_stays_within_the_shared_budget(overlapping):
+    figures = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _RESIDENT_PROBE,
+                *map(str, (overlapping["ab"], overlapping["ac"])),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    assert figures["evictions"] == 0
+    # Stated tolerance, as for unshared bundles: 10% of what is accounted plus 8 MiB.
+    assert figures["grown"] <= 1.10 * figures["accounted"] + 8 * 2**20, figures
+
+
+_RESIDENT_PROBE = """
+import json, sys
+from pathlib import Path
+from fusedinf_cc.bench_worker import WARMUP_MODEL
+from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
+from fusedinf_cc.feeds import random_feeds
+from fusedinf_cc.loader import EngineCache, open_bundle
+from fusedinf_cc.procmem import status_bytes
+import numpy as np
+bundles = [open_bundle(Path(p)) for p in sys.argv[1:]]
+warm = OnnxRuntimeSession(WARMUP_MODEL)
+warm.run({"x": np.zeros((1, 8), np.float32)})
+cache = EngineCache(sum(b.footprint.measured_bytes for b in bundles), "lru")
+for b in bundles:
+    cache.register(b)
+baseline = status_bytes()["VmRSS"]
+for b in bundles:
+    cache.run(b.name, random_feeds(cache.input_specs(b.name)))
+print(json.dumps({"grown": status_bytes()["VmHWM"] - baseline, "accounted": cache.accounted_bytes,
+                  "evictions": cache.stats.evictions}))
+"""

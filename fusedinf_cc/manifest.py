@@ -6,6 +6,7 @@ model's `metadata_props` too. Its JSON has a format version; readers refuse unkn
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,4 +158,21 @@ def manifest_for_artifact(artifact_path: Path) -> Manifest:
             f"{artifact_path}: no manifest beside it ({sidecar.name}); was it written by "
             "`fusedinf-cc fuse`?"
         )
+    return read_manifest(sidecar)
+
+
+def cached_manifest(artifact_path: Path) -> Manifest | None:
+    """The manifest beside `artifact_path`, or None; parsed once per version of the file.
+    Loading a bundle asks for it on every swap, and parsing costs milliseconds a swap need not
+    pay. Treat the result as read-only: callers share it."""
+    sidecar = manifest_path_for(artifact_path)
+    try:
+        stat = sidecar.stat()
+    except FileNotFoundError:
+        return None
+    return _parsed_manifest(sidecar, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_manifest(sidecar: Path, mtime_ns: int, size: int) -> Manifest:
     return read_manifest(sidecar)

@@ -66,11 +66,16 @@ def open_session(
             "`fusedinf-cc fuse ... -o fused.engine`"
         )
     shared_weights: list[tuple[str, SharedWeight]] = []
+    optimised = False
     if isinstance(path, Path):
-        check_optimised_for_here(path, runtime)
+        optimised = check_optimised_for_here(path, runtime) is not None
         data_file, records = artifact_weights(path)
         if records and weight_pool is not None:
             shared_weights = weight_pool.acquire(data_file, records)
     return OnnxRuntimeSession(
-        path, providers=providers_for(runtime), options=options, shared_weights=shared_weights
+        path,
+        providers=providers_for(runtime),
+        options=options,
+        shared_weights=shared_weights,
+        optimised=optimised,
     )

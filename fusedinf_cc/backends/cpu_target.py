@@ -102,26 +102,25 @@ def check_cpu_provider(built: CpuTarget, runtime: str, artifact_name: str) -> No
         )
 
 
-def check_optimised_for_here(path: Path, runtime: str = "ort-cpu") -> None:
+def check_optimised_for_here(path: Path, runtime: str = "ort-cpu") -> CpuTarget | None:
     """Refuse, in one line, an artifact ONNX Runtime optimised for another CPU class, another
-    ONNX Runtime or only its CPU provider; portable artifacts pass."""
+    ONNX Runtime or only its CPU provider; portable artifacts pass (and give None)."""
     from fusedinf_cc.backends.onnxruntime import import_onnxruntime
 
     built = cpu_built_for(path)
     if built is None:
-        return
+        return None
     check_cpu_provider(built, runtime, path.name)
     check_cpu_compatible(built, this_cpu(import_onnxruntime().__version__), path.name)
+    return built
 
 
 def cpu_built_for(artifact: Path) -> CpuTarget | None:
     """What the manifest beside `artifact` says it was optimised for (None if portable)."""
-    from fusedinf_cc.manifest import manifest_path_for, read_manifest
+    from fusedinf_cc.manifest import cached_manifest
 
-    sidecar = manifest_path_for(artifact)
-    if not sidecar.is_file():
-        return None
-    return CpuTarget.from_record(read_manifest(sidecar).device)
+    manifest = cached_manifest(artifact)
+    return None if manifest is None else CpuTarget.from_record(manifest.device)
 
 
 @functools.cache

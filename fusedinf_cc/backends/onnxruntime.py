@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fusedinf_cc.backends.base import BuildOptions, TensorSpec
+from fusedinf_cc.backends.base import BuildOptions, Session, TensorSpec
 from fusedinf_cc.errors import BackendUnavailableError, UserInputError
 from fusedinf_cc.files import external_data_name, staging_dir
 
@@ -106,13 +106,15 @@ class OnnxRuntimeSession:
         providers: Sequence[str] = (CPU_PROVIDER,),
         options: Mapping[str, Any] | None = None,
         shared_weights: Sequence[tuple[str, SharedWeight]] = (),
+        optimised: bool = False,
     ):
         """`shared_weights`: initializers the session reads from memory the caller mapped
-        (`weight_pool`) instead of loading them from the model's side file."""
+        (`weight_pool`) instead of loading them from the model's side file. `optimised`: the
+        model is ONNX Runtime's own ahead-of-time output (`--aot`, `.ort`)."""
         ort = import_onnxruntime()
         session_options = ort.SessionOptions()
         session_options.log_severity_level = _LOG_ERRORS_ONLY
-        if isinstance(model, Path) and model.suffix == ORT_FORMAT_SUFFIX:
+        if optimised or (isinstance(model, Path) and model.suffix == ORT_FORMAT_SUFFIX):
             # Optimised ahead of time: loading must not redo (or undo) that work.
             session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         for key, value in (options or {}).items():
@@ -275,8 +277,7 @@ class OnnxRuntimeBackend:
             return build_aot_onnx(fused, out_path)
         return write_fused(fused, out_path, single_file=options.single_file)
 
-    def load(self, artifact_path: Path) -> OnnxRuntimeSession:
-        from fusedinf_cc.backends.cpu_target import check_optimised_for_here
+    def load(self, artifact_path: Path) -> Session:
+        from fusedinf_cc.runtimes import open_session
 
-        check_optimised_for_here(artifact_path)
-        return OnnxRuntimeSession(artifact_path)
+        return open_session(artifact_path)

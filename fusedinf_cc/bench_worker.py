@@ -6,6 +6,7 @@ modules, never the compiler (onnx, onnx-ir), so its memory is what a deployed ru
 
 from __future__ import annotations
 
+import gc
 import pickle
 import subprocess
 import sys
@@ -18,12 +19,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fusedinf_cc.backends.base import Session
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession, import_onnxruntime
 from fusedinf_cc.backends.tensorrt.device import device_memory_in_use
 from fusedinf_cc.errors import FusedInfError, UserInputError
 from fusedinf_cc.feeds import random_feeds
 from fusedinf_cc.files import external_data_name
-from fusedinf_cc.procmem import status_bytes
+from fusedinf_cc.procmem import release_freed_memory, reset_peak_rss, status_bytes
 from fusedinf_cc.runtimes import DEFAULT_RUNTIME, open_session
 
 Variant = Literal["separate", "fused"]
@@ -64,6 +66,12 @@ class BenchPlan:
     # Start ONNX Runtime on a one-node model before the baseline, so that its one-time costs
     # (its library's pages, its environment) are not charged to the models measured.
     warm_runtime: bool = False
+    # Load, run and drop the models once before the baseline: what is measured is then what
+    # they add to a warm serving process (the loader's case), not first-use costs such as the
+    # code pages of kernels that run for the first time.
+    warm_load: bool = False
+    # Activations from the process's one arena (`register_shared_arena`), as in the loader.
+    shared_arena: bool = False
 
 
 @dataclass
@@ -76,6 +84,7 @@ class VariantResult:
     imported_compiler: bool = False
     baseline_rss_bytes: int = 0  # before loading anything: the interpreter and the runtime
     resident_rss_bytes: int = 0  # after the last request
+    activation_bytes: int = 0  # with warm_load and shared_arena: what the shared arena kept
     gpu_bytes: int | None = None  # GPU memory in use beyond the baseline (None: no GPU runtime)
 
     @property
@@ -109,15 +118,14 @@ def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
     """In the child: load every model, run the first request (cold load), then time requests."""
     on_gpu = config.runtime != DEFAULT_RUNTIME
     if plan.warm_runtime and config.runtime.startswith("ort-"):
-        warm = OnnxRuntimeSession(WARMUP_MODEL)
+        warm = OnnxRuntimeSession(WARMUP_MODEL, shared_arena=plan.shared_arena)
         warm.run({"x": np.zeros((1, 8), np.float32)})
         warm.close()
+    activation_bytes = _load_once(plan, config) if plan.warm_load else 0
     gpu_baseline = device_memory_in_use() if on_gpu else None
     baseline = status_bytes().get("VmRSS", 0)
     started = time.perf_counter()
-    sessions = [
-        open_session(path, config.runtime, _session_options(config)) for _, path in plan.models
-    ]
+    sessions = _open_all(plan, config)
     feeds_per_model = plan.feeds or [random_feeds(session.inputs) for session in sessions]
     pool = (
         ThreadPoolExecutor(len(sessions))
@@ -162,7 +170,32 @@ def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
         baseline_rss_bytes=baseline,
         resident_rss_bytes=status_bytes().get("VmRSS", 0),
         gpu_bytes=gpu_bytes,
+        activation_bytes=activation_bytes,
     )
+
+
+def _open_all(plan: BenchPlan, config: BenchConfig) -> list[Session]:
+    options = _session_options(config)
+    return [
+        open_session(path, config.runtime, options, shared_arena=plan.shared_arena)
+        for _, path in plan.models
+    ]
+
+
+def _load_once(plan: BenchPlan, config: BenchConfig) -> int:
+    """Load, run and drop the plan's models; then restart the kernel's peak-RSS count. Returns
+    the private memory that stayed behind, which with a shared arena is the arena the run grew
+    (code pages the run touched first are file-backed, not counted)."""
+    before = status_bytes().get("RssAnon", 0)
+    sessions = _open_all(plan, config)
+    for session, feeds in zip(sessions, plan.feeds or [None] * len(sessions), strict=True):
+        session.run(feeds if feeds is not None else random_feeds(session.inputs))
+        session.close()
+    del sessions
+    gc.collect()
+    release_freed_memory()
+    reset_peak_rss()
+    return max(0, status_bytes().get("RssAnon", 0) - before)
 
 
 def _session_options(config: BenchConfig) -> dict[str, Any] | None:

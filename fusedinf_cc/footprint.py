@@ -1,7 +1,10 @@
 """Measure what loading an artifact costs in memory and time, in a fresh process.
 
-The number the loader budgets with is the peak RSS the artifact adds to a process that has already
-imported the runtime (load transients included), measured rather than guessed from file size.
+The number the loader budgets with is the peak RSS the artifact adds to a warm serving process
+(load transients included), measured rather than guessed from file size: the runtime is started
+and the artifact loaded, run and dropped once before the baseline, so first-use costs are not
+charged to it. Activations come from the process's shared arena, as in the loader, and what
+that arena kept is recorded apart (`activation_bytes`): the loader counts it once, not per bundle.
 """
 
 from __future__ import annotations
@@ -22,25 +25,39 @@ class Footprint:
     measured_bytes: int  # peak RSS the artifact added: what the budget must hold
     resident_bytes: int  # RSS it keeps after a request
     load_seconds: float  # file to first result
+    activation_bytes: int = 0  # what its requests need from the shared activation arena
+
+    @property
+    def alone_bytes(self) -> int:
+        """What the bundle needs with nothing else loaded: itself and one request's arena."""
+        return self.measured_bytes + self.activation_bytes
 
     def to_manifest(self) -> dict[str, int | float]:
         return {
             "measured_bytes": self.measured_bytes,
             "resident_bytes": self.resident_bytes,
             "load_seconds": self.load_seconds,
+            "activation_bytes": self.activation_bytes,
         }
 
 
 def measure_footprint(artifact: Path) -> Footprint:
     """Load `artifact` and run one random request in a new interpreter; report what it cost."""
     plan = BenchPlan(
-        models=[(artifact.stem, artifact)], feeds=None, runs=1, warmup=0, warm_runtime=True
+        models=[(artifact.stem, artifact)],
+        feeds=None,
+        runs=1,
+        warmup=0,
+        warm_runtime=True,
+        warm_load=True,
+        shared_arena=True,
     )
     result = run_in_fresh_process(plan, _MEASURE_CONFIG)
     return Footprint(
         measured_bytes=result.footprint_bytes,
         resident_bytes=max(0, result.resident_rss_bytes - result.baseline_rss_bytes),
         load_seconds=result.load_s,
+        activation_bytes=result.activation_bytes,
     )
 
 

@@ -10,8 +10,6 @@ that one load; a bundle larger than the whole budget is refused when registered.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import functools
 import json
 import threading
@@ -30,6 +28,7 @@ from fusedinf_cc.files import sha256_file, write_text_atomic
 from fusedinf_cc.footprint import Footprint, measure_footprint
 from fusedinf_cc.manifest import Manifest, ModelEntry, manifest_path_for, read_manifest
 from fusedinf_cc.policies import POLICIES, CachePolicy
+from fusedinf_cc.procmem import release_freed_memory
 from fusedinf_cc.runtimes import (
     DEFAULT_RUNTIME,
     check_runtime,
@@ -89,11 +88,16 @@ def open_bundle(path: Path, *, name: str | None = None) -> Bundle:
             resident_bytes=int(known.get("engine_bytes", 0)) + int(known["device_memory_bytes"]),
             load_seconds=float(known.get("load_seconds", 0.0)),
         )
-    elif known.get("measured_bytes") and known.get("measured_sha256") == digest:
+    elif (
+        known.get("measured_bytes")
+        and known.get("measured_sha256") == digest
+        and "activation_bytes" in known
+    ):
         footprint = Footprint(
             measured_bytes=int(known["measured_bytes"]),
             resident_bytes=int(known.get("resident_bytes", 0)),
             load_seconds=float(known.get("load_seconds", 0.0)),
+            activation_bytes=int(known["activation_bytes"]),
         )
     else:
         footprint = measure_footprint(path)
@@ -131,6 +135,7 @@ class _Entry:
     priority: float = 0.0
     cost_seconds: float = 0.0
     shared: dict[str, int] = field(default_factory=dict)  # pooled weights: digest -> bytes
+    activation: int = 0  # what one request needs from the activation arena
 
     @property
     def size(self) -> int:
@@ -156,13 +161,18 @@ class EngineCache:
         *,
         share_weights: bool = False,
         pool_weights: bool = True,
+        share_arena: bool = True,
         runtime: str = DEFAULT_RUNTIME,
         session_factory: Callable[[Path], Session] | None = None,
     ):
         """`share_weights`: keep weights in the memory-mapped external data file, shared by every
         process that serves the same bundle (see `SHARED_WEIGHTS_OPTIONS` for the cost).
         `pool_weights`: ahead-of-time bundles that hold the same weights map them once
-        (`weight_pool`), and the budget counts them once while any resident bundle holds them."""
+        (`weight_pool`), and the budget counts them once while any resident bundle holds them.
+        `share_arena`: activations come from one arena for the process, which the budget counts
+        once, at the most one request has needed; requests then run one at a time (on a CPU
+        one inference already uses every core). Without it, every resident bundle keeps its
+        own activation memory, is counted with it, and requests run concurrently."""
         if budget_bytes <= 0:
             raise UserInputError("the memory budget must be positive")
         if policy not in POLICIES:
@@ -176,8 +186,12 @@ class EngineCache:
             runtime=check_runtime(runtime),
             options=SHARED_WEIGHTS_OPTIONS if share_weights else None,
             weight_pool=DEFAULT_POOL if pool_weights else None,
+            shared_arena=share_arena,
         )
         self._pool_weights = pool_weights
+        self._share_arena = share_arena
+        self._arena_bytes = 0  # the shared arena as accounted: it grows and never shrinks
+        self._run_lock = threading.Lock() if share_arena else contextlib.nullcontext()
         self._entries: dict[str, _Entry] = {}
         self._model_index: dict[str, list[str]] = {}  # model name -> bundles holding it
         self._condition = threading.Condition()
@@ -186,12 +200,8 @@ class EngineCache:
     def register(self, bundle: Bundle | Path, name: str | None = None) -> Bundle:
         if isinstance(bundle, Path):
             bundle = open_bundle(bundle, name=name)
-        if bundle.footprint.measured_bytes > self.budget_bytes:
-            raise UserInputError(
-                f"bundle {bundle.name!r} needs {_mib(bundle.footprint.measured_bytes)} of memory, "
-                f"more than the whole budget ({_mib(self.budget_bytes)})"
-            )
         with self._condition:
+            self._check_fits(bundle)
             # Bundle names are unique and never another bundle's model; one model may sit in
             # several bundles (a model shared by several functions), which only makes it
             # ambiguous. A bundle of one model may carry that model's name: both mean the model.
@@ -206,10 +216,27 @@ class EngineCache:
                 bundle,
                 cost_seconds=bundle.footprint.load_seconds,
                 shared=bundle.shared_weights if self._pool_weights else {},
+                activation=bundle.footprint.activation_bytes,
             )
             for model in bundle.models():
                 self._model_index.setdefault(model, []).append(bundle.name)
         return bundle
+
+    def _check_fits(self, bundle: Bundle) -> None:
+        """Refuse a bundle that could never load: larger than the budget on its own or, with
+        the shared arena (which never shrinks), beside the largest arena another bundle needs."""
+        footprint = bundle.footprint
+        needs = footprint.alone_bytes
+        if self._share_arena:
+            others = [e.bundle.footprint for e in self._entries.values()]
+            arena = max([footprint.activation_bytes, *(f.activation_bytes for f in others)])
+            largest = max([footprint.measured_bytes, *(f.measured_bytes for f in others)])
+            needs = max(footprint.measured_bytes + arena, largest + footprint.activation_bytes)
+        if needs > self.budget_bytes:
+            raise UserInputError(
+                f"bundle {bundle.name!r} needs {_mib(needs)} of memory (with the activations of "
+                f"the largest request), more than the whole budget ({_mib(self.budget_bytes)})"
+            )
 
     # requests -----------------------------------------------------------------------------
     def run(
@@ -225,14 +252,16 @@ class EngineCache:
             session = entry.session
             assert session is not None
             if model is None:
-                return session.run(feeds, outputs)
+                with self._run_lock:
+                    return session.run(feeds, outputs)
             fused_feeds = _model_feeds(session, model, feeds)
             wanted = outputs if outputs is not None else list(model.outputs)
             unknown = [output for output in wanted if output not in model.outputs]
             if unknown:
                 raise UserInputError(f"model {model.name!r} has no outputs {unknown}")
             fused_names = [model.outputs[output] for output in wanted]
-            results = session.run(fused_feeds, fused_names)
+            with self._run_lock:
+                results = session.run(fused_feeds, fused_names)
             return {output: results[model.outputs[output]] for output in wanted}
         finally:
             self._release(entry)
@@ -306,11 +335,12 @@ class EngineCache:
             entry = self._entries[bundle_name]
             while True:
                 if entry.session is not None:
-                    entry.pins += 1
-                    self.stats.hits += 1
-                    self.policy.touch(entry)
-                    return entry
-                if not entry.loading and self._make_room(entry):
+                    if self._make_room(entry):  # the arena may grow for one more request
+                        entry.pins += 1
+                        self.stats.hits += 1
+                        self.policy.touch(entry)
+                        return entry
+                elif not entry.loading and self._make_room(entry):
                     entry.loading = True
                     self.stats.peak_accounted_bytes = max(
                         self.stats.peak_accounted_bytes, self._bytes_held()
@@ -343,22 +373,37 @@ class EngineCache:
         return entry
 
     def _make_room(self, newcomer: _Entry) -> bool:
-        """Evict idle bundles until `newcomer` fits; False (evicting nothing) when pinned or
-        loading bundles leave no room even with every idle one gone."""
-        held = [e for e in self._entries.values() if e.held]
+        """Evict idle bundles until `newcomer` (resident or not) fits with the arena its
+        request needs; False (evicting nothing) when pinned or loading bundles leave no room
+        even with every idle one gone."""
+        arena = max(self._arena_bytes, newcomer.activation) if self._share_arena else 0
+        held = [e for e in self._entries.values() if e.held and e is not newcomer]
         idle = [e for e in held if e.session is not None and e.pins == 0]
         busy = [e for e in held if e not in idle]
-        if _bytes_of([*busy, newcomer]) > self.budget_bytes:
+        if self._bytes_of([*busy, newcomer], arena) > self.budget_bytes:
             return False
-        while _bytes_of([*held, newcomer]) > self.budget_bytes:
+        while self._bytes_of([*held, newcomer], arena) > self.budget_bytes:
             victim = self.policy.victim(idle)
             idle.remove(victim)
             held.remove(victim)
             self._evict(victim)
+        self._arena_bytes = arena
         return True
 
+    def _bytes_of(self, entries: Sequence[_Entry], arena: int) -> int:
+        """Memory `entries` hold together: each one's own bytes, each pooled weight once, and
+        the activations: the shared arena once, or each bundle's own."""
+        weights: dict[str, int] = {}
+        for entry in entries:
+            weights.update(entry.shared)
+        own = sum(entry.private_size for entry in entries) + sum(weights.values())
+        if self._share_arena:
+            return own + arena
+        return own + sum(entry.activation for entry in entries)
+
     def _bytes_held(self) -> int:
-        return _bytes_of([e for e in self._entries.values() if e.held])
+        held = [e for e in self._entries.values() if e.held]
+        return self._bytes_of(held, self._arena_bytes)
 
     def _evict(self, entry: _Entry) -> None:
         self.evictions.append(entry.bundle.name)
@@ -416,7 +461,7 @@ def run_once(
         runtime=check_runtime(runtime),
         weight_streaming_budget=weight_streaming_budget,
     )
-    cache = EngineCache(max(bundle.footprint.measured_bytes, 1), session_factory=factory)
+    cache = EngineCache(max(bundle.footprint.alone_bytes, 1), session_factory=factory)
     cache.register(bundle)
     name = model or bundle.name
     try:
@@ -425,14 +470,6 @@ def run_once(
         return cache.run(name, feeds)
     finally:
         cache.close()
-
-
-def _bytes_of(entries: Sequence[_Entry]) -> int:
-    """Memory `entries` hold together: each one's own bytes, and each pooled weight once."""
-    weights: dict[str, int] = {}
-    for entry in entries:
-        weights.update(entry.shared)
-    return sum(entry.private_size for entry in entries) + sum(weights.values())
 
 
 def _model_feeds(
@@ -450,19 +487,9 @@ def _model_feeds(
     return fused
 
 
-_LIBC = ctypes.util.find_library("c")
-
-
 def _is_solo(bundle: Bundle) -> bool:
     """A bundle of one model that carries the model's name: requests use the model's names."""
     return list(bundle.models()) == [bundle.name]
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by an evicted session back to the OS (glibc keeps it otherwise)."""
-    if _LIBC:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(_LIBC).malloc_trim(0)
 
 
 def _mib(count: int) -> str:

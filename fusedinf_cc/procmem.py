@@ -7,11 +7,16 @@ the weights would grow, and the kernel keeps no peak of it, so `PeakAnonSampler`
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import threading
 from pathlib import Path
 from types import TracebackType
 
 _STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_LIBC = ctypes.util.find_library("c")
 
 
 def status_bytes(path: Path = _STATUS) -> dict[str, int]:
@@ -64,3 +69,21 @@ def proportional_set_size(pid: int) -> int:
         if line.startswith("Pss:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by a closed session back to the OS (glibc keeps it otherwise)."""
+    if _LIBC:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(_LIBC).malloc_trim(0)
+
+
+def reset_peak_rss() -> bool:
+    """Restart the kernel's count of this process's peak RSS (`VmHWM`) from the current RSS;
+    False where the kernel does not allow it (then VmHWM keeps the earlier peak, which only
+    overstates what comes after)."""
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True

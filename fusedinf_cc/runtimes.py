@@ -47,12 +47,14 @@ def open_session(
     options: Mapping[str, Any] | None = None,
     weight_streaming_budget: int | None = None,
     weight_pool: WeightPool | None = DEFAULT_POOL,
+    shared_arena: bool = False,
 ) -> Session:
     """A loaded session for `path`; `options` are ONNX Runtime session options.
     `weight_streaming_budget` (bytes of weights kept on the GPU) is for engines built with
     --weight-streaming; TensorRT streams the rest in while the engine runs. An ahead-of-time
     artifact takes its weights from `weight_pool`, shared with every session of this process
-    that holds the same weights (None: each session maps its own)."""
+    that holds the same weights (None: each session maps its own). `shared_arena`: activations
+    on the CPU come from one arena for the whole process instead of one per session."""
     check_runtime(runtime)
     check_weight_streaming(path, weight_streaming_budget)
     if isinstance(path, Path) and is_engine(path):
@@ -78,4 +80,5 @@ def open_session(
         options=options,
         shared_weights=shared_weights,
         optimised=optimised,
+        shared_arena=shared_arena,
     )

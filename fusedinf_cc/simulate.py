@@ -263,7 +263,10 @@ def replay(
 
 
 def total_footprint(deployment: Deployment) -> int:
-    return sum(bundle.footprint.measured_bytes for bundle in deployment.bundles.values())
+    """Every bundle of `deployment` resident at once: their footprints and one activation arena."""
+    footprints = [bundle.footprint for bundle in deployment.bundles.values()]
+    arena = max((footprint.activation_bytes for footprint in footprints), default=0)
+    return sum(footprint.measured_bytes for footprint in footprints) + arena
 
 
 def parse_budget(text: str, reference_bytes: int) -> int:

@@ -62,7 +62,7 @@ def main() -> None:
     spec = read_spec(work / "fusedinf.toml")
     build_bundles(list(spec.bundles.values()), work / "dist")
     footprints = {
-        name: open_bundle(work / "dist" / name / f"{name}.onnx").footprint.measured_bytes
+        name: open_bundle(work / "dist" / name / f"{name}.onnx").footprint.alone_bytes
         for name in spec.bundles
     }
     budget = max(max(footprints.values()), sum(footprints.values()) // 2)

@@ -118,7 +118,8 @@ def test_the_budget_counts_a_shared_weight_once(overlapping):
     ac = open_bundle(overlapping["ac"])
     common = set(ab.shared_weights) & set(ac.shared_weights)
     shared = sum(ab.shared_weights[d] for d in common)
-    together = ab.footprint.measured_bytes + ac.footprint.measured_bytes - shared
+    arena = max(ab.footprint.activation_bytes, ac.footprint.activation_bytes)
+    together = ab.footprint.measured_bytes + ac.footprint.measured_bytes - shared + arena
     cache = EngineCache(together + (shared // 2), "lru")  # too small unless shared counts once
     for bundle in (ab, ac):
         cache.register(bundle)
@@ -127,7 +128,7 @@ def test_the_budget_counts_a_shared_weight_once(overlapping):
     assert cache.accounted_bytes == together
     # Evicting one bundle frees its own bytes; the weights the other holds stay counted.
     cache.unload("ab")
-    assert cache.accounted_bytes == ac.footprint.measured_bytes
+    assert cache.accounted_bytes == ac.footprint.measured_bytes + arena
     cache.close()
 
     unpooled = EngineCache(together + (shared // 2), "lru", pool_weights=False)
@@ -169,9 +170,10 @@ from fusedinf_cc.loader import EngineCache, open_bundle
 from fusedinf_cc.procmem import status_bytes
 import numpy as np
 bundles = [open_bundle(Path(p)) for p in sys.argv[1:]]
-warm = OnnxRuntimeSession(WARMUP_MODEL)
+warm = OnnxRuntimeSession(WARMUP_MODEL, shared_arena=True)
 warm.run({"x": np.zeros((1, 8), np.float32)})
-cache = EngineCache(sum(b.footprint.measured_bytes for b in bundles), "lru")
+arena = max(b.footprint.activation_bytes for b in bundles)
+cache = EngineCache(sum(b.footprint.measured_bytes for b in bundles) + arena, "lru")
 for b in bundles:
     cache.register(b)
 baseline = status_bytes()["VmRSS"]
@@ -180,3 +182,52 @@ for b in bundles:
 print(json.dumps({"grown": status_bytes()["VmHWM"] - baseline, "accounted": cache.accounted_bytes,
                   "evictions": cache.stats.evictions}))
 """
+
+
+_ARENA_PROBE = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from fusedinf_cc.bench_worker import WARMUP_MODEL
+from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
+from fusedinf_cc.feeds import random_feeds
+from fusedinf_cc.loader import EngineCache, open_bundle
+from fusedinf_cc.procmem import status_bytes
+share = sys.argv[1] == "shared"
+bundles = [open_bundle(Path(p)) for p in sys.argv[2:]]
+warm = OnnxRuntimeSession(WARMUP_MODEL, shared_arena=share)
+warm.run({"x": np.zeros((1, 8), np.float32)})
+cache = EngineCache(1 << 40, "lru", share_arena=share)
+for b in bundles:
+    cache.register(b)
+feeds = {b.name: random_feeds(cache.input_specs(b.name)) for b in bundles}
+cache.close()
+baseline = status_bytes()["RssAnon"]
+for b in bundles:
+    cache.run(b.name, feeds[b.name])
+print(json.dumps({"anon": status_bytes()["RssAnon"] - baseline,
+                  "accounted": cache.accounted_bytes, "evictions": cache.stats.evictions}))
+"""
+
+
+def test_idle_bundles_keep_no_activations_with_the_shared_arena(overlapping):
+    artifacts = [overlapping[name] for name in ("ab", "ac", "alone")]
+
+    def probe(mode: str) -> dict:
+        result = subprocess.run(
+            [sys.executable, "-c", _ARENA_PROBE, mode, *map(str, artifacts)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    shared, own = probe("shared"), probe("own")
+    activations = sorted(open_bundle(a).footprint.activation_bytes for a in artifacts)
+    # Three resident bundles: one arena instead of three, in memory and in the accounting.
+    assert own["accounted"] - shared["accounted"] == sum(activations) - activations[-1]
+    assert own["anon"] - shared["anon"] >= 0.5 * (sum(activations) - activations[-1]), (
+        shared,
+        own,
+        activations,
+    )

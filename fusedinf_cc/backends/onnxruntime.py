@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -51,6 +52,28 @@ SHARED_WEIGHTS_OPTIONS: dict[str, Any] = {
     "graph_optimization_level_name": "ORT_ENABLE_BASIC",
     "config": {"session.disable_prepacking": "1"},
 }
+
+_SHARED_ARENA_LOCK = threading.Lock()
+_shared_arena_registered = False
+
+
+def register_shared_arena() -> None:
+    """Give this process one CPU memory arena for the activations of every session that asks
+    for it (`shared_arena`). A session's own arena keeps its peak activation memory while the
+    session sits idle; with one arena, idle sessions hold none and the running one reuses what
+    the last one freed. ONNX Runtime grows it on demand and never shrinks it."""
+    global _shared_arena_registered
+    with _SHARED_ARENA_LOCK:
+        if _shared_arena_registered:
+            return
+        ort = import_onnxruntime()
+        memory = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
+        # max_mem, extend strategy, initial chunk, max dead bytes: ONNX Runtime's defaults.
+        ort.create_and_register_allocator(memory, ort.OrtArenaCfg(0, -1, -1, -1))
+        _shared_arena_registered = True
+
 
 _ONNX_TYPES = {
     "tensor(float)": np.float32,
@@ -107,13 +130,18 @@ class OnnxRuntimeSession:
         options: Mapping[str, Any] | None = None,
         shared_weights: Sequence[tuple[str, SharedWeight]] = (),
         optimised: bool = False,
+        shared_arena: bool = False,
     ):
         """`shared_weights`: initializers the session reads from memory the caller mapped
         (`weight_pool`) instead of loading them from the model's side file. `optimised`: the
-        model is ONNX Runtime's own ahead-of-time output (`--aot`, `.ort`)."""
+        model is ONNX Runtime's own ahead-of-time output (`--aot`, `.ort`). `shared_arena`:
+        CPU activations come from the process's one arena (`register_shared_arena`)."""
         ort = import_onnxruntime()
         session_options = ort.SessionOptions()
         session_options.log_severity_level = _LOG_ERRORS_ONLY
+        if shared_arena and providers[0] == CPU_PROVIDER:
+            register_shared_arena()
+            session_options.add_session_config_entry("session.use_env_allocators", "1")
         if optimised or (isinstance(model, Path) and model.suffix == ORT_FORMAT_SUFFIX):
             # Optimised ahead of time: loading must not redo (or undo) that work.
             session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

@@ -44,6 +44,7 @@ from fusedinf_cc.simulate import (
     read_trace,
     replay,
     results_json,
+    smallest_workable_budget,
     synthetic_functions,
     synthetic_trace,
     total_footprint,
@@ -444,7 +445,11 @@ def simulate(
         list[str], typer.Argument(help="[NAME=]MODEL.onnx: the models functions use.")
     ],
     budget: Annotated[
-        str, typer.Option("--budget", help="Memory budget: 512MiB, 2GiB, or 50% of all models.")
+        str,
+        typer.Option(
+            "--budget",
+            help="Memory budget: 512MiB, 2GiB, or 50% of all models (at least the largest bundle).",
+        ),
     ] = "50%",
     policy: Annotated[str, typer.Option("--policy", help="Policies to compare.")] = "lru,gdsf",
     trace: Annotated[
@@ -516,6 +521,13 @@ def simulate(
             ) from None
     plans = deployments(specs, function_map, work_dir, groups, aot=aot)
     budget_bytes = parse_budget(budget, total_footprint(plans[0]))
+    floor = max(smallest_workable_budget(plan) for plan in plans)
+    if budget.strip().endswith("%") and budget_bytes < floor:
+        error_console.print(
+            f"--budget {budget} is {_bytes(budget_bytes)}, below the largest bundle with its "
+            f"activations; using {_bytes(floor)}"
+        )
+        budget_bytes = floor
     results = []
     with Progress(console=error_console, transient=True) as progress:
         task = progress.add_task("replaying", total=len(plans) * len(policies))

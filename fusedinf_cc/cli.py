@@ -29,7 +29,7 @@ from fusedinf_cc.build import build_fused
 from fusedinf_cc.errors import BackendUnavailableError, FusedInfError, UserInputError
 from fusedinf_cc.files import staging_dir, write_text_atomic
 from fusedinf_cc.inspection import ModelSummary, inspect_path
-from fusedinf_cc.loader import run_once
+from fusedinf_cc.loader import least_budget, run_once
 from fusedinf_cc.manifest import Manifest, PassRecord
 from fusedinf_cc.model_io import parse_model_spec
 from fusedinf_cc.plot import plot_report, pyplot
@@ -44,7 +44,6 @@ from fusedinf_cc.simulate import (
     read_trace,
     replay,
     results_json,
-    smallest_workable_budget,
     synthetic_functions,
     synthetic_trace,
     total_footprint,
@@ -521,7 +520,7 @@ def simulate(
             ) from None
     plans = deployments(specs, function_map, work_dir, groups, aot=aot)
     budget_bytes = parse_budget(budget, total_footprint(plans[0]))
-    floor = max(smallest_workable_budget(plan) for plan in plans)
+    floor = max(least_budget([b.footprint for b in plan.bundles.values()]) for plan in plans)
     if budget.strip().endswith("%") and budget_bytes < floor:
         error_console.print(
             f"--budget {budget} is {_bytes(budget_bytes)}, below the largest bundle with its "

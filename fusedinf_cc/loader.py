@@ -225,13 +225,10 @@ class EngineCache:
     def _check_fits(self, bundle: Bundle) -> None:
         """Refuse a bundle that could never load: larger than the budget on its own or, with
         the shared arena (which never shrinks), beside the largest arena another bundle needs."""
-        footprint = bundle.footprint
-        needs = footprint.alone_bytes
+        needs = bundle.footprint.alone_bytes
         if self._share_arena:
-            others = [e.bundle.footprint for e in self._entries.values()]
-            arena = max([footprint.activation_bytes, *(f.activation_bytes for f in others)])
-            largest = max([footprint.measured_bytes, *(f.measured_bytes for f in others)])
-            needs = max(footprint.measured_bytes + arena, largest + footprint.activation_bytes)
+            registered = [entry.bundle.footprint for entry in self._entries.values()]
+            needs = least_budget([*registered, bundle.footprint])
         if needs > self.budget_bytes:
             raise UserInputError(
                 f"bundle {bundle.name!r} needs {_mib(needs)} of memory (with the activations of "
@@ -377,6 +374,8 @@ class EngineCache:
         request needs; False (evicting nothing) when pinned or loading bundles leave no room
         even with every idle one gone."""
         arena = max(self._arena_bytes, newcomer.activation) if self._share_arena else 0
+        if newcomer.held and arena == self._arena_bytes:
+            return True  # a hit that needs no more arena: nothing to account
         held = [e for e in self._entries.values() if e.held and e is not newcomer]
         idle = [e for e in held if e.session is not None and e.pins == 0]
         busy = [e for e in held if e not in idle]
@@ -443,6 +442,13 @@ class EngineCache:
             for entry in self._entries.values():
                 if entry.session is not None and entry.pins == 0:
                     self._evict(entry)
+
+
+def least_budget(footprints: Sequence[Footprint]) -> int:
+    """The least budget under which each of these bundles can load with a shared arena: the
+    largest bundle beside the largest arena (which the loader never shrinks)."""
+    largest = max((footprint.measured_bytes for footprint in footprints), default=0)
+    return largest + max((footprint.activation_bytes for footprint in footprints), default=0)
 
 
 def run_once(

@@ -269,14 +269,6 @@ def total_footprint(deployment: Deployment) -> int:
     return sum(footprint.measured_bytes for footprint in footprints) + arena
 
 
-def smallest_workable_budget(deployment: Deployment) -> int:
-    """The least budget under which every bundle of `deployment` can load: the largest bundle
-    beside the largest activation arena (which the loader never shrinks)."""
-    footprints = [bundle.footprint for bundle in deployment.bundles.values()]
-    largest = max((footprint.measured_bytes for footprint in footprints), default=0)
-    return largest + max((footprint.activation_bytes for footprint in footprints), default=0)
-
-
 def parse_budget(text: str, reference_bytes: int) -> int:
     """`512MiB`, `2GiB`, `300MB`, a byte count, or `50%` of `reference_bytes`."""
     value = text.strip()

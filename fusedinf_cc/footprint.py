@@ -18,6 +18,10 @@ from fusedinf_cc.bench_worker import BenchConfig, BenchPlan, run_in_fresh_proces
 from fusedinf_cc.procmem import proportional_set_size
 
 _MEASURE_CONFIG = BenchConfig("fused", spinning=False, execution="sequential")
+# Recorded with every footprint; raised whenever what a loaded session holds changes (warm
+# process and shared arena: 1; ahead-of-time sessions without packed copies: 2), so that a
+# manifest's footprint measured the older way is measured again.
+FOOTPRINT_METHOD = 2
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Footprint:
             "resident_bytes": self.resident_bytes,
             "load_seconds": self.load_seconds,
             "activation_bytes": self.activation_bytes,
+            "method": FOOTPRINT_METHOD,
         }
 
 

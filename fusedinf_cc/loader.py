@@ -25,7 +25,7 @@ from fusedinf_cc.backends.onnxruntime import SHARED_WEIGHTS_OPTIONS
 from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.feeds import load_feeds, random_feeds, resolve_shape
 from fusedinf_cc.files import sha256_file, write_text_atomic
-from fusedinf_cc.footprint import Footprint, measure_footprint
+from fusedinf_cc.footprint import FOOTPRINT_METHOD, Footprint, measure_footprint
 from fusedinf_cc.manifest import Manifest, ModelEntry, manifest_path_for, read_manifest
 from fusedinf_cc.policies import POLICIES, CachePolicy
 from fusedinf_cc.procmem import release_freed_memory
@@ -91,7 +91,7 @@ def open_bundle(path: Path, *, name: str | None = None) -> Bundle:
     elif (
         known.get("measured_bytes")
         and known.get("measured_sha256") == digest
-        and "activation_bytes" in known
+        and known.get("method") == FOOTPRINT_METHOD
     ):
         footprint = Footprint(
             measured_bytes=int(known["measured_bytes"]),

@@ -13,7 +13,12 @@ from typing import Any
 
 from fusedinf_cc.backends.base import Session
 from fusedinf_cc.backends.cpu_target import check_optimised_for_here
-from fusedinf_cc.backends.onnxruntime import EXECUTION_PROVIDERS, OnnxRuntimeSession, providers_for
+from fusedinf_cc.backends.onnxruntime import (
+    EXECUTION_PROVIDERS,
+    OnnxRuntimeSession,
+    prepacks,
+    providers_for,
+)
 from fusedinf_cc.backends.tensorrt.backend import ENGINE_SUFFIXES, built_for
 from fusedinf_cc.backends.tensorrt.runtime import TensorRTSession
 from fusedinf_cc.errors import UserInputError
@@ -72,6 +77,9 @@ def open_session(
     if isinstance(path, Path):
         optimised = check_optimised_for_here(path, runtime) is not None
         data_file, records = artifact_weights(path)
+        if prepacks(options, optimised):
+            # A packed copy replaces the original; pooling it would keep both.
+            records = tuple(record for record in records if not record.packable)
         if records and weight_pool is not None:
             shared_weights = weight_pool.acquire(data_file, records)
     return OnnxRuntimeSession(

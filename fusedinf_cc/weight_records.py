@@ -20,8 +20,9 @@ MAPPABLE_DTYPES = frozenset(
     {"float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "int64", "bool"}
 )
 # Operators whose CPU kernels copy a constant weight into their own packed layout when the
-# session starts ("prepacking"), after which ONNX Runtime lets go of the original. Pooling such a
-# weight would keep the original mapped beside the packed copy, so these load the ordinary way.
+# session starts ("prepacking"), after which ONNX Runtime lets go of the original. A session that
+# prepacks must not take such a weight from the pool: the original would stay mapped beside the
+# packed copy. Ahead-of-time sessions do not prepack (`backends.onnxruntime`), so they pool all.
 PREPACKING_OPS = frozenset(
     {
         "Attention",
@@ -59,6 +60,7 @@ class WeightRecord:
     length: int
     dtype: str
     shape: tuple[int, ...]
+    packable: bool = False  # an input of a PREPACKING_OPS node: pooled only without prepacking
 
     def to_manifest(self) -> dict[str, Any]:
         record = asdict(self)
@@ -74,12 +76,13 @@ class WeightRecord:
             length=int(record["length"]),
             dtype=str(record["dtype"]),
             shape=tuple(int(dim) for dim in record["shape"]),
+            packable=bool(record.get("packable", False)),
         )
 
 
 def external_weight_records(model_path: Path, data_name: str) -> list[WeightRecord]:
-    """Records for the main graph's initializers stored in `data_name` beside `model_path`
-    that kernels read in place (not those a kernel packs into a copy of its own).
+    """Records for the main graph's initializers stored in `data_name` beside `model_path`,
+    each marked `packable` where a kernel would pack it into a copy of its own.
 
     Reads the graph without its weights, then hashes each weight's bytes from the side file.
     """
@@ -97,7 +100,7 @@ def external_weight_records(model_path: Path, data_name: str) -> list[WeightReco
                 continue
             info = ExternalDataInfo(tensor)
             dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).name
-            if info.location != data_name or dtype not in MAPPABLE_DTYPES or tensor.name in packed:
+            if info.location != data_name or dtype not in MAPPABLE_DTYPES:
                 continue
             shape = tuple(int(dim) for dim in tensor.dims)
             records.append(
@@ -108,6 +111,7 @@ def external_weight_records(model_path: Path, data_name: str) -> list[WeightReco
                     length=info.length,
                     dtype=dtype,
                     shape=shape,
+                    packable=tensor.name in packed,
                 )
             )
     return records

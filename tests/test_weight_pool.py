@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
+from fusedinf_cc.backends.onnxruntime import PREPACKING_KEY
 from fusedinf_cc.build import build_fused
 from fusedinf_cc.feeds import random_feeds
 from fusedinf_cc.loader import EngineCache, open_bundle
@@ -50,8 +51,9 @@ def test_records_cover_the_side_file_and_a_shared_model_has_the_same_digests(ove
             n for node in model.graph.node if node.op_type in PREPACKING_OPS for n in node.input
         }
         records = read_manifest(manifest_path_for(overlapping[name])).weights
-        # Weights a kernel packs into its own copy are left to load the ordinary way.
-        assert {r["name"] for r in records} == external - packed and external - packed
+        assert {r["name"] for r in records} == external
+        # Weights a kernel would pack into its own copy are marked, for sessions that pack.
+        assert {r["name"] for r in records if r["packable"]} == external & packed
     assert external & packed  # mobilenet's classifier (Gemm) in "ac"
     alone = _digests(overlapping["alone"])
     # squeezenet's weights, as ONNX Runtime laid them out, are the same in every bundle.
@@ -77,6 +79,57 @@ def test_two_sessions_map_a_shared_weight_once_and_answer_the_same(overlapping):
     second.close()
     gc.collect()
     assert pool.live_digests() == set()
+
+
+def test_a_session_that_packs_weights_leaves_the_packable_ones_out_of_the_pool(overlapping):
+    records = read_manifest(manifest_path_for(overlapping["ac"])).weights
+    every = {r["digest"] for r in records}
+    unpacked = {r["digest"] for r in records if not r["packable"]}
+    assert unpacked < every
+    ahead_of_time, packing = WeightPool(), WeightPool()
+    plain = open_session(overlapping["ac"], weight_pool=ahead_of_time)
+    packed = open_session(
+        overlapping["ac"], weight_pool=packing, options={"config": {PREPACKING_KEY: "0"}}
+    )
+    assert ahead_of_time.live_digests() == every  # no packed copies: every weight is pooled
+    assert packing.live_digests() == unpacked
+    feeds = random_feeds(plain.inputs)
+    for name, value in plain.run(feeds).items():
+        np.testing.assert_allclose(value, packed.run(feeds)[name], rtol=1e-5, atol=1e-5)
+
+
+_PRIVATE_MEMORY_PROBE = """
+import json, sys
+from pathlib import Path
+from fusedinf_cc.backends.onnxruntime import PREPACKING_KEY, import_onnxruntime
+from fusedinf_cc.feeds import random_feeds
+from fusedinf_cc.procmem import status_bytes
+from fusedinf_cc.runtimes import open_session
+import_onnxruntime()
+options = {"config": {PREPACKING_KEY: "0"}} if sys.argv[1] == "prepack" else None
+before = status_bytes()["RssAnon"]
+session = open_session(Path(sys.argv[2]), options=options)
+session.run(random_feeds(session.inputs))
+print(json.dumps(status_bytes()["RssAnon"] - before))
+"""
+
+
+def test_an_ahead_of_time_session_keeps_no_packed_copy_of_its_weights(overlapping):
+    records = read_manifest(manifest_path_for(overlapping["ac"])).weights
+    packable = sum(r["length"] for r in records if r["packable"])
+    assert packable > 4 << 20  # mobilenet_v3_small's classifier
+
+    def private_growth(mode: str) -> int:
+        result = subprocess.run(
+            [sys.executable, "-c", _PRIVATE_MEMORY_PROBE, mode, overlapping["ac"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(result.stdout.strip().splitlines()[-1])
+
+    saved = private_growth("prepack") - private_growth("default")
+    assert saved >= 0.7 * packable, (saved, packable)
 
 
 _FILE_PAGES_PROBE = """

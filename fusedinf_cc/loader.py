@@ -133,18 +133,21 @@ class _Entry:
     pins: int = 0
     frequency: int = 0
     priority: float = 0.0
+    base: float = 0.0
     cost_seconds: float = 0.0
     shared: dict[str, int] = field(default_factory=dict)  # pooled weights: digest -> bytes
     activation: int = 0  # what one request needs from the activation arena
+    freeable: int | None = None  # what evicting it frees now; set before a victim is chosen
 
     @property
     def size(self) -> int:
-        return self.bundle.footprint.measured_bytes
+        """What the policy weighs: the bytes its eviction would free, or its footprint."""
+        return self.bundle.footprint.measured_bytes if self.freeable is None else self.freeable
 
     @property
     def private_size(self) -> int:
         """What this bundle alone adds: its footprint less the pooled weights it maps."""
-        return max(0, self.size - sum(self.shared.values()))
+        return max(0, self.bundle.footprint.measured_bytes - sum(self.shared.values()))
 
     @property
     def held(self) -> bool:
@@ -361,7 +364,7 @@ class EngineCache:
             entry.pins += 1
             entry.cost_seconds = seconds
             self.stats.misses += 1
-            self.stats.bytes_loaded += entry.size
+            self.stats.bytes_loaded += entry.bundle.footprint.measured_bytes
             self.stats.seconds_loading += seconds
             loads = self.stats.loads_by_bundle
             loads[entry.bundle.name] = loads.get(entry.bundle.name, 0) + 1
@@ -382,6 +385,7 @@ class EngineCache:
         if self._bytes_of([*busy, newcomer], arena) > self.budget_bytes:
             return False
         while self._bytes_of([*held, newcomer], arena) > self.budget_bytes:
+            _weigh_freeable(idle, [*held, newcomer])
             victim = self.policy.victim(idle)
             idle.remove(victim)
             held.remove(victim)
@@ -425,7 +429,7 @@ class EngineCache:
             self.evictions.clear()
             self.policy = type(self.policy)()
             for entry in self._entries.values():
-                entry.frequency, entry.priority = 0, 0.0
+                entry.frequency, entry.priority, entry.base = 0, 0.0, 0.0
 
     # inspection ---------------------------------------------------------------------------
     @property
@@ -442,6 +446,18 @@ class EngineCache:
             for entry in self._entries.values():
                 if entry.session is not None and entry.pins == 0:
                     self._evict(entry)
+
+
+def _weigh_freeable(idle: Sequence[_Entry], staying: Sequence[_Entry]) -> None:
+    """Set what evicting each idle entry would free: its own bytes and the pooled weights no
+    other entry of `staying` (which includes it) holds."""
+    holders: dict[str, int] = {}
+    for entry in staying:
+        for digest in entry.shared:
+            holders[digest] = holders.get(digest, 0) + 1
+    for entry in idle:
+        alone = sum(size for digest, size in entry.shared.items() if holders[digest] == 1)
+        entry.freeable = entry.private_size + alone
 
 
 def least_budget(footprints: Sequence[Footprint]) -> int:

@@ -3,7 +3,9 @@
 - `lru`: least recently used (the ShmFaaS baseline).
 - `gdsf`: GreedyDual-Size-Frequency. Priority = L + frequency * cost / size, where cost is the
   bundle's measured load seconds and L rises to each victim's priority, so bundles that are
-  often used, slow to load and small stay, and a long-unused bundle ages out.
+  often used, slow to load and small stay, and a long-unused bundle ages out. Size is what
+  evicting the bundle would free when the victim is chosen: a bundle whose weights other
+  resident bundles also hold frees only its own part, and is weighed by that.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Protocol
 class CachedBundle(Protocol):
     frequency: int
     priority: float
+    base: float  # GDSF's L when the bundle was last used
     cost_seconds: float
 
     @property
@@ -56,10 +59,17 @@ class GreedyDualSizeFrequency:
 
     def touch(self, entry: CachedBundle) -> None:
         entry.frequency += 1
-        entry.priority = self.inflation + entry.frequency * entry.cost_seconds / max(entry.size, 1)
+        entry.base = self.inflation
+        self._weigh(entry)
 
     def victim(self, idle: Sequence[CachedBundle]) -> CachedBundle:
+        for entry in idle:
+            self._weigh(entry)  # sizes change as other bundles come and go
         return min(idle, key=lambda entry: entry.priority)
+
+    @staticmethod
+    def _weigh(entry: CachedBundle) -> None:
+        entry.priority = entry.base + entry.frequency * entry.cost_seconds / max(entry.size, 1)
 
     def evicted(self, entry: CachedBundle) -> None:
         self.inflation = entry.priority

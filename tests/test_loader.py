@@ -77,6 +77,7 @@ class _Cached:
     cost_seconds: float
     frequency: int = 0
     priority: float = 0.0
+    base: float = 0.0
 
 
 def test_gdsf_keeps_what_is_costly_to_reload_and_ages_out_the_rest():
@@ -98,6 +99,20 @@ def test_gdsf_keeps_what_is_costly_to_reload_and_ages_out_the_rest():
     lru.touch(slow)
     lru.touch(quick)
     assert lru.victim([slow, quick]) is slow
+
+
+def test_gdsf_weighs_a_bundle_by_what_its_eviction_would_free_now():
+    policy = GreedyDualSizeFrequency()
+    first = _Cached(size=100, cost_seconds=1.0)
+    second = _Cached(size=100, cost_seconds=1.0)
+    policy.touch(first)
+    policy.touch(second)
+    # Same use, cost and footprint; then another resident bundle comes to hold most of the
+    # first one's weights, so evicting it would free little: the second goes.
+    first.size = 10
+    assert policy.victim([first, second]) is second
+    first.size, second.size = 100, 10
+    assert policy.victim([first, second]) is first
 
 
 def test_a_model_inside_a_fused_bundle_answers_with_its_own_outputs(three_bundles):

@@ -15,7 +15,7 @@ import pytest
 from fusedinf_cc.backends.onnxruntime import PREPACKING_KEY
 from fusedinf_cc.build import build_fused
 from fusedinf_cc.feeds import random_feeds
-from fusedinf_cc.loader import EngineCache, open_bundle
+from fusedinf_cc.loader import EngineCache, _Entry, _weigh_freeable, open_bundle
 from fusedinf_cc.manifest import manifest_path_for, read_manifest
 from fusedinf_cc.runtimes import open_session
 from fusedinf_cc.weight_pool import WeightPool
@@ -190,6 +190,20 @@ def test_the_budget_counts_a_shared_weight_once(overlapping):
         unpooled.load(bundle.name)
     assert unpooled.resident() == ["ac"] and unpooled.stats.evictions == 1
     unpooled.close()
+
+
+def test_an_eviction_is_weighed_by_the_bytes_it_would_free(overlapping):
+    ab, ac, alone = (_Entry(open_bundle(overlapping[n])) for n in ("ab", "ac", "alone"))
+    for entry in (ab, ac, alone):
+        entry.shared = dict(entry.bundle.shared_weights)
+    squeeze = set(alone.shared)
+    _weigh_freeable([ab, alone], staying=[ab, ac, alone])
+    # Every squeezenet weight stays with another bundle: each frees only what it alone holds.
+    assert alone.freeable == alone.private_size
+    own = sum(size for digest, size in ab.shared.items() if digest not in squeeze)
+    assert ab.freeable == ab.private_size + own
+    _weigh_freeable([ab], staying=[ab])  # nothing else resident: all of it goes
+    assert ab.freeable == ab.private_size + sum(ab.shared.values())
 
 
 def test_real_memory_of_two_resident_bundles_stays_within_the_shared_budget(overlapping):

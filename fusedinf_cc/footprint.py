@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,12 @@ class Footprint:
             "activation_bytes": self.activation_bytes,
             "method": FOOTPRINT_METHOD,
         }
+
+
+def arena_bytes(footprints: Iterable[Footprint]) -> int:
+    """The shared activation arena these bundles need: the most one of their requests needs
+    (the loader's arena grows to that and never shrinks)."""
+    return max((footprint.activation_bytes for footprint in footprints), default=0)
 
 
 def measure_footprint(artifact: Path) -> Footprint:

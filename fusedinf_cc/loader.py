@@ -25,7 +25,7 @@ from fusedinf_cc.backends.onnxruntime import SHARED_WEIGHTS_OPTIONS
 from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.feeds import load_feeds, random_feeds, resolve_shape
 from fusedinf_cc.files import sha256_file, write_text_atomic
-from fusedinf_cc.footprint import FOOTPRINT_METHOD, Footprint, measure_footprint
+from fusedinf_cc.footprint import FOOTPRINT_METHOD, Footprint, arena_bytes, measure_footprint
 from fusedinf_cc.manifest import Manifest, ModelEntry, manifest_path_for, read_manifest
 from fusedinf_cc.policies import POLICIES, CachePolicy
 from fusedinf_cc.procmem import release_freed_memory
@@ -464,7 +464,7 @@ def least_budget(footprints: Sequence[Footprint]) -> int:
     """The least budget under which each of these bundles can load with a shared arena: the
     largest bundle beside the largest arena (which the loader never shrinks)."""
     largest = max((footprint.measured_bytes for footprint in footprints), default=0)
-    return largest + max((footprint.activation_bytes for footprint in footprints), default=0)
+    return largest + arena_bytes(footprints)
 
 
 def run_once(

@@ -22,6 +22,7 @@ import numpy as np
 from fusedinf_cc.build import build_fused
 from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.feeds import random_feeds
+from fusedinf_cc.footprint import arena_bytes
 from fusedinf_cc.loader import Bundle, EngineCache, open_bundle
 from fusedinf_cc.manifest import manifest_path_for
 from fusedinf_cc.procmem import status_bytes
@@ -265,8 +266,7 @@ def replay(
 def total_footprint(deployment: Deployment) -> int:
     """Every bundle of `deployment` resident at once: their footprints and one activation arena."""
     footprints = [bundle.footprint for bundle in deployment.bundles.values()]
-    arena = max((footprint.activation_bytes for footprint in footprints), default=0)
-    return sum(footprint.measured_bytes for footprint in footprints) + arena
+    return sum(footprint.measured_bytes for footprint in footprints) + arena_bytes(footprints)
 
 
 def parse_budget(text: str, reference_bytes: int) -> int:

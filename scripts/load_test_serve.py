@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from fusedinf_cc.bundle_spec import read_spec  # noqa: E402
 from fusedinf_cc.bundles import build_bundles  # noqa: E402
-from fusedinf_cc.loader import open_bundle  # noqa: E402
+from fusedinf_cc.loader import least_budget, open_bundle  # noqa: E402
 from fusedinf_cc.procmem import status_bytes  # noqa: E402
 from model_zoo.zoo import export  # noqa: E402
 
@@ -61,11 +61,11 @@ def main() -> None:
     (work / "fusedinf.toml").write_text(SPEC.format(z=zoo))
     spec = read_spec(work / "fusedinf.toml")
     build_bundles(list(spec.bundles.values()), work / "dist")
-    footprints = {
-        name: open_bundle(work / "dist" / name / f"{name}.onnx").footprint.alone_bytes
-        for name in spec.bundles
+    measured = {
+        name: open_bundle(work / "dist" / name / f"{name}.onnx").footprint for name in spec.bundles
     }
-    budget = max(max(footprints.values()), sum(footprints.values()) // 2)
+    footprints = {name: footprint.alone_bytes for name, footprint in measured.items()}
+    budget = max(least_budget(list(measured.values())), sum(footprints.values()) // 2)
     port = _free_port()
     server = subprocess.Popen(
         [

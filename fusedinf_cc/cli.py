@@ -39,6 +39,7 @@ from fusedinf_cc.simulate import (
     ReplayResult,
     TraceSpec,
     auto_groups,
+    check_policies,
     deployments,
     parse_budget,
     read_trace,
@@ -450,7 +451,13 @@ def simulate(
             help="Memory budget: 512MiB, 2GiB, or 50% of all models (at least the largest bundle).",
         ),
     ] = "50%",
-    policy: Annotated[str, typer.Option("--policy", help="Policies to compare.")] = "lru,gdsf",
+    policy: Annotated[
+        str,
+        typer.Option(
+            "--policy",
+            help="Policies to compare: lru, gdsf, and belady (clairvoyant: knows the trace).",
+        ),
+    ] = "lru,gdsf",
     trace: Annotated[
         Path | None, typer.Option("--trace", help="CSV timestamp,function (else --synthetic).")
     ] = None,
@@ -505,6 +512,7 @@ def simulate(
     if missing:
         raise UserInputError(f"the trace names unknown functions: {sorted(missing)}")
     policies = [p.strip() for p in policy.split(",") if p.strip()]
+    check_policies(policies)
     groups = None
     if fused_groups == "auto":
         groups = auto_groups(function_map) or None

@@ -140,6 +140,10 @@ class _Entry:
     freeable: int | None = None  # what evicting it frees now; set before a victim is chosen
 
     @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    @property
     def size(self) -> int:
         """What the policy weighs: the bytes its eviction would free, or its footprint."""
         return self.bundle.footprint.measured_bytes if self.freeable is None else self.freeable
@@ -160,7 +164,7 @@ class EngineCache:
     def __init__(
         self,
         budget_bytes: int,
-        policy: str = "lru",
+        policy: str | Callable[[], CachePolicy] = "lru",
         *,
         share_weights: bool = False,
         pool_weights: bool = True,
@@ -168,8 +172,9 @@ class EngineCache:
         runtime: str = DEFAULT_RUNTIME,
         session_factory: Callable[[Path], Session] | None = None,
     ):
-        """`share_weights`: keep weights in the memory-mapped external data file, shared by every
-        process that serves the same bundle (see `SHARED_WEIGHTS_OPTIONS` for the cost).
+        """`policy`: a name from `POLICIES`, or what makes a policy (e.g. a clairvoyant one
+        for a replay). `share_weights`: keep weights in the memory-mapped external data file,
+        shared by every process that serves the same bundle (see `SHARED_WEIGHTS_OPTIONS`).
         `pool_weights`: ahead-of-time bundles that hold the same weights map them once
         (`weight_pool`), and the budget counts them once while any resident bundle holds them.
         `share_arena`: activations come from one arena for the process, which the budget counts
@@ -178,10 +183,11 @@ class EngineCache:
         own activation memory, is counted with it, and requests run concurrently."""
         if budget_bytes <= 0:
             raise UserInputError("the memory budget must be positive")
-        if policy not in POLICIES:
+        if isinstance(policy, str) and policy not in POLICIES:
             raise UserInputError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
         self.budget_bytes = budget_bytes
-        self.policy: CachePolicy = POLICIES[policy]()
+        self._new_policy = POLICIES[policy] if isinstance(policy, str) else policy
+        self.policy: CachePolicy = self._new_policy()
         self.stats = CacheStats()
         self.evictions: list[str] = []  # bundle names, in eviction order
         self._session_factory = session_factory or functools.partial(
@@ -427,7 +433,7 @@ class EngineCache:
         with self._condition:
             self.stats = CacheStats(peak_accounted_bytes=self._bytes_held())
             self.evictions.clear()
-            self.policy = type(self.policy)()
+            self.policy = self._new_policy()
             for entry in self._entries.values():
                 entry.frequency, entry.priority, entry.base = 0, 0.0, 0.0
 

@@ -6,16 +6,21 @@
   often used, slow to load and small stay, and a long-unused bundle ages out. Size is what
   evicting the bundle would free when the victim is chosen: a bundle whose weights other
   resident bundles also hold frees only its own part, and is weighed by that.
+- `belady`: Belady's clairvoyant policy: evicts the bundle whose next use lies furthest ahead.
+  It needs the future, so only a replay of a known trace (`simulate`) can run it: it is the
+  reference for what an online policy could still gain (optimal in misses when bundles are of
+  one size).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 
 class CachedBundle(Protocol):
+    name: str
     frequency: int
     priority: float
     base: float  # GDSF's L when the bundle was last used
@@ -76,6 +81,25 @@ class GreedyDualSizeFrequency:
         entry.frequency = 0
 
 
+class Clairvoyant:
+    name = "belady"
+
+    def __init__(self, next_use: Callable[[str], float]):
+        """`next_use(name)`: when the bundle is next used (any increasing clock; infinity for
+        never again)."""
+        self._next_use = next_use
+
+    def touch(self, entry: CachedBundle) -> None:
+        return None
+
+    def victim(self, idle: Sequence[CachedBundle]) -> CachedBundle:
+        return max(idle, key=lambda entry: self._next_use(entry.name))
+
+    def evicted(self, entry: CachedBundle) -> None:
+        return None
+
+
+# The online policies: what a serving loader can run.
 POLICIES: dict[str, type[CachePolicy]] = {
     LeastRecentlyUsed.name: LeastRecentlyUsed,
     GreedyDualSizeFrequency.name: GreedyDualSizeFrequency,

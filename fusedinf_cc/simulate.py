@@ -4,16 +4,21 @@ A *function* (a serverless handler) invokes a set of models per request. The sam
 deployed two ways: **unfused**, every model its own bundle, or **fused**, every function one
 bundle. A trace of (arrival time, function) is replayed through an `EngineCache` with real
 bundles: one server takes requests in arrival order. A request's latency is its wait for the
-server plus the loads and inference it really took.
+server plus the loads and inference it really took. Besides the loader's own policies, a replay
+can run Belady's clairvoyant one, which knows the trace: how far an online policy is from it is
+what a better policy could still gain.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import hashlib
+import itertools
 import json
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +30,7 @@ from fusedinf_cc.feeds import random_feeds
 from fusedinf_cc.footprint import arena_bytes
 from fusedinf_cc.loader import Bundle, EngineCache, open_bundle
 from fusedinf_cc.manifest import manifest_path_for
+from fusedinf_cc.policies import POLICIES, CachePolicy, Clairvoyant
 from fusedinf_cc.procmem import status_bytes
 from fusedinf_cc.sizes import parse_size
 
@@ -207,6 +213,41 @@ def _single(models: dict[str, Path], model: str, work_dir: Path, aot: bool) -> P
     return _built(models, [model], work_dir / f"model-{model}", aot) if aot else models[model]
 
 
+# What a replay can compare: the loader's policies and the clairvoyant reference.
+SIMULATED_POLICIES = (*POLICIES, Clairvoyant.name)
+
+
+def check_policies(names: Sequence[str]) -> None:
+    unknown = [name for name in names if name not in SIMULATED_POLICIES]
+    if unknown or not names:
+        raise UserInputError(
+            f"--policy: unknown {', '.join(unknown) or 'none given'}; "
+            f"choose from {', '.join(SIMULATED_POLICIES)}"
+        )
+
+
+class FutureUses:
+    """When each bundle is next called in a replay: what the clairvoyant policy reads."""
+
+    def __init__(self, calls: Sequence[str]):
+        """`calls`: the bundle of every call, in replay order; `now` is the current one."""
+        self.now = 0
+        self._steps: dict[str, list[int]] = {}
+        for step, name in enumerate(calls):
+            self._steps.setdefault(name, []).append(step)
+
+    def next_use(self, name: str) -> float:
+        steps = self._steps.get(name, [])
+        index = bisect.bisect_right(steps, self.now)
+        return steps[index] if index < len(steps) else math.inf
+
+
+def _policy_for(name: str, future: FutureUses) -> str | Callable[[], CachePolicy]:
+    if name == Clairvoyant.name:
+        return lambda: Clairvoyant(future.next_use)
+    return name
+
+
 @dataclass(frozen=True)
 class ReplayResult:
     deployment: str
@@ -226,7 +267,9 @@ class ReplayResult:
 def replay(
     requests: Sequence[Request], deployment: Deployment, budget_bytes: int, policy: str
 ) -> ReplayResult:
-    cache = EngineCache(budget_bytes, policy)
+    check_policies([policy])
+    future = FutureUses([b for r in requests for b in deployment.calls[r.function]])
+    cache = EngineCache(budget_bytes, _policy_for(policy, future))
     for bundle in deployment.bundles.values():
         cache.register(bundle)
     feeds = {name: random_feeds(cache.input_specs(name)) for name in deployment.bundles}
@@ -236,10 +279,12 @@ def replay(
     peak_rss = baseline
     server_free_at = 0.0
     latencies = []
+    steps = itertools.count()
     for request in requests:
         start = max(request.arrival_s, server_free_at)
         began = time.perf_counter()
         for bundle in deployment.calls[request.function]:
+            future.now = next(steps)
             cache.run(bundle, feeds[bundle])
         service = time.perf_counter() - began
         server_free_at = start + service

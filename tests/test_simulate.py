@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
 from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.policies import Clairvoyant
 from fusedinf_cc.simulate import (
+    FutureUses,
     Request,
     TraceSpec,
     auto_groups,
@@ -98,6 +102,31 @@ def test_aot_deployments_build_every_bundle_for_this_cpu(small_models, tmp_path)
     assert result.misses == 3 and result.hits == 2 * len(trace) - 3
 
 
+def test_clairvoyant_policy_evicts_the_bundle_next_used_furthest_ahead():
+    future = FutureUses(["a", "b", "c", "a", "b", "a"])
+    future.now = 2
+    assert [future.next_use(name) for name in "abcz"] == [3, 4, math.inf, math.inf]
+    idle = [SimpleNamespace(name=name) for name in "ab"]
+    assert Clairvoyant(future.next_use).victim(idle).name == "b"
+    future.now = 4
+    assert Clairvoyant(future.next_use).victim(idle).name == "b"  # never used again
+
+
+def test_clairvoyant_replay_misses_less_than_lru_where_lru_thrashes(small_models, tmp_path):
+    # Three bundles used in a cycle with room for two: LRU always evicts the next one needed.
+    functions = {"fa": ["m0"], "fb": ["m1"], "fc": ["m2"]}
+    unfused = deployments(small_models, functions, tmp_path / "work")[0]
+    trace = [Request(0.01 * i, ("fa", "fb", "fc")[i % 3]) for i in range(30)]
+    budget = total_footprint(unfused) - 1
+    lru = replay(trace, unfused, budget, "lru")
+    belady = replay(trace, unfused, budget, "belady")
+    assert lru.misses == len(trace)
+    assert belady.misses <= len(trace) // 2 + 2
+    assert belady.peak_accounted_bytes <= budget
+    with pytest.raises(UserInputError, match="choose from lru, gdsf, belady"):
+        replay(trace, unfused, budget, "fifo")
+
+
 def test_auto_groups_are_models_always_called_together():
     functions = {"fa": ["m0", "m1", "m2"], "fb": ["m0", "m1", "m3"], "fc": ["m2", "m4"]}
     assert auto_groups(functions) == {"g00": ["m0", "m1"]}
@@ -141,16 +170,20 @@ def test_simulate_command_with_a_trace_and_functions(small_models, tmp_path):
         report,
         "--fused-groups",
         "auto",
+        "--policy",
+        "lru,belady",
     )
     assert result.returncode == 0, result.stderr
     rows = json.loads(report.read_text())["results"]
     assert {(r["deployment"], r["policy"]) for r in rows} == {
         (deployment, policy)
         for deployment in ("unfused", "fused", "grouped")
-        for policy in ("lru", "gdsf")
+        for policy in ("lru", "belady")
     }
     write_trace([Request(0.0, "nobody")], trace)
     result = run_cli("simulate", *models, "--trace", trace, "--functions", functions)
     assert result.returncode == 2 and "unknown functions: ['nobody']" in result.stderr
     result = run_cli("simulate", *models)
     assert result.returncode == 2 and "--trace TRACE.csv or --synthetic" in result.stderr
+    result = run_cli("simulate", *models, "--synthetic", "--policy", "lru,mru")
+    assert result.returncode == 2 and "--policy: unknown mru" in result.stderr

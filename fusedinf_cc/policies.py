@@ -6,10 +6,11 @@
   often used, slow to load and small stay, and a long-unused bundle ages out. Size is what
   evicting the bundle would free when the victim is chosen: a bundle whose weights other
   resident bundles also hold frees only its own part, and is weighed by that.
-- `belady`: Belady's clairvoyant policy: evicts the bundle whose next use lies furthest ahead.
-  It needs the future, so only a replay of a known trace (`simulate`) can run it: it is the
-  reference for what an online policy could still gain (optimal in misses when bundles are of
-  one size).
+- `belady`: clairvoyant, Belady's policy weighed by size: evicts the bundle whose next use lies
+  furthest ahead times the bytes its eviction frees. It needs the future, so only a replay of a
+  known trace (`simulate`) can run it: a reference for what an online policy could still gain.
+  With bundles of one size it is Belady's, which no policy beats on misses; with sizes that
+  differ it is a strong heuristic, not a bound.
 """
 
 from __future__ import annotations
@@ -84,16 +85,18 @@ class GreedyDualSizeFrequency:
 class Clairvoyant:
     name = "belady"
 
-    def __init__(self, next_use: Callable[[str], float]):
-        """`next_use(name)`: when the bundle is next used (any increasing clock; infinity for
-        never again)."""
-        self._next_use = next_use
+    def __init__(self, until_next_use: Callable[[str], float]):
+        """`until_next_use(name)`: how far ahead the bundle is next used (infinity: never)."""
+        self._until_next_use = until_next_use
 
     def touch(self, entry: CachedBundle) -> None:
         return None
 
     def victim(self, idle: Sequence[CachedBundle]) -> CachedBundle:
-        return max(idle, key=lambda entry: self._next_use(entry.name))
+        def weight(entry: CachedBundle) -> tuple[float, int]:
+            return self._until_next_use(entry.name) * max(entry.size, 1), entry.size
+
+        return max(idle, key=weight)
 
     def evicted(self, entry: CachedBundle) -> None:
         return None

@@ -236,15 +236,16 @@ class FutureUses:
         for step, name in enumerate(calls):
             self._steps.setdefault(name, []).append(step)
 
-    def next_use(self, name: str) -> float:
+    def until_next_use(self, name: str) -> float:
+        """Calls from now until the next call of `name` (infinity: none)."""
         steps = self._steps.get(name, [])
         index = bisect.bisect_right(steps, self.now)
-        return steps[index] if index < len(steps) else math.inf
+        return steps[index] - self.now if index < len(steps) else math.inf
 
 
 def _policy_for(name: str, future: FutureUses) -> str | Callable[[], CachePolicy]:
     if name == Clairvoyant.name:
-        return lambda: Clairvoyant(future.next_use)
+        return lambda: Clairvoyant(future.until_next_use)
     return name
 
 

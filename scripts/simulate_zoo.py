@@ -1,6 +1,7 @@
 """The synthetic swap workload on real zoo bundles: fused vs unfused, LRU vs GDSF.
 
     python scripts/simulate_zoo.py [--requests 400] [--budget 50%] [--aot] [--json FILE]
+                                   [--policy lru,gdsf,belady]
 
 Fixed workload (reported in docs/benchmarks.md): a pool of 12 distinct zoo models (resnet18,
 mobilenet_v3_small, squeezenet1_1, transformer_encoder, head0 and head1, two weight variants
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "simulate")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--aot", action="store_true", help="build every bundle with fuse --aot")
+    parser.add_argument("--policy", default="lru,gdsf,belady", help="policies to replay")
     args = parser.parse_args()
     models = []
     for name in POOL:
@@ -53,7 +55,7 @@ def main() -> None:
         "--budget",
         args.budget,
         "--policy",
-        "lru,gdsf",
+        args.policy,
         "--work-dir",
         str(args.work_dir / "fused"),
         "--fused-groups",

@@ -102,14 +102,17 @@ def test_aot_deployments_build_every_bundle_for_this_cpu(small_models, tmp_path)
     assert result.misses == 3 and result.hits == 2 * len(trace) - 3
 
 
-def test_clairvoyant_policy_evicts_the_bundle_next_used_furthest_ahead():
+def test_clairvoyant_policy_evicts_by_distance_to_next_use_times_size():
     future = FutureUses(["a", "b", "c", "a", "b", "a"])
     future.now = 2
-    assert [future.next_use(name) for name in "abcz"] == [3, 4, math.inf, math.inf]
-    idle = [SimpleNamespace(name=name) for name in "ab"]
-    assert Clairvoyant(future.next_use).victim(idle).name == "b"
+    assert [future.until_next_use(name) for name in "abcz"] == [1, 2, math.inf, math.inf]
+    policy = Clairvoyant(future.until_next_use)
+    a, b = SimpleNamespace(name="a", size=10), SimpleNamespace(name="b", size=10)
+    assert policy.victim([a, b]) is b  # used later, frees as much
+    a.size = 30
+    assert policy.victim([a, b]) is a  # used sooner, but frees three times as much
     future.now = 4
-    assert Clairvoyant(future.next_use).victim(idle).name == "b"  # never used again
+    assert policy.victim([a, b]) is b  # never used again
 
 
 def test_clairvoyant_replay_misses_less_than_lru_where_lru_thrashes(small_models, tmp_path):

@@ -5,14 +5,17 @@ memory that configuration's own: peak RSS is the child's `VmHWM`. The child, `be
 imports only the runtime, never the compiler. One request runs every model once. The
 separate baseline gets every configuration we try for the fused side too (thread spinning on and
 off; models run one after another or concurrently), and the report compares the fastest of each.
+The configurations run in rounds, the two variants alternating and each round in the reverse
+order of the last, so that a machine whose speed drifts during the run charges both sides alike.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +66,42 @@ class BenchReport:
 
 
 def default_configs(threads: int = 0, runtime: str = DEFAULT_RUNTIME) -> list[BenchConfig]:
-    """Every configuration tried on both sides; TensorRT has no thread pools to spin."""
+    """Every configuration tried on both sides, the variants alternating; TensorRT has no thread
+    pools to spin."""
     spinning = (False,) if runtime == TENSORRT else (True, False)
     return [
         BenchConfig(variant, spin, execution, threads, runtime)
-        for variant in ("separate", "fused")
         for execution in ("sequential", "parallel")
         for spin in spinning
+        for variant in ("separate", "fused")
     ]
+
+
+def round_order(configs: Sequence[BenchConfig], rounds: int) -> list[BenchConfig]:
+    """Every configuration once per round, each round in the reverse order of the last."""
+    order: list[BenchConfig] = []
+    for index in range(rounds):
+        order.extend(configs if index % 2 == 0 else reversed(configs))
+    return order
+
+
+def merge_rounds(results: Sequence[VariantResult]) -> VariantResult:
+    """One configuration's rounds as one result: every round's latencies together, and the
+    median round's load time and memory."""
+    first = results[0]
+    gpu = [r.gpu_bytes for r in results if r.gpu_bytes is not None]
+    return replace(
+        first,
+        load_s=statistics.median(r.load_s for r in results),
+        latencies_ms=[latency for r in results for latency in r.latencies_ms],
+        peak_rss_bytes=statistics.median_low(r.peak_rss_bytes for r in results),
+        imported_compiler=any(r.imported_compiler for r in results),
+        baseline_rss_bytes=statistics.median_low(r.baseline_rss_bytes for r in results),
+        resident_rss_bytes=statistics.median_low(r.resident_rss_bytes for r in results),
+        activation_bytes=statistics.median_low(r.activation_bytes for r in results),
+        gpu_bytes=statistics.median_low(gpu) if gpu else None,
+        p50_ms_by_round=[r.percentile(50) for r in results],
+    )
 
 
 def bench_artifact(
@@ -84,8 +115,10 @@ def bench_artifact(
     on_config_done: Callable[[VariantResult], None] | None = None,
     runtime: str = DEFAULT_RUNTIME,
     scratch: Path | None = None,
+    rounds: int = 1,
 ) -> BenchReport:
-    """Benchmark a fused artifact against its source models (found through its manifest).
+    """Benchmark a fused artifact against its source models (found through its manifest), each
+    configuration `rounds` times in a fresh process.
 
     A fused engine is compared with engines of the source models built alone, with the same
     options, into `scratch`.
@@ -111,12 +144,14 @@ def bench_artifact(
         "fused": BenchPlan([("fused", fused_path)], [fused_feeds], runs, warmup),
         "separate": BenchPlan(sources, separate_feeds, runs, warmup),
     }
-    results = []
-    for config in configs or default_configs(threads, runtime):
+    tried = list(configs or default_configs(threads, runtime))
+    by_config: dict[BenchConfig, list[VariantResult]] = {config: [] for config in tried}
+    for config in round_order(tried, rounds):
         result = run_in_fresh_process(plans[config.variant], config)
-        results.append(result)
+        by_config[config].append(result)
         if on_config_done:
             on_config_done(result)
+    results = [merge_rounds(by_config[config]) for config in tried]
     return BenchReport(results=results, environment=_environment(runtime))
 
 

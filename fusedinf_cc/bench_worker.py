@@ -86,6 +86,7 @@ class VariantResult:
     resident_rss_bytes: int = 0  # after the last request
     activation_bytes: int = 0  # with warm_load and shared_arena: what the shared arena kept
     gpu_bytes: int | None = None  # GPU memory in use beyond the baseline (None: no GPU runtime)
+    p50_ms_by_round: list[float] = field(default_factory=list)  # when merged from rounds
 
     @property
     def footprint_bytes(self) -> int:
@@ -111,6 +112,8 @@ class VariantResult:
             "peak_rss_bytes": self.peak_rss_bytes,
             "artifact_bytes": self.artifact_bytes,
             "gpu_bytes": self.gpu_bytes,
+            "rounds": max(1, len(self.p50_ms_by_round)),
+            "p50_ms_by_round": self.p50_ms_by_round or [self.percentile(50)],
         }
 
 

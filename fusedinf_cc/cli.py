@@ -289,6 +289,13 @@ def bench(
     threads: Annotated[int, typer.Option("--threads", help="Intra-op threads; 0: default.")] = 0,
     runs: Annotated[int, typer.Option("--runs", help="Timed requests per configuration.")] = 50,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed requests first.")] = 5,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            "--rounds",
+            help="Fresh processes per configuration, both sides alternating (median round).",
+        ),
+    ] = 3,
     shapes: Annotated[
         str | None, typer.Option("--shapes", help="Dynamic dims: NAME:1x3x224x224,...")
     ] = None,
@@ -305,8 +312,8 @@ def bench(
             "fused.engine`, then bench --fused fused.engine (the separate engines are built "
             "with the same options)"
         )
-    if runs < 1 or warmup < 0:
-        raise UserInputError("--runs must be at least 1 and --warmup at least 0")
+    if runs < 1 or warmup < 0 or rounds < 1:
+        raise UserInputError("--runs and --rounds must be at least 1, --warmup at least 0")
     if not models and fused is None:
         raise UserInputError("give the models to fuse, or --fused FUSED.onnx")
     if aot and not models:
@@ -323,7 +330,7 @@ def bench(
             )
         configs = default_configs(threads, backend)
         with Progress(console=error_console, transient=True) as progress:
-            task = progress.add_task("benchmarking", total=len(configs))
+            task = progress.add_task("benchmarking", total=len(configs) * rounds)
             report = bench_artifact(
                 artifact,
                 runs=runs,
@@ -336,6 +343,7 @@ def bench(
                 ),
                 runtime=backend,
                 scratch=Path(scratch),
+                rounds=rounds,
             )
     console.print(_bench_configs_table(report))
     console.print(_bench_summary_table(report))

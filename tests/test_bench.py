@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from fusedinf_cc.bench import BenchConfig, bench_artifact
+from fusedinf_cc.bench import BenchConfig, bench_artifact, default_configs, round_order
 from tests import builders
 from tests.conftest import fuse_files, run_cli
 
@@ -21,9 +21,11 @@ def test_bench_measures_both_variants_in_fresh_processes(tmp_path):
         BenchConfig("separate", False, "sequential"),
         BenchConfig("fused", False, "sequential"),
     ]
-    report = bench_artifact(out, runs=5, warmup=1, configs=configs)
+    report = bench_artifact(out, runs=5, warmup=1, configs=configs, rounds=2)
     separate, fused = report.best("separate"), report.best("fused")
-    assert len(separate.latencies_ms) == len(fused.latencies_ms) == 5
+    # Two rounds, each a fresh process: their latencies pooled, each round's p50 kept.
+    assert len(separate.latencies_ms) == len(fused.latencies_ms) == 10
+    assert len(fused.p50_ms_by_round) == 2 and fused.summary()["rounds"] == 2
     assert separate.artifact_bytes == a.stat().st_size + b.stat().st_size
     assert fused.artifact_bytes == out.stat().st_size
     # A fresh child: it imported onnxruntime (tens of MiB) but not the compiler.
@@ -47,6 +49,8 @@ def test_bench_cli_fuses_first_and_writes_json(tmp_path):
         "3",
         "--warmup",
         "0",
+        "--rounds",
+        "1",
         "--json",
         report_path,
     )
@@ -70,8 +74,17 @@ def test_bench_plot_writes_a_png(tmp_path):
     a = builders.save(builders.affine(0), tmp_path / "a.onnx")
     b = builders.save(builders.affine(1), tmp_path / "b.onnx")
     picture = tmp_path / "bench.png"
-    result = run_cli("bench", a, b, "--runs", "2", "--warmup", "0", "--plot", picture)
+    result = run_cli(
+        "bench", a, b, "--runs", "2", "--warmup", "0", "--rounds", "1", "--plot", picture
+    )
     assert result.returncode == 0, result.stderr
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert picture.stat().st_size > 10_000  # two panels of bars, not an empty canvas
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bench.png")]
+
+
+def test_rounds_alternate_the_variants_and_reverse_each_round():
+    configs = default_configs()
+    assert [c.variant for c in configs[:4]] == ["separate", "fused", "separate", "fused"]
+    order = round_order(configs, 3)
+    assert order == [*configs, *reversed(configs), *configs]

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from fusedinf_cc.backends.base import Session, TensorSpec
-from fusedinf_cc.backends.onnxruntime import SHARED_WEIGHTS_OPTIONS
 from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.feeds import load_feeds, random_feeds, resolve_shape
 from fusedinf_cc.files import sha256_file, write_text_atomic
@@ -174,7 +173,7 @@ class EngineCache:
     ):
         """`policy`: a name from `POLICIES`, or what makes a policy (e.g. a clairvoyant one
         for a replay). `share_weights`: keep weights in the memory-mapped external data file,
-        shared by every process that serves the same bundle (see `SHARED_WEIGHTS_OPTIONS`).
+        shared by every process that serves the same bundle (`open_session`).
         `pool_weights`: ahead-of-time bundles that hold the same weights map them once
         (`weight_pool`), and the budget counts them once while any resident bundle holds them.
         `share_arena`: activations come from one arena for the process, which the budget counts
@@ -193,7 +192,7 @@ class EngineCache:
         self._session_factory = session_factory or functools.partial(
             open_session,
             runtime=check_runtime(runtime),
-            options=SHARED_WEIGHTS_OPTIONS if share_weights else None,
+            share_weights=share_weights,
             weight_pool=DEFAULT_POOL if pool_weights else None,
             shared_arena=share_arena,
         )

@@ -15,6 +15,7 @@ from fusedinf_cc.backends.base import Session
 from fusedinf_cc.backends.cpu_target import check_optimised_for_here
 from fusedinf_cc.backends.onnxruntime import (
     EXECUTION_PROVIDERS,
+    SHARED_WEIGHTS_OPTIONS,
     OnnxRuntimeSession,
     prepacks,
     providers_for,
@@ -53,13 +54,17 @@ def open_session(
     weight_streaming_budget: int | None = None,
     weight_pool: WeightPool | None = DEFAULT_POOL,
     shared_arena: bool = False,
+    share_weights: bool = False,
 ) -> Session:
     """A loaded session for `path`; `options` are ONNX Runtime session options.
     `weight_streaming_budget` (bytes of weights kept on the GPU) is for engines built with
     --weight-streaming; TensorRT streams the rest in while the engine runs. An ahead-of-time
     artifact takes its weights from `weight_pool`, shared with every session of this process
     that holds the same weights (None: each session maps its own). `shared_arena`: activations
-    on the CPU come from one arena for the whole process instead of one per session."""
+    on the CPU come from one arena for the whole process instead of one per session.
+    `share_weights`: keep a portable artifact's weights in its mapped side file, shared between
+    processes (`SHARED_WEIGHTS_OPTIONS`, at a latency cost); an ahead-of-time artifact keeps
+    them there anyway, so for it this changes nothing."""
     check_runtime(runtime)
     check_weight_streaming(path, weight_streaming_budget)
     if isinstance(path, Path) and is_engine(path):
@@ -72,10 +77,11 @@ def open_session(
             f"--backend tensorrt runs TensorRT engines, not {what}: build one with "
             "`fusedinf-cc fuse ... -o fused.engine`"
         )
+    optimised = isinstance(path, Path) and check_optimised_for_here(path, runtime) is not None
+    if share_weights and not optimised:
+        options = _with_shared_weights(options)
     shared_weights: list[tuple[str, SharedWeight]] = []
-    optimised = False
     if isinstance(path, Path):
-        optimised = check_optimised_for_here(path, runtime) is not None
         data_file, records = artifact_weights(path)
         if prepacks(options, optimised):
             # A packed copy replaces the original; pooling it would keep both.
@@ -90,3 +96,10 @@ def open_session(
         optimised=optimised,
         shared_arena=shared_arena,
     )
+
+
+def _with_shared_weights(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`options` over `SHARED_WEIGHTS_OPTIONS`, their config entries merged."""
+    given = dict(options or {})
+    config = {**SHARED_WEIGHTS_OPTIONS["config"], **(given.get("config") or {})}
+    return {**SHARED_WEIGHTS_OPTIONS, **given, "config": config}

@@ -185,3 +185,37 @@ def test_portable_artifacts_record_no_cpu(tmp_path):
 )
 def test_isa_class(machine, flags, isa):
     assert isa_class(machine, flags) == isa
+
+
+def test_sharing_weights_lowers_only_a_portable_artifacts_load(heads_aot, tmp_path):
+    """`share_weights` loads a portable artifact at basic optimisation without prepacking, so
+    its weights stay in the mapped file; an ahead-of-time artifact already loads with no graph
+    work at all, and sharing must not raise that to basic."""
+    import onnxruntime as ort
+
+    a, b = _pair(tmp_path)
+    portable = tmp_path / "portable.onnx"
+    build_fused([f"a={a}", f"b={b}"], portable)
+    spin_off = {"config": {"session.intra_op.allow_spinning": "0"}}
+
+    def loaded_with(path: Path, **kwargs) -> tuple[object, str, str]:
+        options = open_session(path, **kwargs)._session.get_session_options()
+        return (
+            options.graph_optimization_level,
+            options.get_session_config_entry("session.disable_prepacking"),
+            options.get_session_config_entry("session.intra_op.allow_spinning"),
+        )
+
+    level = ort.GraphOptimizationLevel
+    assert loaded_with(heads_aot, share_weights=True, options=spin_off) == (
+        level.ORT_DISABLE_ALL,
+        "1",
+        "0",
+    )
+    assert loaded_with(portable, share_weights=True, options=spin_off) == (
+        level.ORT_ENABLE_BASIC,
+        "1",
+        "0",
+    )
+    default = open_session(portable, options=spin_off)._session.get_session_options()
+    assert default.graph_optimization_level == level.ORT_ENABLE_ALL

@@ -1,12 +1,12 @@
 """How load time, latency and memory grow with the number of models, fused vs separate.
 
     python scripts/bench_scaling.py [--arch mobilenet_v3_small] [--counts 1,2,4,8] [--runs 20]
-                                    [--json FILE] [--plot FILE.png]
+                                    [--rounds 3] [--json FILE] [--plot FILE.png]
 
 For each count N it exports N copies of one zoo architecture with distinct weights (so dedup finds
 nothing to fold), fuses them with their `image` input shared, and runs `bench` with the sequential
 configurations (thread spinning on and off); on a 2-core machine running models concurrently
-never won. Each configuration runs in a fresh process.
+never won. Each configuration runs in a fresh process, in alternating rounds as `bench` does.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from model_zoo.zoo import export  # noqa: E402
 
 CONFIGS = [
     BenchConfig(variant, spinning, "sequential")
-    for variant in ("separate", "fused")
     for spinning in (True, False)
+    for variant in ("separate", "fused")
 ]
 METRICS = (
     ("load_s", "cold load (s)"),
@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--arch", default="mobilenet_v3_small")
     parser.add_argument("--counts", default="1,2,4,8")
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds, as in bench")
     parser.add_argument("--zoo-dir", type=Path, default=REPO / ".cache" / "zoo" / "scaling")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
@@ -57,7 +58,7 @@ def main() -> None:
         out = args.zoo_dir / f"fused-{count}.onnx"
         sources = load_sources([(p.stem.replace("-", "_"), p) for p in paths])
         write_fused(fuse(sources, FusionOptions(share_inputs="auto")), out)
-        report = bench_artifact(out, runs=args.runs, warmup=3, configs=CONFIGS)
+        report = bench_artifact(out, runs=args.runs, warmup=3, configs=CONFIGS, rounds=args.rounds)
         row = {"models": count}
         for variant in ("separate", "fused"):
             row[variant] = report.best(variant).summary()

@@ -41,6 +41,7 @@ from fusedinf_cc.simulate import (
     auto_groups,
     check_policies,
     deployments,
+    loading_ratios,
     parse_budget,
     read_trace,
     replay,
@@ -551,6 +552,9 @@ def simulate(
                 results.append(replay(replayed, plan, budget_bytes, name))
                 progress.update(task, advance=1)
     console.print(_simulation_table(results))
+    for name, ratios in loading_ratios(results).items():
+        against = ", ".join(f"{deployment} {ratio:.2f}x" for deployment, ratio in ratios.items())
+        console.print(f"loading seconds over unfused, {name}: {against}")
     if save_trace is not None:
         write_trace(replayed, save_trace)
     if json_out is not None:

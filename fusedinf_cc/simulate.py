@@ -326,5 +326,20 @@ def parse_budget(text: str, reference_bytes: int) -> int:
     return parse_size(value, "--budget")
 
 
+def loading_ratios(results: Sequence[ReplayResult]) -> dict[str, dict[str, float]]:
+    """Per policy, each deployment's seconds spent loading over the unfused deployment's."""
+    unfused = {r.policy: r.seconds_loading for r in results if r.deployment == "unfused"}
+    ratios: dict[str, dict[str, float]] = {}
+    for r in results:
+        if r.deployment != "unfused" and unfused.get(r.policy):
+            ratios.setdefault(r.policy, {})[r.deployment] = r.seconds_loading / unfused[r.policy]
+    return ratios
+
+
 def results_json(results: Sequence[ReplayResult], extra: dict) -> str:
-    return json.dumps({**extra, "results": [asdict(r) for r in results]}, indent=2) + "\n"
+    report = {
+        **extra,
+        "results": [asdict(r) for r in results],
+        "loading_seconds_over_unfused": loading_ratios(results),
+    }
+    return json.dumps(report, indent=2) + "\n"

@@ -177,12 +177,19 @@ def test_simulate_command_with_a_trace_and_functions(small_models, tmp_path):
         "lru,belady",
     )
     assert result.returncode == 0, result.stderr
-    rows = json.loads(report.read_text())["results"]
+    written = json.loads(report.read_text())
+    rows = written["results"]
     assert {(r["deployment"], r["policy"]) for r in rows} == {
         (deployment, policy)
         for deployment in ("unfused", "fused", "grouped")
         for policy in ("lru", "belady")
     }
+    seconds = {(r["deployment"], r["policy"]): r["seconds_loading"] for r in rows}
+    ratios = written["loading_seconds_over_unfused"]
+    lru_ratio = seconds["fused", "lru"] / seconds["unfused", "lru"]
+    assert ratios["lru"]["fused"] == pytest.approx(lru_ratio)
+    assert set(ratios["belady"]) == {"fused", "grouped"}
+    assert "loading seconds over unfused, lru: fused" in result.stdout
     write_trace([Request(0.0, "nobody")], trace)
     result = run_cli("simulate", *models, "--trace", trace, "--functions", functions)
     assert result.returncode == 2 and "unknown functions: ['nobody']" in result.stderr

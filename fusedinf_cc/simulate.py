@@ -5,8 +5,8 @@ deployed two ways: **unfused**, every model its own bundle, or **fused**, every 
 bundle. A trace of (arrival time, function) is replayed through an `EngineCache` with real
 bundles: one server takes requests in arrival order. A request's latency is its wait for the
 server plus the loads and inference it really took. Besides the loader's own policies, a replay
-can run Belady's clairvoyant one, which knows the trace: how far an online policy is from it is
-what a better policy could still gain.
+can run a clairvoyant one (Belady's, weighed by size), which reads the trace ahead: how far an
+online policy is from it is what a better policy could still gain.
 """
 
 from __future__ import annotations

@@ -20,9 +20,10 @@ from fusedinf_cc.procmem import proportional_set_size
 
 _MEASURE_CONFIG = BenchConfig("fused", spinning=False, execution="sequential")
 # Recorded with every footprint; raised whenever what a loaded session holds changes (warm
-# process and shared arena: 1; ahead-of-time sessions without packed copies: 2), so that a
-# manifest's footprint measured the older way is measured again.
-FOOTPRINT_METHOD = 2
+# process and shared arena: 1; ahead-of-time sessions without packed copies: 2; shared-arena
+# sessions without a memory pattern: 3), so that a manifest's footprint measured the older way
+# is measured again.
+FOOTPRINT_METHOD = 3
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from fusedinf_cc.backends.onnxruntime import PREPACKING_KEY
 from fusedinf_cc.build import build_fused
@@ -20,6 +21,7 @@ from fusedinf_cc.manifest import manifest_path_for, read_manifest
 from fusedinf_cc.runtimes import open_session
 from fusedinf_cc.weight_pool import WeightPool
 from fusedinf_cc.weight_records import PREPACKING_OPS
+from tests import builders
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +300,53 @@ def test_idle_bundles_keep_no_activations_with_the_shared_arena(overlapping):
         own,
         activations,
     )
+
+
+_REPEAT_PROBE = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from fusedinf_cc.procmem import status_bytes
+from fusedinf_cc.runtimes import open_session
+options = {"enable_mem_pattern": True} if sys.argv[2] == "pattern" else None
+session = open_session(Path(sys.argv[1]), shared_arena=True, options=options)
+feeds = {"x": np.ones((1, 1 << 20), np.float32)}
+before = status_bytes()["RssAnon"]
+session.run(feeds)
+first = status_bytes()["RssAnon"] - before
+for _ in range(5):
+    session.run(feeds)
+print(json.dumps({"first": first, "later": status_bytes()["RssAnon"] - before - first}))
+"""
+
+
+def test_a_shared_arena_session_keeps_one_runs_activations_not_two(tmp_path):
+    """With a memory pattern, a session's second run takes one planned block that the shared
+    arena keeps beside the first run's tensors; loader sessions run without one."""
+    nodes = []
+    for branch in "ab":  # two branches of 4 MiB activations
+        previous = "x"
+        for index, op in enumerate(("Relu", "Sigmoid", "Neg", "Abs", "Relu", "Sigmoid")):
+            nodes.append(helper.make_node(op, [previous], [f"{branch}{index}"]))
+            previous = f"{branch}{index}"
+        nodes.append(helper.make_node("ReduceSum", [previous], [f"y{branch}"], keepdims=0))
+    model = builders.make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1 << 20])],
+        [helper.make_tensor_value_info(f"y{b}", TensorProto.FLOAT, []) for b in "ab"],
+    )
+    path = builders.save(model, tmp_path / "wide.onnx")
+
+    def probe(mode: str) -> dict[str, int]:
+        result = subprocess.run(
+            [sys.executable, "-c", _REPEAT_PROBE, str(path), mode],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    default, pattern = probe("default"), probe("pattern")
+    assert default["first"] >= 4 * 2**20, default
+    assert default["later"] <= 2**20, default  # later runs reuse the first run's memory
+    assert pattern["later"] >= 0.75 * pattern["first"], pattern  # the planned block, again

@@ -157,6 +157,12 @@ class OnnxRuntimeSession:
         if shared_arena and providers[0] == CPU_PROVIDER:
             register_shared_arena()
             session_options.add_session_config_entry("session.use_env_allocators", "1")
+            # A memory pattern makes a session's second run allocate one planned block, which
+            # the shared arena then keeps beside the first run's tensors: zoo bundles held up to
+            # twice their activations (two squeezenets and a transformer: 22.0 instead of
+            # 11.5 MiB), at the same latency (within 4% on ten zoo bundles). Without it, every
+            # run takes its tensors from the arena's free chunks.
+            session_options.enable_mem_pattern = False
         if optimised or (isinstance(model, Path) and model.suffix == ORT_FORMAT_SUFFIX):
             # Optimised ahead of time: loading must not redo (or undo) that work, nor pack
             # weights into private copies.

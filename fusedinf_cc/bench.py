@@ -86,20 +86,17 @@ def round_order(configs: Sequence[BenchConfig], rounds: int) -> list[BenchConfig
 
 
 def merge_rounds(results: Sequence[VariantResult]) -> VariantResult:
-    """One configuration's rounds as one result: every round's latencies together, and the
-    median round's load time and memory."""
-    first = results[0]
-    gpu = [r.gpu_bytes for r in results if r.gpu_bytes is not None]
+    """One configuration's rounds as one result: every round's latencies together, the median
+    load time, and the memory of the round whose peak RSS is the median. The memory figures
+    come from that one round so that they still add up (a median of each figure on its own
+    could mix a peak from one round with a baseline from another)."""
+    by_peak = sorted(results, key=lambda r: r.peak_rss_bytes)
+    memory = by_peak[(len(by_peak) - 1) // 2]
     return replace(
-        first,
+        memory,
         load_s=statistics.median(r.load_s for r in results),
         latencies_ms=[latency for r in results for latency in r.latencies_ms],
-        peak_rss_bytes=statistics.median_low(r.peak_rss_bytes for r in results),
         imported_compiler=any(r.imported_compiler for r in results),
-        baseline_rss_bytes=statistics.median_low(r.baseline_rss_bytes for r in results),
-        resident_rss_bytes=statistics.median_low(r.resident_rss_bytes for r in results),
-        activation_bytes=statistics.median_low(r.activation_bytes for r in results),
-        gpu_bytes=statistics.median_low(gpu) if gpu else None,
         p50_ms_by_round=[r.percentile(50) for r in results],
     )
 

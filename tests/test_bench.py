@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from fusedinf_cc.bench import BenchConfig, bench_artifact, default_configs, round_order
+from fusedinf_cc.bench import (
+    BenchConfig,
+    bench_artifact,
+    default_configs,
+    merge_rounds,
+    round_order,
+)
+from fusedinf_cc.bench_worker import VariantResult
 from tests import builders
 from tests.conftest import fuse_files, run_cli
 
@@ -88,3 +95,33 @@ def test_rounds_alternate_the_variants_and_reverse_each_round():
     assert [c.variant for c in configs[:4]] == ["separate", "fused", "separate", "fused"]
     order = round_order(configs, 3)
     assert order == [*configs, *reversed(configs), *configs]
+
+
+def test_merged_rounds_take_memory_from_one_round_and_pool_latencies():
+    config = default_configs()[0]
+    mib = 1 << 20
+
+    def round_result(load_s: float, peak: int, baseline: int, latencies: list[float]):
+        return VariantResult(
+            config=config,
+            load_s=load_s,
+            latencies_ms=latencies,
+            peak_rss_bytes=peak * mib,
+            artifact_bytes=1000,
+            baseline_rss_bytes=baseline * mib,
+            resident_rss_bytes=(peak - 1) * mib,
+        )
+
+    rounds = [
+        round_result(0.30, peak=90, baseline=50, latencies=[3.0, 4.0]),
+        round_result(0.10, peak=70, baseline=45, latencies=[1.0]),
+        round_result(0.20, peak=80, baseline=60, latencies=[2.0]),
+    ]
+    merged = merge_rounds(rounds)
+    assert merged.load_s == 0.20
+    assert merged.latencies_ms == [3.0, 4.0, 1.0, 2.0]
+    assert merged.p50_ms_by_round == [3.5, 1.0, 2.0]
+    # The median-peak round's figures together: its footprint is 80 - 60, not 80 - 50.
+    assert (merged.peak_rss_bytes, merged.baseline_rss_bytes) == (80 * mib, 60 * mib)
+    assert merged.resident_rss_bytes == 79 * mib
+    assert merged.footprint_bytes == 20 * mib

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +51,15 @@ def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedP
         env={**os.environ, "COLUMNS": "200"},
         check=False,
     )
+
+
+def run_probe(script: str, *args: str | Path) -> Any:
+    """Run `script` in a fresh Python process, so that the memory it measures is its own, and
+    return the JSON value of the last line it prints."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])

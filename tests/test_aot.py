@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from fusedinf_cc.build import build_fused
 from fusedinf_cc.manifest import manifest_path_for
 from fusedinf_cc.runtimes import open_session
 from tests import builders
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_probe
 
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 
@@ -80,13 +78,7 @@ print(status_bytes()["RssAnon"] - before)
 
 
 def _anon_growth(artifact: Path) -> int:
-    result = subprocess.run(
-        [sys.executable, "-c", _ANON_GROWTH, str(artifact)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(result.stdout.strip().splitlines()[-1])
+    return run_probe(_ANON_GROWTH, artifact)
 
 
 @pytest.mark.slow

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +11,7 @@ from onnx import TensorProto, helper
 
 from fusedinf_cc.manifest import read_manifest
 from tests import builders
+from tests.conftest import run_probe
 from tests.oracle import assert_bitwise
 
 ROWS, WIDTH = 525_312, 1024  # 2.0 GiB of float32: past protobuf's 2 GiB limit
@@ -64,13 +62,7 @@ def test_model_above_2gib_fuses_without_copying_its_weights(tmp_path):
     _write_big_model(tmp_path)
     builders.save(builders.affine(0), tmp_path / "small.onnx")
     try:
-        result = subprocess.run(
-            [sys.executable, "-c", _FUSE_AND_MEASURE, str(tmp_path)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        peak_anon = json.loads(result.stdout.strip().splitlines()[-1])["peak_anon_bytes"]
+        peak_anon = run_probe(_FUSE_AND_MEASURE, tmp_path)["peak_anon_bytes"]
         # A copy of the table would need 2 GiB of private memory; mmapped pages are not copies.
         assert peak_anon < 512 * 2**20, f"fusing used {peak_anon / 2**20:.0f} MiB of heap"
 

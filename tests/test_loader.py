@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from fusedinf_cc.loader import EngineCache, open_bundle
 from fusedinf_cc.manifest import manifest_path_for
 from fusedinf_cc.policies import GreedyDualSizeFrequency, LeastRecentlyUsed
 from tests import builders
-from tests.conftest import fuse_files
+from tests.conftest import fuse_files, run_probe
 from tests.oracle import session as oracle_session
 
 
@@ -290,13 +288,7 @@ print(json.dumps({"baseline": baseline, "peak": peak[0], "after_first_cycle": sa
 
 
 def _probe(paths: list[Path], budget_share: float, rounds: int) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-c", _MEMORY_PROBE, str(budget_share), str(rounds), *map(str, paths)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_probe(_MEMORY_PROBE, str(budget_share), str(rounds), *paths)
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,7 @@ from fusedinf_cc.runtimes import open_session
 from fusedinf_cc.weight_pool import WeightPool
 from fusedinf_cc.weight_records import PREPACKING_OPS
 from tests import builders
+from tests.conftest import run_probe
 
 
 @pytest.fixture(scope="module")
@@ -122,13 +120,7 @@ def test_an_ahead_of_time_session_keeps_no_packed_copy_of_its_weights(overlappin
     assert packable > 4 << 20  # mobilenet_v3_small's classifier
 
     def private_growth(mode: str) -> int:
-        result = subprocess.run(
-            [sys.executable, "-c", _PRIVATE_MEMORY_PROBE, mode, overlapping["ac"]],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return int(result.stdout.strip().splitlines()[-1])
+        return run_probe(_PRIVATE_MEMORY_PROBE, mode, overlapping["ac"])
 
     saved = private_growth("prepack") - private_growth("default")
     assert saved >= 0.7 * packable, (saved, packable)
@@ -152,13 +144,7 @@ print(json.dumps(status_bytes()["RssFile"] - before))
 
 
 def _file_pages(mode: str, artifacts: list[Path]) -> int:
-    result = subprocess.run(
-        [sys.executable, "-c", _FILE_PAGES_PROBE, mode, *map(str, artifacts)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(result.stdout.strip().splitlines()[-1])
+    return run_probe(_FILE_PAGES_PROBE, mode, *artifacts)
 
 
 def test_a_process_holds_one_copy_of_a_weight_two_bundles_contain(overlapping):
@@ -209,21 +195,7 @@ def test_an_eviction_is_weighed_by_the_bytes_it_would_free(overlapping):
 
 
 def test_real_memory_of_two_resident_bundles_stays_within_the_shared_budget(overlapping):
-    figures = json.loads(
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                _RESIDENT_PROBE,
-                *map(str, (overlapping["ab"], overlapping["ac"])),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    figures = run_probe(_RESIDENT_PROBE, overlapping["ab"], overlapping["ac"])
     assert figures["evictions"] == 0
     # Stated tolerance, as for unshared bundles: 10% of what is accounted plus 8 MiB.
     assert figures["grown"] <= 1.10 * figures["accounted"] + 8 * 2**20, figures
@@ -283,13 +255,7 @@ def test_idle_bundles_keep_no_activations_with_the_shared_arena(overlapping):
     artifacts = [overlapping[name] for name in ("ab", "ac", "alone")]
 
     def probe(mode: str) -> dict:
-        result = subprocess.run(
-            [sys.executable, "-c", _ARENA_PROBE, mode, *map(str, artifacts)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        return run_probe(_ARENA_PROBE, mode, *artifacts)
 
     shared, own = probe("shared"), probe("own")
     activations = sorted(open_bundle(a).footprint.activation_bytes for a in artifacts)
@@ -338,13 +304,7 @@ def test_a_shared_arena_session_keeps_one_runs_activations_not_two(tmp_path):
     path = builders.save(model, tmp_path / "wide.onnx")
 
     def probe(mode: str) -> dict[str, int]:
-        result = subprocess.run(
-            [sys.executable, "-c", _REPEAT_PROBE, str(path), mode],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        return run_probe(_REPEAT_PROBE, path, mode)
 
     default, pattern = probe("default"), probe("pattern")
     assert default["first"] >= 4 * 2**20, default

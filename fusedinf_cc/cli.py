@@ -806,7 +806,6 @@ def serve_command(
         runtime=check_runtime(backend),
         max_body_bytes=parse_size(max_body, "--max-body"),
     )
-    error_console.print(f"serving {dist} on http://{host}:{port} (budget {budget}, {policy})")
     serve(config, host=host, port=port, workers=workers)
 
 

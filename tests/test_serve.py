@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client as http_client
 import json
-import os
 import shutil
 import signal
 import socket
@@ -301,12 +300,40 @@ def test_sigterm_lets_the_request_in_flight_finish(dist):
     assert outcome["seconds"] > 0.2  # it was still running when SIGTERM arrived
 
 
-def test_serve_without_bundles_is_one_line(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "fusedinf_cc", "serve", str(tmp_path)],
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_without_bundles_is_one_line(tmp_path, workers):
+    result = _serve_and_fail(tmp_path, "--workers", workers)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path}: no built bundles for ort-cpu (run `bundle build`)"
+    ]
+
+
+def test_a_mistake_fails_once_before_any_worker_starts(dist):
+    result = _serve_and_fail(dist, "--workers", "2", "--policy", "fifo")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown policy 'fifo'; choose from lru, gdsf"
+    ]
+
+
+def test_workers_split_the_budget_and_serve(dist):
+    running = Server(dist, "--workers", "2", "--budget", "64MiB")
+    try:
+        x = np.ones((1, 64), np.float32)
+        result = running.client.infer("c", [_input("x", x, True)])
+        np.testing.assert_array_equal(result.as_numpy("y"), _expected(dist, "m2.onnx", x))
+    finally:
+        code = running.stop()
+    assert "budget 32 MiB per worker" in running.process.stderr.read()  # type: ignore[union-attr]
+    assert code in (0, -signal.SIGTERM)
+
+
+def _serve_and_fail(dist: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`serve` that should refuse to start; a timeout here means workers restarted forever."""
+    return subprocess.run(
+        [sys.executable, "-m", "fusedinf_cc", "serve", str(dist), "--port", "0", *extra],
         capture_output=True,
         text=True,
-        env={**os.environ},
         timeout=60,
     )
-    assert result.returncode == 2 and "no built bundles" in result.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 
 from fusedinf_cc.errors import BackendUnavailableError
 from fusedinf_cc.serve import SERVE_HINT
@@ -20,6 +22,15 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int = 1) -> Non
         import uvicorn
     except ImportError:
         raise BackendUnavailableError(SERVE_HINT) from None
+    share = dataclasses.replace(config, budget_bytes=config.budget_bytes // workers)
+    # Built here first, so that a mistake (no bundles, a bad policy, a bundle over the budget)
+    # fails once, in this process; in a worker, uvicorn would restart it forever.
+    app = create_app(share)
+    print(
+        f"serving {config.dist} on http://{host}:{port} "
+        f"(budget {share.budget_bytes / 2**20:.0f} MiB per worker, {config.policy})",
+        file=sys.stderr,
+    )
     options = {
         "host": host,
         "port": port,
@@ -27,15 +38,9 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int = 1) -> Non
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
     }
     if workers == 1:
-        uvicorn.run(create_app(config), **options)
+        uvicorn.run(app, **options)
         return
-    share = ServeConfig(
-        dist=config.dist,
-        budget_bytes=config.budget_bytes // workers,
-        policy=config.policy,
-        runtime=config.runtime,
-        max_body_bytes=config.max_body_bytes,
-    )
+    del app  # each worker builds its own
     os.environ["FUSEDINF_SERVE_CONFIG"] = share.to_env()
     uvicorn.run(
         "fusedinf_cc.serve.app:app_from_environment", factory=True, workers=workers, **options

@@ -22,6 +22,7 @@ from typing import Any
 
 from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.model_io import check_model_name
+from fusedinf_cc.tolerances import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerance
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,7 +60,7 @@ _ENGINE_KEYS = {
 }
 _ENGINE_PATHS = {"calib_cache", "timing_cache"}
 PRECISIONS = {"fp32": {}, "fp16": {"fp16": True}, "int8": {"int8": True}}
-DEFAULT_TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
+DEFAULT_TOLERANCE = {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL}
 
 
 @dataclass(frozen=True)
@@ -188,8 +189,8 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
         cse=table.get("cse", True),
         aot=table.get("aot", False),
         engine=engine,
-        rtol=float(tolerance.get("rtol", DEFAULT_TOLERANCE["rtol"])),
-        atol=float(tolerance.get("atol", DEFAULT_TOLERANCE["atol"])),
+        rtol=check_tolerance(tolerance.get("rtol", DEFAULT_RTOL), where.key("verify", name)),
+        atol=check_tolerance(tolerance.get("atol", DEFAULT_ATOL), where.key("verify", name)),
     )
 
 

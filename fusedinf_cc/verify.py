@@ -18,9 +18,7 @@ from fusedinf_cc.feeds import load_feeds, random_feeds
 from fusedinf_cc.files import sha256_file
 from fusedinf_cc.manifest import Manifest, ModelEntry, manifest_for_artifact
 from fusedinf_cc.runtimes import DEFAULT_RUNTIME, open_session
-
-DEFAULT_RTOL = 1e-5
-DEFAULT_ATOL = 1e-5
+from fusedinf_cc.tolerances import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerance
 
 
 @dataclass(frozen=True)
@@ -62,6 +60,7 @@ def verify_artifact(
     runtime: str = DEFAULT_RUNTIME,
 ) -> VerifyReport:
     """Compare each fused output with the output of the separate source model it came from."""
+    rtol, atol = check_tolerance(rtol, "--rtol"), check_tolerance(atol, "--atol")
     manifest = manifest_for_artifact(artifact_path)
     fused = open_session(artifact_path, runtime)
     if feeds_path is not None:

@@ -95,6 +95,14 @@ def _spec_error(tmp_path: Path, text: str) -> str:
             '[bundles.a]\nmodels = { a = "models/a.onnx" }\n',
             "bad.toml:2: model 'a' has its bundle's",
         ),
+        (
+            '[bundles.x]\nmodels = { a = "models/a.onnx" }\nverify = { rtol = "tight" }\n',
+            "bad.toml:3: a tolerance is a number, not 'tight'",
+        ),
+        (
+            '[bundles.x]\nmodels = { a = "models/a.onnx" }\nverify = { atol = -1e-5 }\n',
+            "bad.toml:3: a tolerance is a finite number >= 0, not -1e-05",
+        ),
     ],
 )
 def test_spec_mistakes_name_the_line(tmp_path, text, expected):

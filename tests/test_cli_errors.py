@@ -147,6 +147,14 @@ def test_failed_fusion_leaves_an_existing_output_untouched(tmp_path, two_models)
     assert out.read_bytes() == b"previous build"
 
 
+@pytest.mark.parametrize(("flag", "value"), [("--atol", "-1"), ("--rtol", "nan")])
+def test_verify_refuses_a_tolerance_no_output_could_meet(tmp_path, two_models, flag, value):
+    fused = tmp_path / "fused.onnx"
+    assert run_cli("fuse", *two_models, "-o", fused).returncode == 0
+    result = run_cli("verify", fused, flag, value)
+    assert_clean_failure(result, tmp_path / "none", mentions=f"{flag}: a tolerance is a finite")
+
+
 def test_verify_without_a_manifest(tmp_path, two_models):
     result = run_cli("verify", two_models[0])
     assert result.returncode == 2

@@ -13,6 +13,7 @@ Paths are relative to the spec file (or absolute). Every mistake names the spec'
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -42,22 +43,24 @@ _BUNDLE_KEYS = {
     "cse",
     "aot",
 }
-_ENGINE_KEYS = {
-    "fp16",
-    "int8",
-    "calib_cache",
-    "strongly_typed",
-    "mem_pool_size",
-    "shapes",
-    "min_shapes",
-    "opt_shapes",
-    "max_shapes",
-    "timing_cache",
-    "builder_opt_level",
-    "version_compatible",
-    "hardware_compatibility",
-    "weight_streaming",
+# Engine options and the TOML type each takes (the text forms are the CLI's flags).
+_ENGINE_TYPES: dict[str, type] = {
+    "fp16": bool,
+    "int8": bool,
+    "calib_cache": str,
+    "strongly_typed": bool,
+    "mem_pool_size": str,
+    "shapes": str,
+    "min_shapes": str,
+    "opt_shapes": str,
+    "max_shapes": str,
+    "timing_cache": str,
+    "builder_opt_level": int,
+    "version_compatible": bool,
+    "hardware_compatibility": str,
+    "weight_streaming": bool,
 }
+_TYPE_NAMES = {bool: "true or false", str: "a string", int: "an integer"}
 _ENGINE_PATHS = {"calib_cache", "timing_cache"}
 PRECISIONS = {"fp32": {}, "fp16": {"fp16": True}, "int8": {"int8": True}}
 DEFAULT_TOLERANCE = {"rtol": DEFAULT_RTOL, "atol": DEFAULT_ATOL}
@@ -195,10 +198,19 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
 
 
 def _engine(table: dict[str, Any], name: str, base: Path, where: _Locator) -> dict[str, Any]:
-    engine = dict(table.get("engine", {}))
+    where_engine = where.key("engine", name)
     if not isinstance(table.get("engine", {}), dict):
-        raise UserInputError(f"{where.key('engine', name)}: engine must be a table of options")
-    _refuse_unknown(engine, _ENGINE_KEYS, lambda _: where.key("engine", name), "engine option")
+        raise UserInputError(f"{where_engine}: engine must be a table of options")
+    engine = dict(table.get("engine", {}))
+    _refuse_unknown(engine, set(_ENGINE_TYPES), lambda _: where_engine, "engine option")
+    for key, value in engine.items():
+        wanted = _ENGINE_TYPES[key]
+        # bool is an int in Python; TOML keeps them apart, and so does this check.
+        if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
+            raise UserInputError(
+                f"{where_engine}: engine option {key} is {_TYPE_NAMES[wanted]}, "
+                f"not {json.dumps(value)}"
+            )
     precision = table.get("precision")
     if precision is not None:
         if precision not in PRECISIONS:
@@ -214,7 +226,7 @@ def _engine(table: dict[str, Any], name: str, base: Path, where: _Locator) -> di
         try:
             parse_engine_options(**engine)
         except UserInputError as error:
-            raise UserInputError(f"{where.key('engine', name)}: {error}") from None
+            raise UserInputError(f"{where_engine}: {error}") from None
     return engine
 
 

@@ -96,6 +96,23 @@ def _spec_error(tmp_path: Path, text: str) -> str:
             "bad.toml:2: model 'a' has its bundle's",
         ),
         (
+            '[bundles.x]\nmodels = { a = "models/a.onnx" }\nengine = { fp16 = "yes" }\n',
+            'bad.toml:3: engine option fp16 is true or false, not "yes"',
+        ),
+        (
+            '[bundles.x]\nmodels = { a = "models/a.onnx" }\nengine = { min_shapes = 3 }\n',
+            "bad.toml:3: engine option min_shapes is a string, not 3",
+        ),
+        (
+            '[bundles.x]\nmodels = { a = "models/a.onnx" }\n'
+            "engine = { builder_opt_level = true }\n",
+            "bad.toml:3: engine option builder_opt_level is an integer, not true",
+        ),
+        (
+            '[bundles.x]\nmodels = { a = "models/a.onnx" }\nengine = "fast"\n',
+            "bad.toml:3: engine must be a table of options",
+        ),
+        (
             '[bundles.x]\nmodels = { a = "models/a.onnx" }\nverify = { rtol = "tight" }\n',
             "bad.toml:3: a tolerance is a number, not 'tight'",
         ),

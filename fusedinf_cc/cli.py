@@ -43,6 +43,7 @@ from fusedinf_cc.simulate import (
     deployments,
     loading_ratios,
     parse_budget,
+    read_name_lists,
     read_trace,
     replay,
     results_json,
@@ -510,10 +511,7 @@ def simulate(
         raise UserInputError("--rate must be positive and --requests at least 1")
     workload = TraceSpec(requests=requests, seed=seed, rate_per_s=rate)
     if functions is not None:
-        try:
-            function_map = {str(k): list(v) for k, v in json.loads(functions.read_text()).items()}
-        except (OSError, ValueError, AttributeError) as error:
-            raise UserInputError(f"--functions {functions}: not a JSON object ({error})") from None
+        function_map = read_name_lists(functions, "--functions", "fn")
     else:
         function_map = synthetic_functions(sorted(specs), workload)
     replayed = read_trace(trace) if trace else synthetic_trace(sorted(function_map), workload)
@@ -528,13 +526,7 @@ def simulate(
         if groups is None:
             error_console.print("--fused-groups auto: no models are always called together")
     elif fused_groups is not None:
-        try:
-            loaded = json.loads(Path(fused_groups).read_text())
-            groups = {str(k): [str(m) for m in v] for k, v in loaded.items()}
-        except (OSError, ValueError, AttributeError, TypeError) as error:
-            raise UserInputError(
-                f"--fused-groups {fused_groups}: auto, or a JSON object of lists ({error})"
-            ) from None
+        groups = read_name_lists(Path(fused_groups), "--fused-groups (auto or a file)", "group")
     plans = deployments(specs, function_map, work_dir, groups, aot=aot)
     budget_bytes = parse_budget(budget, total_footprint(plans[0]))
     floor = max(least_budget([b.footprint for b in plan.bundles.values()]) for plan in plans)

@@ -89,7 +89,26 @@ def read_trace(path: Path) -> list[Request]:
         requests = [Request(float(row["timestamp"]), row["function"].strip()) for row in rows]
     except (KeyError, ValueError, AttributeError) as error:
         raise UserInputError(f"{path}: expected columns timestamp,function ({error})") from None
+    if not requests:
+        raise UserInputError(
+            f"{path}: no requests (expected a header timestamp,function, then rows)"
+        )
     return sorted(requests, key=lambda request: request.arrival_s)
+
+
+def read_name_lists(path: Path, flag: str, key: str) -> dict[str, list[str]]:
+    """A JSON object of non-empty lists of names, e.g. functions -> the models each calls."""
+    expected = f'{flag} {path}: expected a JSON object such as {{"{key}": ["model", ...]}}'
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UserInputError(f"{expected} ({error})") from None
+    if not isinstance(loaded, dict):
+        raise UserInputError(expected)
+    for entry, names in loaded.items():
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise UserInputError(f"{expected}; {entry!r} is {json.dumps(names)}")
+    return loaded
 
 
 def write_trace(requests: Sequence[Request], path: Path) -> None:

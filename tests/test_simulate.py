@@ -19,6 +19,7 @@ from fusedinf_cc.simulate import (
     auto_groups,
     deployments,
     parse_budget,
+    read_name_lists,
     read_trace,
     replay,
     synthetic_functions,
@@ -57,6 +58,34 @@ def test_trace_csv_round_trips_and_bad_ones_are_refused(tmp_path):
     path.write_text("when,what\n1,fn00\n")
     with pytest.raises(UserInputError, match="timestamp,function"):
         read_trace(path)
+    for empty in ("", "timestamp,function\n"):
+        path.write_text(empty)
+        with pytest.raises(UserInputError, match="no requests"):
+            read_trace(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ('{"fn": ["a", "b"]}', None),
+        ('["a", "b"]', "expected a JSON object"),
+        ('{"fn": "ab"}', "'fn' is \"ab\""),  # not the models a and b
+        ('{"fn": []}', "'fn' is []"),
+        ('{"fn": [1, 2]}', "'fn' is [1, 2]"),
+        ("{fn: a}", "Expecting property name"),
+    ],
+)
+def test_function_and_group_files_are_objects_of_lists_of_names(tmp_path, text, complaint):
+    path = tmp_path / "functions.json"
+    path.write_text(text)
+    if complaint is None:
+        assert read_name_lists(path, "--functions", "fn") == {"fn": ["a", "b"]}
+        return
+    with pytest.raises(UserInputError) as raised:
+        read_name_lists(path, "--functions", "fn")
+    message = str(raised.value)
+    assert message.startswith(f"--functions {path}: expected a JSON object")
+    assert complaint in message
 
 
 def test_budget_parsing():

@@ -27,7 +27,7 @@ from fusedinf_cc.backends.tensorrt.support import check_tensorrt_support
 from fusedinf_cc.bench import BenchReport, bench_artifact, default_configs
 from fusedinf_cc.build import build_fused
 from fusedinf_cc.errors import BackendUnavailableError, FusedInfError, UserInputError
-from fusedinf_cc.files import staging_dir, write_text_atomic
+from fusedinf_cc.files import check_output_folder, staging_dir, write_text_atomic
 from fusedinf_cc.inspection import ModelSummary, inspect_path
 from fusedinf_cc.loader import least_budget, run_once
 from fusedinf_cc.manifest import Manifest, PassRecord
@@ -63,8 +63,11 @@ app = typer.Typer(
 )
 # Piped output (CI logs, files) gets room for the tables instead of Rich's 80-column default.
 _PIPED_WIDTH = 160
-console = Console(width=None if sys.stdout.isatty() else _PIPED_WIDTH)
-error_console = Console(stderr=True, width=None if sys.stderr.isatty() else _PIPED_WIDTH)
+# No emoji codes: a path such as `model.onnx:x:` must print as written.
+console = Console(width=None if sys.stdout.isatty() else _PIPED_WIDTH, emoji=False)
+error_console = Console(
+    stderr=True, width=None if sys.stderr.isatty() else _PIPED_WIDTH, emoji=False
+)
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -314,8 +317,13 @@ def bench(
             "fused.engine`, then bench --fused fused.engine (the separate engines are built "
             "with the same options)"
         )
-    if runs < 1 or warmup < 0 or rounds < 1:
-        raise UserInputError("--runs and --rounds must be at least 1, --warmup at least 0")
+    if runs < 1 or warmup < 0 or rounds < 1 or threads < 0:
+        raise UserInputError(
+            "--runs and --rounds must be at least 1, --warmup and --threads at least 0"
+        )
+    for written in (json_out, plot):
+        if written is not None:
+            check_output_folder(written)
     if not models and fused is None:
         raise UserInputError("give the models to fuse, or --fused FUSED.onnx")
     if aot and not models:
@@ -506,6 +514,9 @@ def simulate(
     """Replay a request trace on the real loader: fused vs unfused (vs grouped), per policy."""
     if (trace is None) == (not synthetic):
         raise UserInputError("give --trace TRACE.csv or --synthetic (one of them)")
+    for written in (json_out, save_trace):
+        if written is not None:
+            check_output_folder(written)
     specs = dict(parse_model_spec(spec) for spec in models)
     if rate <= 0 or requests < 1:
         raise UserInputError("--rate must be positive and --requests at least 1")
@@ -660,6 +671,8 @@ def bundle_build(
 
     if jobs < 1:
         raise UserInputError("--jobs must be at least 1")
+    if json_out is not None:
+        check_output_folder(json_out)
     chosen = select(
         read_spec(spec),
         only or (),

@@ -38,6 +38,12 @@ def write_text_atomic(path: Path, text: str) -> None:
         os.replace(staged, path)
 
 
+def check_output_folder(target: Path) -> None:
+    """The folder `target` will be written into exists: checked before long work, not after."""
+    if not target.parent.is_dir():
+        raise UserInputError(f"{target}: output folder {target.parent} does not exist")
+
+
 class staging_dir:  # noqa: N801 - used like a function in `with` statements
     """A temporary folder in the target's own directory, so the final rename stays atomic."""
 
@@ -45,11 +51,10 @@ class staging_dir:  # noqa: N801 - used like a function in `with` statements
         self.target = target
 
     def __enter__(self) -> Path:
-        parent = self.target.parent
-        if not parent.is_dir():
-            raise UserInputError(f"{self.target}: output folder {parent} does not exist")
+        check_output_folder(self.target)
         try:
-            self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=parent))
+            prefix = f".{self.target.name}."
+            self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=self.target.parent))
         except OSError as error:
             raise UserInputError(f"{self.target}: cannot write there ({error.strerror})") from None
         return self.path

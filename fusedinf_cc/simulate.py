@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import csv
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -27,6 +28,7 @@ import numpy as np
 from fusedinf_cc.build import build_fused
 from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.feeds import random_feeds
+from fusedinf_cc.files import write_text_atomic
 from fusedinf_cc.footprint import arena_bytes
 from fusedinf_cc.loader import Bundle, EngineCache, open_bundle
 from fusedinf_cc.manifest import manifest_path_for
@@ -112,11 +114,13 @@ def read_name_lists(path: Path, flag: str, key: str) -> dict[str, list[str]]:
 
 
 def write_trace(requests: Sequence[Request], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["timestamp", "function"])
-        for request in requests:
-            writer.writerow([f"{request.arrival_s:.6f}", request.function])
+    """The trace as `read_trace` reads it, written whole or not at all."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["timestamp", "function"])
+    for request in requests:
+        writer.writerow([f"{request.arrival_s:.6f}", request.function])
+    write_text_atomic(path, text.getvalue())
 
 
 @dataclass(frozen=True)

@@ -166,3 +166,33 @@ def test_inspect_a_missing_file(tmp_path):
     result = run_cli("inspect", tmp_path / "gone.onnx")
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path / 'gone.onnx'}: no such file"
+
+
+def test_a_path_prints_as_written(tmp_path, two_models):
+    missing = tmp_path / "model.onnx:x:"  # ":x:" is an emoji code to rich
+    out = tmp_path / "fused.onnx"
+    result = run_cli("fuse", two_models[0], missing, "-o", out)
+    assert_clean_failure(result, out, mentions=f"{missing}: no such file")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("bench", "--json", "{missing}/report.json"),
+        ("bench", "--plot", "{missing}/report.png"),
+        ("simulate", "--synthetic", "--json", "{missing}/sim.json"),
+        ("simulate", "--synthetic", "--save-trace", "{missing}/trace.csv"),
+    ],
+)
+def test_reports_into_a_missing_folder_fail_before_the_work(tmp_path, two_models, command):
+    missing = tmp_path / "gone"
+    verb, *options = command
+    args = [option.format(missing=missing) for option in options]
+    result = run_cli(verb, *two_models, *args)
+    assert_clean_failure(result, missing / "x", mentions=f"output folder {missing} does not exist")
+    assert result.stdout == ""  # no table: nothing was measured first
+
+
+def test_bench_refuses_negative_threads(tmp_path, two_models):
+    result = run_cli("bench", *two_models, "--threads", "-1")
+    assert_clean_failure(result, tmp_path / "none", mentions="--threads at least 0")

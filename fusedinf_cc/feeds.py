@@ -71,11 +71,24 @@ def load_feeds(path: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]
             f"unexpected {sorted(extra)})"
         )
     for spec in specs:
-        if feeds[spec.name].dtype != spec.dtype:
+        given = feeds[spec.name]
+        if given.dtype != spec.dtype:
             raise UserInputError(
-                f"{path}: {spec.name} is {feeds[spec.name].dtype}, the model wants {spec.dtype}"
+                f"{path}: {spec.name} is {given.dtype}, the model wants {spec.dtype}"
+            )
+        if not fits(given.shape, spec.shape):
+            raise UserInputError(
+                f"{path}: {spec.name} is {_describe(given.shape)}, "
+                f"the model wants {_describe(spec.shape)}"
             )
     return feeds
+
+
+def fits(shape: Sequence[int], wanted: Sequence[int | str | None]) -> bool:
+    """A concrete shape fits a model's input: same rank, equal wherever a dim is fixed."""
+    return len(shape) == len(wanted) and all(
+        not isinstance(dim, int) or dim == given for given, dim in zip(shape, wanted, strict=True)
+    )
 
 
 def _describe(shape: Sequence[int | str | None]) -> str:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx_ir as ir
 import pytest
 
+from fusedinf_cc.backends.base import TensorSpec
 from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.feeds import load_feeds
 from fusedinf_cc.manifest import Manifest, ModelEntry, read_manifest
 from fusedinf_cc.model_io import SourceModel, parse_model_spec
 from fusedinf_cc.passes.share import parse_share_spec, unify_shapes
@@ -84,3 +87,29 @@ def test_manifest_round_trips_and_refuses_unknown_formats(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(UserInputError, match="not a JSON manifest"):
         read_manifest(path)
+
+
+@pytest.mark.parametrize(
+    ("given", "complaint"),
+    [
+        ({"image": np.zeros((2, 3, 8, 8), np.float32)}, None),  # the batch dim is dynamic
+        (
+            {"image": np.zeros((2, 3, 8, 9), np.float32)},
+            "image is 2x3x8x9, the model wants ?x3x8x8",
+        ),
+        ({"image": np.zeros((3,), np.float32)}, "image is 3, the model wants ?x3x8x8"),
+        ({"image": np.zeros((1, 3, 8, 8), np.int64)}, "image is int64, the model wants float32"),
+        ({"frame": np.zeros((1, 3, 8, 8), np.float32)}, "missing ['image'], unexpected ['frame']"),
+    ],
+)
+def test_feeds_from_a_file_must_fit_the_model(tmp_path, given, complaint):
+    """A mistake in the user's .npz is theirs to fix: a one-line error, not a runtime failure."""
+    spec = TensorSpec(name="image", dtype=np.dtype(np.float32), shape=(None, 3, 8, 8))
+    path = tmp_path / "feeds.npz"
+    np.savez(path, **given)
+    if complaint is None:
+        assert load_feeds(path, [spec])["image"].shape == (2, 3, 8, 8)
+        return
+    with pytest.raises(UserInputError) as raised:
+        load_feeds(path, [spec])
+    assert complaint in str(raised.value)

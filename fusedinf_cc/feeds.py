@@ -22,8 +22,7 @@ def resolve_shape(spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]]) -> tu
     """The shape to feed: `--shapes` where given (and consistent), else dynamic dims = 1."""
     if spec.name in shapes:
         shape = shapes[spec.name]
-        fixed = [(axis, dim) for axis, dim in enumerate(spec.shape) if isinstance(dim, int)]
-        if len(shape) != len(spec.shape) or any(shape[axis] != dim for axis, dim in fixed):
+        if not fits(shape, spec.shape):
             raise UserInputError(
                 f"--shapes {spec.name}: {'x'.join(map(str, shape))} does not fit the model's "
                 f"shape {_describe(spec.shape)}"

@@ -25,7 +25,7 @@ def resolve_shape(spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]]) -> tu
         if not fits(shape, spec.shape):
             raise UserInputError(
                 f"--shapes {spec.name}: {'x'.join(map(str, shape))} does not fit the model's "
-                f"shape {_describe(spec.shape)}"
+                f"shape {describe_shape(spec.shape)}"
             )
         return shape
     return tuple(dim if isinstance(dim, int) else DEFAULT_DYNAMIC_DIM for dim in spec.shape)
@@ -62,25 +62,33 @@ def load_feeds(path: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]
         raise UserInputError(f"{path}: no such file") from None
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise UserInputError(f"{path}: not an .npz of arrays ({error})") from None
+    check_feeds(feeds, specs, str(path))
+    return feeds
+
+
+def check_feeds(feeds: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], source: str) -> None:
+    """`feeds` name exactly the inputs `specs` describe, each an array of the input's dtype and
+    of a shape that fits it. `source` (a file, a request) starts each message."""
     expected = {spec.name for spec in specs}
     missing, extra = expected - set(feeds), set(feeds) - expected
     if missing or extra:
         raise UserInputError(
-            f"{path}: inputs do not match the model (missing {sorted(missing)}, "
+            f"{source}: inputs do not match the model (missing {sorted(missing)}, "
             f"unexpected {sorted(extra)})"
         )
     for spec in specs:
         given = feeds[spec.name]
+        if not isinstance(given, np.ndarray):
+            raise UserInputError(f"{source}: {spec.name} is a {type(given).__name__}, not an array")
         if given.dtype != spec.dtype:
             raise UserInputError(
-                f"{path}: {spec.name} is {given.dtype}, the model wants {spec.dtype}"
+                f"{source}: {spec.name} is {given.dtype}, the model wants {spec.dtype}"
             )
         if not fits(given.shape, spec.shape):
             raise UserInputError(
-                f"{path}: {spec.name} is {_describe(given.shape)}, "
-                f"the model wants {_describe(spec.shape)}"
+                f"{source}: {spec.name} is {describe_shape(given.shape)}, "
+                f"the model wants {describe_shape(spec.shape)}"
             )
-    return feeds
 
 
 def fits(shape: Sequence[int], wanted: Sequence[int | str | None]) -> bool:
@@ -90,5 +98,5 @@ def fits(shape: Sequence[int], wanted: Sequence[int | str | None]) -> bool:
     )
 
 
-def _describe(shape: Sequence[int | str | None]) -> str:
+def describe_shape(shape: Sequence[int | str | None]) -> str:
     return "x".join("?" if dim is None else str(dim) for dim in shape)

@@ -22,7 +22,7 @@ import numpy as np
 
 from fusedinf_cc.backends.base import Session, TensorSpec
 from fusedinf_cc.errors import UserInputError
-from fusedinf_cc.feeds import load_feeds, random_feeds, resolve_shape
+from fusedinf_cc.feeds import check_feeds, load_feeds, random_feeds, resolve_shape
 from fusedinf_cc.files import sha256_file, write_text_atomic
 from fusedinf_cc.footprint import FOOTPRINT_METHOD, Footprint, arena_bytes, measure_footprint
 from fusedinf_cc.manifest import Manifest, ModelEntry, manifest_path_for, read_manifest
@@ -257,9 +257,13 @@ class EngineCache:
             session = entry.session
             assert session is not None
             if model is None:
+                check_feeds(feeds, session.inputs, f"request for {name!r}")
+                unknown = sorted(set(outputs or ()) - {spec.name for spec in session.outputs})
+                if unknown:
+                    raise UserInputError(f"bundle {name!r} has no outputs {unknown}")
                 with self._run_lock:
                     return session.run(feeds, outputs)
-            fused_feeds = _model_feeds(session, model, feeds)
+            fused_feeds = _model_feeds(session, model, feeds, f"request for {name!r}")
             wanted = outputs if outputs is not None else list(model.outputs)
             unknown = [output for output in wanted if output not in model.outputs]
             if unknown:
@@ -500,13 +504,17 @@ def run_once(
 
 
 def _model_feeds(
-    session: Session, model: ModelEntry, feeds: Mapping[str, np.ndarray]
+    session: Session, model: ModelEntry, feeds: Mapping[str, np.ndarray], source: str
 ) -> dict[str, np.ndarray]:
-    """Feeds for the whole fused graph from one model's own: the other models' inputs get zeros
-    (a fused session runs every branch, so a request for one model pays for the group)."""
-    unknown = set(feeds) - set(model.inputs)
-    if unknown:
-        raise UserInputError(f"model {model.name!r} has no inputs {sorted(unknown)}")
+    """Feeds for the whole fused graph from one model's own, which must all be there: the other
+    models' inputs get zeros (a fused session runs every branch, so a request for one model
+    pays for the group)."""
+    fused_specs = {spec.name: spec for spec in session.inputs}
+    own_specs = [
+        TensorSpec(own, fused_specs[fused].dtype, fused_specs[fused].shape)
+        for own, fused in model.inputs.items()
+    ]
+    check_feeds(feeds, own_specs, source)
     fused = {model.inputs[name]: value for name, value in feeds.items()}
     for spec in session.inputs:
         if spec.name not in fused:

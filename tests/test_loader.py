@@ -126,6 +126,32 @@ def test_a_model_inside_a_fused_bundle_answers_with_its_own_outputs(three_bundle
     assert sorted(whole) == ["red_a/y", "red_b/y"]
 
 
+@pytest.mark.parametrize(
+    ("name", "feeds", "outputs", "complaint"),
+    [
+        # A model's own input left out used to run on the zeros its neighbours get.
+        ("red_b", {}, None, "request for 'red_b': inputs do not match the model (missing ['x']"),
+        ("red_b", {"x": np.zeros((1, 8), np.float32)}, None, "x is 1x8, the model wants 1x256"),
+        (
+            "red",
+            {"red_a/x": np.zeros((1, 256)), "red_b/x": _feeds()["x"]},
+            None,
+            "red_a/x is float64, the model wants float32",
+        ),
+        ("red", {"red_a/x": _feeds()["x"], "red_b/x": _feeds()["x"]}, ["z"], "no outputs ['z']"),
+        ("red_a", _feeds(), ["z"], "model 'red_a' has no outputs ['z']"),
+    ],
+)
+def test_a_request_that_does_not_fit_is_refused_in_one_line(
+    three_bundles, name, feeds, outputs, complaint
+):
+    cache = EngineCache(1 << 40)
+    cache.register(three_bundles[0])
+    with pytest.raises(UserInputError) as raised:
+        cache.run(name, feeds, outputs)
+    assert complaint in str(raised.value)
+
+
 def test_a_bundle_of_one_model_may_carry_its_name_and_takes_its_feeds(tmp_path):
     source = builders.save(builders.affine(5, width=256), tmp_path / "solo_src.onnx")
     artifact = tmp_path / "solo.onnx"

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fusedinf_cc.backends.base import TensorSpec
+from fusedinf_cc.feeds import describe_shape, fits
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES = {
@@ -133,10 +134,8 @@ def _input_tensor(
     shape = item.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise ProtocolError(f"input {name!r}: shape must be a list of non-negative integers")
-    if len(shape) != len(spec.shape) or any(
-        isinstance(want, int) and got != want for got, want in zip(shape, spec.shape, strict=True)
-    ):
-        wanted = "x".join(str(d) if isinstance(d, int) else "?" for d in spec.shape)
+    if not fits(shape, spec.shape):
+        wanted = describe_shape(spec.shape)
         raise ProtocolError(f"input {name!r}: shape {shape} does not fit the model's {wanted}")
     dtype = DATATYPES[datatype]
     count = int(np.prod(shape, dtype=np.int64))

@@ -196,3 +196,23 @@ def test_reports_into_a_missing_folder_fail_before_the_work(tmp_path, two_models
 def test_bench_refuses_negative_threads(tmp_path, two_models):
     result = run_cli("bench", *two_models, "--threads", "-1")
     assert_clean_failure(result, tmp_path / "none", mentions="--threads at least 0")
+
+
+@pytest.mark.parametrize("output", ["fused.onnx", "fused.ort"])
+def test_an_operator_onnx_runtime_lacks_fails_the_ahead_of_time_build(tmp_path, two_models, output):
+    custom = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("FancyOp", ["x"], ["y"], domain="com.example", name="fancy")],
+            "custom",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        ),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)],
+    )
+    path = tmp_path / "custom.onnx"
+    onnx.save(custom, path)
+    out = tmp_path / output
+    aot = ["--aot"] if output.endswith(".onnx") else []
+    result = run_cli("fuse", two_models[0], path, "-o", out, *aot)
+    assert_clean_failure(result, out, mentions="com.example:FancyOp")
+    assert not out.with_name(out.name + ".manifest.json").exists()

@@ -189,8 +189,9 @@ class OnnxRuntimeSession:
             )
         except Exception as error:  # onnxruntime raises its own exception types per failure
             where = "" if isinstance(model, bytes) else f"{model}: "
-            first_line = str(error).strip().splitlines()[0]
-            raise UserInputError(f"{where}ONNX Runtime cannot load it ({first_line})") from None
+            raise UserInputError(
+                f"{where}ONNX Runtime cannot load it ({_first_line(error)})"
+            ) from None
         # What ONNX Runtime really uses: a GPU provider asked for may have fallen back to the CPU.
         self.providers: list[str] = list(self._session.get_providers())
         self.inputs = [_spec(arg) for arg in self._session.get_inputs()]
@@ -265,7 +266,13 @@ def _optimise_ahead_of_time(
         options.optimized_model_filepath = str(staging / out_path.name)
         for key, value in save_config.items():
             options.add_session_config_entry(key, value)
-        ort.InferenceSession(str(staged_onnx), options, providers=[CPU_PROVIDER])
+        try:
+            ort.InferenceSession(str(staged_onnx), options, providers=[CPU_PROVIDER])
+        except Exception as error:  # onnxruntime raises its own exception types per failure
+            raise UserInputError(
+                f"{out_path}: ONNX Runtime cannot load the fused model to optimise it "
+                f"({_first_line(error)})"
+            ) from None
         written = [out_path]
         if data_name and (staging / data_name).is_file():
             written.insert(0, out_path.parent / data_name)
@@ -287,6 +294,11 @@ def _optimise_ahead_of_time(
         build_options={"format": artifact_format, "graph_optimization_level": "all", "aot": True},
         device=this_cpu(ort.__version__).to_record(),
     )
+
+
+def _first_line(error: Exception) -> str:
+    """ONNX Runtime's message without the detail lines that follow it."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _spec(arg: Any) -> TensorSpec:

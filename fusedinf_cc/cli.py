@@ -21,22 +21,28 @@ from rich.progress import Progress
 from rich.table import Table
 
 from fusedinf_cc import __version__
-from fusedinf_cc.backends.cpu_target import CpuTarget
 from fusedinf_cc.backends.tensorrt import parse_engine_options
 from fusedinf_cc.backends.tensorrt.support import check_tensorrt_support
-from fusedinf_cc.bench import BenchReport, bench_artifact, default_configs
+from fusedinf_cc.bench import bench_artifact, default_configs
 from fusedinf_cc.build import build_fused
+from fusedinf_cc.cli_tables import (
+    bench_configs_table,
+    bench_summary_table,
+    format_bytes,
+    pass_table,
+    simulation_table,
+    summary_lines,
+    verify_table,
+)
 from fusedinf_cc.errors import BackendUnavailableError, FusedInfError, UserInputError
 from fusedinf_cc.files import check_output_folder, staging_dir, write_text_atomic
-from fusedinf_cc.inspection import ModelSummary, inspect_path
+from fusedinf_cc.inspection import inspect_path
 from fusedinf_cc.loader import least_budget, run_once
-from fusedinf_cc.manifest import Manifest, PassRecord
 from fusedinf_cc.model_io import parse_model_spec
 from fusedinf_cc.plot import plot_report, pyplot
 from fusedinf_cc.runtimes import DEFAULT_RUNTIME, TENSORRT, check_runtime, is_engine
 from fusedinf_cc.shapes import parse_shapes
 from fusedinf_cc.simulate import (
-    ReplayResult,
     TraceSpec,
     auto_groups,
     check_policies,
@@ -53,7 +59,7 @@ from fusedinf_cc.simulate import (
     write_trace,
 )
 from fusedinf_cc.sizes import parse_size
-from fusedinf_cc.verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyReport, verify_artifact
+from fusedinf_cc.verify import DEFAULT_ATOL, DEFAULT_RTOL, verify_artifact
 
 app = typer.Typer(
     help="Fuse several ONNX models into one graph, build it, verify it, benchmark it.",
@@ -246,10 +252,11 @@ def fuse(
             **_fusion_options(share_input, share_inputs, no_dedup, no_cse, single_file, aot),
         )
     if explain:
-        console.print(_pass_table(manifest.passes))
+        console.print(pass_table(manifest.passes))
     assert manifest.artifact is not None
     console.print(
-        f"wrote {output} ({_bytes(manifest.artifact.size_bytes)}, {len(manifest.models)} models, "
+        f"wrote {output} ({format_bytes(manifest.artifact.size_bytes)}, "
+        f"{len(manifest.models)} models, "
         f"{sum(len(m.outputs) for m in manifest.models)} outputs) and {output.name}.manifest.json",
         highlight=False,
     )
@@ -355,8 +362,8 @@ def bench(
                 scratch=Path(scratch),
                 rounds=rounds,
             )
-    console.print(_bench_configs_table(report))
-    console.print(_bench_summary_table(report))
+    console.print(bench_configs_table(report))
+    console.print(bench_summary_table(report))
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
         console.print(f"wrote {json_out}")
@@ -394,7 +401,7 @@ def verify(
         seed=seed,
         runtime=backend,
     )
-    console.print(_verify_table(report))
+    console.print(verify_table(report))
     if not report.ok:
         names = ", ".join(f"{c.model}.{c.output}" for c in report.failures)
         error_console.print(f"[bold red]mismatch:[/] {names}", highlight=False)
@@ -543,8 +550,8 @@ def simulate(
     floor = max(least_budget([b.footprint for b in plan.bundles.values()]) for plan in plans)
     if budget.strip().endswith("%") and budget_bytes < floor:
         error_console.print(
-            f"--budget {budget} is {_bytes(budget_bytes)}, below the largest bundle with its "
-            f"activations; using {_bytes(floor)}"
+            f"--budget {budget} is {format_bytes(budget_bytes)}, below the largest bundle with its "
+            f"activations; using {format_bytes(floor)}"
         )
         budget_bytes = floor
     results = []
@@ -554,7 +561,7 @@ def simulate(
             for name in policies:
                 results.append(replay(replayed, plan, budget_bytes, name))
                 progress.update(task, advance=1)
-    console.print(_simulation_table(results))
+    console.print(simulation_table(results))
     for name, ratios in loading_ratios(results).items():
         against = ", ".join(f"{deployment} {ratio:.2f}x" for deployment, ratio in ratios.items())
         console.print(f"loading seconds over unfused, {name}: {against}")
@@ -569,34 +576,6 @@ def simulate(
         }
         write_text_atomic(json_out, results_json(results, extra))
         console.print(f"wrote {json_out}")
-
-
-def _simulation_table(results: list[ReplayResult]) -> Table:
-    table = Table(
-        "deployment",
-        "policy",
-        "misses",
-        "evictions",
-        "loading s",
-        "p50 ms",
-        "p99 ms",
-        "peak accounted",
-        "RSS growth",
-        title=f"{results[0].requests} requests, budget {_bytes(results[0].budget_bytes)}",
-    )
-    for r in results:
-        table.add_row(
-            r.deployment,
-            r.policy,
-            str(r.misses),
-            str(r.evictions),
-            f"{r.seconds_loading:.2f}",
-            f"{r.p50_ms:.1f}",
-            f"{r.p99_ms:.1f}",
-            _bytes(r.peak_accounted_bytes),
-            _bytes(r.peak_rss_growth_bytes),
-        )
-    return table
 
 
 @app.command("check")
@@ -689,7 +668,7 @@ def bundle_build(
         table.add_row(
             result.name,
             f"[{style}]{result.status}[/]",
-            ", ".join(f"{a.path} ({_bytes(a.size_bytes)})" for a in result.artifacts),
+            ", ".join(f"{a.path} ({format_bytes(a.size_bytes)})" for a in result.artifacts),
             f"{result.seconds:.1f}",
             result.cache_key[:12],
         )
@@ -820,148 +799,8 @@ def inspect_command(
     path: Annotated[Path, typer.Argument(help="An ONNX model or a .manifest.json.")],
 ) -> None:
     """Show inputs, outputs, opsets, parameter bytes and, for fused models, the per-model map."""
-    summary = inspect_path(path)
-    _render_summary(summary)
-
-
-def _render_summary(summary: ModelSummary) -> None:
-    if summary.nodes is not None:
-        opsets = ", ".join(
-            f"{domain or 'ai.onnx'}:{v}" for domain, v in sorted(summary.opsets.items())
-        )
-        console.print(
-            f"{summary.path}: IR {summary.ir_version}, opsets {opsets}, {summary.nodes} nodes, "
-            f"{_bytes(summary.parameter_bytes or 0)} of parameters",
-            highlight=False,
-        )
-        table = Table("", "name", "dtype", "shape", title="inputs and outputs")
-        for kind, infos in (("in", summary.inputs), ("out", summary.outputs)):
-            for info in infos:
-                table.add_row(kind, info.name, info.dtype, info.shape)
-        console.print(table)
-    if summary.manifest is not None:
-        console.print(_map_table(summary.manifest))
-        target = CpuTarget.from_record(summary.manifest.device)
-        if target is not None:
-            console.print(
-                f"optimised ahead of time for {target.describe()}; runs on that CPU class only",
-                highlight=False,
-            )
-
-
-def _map_table(manifest: Manifest) -> Table:
-    table = Table("model", "", "source name", "fused name", title="per-model map")
-    for entry in manifest.models:
-        for kind, mapping in (("in", entry.inputs), ("out", entry.outputs)):
-            for original, fused in mapping.items():
-                table.add_row(entry.name, kind, original, fused)
-    return table
-
-
-def _pass_table(records: list[PassRecord]) -> Table:
-    table = Table(
-        "pass", "changed", "nodes", "initializers", "weights", "ms", "detail", title="passes"
-    )
-    for record in records:
-        table.add_row(
-            record.name,
-            "yes" if record.changed else "no",
-            _delta(record.nodes_before, record.nodes_after),
-            _delta(record.initializers_before, record.initializers_after),
-            _delta(record.weight_bytes_before, record.weight_bytes_after, _bytes),
-            f"{record.seconds * 1000:.1f}",
-            record.detail,
-        )
-    return table
-
-
-def _verify_table(report: VerifyReport) -> Table:
-    table = Table(
-        "model",
-        "output",
-        "fused name",
-        "shape",
-        "max abs",
-        "max rel",
-        "result",
-        title="fused vs separate",
-    )
-    for c in report.comparisons:
-        verdict = "bitwise" if c.bitwise else ("ok" if c.ok else "[red]MISMATCH[/]")
-        table.add_row(
-            c.model,
-            c.output,
-            c.fused_name,
-            "x".join(map(str, c.shape)) or "scalar",
-            f"{c.max_abs:.3g}",
-            f"{c.max_rel:.3g}",
-            verdict + (f" {c.note}" if c.note else ""),
-        )
-    return table
-
-
-def _bench_configs_table(report: BenchReport) -> Table:
-    table = Table(
-        "configuration",
-        "load s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "req/s",
-        "peak RSS",
-        title="every configuration (fresh process each)",
-    )
-    for result in report.results:
-        row = result.summary()
-        table.add_row(
-            row["label"],
-            f"{row['load_s']:.3f}",
-            f"{row['p50_ms']:.2f}",
-            f"{row['p90_ms']:.2f}",
-            f"{row['p99_ms']:.2f}",
-            f"{row['throughput_rps']:.1f}",
-            _bytes(row["peak_rss_bytes"]),
-        )
-    return table
-
-
-def _bench_summary_table(report: BenchReport) -> Table:
-    separate, fused = report.best("separate").summary(), report.best("fused").summary()
-    ratios = report.ratios()
-    table = Table(
-        "metric",
-        f"separate ({separate['label']})",
-        f"fused ({fused['label']})",
-        "fused / separate",
-        title="fastest separate vs fastest fused",
-    )
-    rows = [
-        ("cold load", "load_s", lambda v: f"{v:.3f} s"),
-        ("latency p50", "p50_ms", lambda v: f"{v:.2f} ms"),
-        ("latency p90", "p90_ms", lambda v: f"{v:.2f} ms"),
-        ("latency p99", "p99_ms", lambda v: f"{v:.2f} ms"),
-        ("throughput", "throughput_rps", lambda v: f"{v:.1f} req/s"),
-        ("peak RSS", "peak_rss_bytes", _bytes),
-        ("artifact bytes", "artifact_bytes", _bytes),
-    ]
-    if "gpu_bytes" in ratios:
-        rows.append(("GPU memory", "gpu_bytes", _bytes))
-    for label, key, fmt in rows:
-        table.add_row(label, fmt(separate[key]), fmt(fused[key]), f"{ratios[key]:.2f}x")
-    return table
-
-
-def _delta(before: int, after: int, fmt: Callable[[int], str] = str) -> str:
-    return fmt(after) if before == after else f"{fmt(before)} -> {fmt(after)}"
-
-
-def _bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{count} B"
+    for line in summary_lines(inspect_path(path)):
+        console.print(line)
 
 
 if __name__ == "__main__":

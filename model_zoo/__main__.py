@@ -12,7 +12,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m model_zoo")
     commands = parser.add_subparsers(dest="command", required=True)
     export_parser = commands.add_parser("export", help="export zoo models to ONNX")
-    export_parser.add_argument("names", nargs="+", help="zoo models (or 'heads' for head0+head1)")
+    export_parser.add_argument("names", nargs="+", help="zoo models (aliases: heads, resnet_heads)")
     export_parser.add_argument("-o", "--out", type=Path, required=True, help="output folder")
     export_parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     export_parser.add_argument("--dynamic-batch", action="store_true", help="batch dim 'batch'")

@@ -32,7 +32,7 @@ class BasicBlock(nn.Module):
         return torch.relu(self.body(x) + self.shortcut(x))
 
 
-def resnet18(num_classes: int = 1000) -> nn.Module:
+def _resnet18_layers() -> list[nn.Module]:
     layers: list[nn.Module] = [
         _conv_bn(3, 64, 7, 2),
         nn.ReLU(inplace=True),
@@ -42,8 +42,13 @@ def resnet18(num_classes: int = 1000) -> nn.Module:
     for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
         layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
         cin = cout
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
-    return nn.Sequential(*layers)
+    return layers
+
+
+def resnet18(num_classes: int = 1000) -> nn.Module:
+    return nn.Sequential(
+        *_resnet18_layers(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)
+    )
 
 
 def vgg16(num_classes: int = 1000) -> nn.Module:
@@ -206,7 +211,7 @@ class TransformerEncoder(nn.Module):
 
 
 def backbone() -> nn.Module:
-    """The shared trunk of `head0` and `head1`: a small ResNet stem at 1/8 resolution."""
+    """The shared trunk of `head0` and `head1`: a small ResNet stem at 1/8 resolution (128 ch)."""
     return nn.Sequential(
         _conv_bn(3, 32, 3, 2),
         nn.ReLU(inplace=True),
@@ -215,6 +220,11 @@ def backbone() -> nn.Module:
         BasicBlock(64, 128, 2),
         BasicBlock(128, 128, 1),
     )
+
+
+def resnet18_backbone() -> nn.Module:
+    """The shared trunk of `resnet_head0` and `resnet_head1`: ResNet-18 up to 1/32 (512 ch)."""
+    return nn.Sequential(*_resnet18_layers())
 
 
 class WithHead(nn.Module):
@@ -227,11 +237,11 @@ class WithHead(nn.Module):
         return self.head(self.trunk(x))
 
 
-def classification_head() -> nn.Module:
-    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
+def classification_head(channels: int = 128) -> nn.Module:
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10))
 
 
-def segmentation_head() -> nn.Module:
+def segmentation_head(channels: int = 128) -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(128, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(64, 21, 1)
+        nn.Conv2d(channels, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(64, 21, 1)
     )

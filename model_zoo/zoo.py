@@ -2,6 +2,8 @@
 
 Weights come from fixed seeds, so an export is reproducible, and `head0`/`head1` carry the very
 same backbone weights: the pair that `dedup` and `cse` are meant to fold into one backbone.
+`resnet_head0`/`resnet_head1` are the same pair on a ResNet-18 trunk, where the shared weights
+(43 MiB) outweigh the runtime's own memory instead of the other way round.
 """
 
 from __future__ import annotations
@@ -33,17 +35,29 @@ class ZooModel:
     input_shape: tuple[int, ...]
     output_name: str
     integer_input: bool = False
+    shares_trunk: bool = False
 
 
-def _with_head(head: Callable[[], nn.Module], seed: int) -> Callable[[], nn.Module]:
+def _with_head(
+    head: Callable[[int], nn.Module],
+    seed: int,
+    trunk: Callable[[], nn.Module] = arch.backbone,
+    channels: int = 128,
+) -> Callable[[], nn.Module]:
+    """A model whose trunk weights come from one seed for every head built on that trunk."""
+
     def build() -> nn.Module:
         torch.manual_seed(BACKBONE_SEED)
-        trunk = arch.backbone()
-        _randomize_norms(trunk)
+        shared = trunk()
+        _randomize_norms(shared)
         torch.manual_seed(seed)
-        return arch.WithHead(trunk, head())
+        return arch.WithHead(shared, head(channels))
 
     return build
+
+
+def _with_resnet_head(head: Callable[[int], nn.Module], seed: int) -> Callable[[], nn.Module]:
+    return _with_head(head, seed, arch.resnet18_backbone, 512)
 
 
 CATALOGUE: dict[str, ZooModel] = {
@@ -54,11 +68,41 @@ CATALOGUE: dict[str, ZooModel] = {
         ZooModel("mobilenet_v3_small", arch.mobilenet_v3_small, "image", IMAGE, "logits"),
         ZooModel("squeezenet1_1", arch.squeezenet1_1, "image", IMAGE, "logits"),
         ZooModel("transformer_encoder", arch.TransformerEncoder, "tokens", (1, 64), "logits", True),
-        ZooModel("head0", _with_head(arch.classification_head, 1), "image", IMAGE, "logits"),
-        ZooModel("head1", _with_head(arch.segmentation_head, 2), "image", IMAGE, "mask"),
+        ZooModel(
+            "head0",
+            _with_head(arch.classification_head, 1),
+            "image",
+            IMAGE,
+            "logits",
+            shares_trunk=True,
+        ),
+        ZooModel(
+            "head1",
+            _with_head(arch.segmentation_head, 2),
+            "image",
+            IMAGE,
+            "mask",
+            shares_trunk=True,
+        ),
+        ZooModel(
+            "resnet_head0",
+            _with_resnet_head(arch.classification_head, 1),
+            "image",
+            IMAGE,
+            "logits",
+            shares_trunk=True,
+        ),
+        ZooModel(
+            "resnet_head1",
+            _with_resnet_head(arch.segmentation_head, 2),
+            "image",
+            IMAGE,
+            "mask",
+            shares_trunk=True,
+        ),
     )
 }
-ALIASES = {"heads": ("head0", "head1")}
+ALIASES = {"heads": ("head0", "head1"), "resnet_heads": ("resnet_head0", "resnet_head1")}
 
 
 def expand_names(names: list[str]) -> list[str]:
@@ -129,7 +173,7 @@ def export(
 def _seeded(spec: ZooModel, variant: int) -> nn.Module:
     torch.manual_seed(sum(map(ord, spec.name)) + 1000 * variant)
     model = spec.build()
-    if variant or not spec.name.startswith("head"):
+    if variant or not spec.shares_trunk:
         _randomize_norms(model)
     return model.eval()
 

@@ -12,8 +12,9 @@ from tests.oracle import assert_bitwise
 pytestmark = pytest.mark.slow
 
 
-def test_two_heads_on_one_backbone_compute_the_backbone_once(tmp_path, zoo):
-    head0, head1 = zoo("head0"), zoo("head1")
+@pytest.mark.parametrize("pair", [("head0", "head1"), ("resnet_head0", "resnet_head1")])
+def test_two_heads_on_one_backbone_compute_the_backbone_once(tmp_path, zoo, pair):
+    head0, head1 = zoo(pair[0]), zoo(pair[1])
     nodes0 = len(onnx.load(head0).graph.node)
     nodes1 = len(onnx.load(head1).graph.node)
     out = tmp_path / "heads.onnx"

@@ -7,6 +7,9 @@ separate baseline gets every configuration we try for the fused side too (thread
 off; models run one after another or concurrently), and the report compares the fastest of each.
 The configurations run in rounds, the two variants alternating and each round in the reverse
 order of the last, so that a machine whose speed drifts during the run charges both sides alike.
+With `separate_side_files` the separate side runs copies of the sources saved with the fused
+artifact's weight layout (a side file once weights pass 8 MiB), so that the comparison measures
+fusion alone and not the layout.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import os
 import platform
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from fusedinf_cc.bench_worker import (
 from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.feeds import random_feeds
 from fusedinf_cc.manifest import manifest_for_artifact
+from fusedinf_cc.model_io import load_model, save_model_atomic
 from fusedinf_cc.runtimes import DEFAULT_RUNTIME, TENSORRT, is_engine, open_session
 from fusedinf_cc.verify import source_path
 from fusedinf_cc.versions import tool_versions
@@ -39,6 +43,7 @@ from fusedinf_cc.versions import tool_versions
 class BenchReport:
     results: list[VariantResult]
     environment: dict[str, Any]
+    separate_models: list[tuple[str, Path]] = field(default_factory=list)
 
     def best(self, variant: Variant) -> VariantResult:
         return min(
@@ -62,6 +67,7 @@ class BenchReport:
             "configs": [r.summary() for r in self.results],
             "best": {v: self.best(v).summary() for v in ("separate", "fused")},
             "ratios_fused_over_separate": self.ratios(),
+            "separate_models": [{"name": n, "path": str(p)} for n, p in self.separate_models],
         }
 
 
@@ -113,21 +119,26 @@ def bench_artifact(
     runtime: str = DEFAULT_RUNTIME,
     scratch: Path | None = None,
     rounds: int = 1,
+    separate_side_files: bool = False,
 ) -> BenchReport:
     """Benchmark a fused artifact against its source models (found through its manifest), each
     configuration `rounds` times in a fresh process.
 
     A fused engine is compared with engines of the source models built alone, with the same
-    options, into `scratch`.
+    options, into `scratch`; so are the sources re-saved with `separate_side_files`.
     """
+    if separate_side_files and is_engine(fused_path):
+        raise UserInputError("--separate-side-files applies to ONNX models, not engines")
+    if (is_engine(fused_path) or separate_side_files) and scratch is None:
+        raise UserInputError("bench needs a scratch folder for the separate models it writes")
     manifest = manifest_for_artifact(fused_path)
     session = open_session(fused_path, runtime)
     fused_feeds = random_feeds(session.inputs, shapes)
     session.close()
     sources = [(e.name, source_path(fused_path, manifest, e)) for e in manifest.models]
+    if separate_side_files:
+        sources = resave_with_side_files(sources, scratch / "separate")
     if is_engine(fused_path):
-        if scratch is None:
-            raise UserInputError("benching an engine needs a scratch folder for separate engines")
         entries = {entry.name: entry for entry in manifest.models}
         sources = [
             (name, build_source_engine(manifest, entries[name], path, scratch / f"{name}.engine"))
@@ -149,7 +160,21 @@ def bench_artifact(
         if on_config_done:
             on_config_done(result)
     results = [merge_rounds(by_config[config]) for config in tried]
-    return BenchReport(results=results, environment=_environment(runtime))
+    return BenchReport(results=results, environment=_environment(runtime), separate_models=sources)
+
+
+def resave_with_side_files(
+    sources: Sequence[tuple[str, Path]], folder: Path
+) -> list[tuple[str, Path]]:
+    """Copies of the sources in the layout `fuse` gives its artifact: weights in a side file
+    once they pass 8 MiB, mapped at load instead of parsed out of the protobuf."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for name, path in sources:
+        copy = folder / f"{name}.onnx"
+        save_model_atomic(load_model(path), copy)
+        copies.append((name, copy))
+    return copies
 
 
 def _environment(runtime: str) -> dict[str, Any]:

@@ -315,6 +315,14 @@ def bench(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Draw the report as a PNG (needs matplotlib).")
     ] = None,
+    separate_side_files: Annotated[
+        bool,
+        typer.Option(
+            "--separate-side-files",
+            help="Run the separate models re-saved with the fused artifact's weight layout "
+            "(a side file above 8 MiB), so that only fusion differs.",
+        ),
+    ] = False,
 ) -> None:
     """Fused vs separate: cold load, latency p50/p90/p99, throughput, peak memory, bytes."""
     check_runtime(backend)
@@ -361,6 +369,7 @@ def bench(
                 runtime=backend,
                 scratch=Path(scratch),
                 rounds=rounds,
+                separate_side_files=separate_side_files,
             )
     console.print(bench_configs_table(report))
     console.print(bench_summary_table(report))

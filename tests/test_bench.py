@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 
 from fusedinf_cc.bench import (
@@ -12,6 +15,7 @@ from fusedinf_cc.bench import (
     bench_artifact,
     default_configs,
     merge_rounds,
+    resave_with_side_files,
     round_order,
 )
 from fusedinf_cc.bench_worker import VariantResult
@@ -40,6 +44,55 @@ def test_bench_measures_both_variants_in_fresh_processes(tmp_path):
     assert not fused.imported_compiler and not separate.imported_compiler
     ratios = report.ratios()
     assert ratios["artifact_bytes"] == fused.artifact_bytes / separate.artifact_bytes
+
+
+def test_separate_side_files_give_large_weights_the_fused_layout(tmp_path):
+    big = builders.save(builders.affine(0, width=1536), tmp_path / "big.onnx")  # 9 MiB inside
+    small = builders.save(builders.affine(1, width=64), tmp_path / "small.onnx")
+    copies = dict(resave_with_side_files([("big", big), ("small", small)], tmp_path / "sep"))
+
+    def locations(path):
+        model = onnx.load(str(path), load_external_data=False)
+        return {t.name: t.data_location for t in model.graph.initializer}
+
+    assert locations(big) == {"W": onnx.TensorProto.DEFAULT, "b": onnx.TensorProto.DEFAULT}
+    assert locations(copies["big"])["W"] == onnx.TensorProto.EXTERNAL
+    assert copies["big"].stat().st_size < 2**20 < big.stat().st_size
+    # Below 8 MiB the fused artifact keeps its weights inside too, and so does the copy.
+    assert set(locations(copies["small"]).values()) == {onnx.TensorProto.DEFAULT}
+    x = np.random.default_rng(2).standard_normal((1, 1536)).astype(np.float32)
+    original, copy = (
+        ort.InferenceSession(str(p)).run(None, {"x": x})[0] for p in (big, copies["big"])
+    )
+    np.testing.assert_array_equal(original, copy)
+
+
+def test_bench_runs_the_separate_side_from_the_copies_and_says_so(tmp_path):
+    a = builders.save(builders.affine(0, width=1536), tmp_path / "a.onnx")
+    b = builders.save(builders.affine(1, width=64), tmp_path / "b.onnx")
+    out = tmp_path / "fused.onnx"
+    fuse_files([("a", a), ("b", b)], out)
+    configs = [
+        BenchConfig("separate", False, "sequential"),
+        BenchConfig("fused", False, "sequential"),
+    ]
+    report = bench_artifact(
+        out,
+        runs=2,
+        warmup=0,
+        configs=configs,
+        scratch=tmp_path / "scratch",
+        separate_side_files=True,
+    )
+    used = dict(report.separate_models)
+    assert used == {
+        "a": tmp_path / "scratch/separate/a.onnx",
+        "b": tmp_path / "scratch/separate/b.onnx",
+    }
+    # The separate side's bytes are the copies' (model files and side file), not the originals'.
+    copies_bytes = sum(p.stat().st_size for p in (tmp_path / "scratch/separate").iterdir())
+    assert report.best("separate").artifact_bytes == copies_bytes
+    assert report.to_dict()["separate_models"][0]["path"].endswith("separate/a.onnx")
 
 
 def test_bench_cli_fuses_first_and_writes_json(tmp_path):
@@ -74,6 +127,14 @@ def test_bench_without_models_or_fused_is_a_usage_error(tmp_path):
     result = run_cli("bench")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: give the models to fuse, or --fused FUSED.onnx"
+
+
+def test_separate_side_files_refuse_an_engine(tmp_path):
+    result = run_cli("bench", "--fused", tmp_path / "fused.engine", "--separate-side-files")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: --separate-side-files applies to ONNX models, not engines"
+    )
 
 
 def test_bench_plot_writes_a_png(tmp_path):

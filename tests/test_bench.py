@@ -4,6 +4,7 @@ targets here: those live in benchmarks)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -22,17 +23,24 @@ from fusedinf_cc.bench_worker import VariantResult
 from tests import builders
 from tests.conftest import fuse_files, run_cli
 
+SEQUENTIAL_NO_SPIN = [
+    BenchConfig("separate", False, "sequential"),
+    BenchConfig("fused", False, "sequential"),
+]
 
-def test_bench_measures_both_variants_in_fresh_processes(tmp_path):
-    a = builders.save(builders.affine(0, width=64), tmp_path / "a.onnx")
+
+def fused_pair(tmp_path, width_a: int = 64) -> tuple[Path, Path, Path]:
+    """Two affine models `a` and `b` and their fused artifact."""
+    a = builders.save(builders.affine(0, width=width_a), tmp_path / "a.onnx")
     b = builders.save(builders.affine(1, width=64), tmp_path / "b.onnx")
     out = tmp_path / "fused.onnx"
     fuse_files([("a", a), ("b", b)], out)
-    configs = [
-        BenchConfig("separate", False, "sequential"),
-        BenchConfig("fused", False, "sequential"),
-    ]
-    report = bench_artifact(out, runs=5, warmup=1, configs=configs, rounds=2)
+    return a, b, out
+
+
+def test_bench_measures_both_variants_in_fresh_processes(tmp_path):
+    a, b, out = fused_pair(tmp_path)
+    report = bench_artifact(out, runs=5, warmup=1, configs=SEQUENTIAL_NO_SPIN, rounds=2)
     separate, fused = report.best("separate"), report.best("fused")
     # Two rounds, each a fresh process: their latencies pooled, each round's p50 kept.
     assert len(separate.latencies_ms) == len(fused.latencies_ms) == 10
@@ -68,19 +76,12 @@ def test_separate_side_files_give_large_weights_the_fused_layout(tmp_path):
 
 
 def test_bench_runs_the_separate_side_from_the_copies_and_says_so(tmp_path):
-    a = builders.save(builders.affine(0, width=1536), tmp_path / "a.onnx")
-    b = builders.save(builders.affine(1, width=64), tmp_path / "b.onnx")
-    out = tmp_path / "fused.onnx"
-    fuse_files([("a", a), ("b", b)], out)
-    configs = [
-        BenchConfig("separate", False, "sequential"),
-        BenchConfig("fused", False, "sequential"),
-    ]
+    _, _, out = fused_pair(tmp_path, width_a=1536)  # a: 9 MiB of weights inside its .onnx
     report = bench_artifact(
         out,
         runs=2,
         warmup=0,
-        configs=configs,
+        configs=SEQUENTIAL_NO_SPIN,
         scratch=tmp_path / "scratch",
         separate_side_files=True,
     )

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def first_line(error: BaseException) -> str:
+    """A library's error message without the detail lines (C++ stacks, hints) that follow it."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
 class FusedInfError(Exception):
     """A failure the user can act on; the message is one line that says what and why."""
 

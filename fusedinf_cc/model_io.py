@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.errors import UserInputError, first_line
 from fusedinf_cc.files import external_data_name, sha256_file, staging_dir
 from fusedinf_cc.onnx_stream import STREAMED_TENSOR_BYTES, write_streamed
 
@@ -76,7 +76,7 @@ def load_model(path: Path) -> ir.Model:
     try:
         model = ir.load(path)
     except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as error:
-        raise UserInputError(f"{path}: not a readable ONNX model ({_first_line(error)})") from None
+        raise UserInputError(f"{path}: not a readable ONNX model ({first_line(error)})") from None
     except OSError as error:
         raise UserInputError(f"{path}: cannot read it ({error.strerror or error})") from None
     _check_loaded(model, path)
@@ -213,8 +213,3 @@ def check_output_path(out_path: Path, inputs: Iterable[Path]) -> None:
         raise UserInputError(f"output {out_path}: folder {out_path.parent} does not exist")
     if not os.access(resolved.parent, os.W_OK):
         raise UserInputError(f"output {out_path}: folder {resolved.parent} is not writable")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fusedinf_cc.backends.base import BuildOptions, Session, TensorSpec
-from fusedinf_cc.errors import BackendUnavailableError, UserInputError
+from fusedinf_cc.errors import BackendUnavailableError, UserInputError, first_line
 from fusedinf_cc.files import external_data_name, staging_dir
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ class OnnxRuntimeSession:
         except Exception as error:  # onnxruntime raises its own exception types per failure
             where = "" if isinstance(model, bytes) else f"{model}: "
             raise UserInputError(
-                f"{where}ONNX Runtime cannot load it ({_first_line(error)})"
+                f"{where}ONNX Runtime cannot load it ({first_line(error)})"
             ) from None
         # What ONNX Runtime really uses: a GPU provider asked for may have fallen back to the CPU.
         self.providers: list[str] = list(self._session.get_providers())
@@ -271,7 +271,7 @@ def _optimise_ahead_of_time(
         except Exception as error:  # onnxruntime raises its own exception types per failure
             raise UserInputError(
                 f"{out_path}: ONNX Runtime cannot load the fused model to optimise it "
-                f"({_first_line(error)})"
+                f"({first_line(error)})"
             ) from None
         written = [out_path]
         if data_name and (staging / data_name).is_file():
@@ -294,11 +294,6 @@ def _optimise_ahead_of_time(
         build_options={"format": artifact_format, "graph_optimization_level": "all", "aot": True},
         device=this_cpu(ort.__version__).to_record(),
     )
-
-
-def _first_line(error: Exception) -> str:
-    """ONNX Runtime's message without the detail lines that follow it."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _spec(arg: Any) -> TensorSpec:

@@ -15,7 +15,7 @@ from onnx_ir.passes.common import (
     TopologicalSortPass,
 )
 
-from fusedinf_cc.errors import MergeError
+from fusedinf_cc.errors import MergeError, first_line
 from fusedinf_cc.passes.base import FusionState, PassContext, PassOutcome
 from fusedinf_cc.passes.quiet import quiet_onnx_ir
 
@@ -37,6 +37,7 @@ class Cleanup:
             try:
                 CheckerPass(full_check=True)(model)
             except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-                first_line = str(error).strip().splitlines()[0]
-                raise MergeError(f"the fused model fails onnx's checker: {first_line}") from None
+                raise MergeError(
+                    f"the fused model fails onnx's checker: {first_line(error)}"
+                ) from None
         return PassOutcome(changed=changed, detail="checked (full, with shape inference)")

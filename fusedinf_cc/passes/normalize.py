@@ -12,7 +12,7 @@ import onnx
 import onnx_ir as ir
 from onnx import version_converter
 
-from fusedinf_cc.errors import MergeError
+from fusedinf_cc.errors import MergeError, first_line
 from fusedinf_cc.model_io import SMALL_TENSOR_BYTES, SourceModel
 from fusedinf_cc.passes.base import FusionState, PassContext, PassOutcome
 
@@ -137,7 +137,7 @@ def _conversion_failure(member: SourceModel, target: int, error: Exception) -> s
             f"model {member.name!r}: operator {op}{where} cannot be converted from opset "
             f"{source} to {target}; re-export the model at opset {target}"
         )
-    first_line = message.strip().splitlines()[0] if message.strip() else type(error).__name__
     return (
-        f"model {member.name!r} cannot be converted from opset {source} to {target}: {first_line}"
+        f"model {member.name!r} cannot be converted from opset {source} to {target}: "
+        f"{first_line(error)}"
     )

@@ -28,7 +28,6 @@ from fusedinf_cc.build import build_fused
 from fusedinf_cc.cli_tables import (
     bench_configs_table,
     bench_summary_table,
-    format_bytes,
     pass_table,
     simulation_table,
     summary_lines,
@@ -38,7 +37,7 @@ from fusedinf_cc.errors import BackendUnavailableError, FusedInfError, UserInput
 from fusedinf_cc.files import check_output_folder, staging_dir, write_text_atomic
 from fusedinf_cc.inspection import inspect_path
 from fusedinf_cc.loader import least_budget, run_once
-from fusedinf_cc.model_io import parse_model_spec
+from fusedinf_cc.model_io import check_unique_names, parse_model_spec
 from fusedinf_cc.plot import plot_report, pyplot
 from fusedinf_cc.runtimes import DEFAULT_RUNTIME, TENSORRT, check_runtime, is_engine
 from fusedinf_cc.shapes import parse_shapes
@@ -58,7 +57,7 @@ from fusedinf_cc.simulate import (
     total_footprint,
     write_trace,
 )
-from fusedinf_cc.sizes import parse_size
+from fusedinf_cc.sizes import format_bytes, parse_size
 from fusedinf_cc.verify import DEFAULT_ATOL, DEFAULT_RTOL, verify_artifact
 
 app = typer.Typer(
@@ -533,7 +532,11 @@ def simulate(
     for written in (json_out, save_trace):
         if written is not None:
             check_output_folder(written)
-    specs = dict(parse_model_spec(spec) for spec in models)
+    named = [parse_model_spec(spec) for spec in models]
+    check_unique_names(named)
+    specs = dict(named)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise UserInputError(f"--work-dir {work_dir}: not a folder")
     if rate <= 0 or requests < 1:
         raise UserInputError("--rate must be positive and --requests at least 1")
     workload = TraceSpec(requests=requests, seed=seed, rate_per_s=rate)

@@ -13,6 +13,7 @@ from fusedinf_cc.bench import BenchReport
 from fusedinf_cc.inspection import ModelSummary
 from fusedinf_cc.manifest import Manifest, PassRecord
 from fusedinf_cc.simulate import ReplayResult
+from fusedinf_cc.sizes import format_bytes
 from fusedinf_cc.verify import VerifyReport
 
 
@@ -179,12 +180,3 @@ def bench_summary_table(report: BenchReport) -> Table:
 
 def delta(before: int, after: int, fmt: Callable[[int], str] = str) -> str:
     return fmt(after) if before == after else f"{fmt(before)} -> {fmt(after)}"
-
-
-def format_bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{count} B"

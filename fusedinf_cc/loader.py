@@ -35,6 +35,7 @@ from fusedinf_cc.runtimes import (
     is_engine,
     open_session,
 )
+from fusedinf_cc.sizes import format_bytes
 from fusedinf_cc.weight_pool import DEFAULT_POOL, shared_bytes_by_digest
 from fusedinf_cc.weight_records import WeightRecord
 
@@ -239,8 +240,9 @@ class EngineCache:
             needs = least_budget([*registered, bundle.footprint])
         if needs > self.budget_bytes:
             raise UserInputError(
-                f"bundle {bundle.name!r} needs {_mib(needs)} of memory (with the activations of "
-                f"the largest request), more than the whole budget ({_mib(self.budget_bytes)})"
+                f"bundle {bundle.name!r} needs {format_bytes(needs)} of memory (with the "
+                "activations of the largest request), more than the whole budget "
+                f"({format_bytes(self.budget_bytes)})"
             )
 
     # requests -----------------------------------------------------------------------------
@@ -525,7 +527,3 @@ def _model_feeds(
 def _is_solo(bundle: Bundle) -> bool:
     """A bundle of one model that carries the model's name: requests use the model's names."""
     return list(bundle.models()) == [bundle.name]
-
-
-def _mib(count: int) -> str:
-    return f"{count / 2**20:.1f} MiB"

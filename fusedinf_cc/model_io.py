@@ -114,8 +114,8 @@ def _check_loaded(model: ir.Model, path: Path) -> None:
             )
 
 
-def load_sources(specs: Sequence[tuple[str, Path]]) -> list[SourceModel]:
-    """Load every model named on the command line, refusing duplicate names up front."""
+def check_unique_names(specs: Sequence[tuple[str, Path]]) -> None:
+    """A name is a model's prefix in every bundle and its key in every report: one model each."""
     if not specs:
         raise UserInputError("no models given")
     seen: dict[str, Path] = {}
@@ -126,6 +126,11 @@ def load_sources(specs: Sequence[tuple[str, Path]]) -> list[SourceModel]:
                 "name them with NAME=PATH"
             )
         seen[name] = path
+
+
+def load_sources(specs: Sequence[tuple[str, Path]]) -> list[SourceModel]:
+    """Load every model named on the command line, refusing duplicate names up front."""
+    check_unique_names(specs)
     sources = []
     for name, path in specs:
         model = load_model(path)

@@ -216,3 +216,15 @@ def test_an_operator_onnx_runtime_lacks_fails_the_ahead_of_time_build(tmp_path, 
     result = run_cli("fuse", two_models[0], path, "-o", out, *aot)
     assert_clean_failure(result, out, mentions="com.example:FancyOp")
     assert not out.with_name(out.name + ".manifest.json").exists()
+
+
+def test_simulate_refuses_a_model_name_twice_and_a_file_as_work_folder(tmp_path, two_models):
+    work = tmp_path / "work"
+    a, b = two_models
+    twice = run_cli("simulate", a, b, f"a={b}", "--synthetic", "--work-dir", work)
+    assert_clean_failure(twice, work, mentions="model name 'a' is used twice")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder\n")
+    result = run_cli("simulate", *two_models, "--synthetic", "--work-dir", a_file)
+    assert_clean_failure(result, tmp_path / "none", mentions=f"--work-dir {a_file}: not a folder")
+    assert a_file.read_text() == "not a folder\n"

@@ -104,6 +104,8 @@ def merge_rounds(results: Sequence[VariantResult]) -> VariantResult:
         latencies_ms=[latency for r in results for latency in r.latencies_ms],
         imported_compiler=any(r.imported_compiler for r in results),
         p50_ms_by_round=[r.percentile(50) for r in results],
+        peak_rss_bytes_by_round=[r.peak_rss_bytes for r in results],
+        load_s_by_round=[r.load_s for r in results],
     )
 
 

@@ -87,6 +87,10 @@ class VariantResult:
     activation_bytes: int = 0  # with warm_load and shared_arena: what the shared arena kept
     gpu_bytes: int | None = None  # GPU memory in use beyond the baseline (None: no GPU runtime)
     p50_ms_by_round: list[float] = field(default_factory=list)  # when merged from rounds
+    # The spread between rounds: glibc's heap layout alone moves a process's peak by up to
+    # 12 MiB between identical rounds (docs/benchmarks.md).
+    peak_rss_bytes_by_round: list[int] = field(default_factory=list)
+    load_s_by_round: list[float] = field(default_factory=list)
 
     @property
     def footprint_bytes(self) -> int:
@@ -114,6 +118,8 @@ class VariantResult:
             "gpu_bytes": self.gpu_bytes,
             "rounds": max(1, len(self.p50_ms_by_round)),
             "p50_ms_by_round": self.p50_ms_by_round or [self.percentile(50)],
+            "peak_rss_bytes_by_round": self.peak_rss_bytes_by_round or [self.peak_rss_bytes],
+            "load_s_by_round": self.load_s_by_round or [self.load_s],
         }
 
 

@@ -136,7 +136,8 @@ def bench_configs_table(report: BenchReport) -> Table:
         "p99 ms",
         "req/s",
         "peak RSS",
-        title="every configuration (fresh process each)",
+        "rounds' peaks MiB",
+        title="every configuration (a fresh process per round)",
     )
     for result in report.results:
         row = result.summary()
@@ -148,8 +149,15 @@ def bench_configs_table(report: BenchReport) -> Table:
             f"{row['p99_ms']:.2f}",
             f"{row['throughput_rps']:.1f}",
             format_bytes(row["peak_rss_bytes"]),
+            _range_mib(row["peak_rss_bytes_by_round"]),
         )
     return table
+
+
+def _range_mib(values: list[int]) -> str:
+    """Lowest-highest of the rounds' figures: how far the same configuration moved."""
+    low, high = (f"{value / 2**20:.1f}" for value in (min(values), max(values)))
+    return low if low == high else f"{low}-{high}"
 
 
 def bench_summary_table(report: BenchReport) -> Table:

@@ -120,6 +120,9 @@ def test_bench_cli_fuses_first_and_writes_json(tmp_path):
     report = json.loads(report_path.read_text())
     labels = {c["label"] for c in report["configs"]}
     assert len(labels) == 8  # both variants x sequential/parallel x spinning on/off
+    for config in report["configs"]:  # one round: its own figures are the spread
+        assert config["peak_rss_bytes_by_round"] == [config["peak_rss_bytes"]]
+        assert config["load_s_by_round"] == [config["load_s"]]
     assert set(report["best"]) == {"separate", "fused"}
     assert report["environment"]["versions"]["onnx"]
 
@@ -183,6 +186,11 @@ def test_merged_rounds_take_memory_from_one_round_and_pool_latencies():
     assert merged.load_s == 0.20
     assert merged.latencies_ms == [3.0, 4.0, 1.0, 2.0]
     assert merged.p50_ms_by_round == [3.5, 1.0, 2.0]
+    assert merged.peak_rss_bytes_by_round == [90 * mib, 70 * mib, 80 * mib]
+    assert merged.load_s_by_round == [0.30, 0.10, 0.20]
+    summary = merged.summary()
+    assert summary["peak_rss_bytes_by_round"] == [90 * mib, 70 * mib, 80 * mib]
+    assert summary["load_s_by_round"] == [0.30, 0.10, 0.20]
     # The median-peak round's figures together: its footprint is 80 - 60, not 80 - 50.
     assert (merged.peak_rss_bytes, merged.baseline_rss_bytes) == (80 * mib, 60 * mib)
     assert merged.resident_rss_bytes == 79 * mib

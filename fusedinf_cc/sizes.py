@@ -26,11 +26,11 @@ def parse_size(text: str, what: str) -> int:
 
 def format_bytes(count: int) -> str:
     """`count` bytes in the largest binary unit that keeps it at least 1, for people to read."""
-    if abs(count) < 1024:
+    if count < 1024:
         return f"{count} B"
     size = float(count)
     for unit in ("KiB", "MiB", "GiB"):
         size /= 1024
-        if abs(size) < 1024 or unit == "GiB":
+        if size < 1024 or unit == "GiB":
             break
     return f"{size:.1f} {unit}"

@@ -37,7 +37,6 @@ from fusedinf_cc.runtimes import (
 )
 from fusedinf_cc.sizes import format_bytes
 from fusedinf_cc.weight_pool import DEFAULT_POOL, shared_bytes_by_digest
-from fusedinf_cc.weight_records import WeightRecord
 
 
 @dataclass
@@ -58,9 +57,7 @@ class Bundle:
         digest (ahead-of-time bundles only): bundles holding the same weight hold one copy."""
         if self.manifest is None:
             return {}
-        return shared_bytes_by_digest(
-            WeightRecord.from_manifest(record) for record in self.manifest.weights
-        )
+        return shared_bytes_by_digest(self.manifest.weights)
 
 
 def open_bundle(path: Path, *, name: str | None = None) -> Bundle:

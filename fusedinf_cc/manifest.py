@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.weight_records import WeightRecord
 
 FORMAT = "fusedinf-bundle/1"
 METADATA_KEY = "fusedinf.manifest"
@@ -80,9 +81,10 @@ class Manifest:
     footprint: dict[str, int] = field(default_factory=dict)
     # What an engine was built for (TensorRT version, GPU, compute capability); empty for ONNX.
     device: dict[str, Any] = field(default_factory=dict)
-    # Ahead-of-time artifacts: where each weight lies in the side file and what it is
-    # (`weight_records.WeightRecord`), so that bundles holding the same weights share them.
-    weights: list[dict[str, Any]] = field(default_factory=list)
+    # Ahead-of-time artifacts: where each weight lies in the side file and what it is, so that
+    # bundles holding the same weights share them. Parsed with the manifest, which a loader
+    # reads once per version of the file: a swap does not parse them again.
+    weights: list[WeightRecord] = field(default_factory=list)
     format: str = FORMAT
 
     def model(self, name: str) -> ModelEntry:
@@ -126,10 +128,10 @@ class Manifest:
                 tools=data.get("tools", {}),
                 footprint=data.get("footprint", {}),
                 device=data.get("device", {}),
-                weights=data.get("weights", []),
+                weights=[WeightRecord.from_manifest(r) for r in data.get("weights", [])],
                 format=data["format"],
             )
-        except (KeyError, TypeError) as error:
+        except (KeyError, TypeError, ValueError) as error:
             raise UserInputError(f"manifest is malformed ({error})") from None
 
 

@@ -103,5 +103,4 @@ def artifact_weights(artifact: Path) -> tuple[Path, tuple[WeightRecord, ...]]:
     data_name = (manifest.artifact and manifest.artifact.external_data) or external_data_name(
         artifact
     )
-    records = tuple(WeightRecord.from_manifest(r) for r in manifest.weights)
-    return artifact.with_name(data_name), records
+    return artifact.with_name(data_name), tuple(manifest.weights)

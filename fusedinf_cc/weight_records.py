@@ -11,7 +11,7 @@ Only the records are built here (with onnx); the runtime reads them from the man
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +61,6 @@ class WeightRecord:
     dtype: str
     shape: tuple[int, ...]
     packable: bool = False  # an input of a PREPACKING_OPS node: pooled only without prepacking
-
-    def to_manifest(self) -> dict[str, Any]:
-        record = asdict(self)
-        record["shape"] = list(self.shape)
-        return record
 
     @classmethod
     def from_manifest(cls, record: dict[str, Any]) -> WeightRecord:

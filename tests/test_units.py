@@ -17,6 +17,7 @@ from fusedinf_cc.model_io import SourceModel, parse_model_spec
 from fusedinf_cc.passes.share import parse_share_spec, unify_shapes
 from fusedinf_cc.shapes import parse_shapes
 from fusedinf_cc.sizes import format_bytes, parse_size
+from fusedinf_cc.weight_records import WeightRecord
 
 
 def shape(*dims):
@@ -76,11 +77,19 @@ def test_parse_shapes():
 
 
 def test_manifest_round_trips_and_refuses_unknown_formats(tmp_path):
-    manifest = Manifest(models=[ModelEntry("a", "a.onnx", "00", {"x": "a/x"}, {"y": "a/y"})])
+    manifest = Manifest(
+        models=[ModelEntry("a", "a.onnx", "00", {"x": "a/x"}, {"y": "a/y"})],
+        weights=[WeightRecord("w", "d0", 4096, 64, "float32", (4, 4), packable=True)],
+    )
     path = tmp_path / "m.json"
     path.write_text(manifest.to_json())
     assert read_manifest(path) == manifest
     data = json.loads(path.read_text())
+    data["weights"][0]["shape"] = ["four", 4]
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserInputError, match="manifest is malformed"):
+        read_manifest(path)
+    data["weights"] = manifest.to_dict()["weights"]
     data["format"] = "fusedinf-bundle/99"
     path.write_text(json.dumps(data))
     with pytest.raises(UserInputError, match="fusedinf-bundle/99"):

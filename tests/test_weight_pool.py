@@ -38,7 +38,7 @@ def overlapping(zoo, tmp_path_factory) -> dict[str, Path]:
 
 
 def _digests(artifact: Path) -> dict[str, int]:
-    return {r["digest"]: r["length"] for r in read_manifest(manifest_path_for(artifact)).weights}
+    return {r.digest: r.length for r in read_manifest(manifest_path_for(artifact)).weights}
 
 
 def test_records_cover_the_side_file_and_a_shared_model_has_the_same_digests(overlapping):
@@ -51,9 +51,9 @@ def test_records_cover_the_side_file_and_a_shared_model_has_the_same_digests(ove
             n for node in model.graph.node if node.op_type in PREPACKING_OPS for n in node.input
         }
         records = read_manifest(manifest_path_for(overlapping[name])).weights
-        assert {r["name"] for r in records} == external
+        assert {r.name for r in records} == external
         # Weights a kernel would pack into its own copy are marked, for sessions that pack.
-        assert {r["name"] for r in records if r["packable"]} == external & packed
+        assert {r.name for r in records if r.packable} == external & packed
     assert external & packed  # mobilenet's classifier (Gemm) in "ac"
     alone = _digests(overlapping["alone"])
     # squeezenet's weights, as ONNX Runtime laid them out, are the same in every bundle.
@@ -83,8 +83,8 @@ def test_two_sessions_map_a_shared_weight_once_and_answer_the_same(overlapping):
 
 def test_a_session_that_packs_weights_leaves_the_packable_ones_out_of_the_pool(overlapping):
     records = read_manifest(manifest_path_for(overlapping["ac"])).weights
-    every = {r["digest"] for r in records}
-    unpacked = {r["digest"] for r in records if not r["packable"]}
+    every = {r.digest for r in records}
+    unpacked = {r.digest for r in records if not r.packable}
     assert unpacked < every
     ahead_of_time, packing = WeightPool(), WeightPool()
     plain = open_session(overlapping["ac"], weight_pool=ahead_of_time)
@@ -116,7 +116,7 @@ print(json.dumps(status_bytes()["RssAnon"] - before))
 
 def test_an_ahead_of_time_session_keeps_no_packed_copy_of_its_weights(overlapping):
     records = read_manifest(manifest_path_for(overlapping["ac"])).weights
-    packable = sum(r["length"] for r in records if r["packable"])
+    packable = sum(r.length for r in records if r.packable)
     assert packable > 4 << 20  # mobilenet_v3_small's classifier
 
     def private_growth(mode: str) -> int:

@@ -284,7 +284,7 @@ def _optimise_ahead_of_time(
         from fusedinf_cc.weight_records import external_weight_records
 
         records = external_weight_records(out_path, written[0].name)
-        manifest.weights = [record.to_manifest() for record in records]
+        manifest.weights = records
     return finish_manifest(
         manifest,
         fused,

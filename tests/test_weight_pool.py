@@ -154,6 +154,34 @@ def test_a_process_holds_one_copy_of_a_weight_two_bundles_contain(overlapping):
     assert 0.8 * shared <= saved <= 1.3 * shared, (saved, shared)
 
 
+_RELEASE_PROBE = """
+import gc, json, sys
+from pathlib import Path
+from fusedinf_cc.feeds import random_feeds
+from fusedinf_cc.procmem import status_bytes
+from fusedinf_cc.runtimes import open_session
+from fusedinf_cc.weight_pool import WeightPool
+pool = WeightPool()
+first, second = (open_session(Path(p), weight_pool=pool) for p in sys.argv[1:])
+for s in (first, second):
+    s.run(random_feeds(s.inputs))
+before = status_bytes()["RssFile"]
+first.close()
+gc.collect()
+print(json.dumps(before - status_bytes()["RssFile"]))
+"""
+
+
+def test_a_closed_session_gives_back_the_weights_no_other_session_holds(overlapping):
+    # "ab" loads first, so the squeezenet weights that "ac" shares live in the mapping of ab's
+    # side file: closing "ab" must still give back the head's pages around them.
+    own = set(_digests(overlapping["ab"])) - set(_digests(overlapping["ac"]))
+    own_bytes = sum(_digests(overlapping["ab"])[digest] for digest in own)
+    assert own_bytes > 1 << 20
+    freed = run_probe(_RELEASE_PROBE, overlapping["ab"], overlapping["ac"])
+    assert 0.8 * own_bytes <= freed <= 1.3 * own_bytes, (freed, own_bytes)
+
+
 def test_the_budget_counts_a_shared_weight_once(overlapping):
     ab = open_bundle(overlapping["ab"])
     ac = open_bundle(overlapping["ac"])

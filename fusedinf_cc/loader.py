@@ -393,6 +393,11 @@ class EngineCache:
         busy = [e for e in held if e not in idle]
         if self._bytes_of([*busy, newcomer], arena) > self.budget_bytes:
             return False
+        # Freed memory is handed back (malloc_trim) only where a victim's weights lay in the
+        # heap. An ahead-of-time bundle maps its weights and holds 2-3.5 MiB of its own, which
+        # the next load reuses: trimming that cost a request 1 ms an eviction, up to 5, and
+        # lowered no peak. A portable bundle's freed weights would leave holes the allocator
+        # keeps: without a trim the process grew 46% past its budget.
         freed_heap = False
         while self._bytes_of([*held, newcomer], arena) > self.budget_bytes:
             _weigh_freeable(idle, [*held, newcomer])
@@ -422,11 +427,6 @@ class EngineCache:
         return self._bytes_of(held, self._arena_bytes)
 
     def _evict(self, entry: _Entry) -> None:
-        # Freed memory stays with the allocator unless the caller hands it back. An ahead-of-time
-        # bundle maps its weights and holds 2-3.5 MiB of its own, which the next load reuses:
-        # handing that back (malloc_trim) cost a request 1 ms an eviction, up to 5, and lowered
-        # no peak. A portable bundle's weights lie in the heap, where freed they would leave
-        # holes that the allocator keeps: without a trim the process grew 46% past its budget.
         self.evictions.append(entry.bundle.name)
         assert entry.session is not None
         entry.session.close()

@@ -14,6 +14,7 @@ import pytest
 
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
 from fusedinf_cc.bench_worker import WARMUP_MODEL
+from fusedinf_cc.build import build_fused
 from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.loader import EngineCache, open_bundle
 from fusedinf_cc.manifest import manifest_path_for
@@ -23,13 +24,19 @@ from tests.conftest import fuse_files, run_probe
 from tests.oracle import session as oracle_session
 
 
-def _fused_bundle(folder: Path, name: str, seed: int, width: int = 256) -> Path:
-    """A fused bundle of two affine models `<name>_a`, `<name>_b` with separate inputs."""
+def _fused_bundle(
+    folder: Path, name: str, seed: int, width: int = 256, *, aot: bool = False
+) -> Path:
+    """A fused bundle of two affine models `<name>_a`, `<name>_b` with separate inputs; `aot`
+    builds it ahead of time (weights in a mapped side file, pooled by the loader)."""
     folder.mkdir(parents=True, exist_ok=True)
     a = builders.save(builders.affine(seed, width=width), folder / f"{name}_a.onnx")
     b = builders.save(builders.affine(seed + 100, width=width), folder / f"{name}_b.onnx")
     out = folder / f"{name}.onnx"
-    fuse_files([(f"{name}_a", a), (f"{name}_b", b)], out)
+    if aot:
+        build_fused([f"{name}_a={a}", f"{name}_b={b}"], out, aot=True)
+    else:
+        fuse_files([(f"{name}_a", a), (f"{name}_b", b)], out)
     return out
 
 
@@ -317,10 +324,13 @@ def _probe(paths: list[Path], budget_share: float, rounds: int) -> dict:
     return run_probe(_MEMORY_PROBE, str(budget_share), str(rounds), *paths)
 
 
-@pytest.fixture(scope="module")
-def four_mib_bundles(tmp_path_factory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("four")
-    return [_fused_bundle(folder, f"b{i}", 10 + i, width=1024) for i in range(3)]
+@pytest.fixture(scope="module", params=["portable", "aot"])
+def four_mib_bundles(request, tmp_path_factory) -> list[Path]:
+    """Portable bundles keep their weights in the heap, which eviction hands back with a
+    trim; ahead-of-time ones map them, and their eviction reuses the heap untrimmed."""
+    folder = tmp_path_factory.mktemp(f"four-{request.param}")
+    aot = request.param == "aot"
+    return [_fused_bundle(folder, f"b{i}", 10 + i, width=1024, aot=aot) for i in range(3)]
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ from fusedinf_cc.cli_tables import (
 from fusedinf_cc.errors import BackendUnavailableError, FusedInfError, UserInputError
 from fusedinf_cc.files import check_output_folder, staging_dir, write_text_atomic
 from fusedinf_cc.inspection import inspect_path
-from fusedinf_cc.loader import least_budget, run_once
+from fusedinf_cc.loader import run_once
 from fusedinf_cc.model_io import check_unique_names, parse_model_spec
 from fusedinf_cc.plot import plot_report, pyplot
 from fusedinf_cc.runtimes import DEFAULT_RUNTIME, TENSORRT, check_runtime, is_engine
@@ -47,14 +47,13 @@ from fusedinf_cc.simulate import (
     check_policies,
     deployments,
     loading_ratios,
-    parse_budget,
     read_name_lists,
     read_trace,
     replay,
+    replay_budget,
     results_json,
     synthetic_functions,
     synthetic_trace,
-    total_footprint,
     write_trace,
 )
 from fusedinf_cc.sizes import format_bytes, parse_size
@@ -558,14 +557,9 @@ def simulate(
     elif fused_groups is not None:
         groups = read_name_lists(Path(fused_groups), "--fused-groups (auto or a file)", "group")
     plans = deployments(specs, function_map, work_dir, groups, aot=aot)
-    budget_bytes = parse_budget(budget, total_footprint(plans[0]))
-    floor = max(least_budget([b.footprint for b in plan.bundles.values()]) for plan in plans)
-    if budget.strip().endswith("%") and budget_bytes < floor:
-        error_console.print(
-            f"--budget {budget} is {format_bytes(budget_bytes)}, below the largest bundle with its "
-            f"activations; using {format_bytes(floor)}"
-        )
-        budget_bytes = floor
+    budget_bytes, notice = replay_budget(budget, plans)
+    if notice:
+        error_console.print(notice)
     results = []
     with Progress(console=error_console, transient=True) as progress:
         task = progress.add_task("replaying", total=len(plans) * len(policies))

@@ -30,11 +30,11 @@ from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.feeds import random_feeds
 from fusedinf_cc.files import write_text_atomic
 from fusedinf_cc.footprint import arena_bytes
-from fusedinf_cc.loader import Bundle, EngineCache, open_bundle
+from fusedinf_cc.loader import Bundle, EngineCache, least_budget, open_bundle
 from fusedinf_cc.manifest import manifest_path_for
 from fusedinf_cc.policies import POLICIES, CachePolicy, Clairvoyant
 from fusedinf_cc.procmem import status_bytes
-from fusedinf_cc.sizes import parse_size
+from fusedinf_cc.sizes import format_bytes, parse_size
 
 
 @dataclass(frozen=True)
@@ -280,6 +280,7 @@ class ReplayResult:
     requests: int
     hits: int
     misses: int
+    models_loaded: int  # what the misses brought: a fused bundle's load brings all its models
     evictions: int
     seconds_loading: float
     p50_ms: float
@@ -323,6 +324,10 @@ def replay(
         requests=len(requests),
         hits=stats.hits,
         misses=stats.misses,
+        models_loaded=sum(
+            loads * max(1, len(deployment.bundles[name].models()))
+            for name, loads in stats.loads_by_bundle.items()
+        ),
         evictions=stats.evictions,
         seconds_loading=stats.seconds_loading,
         p50_ms=float(np.percentile(latencies, 50)),
@@ -347,6 +352,24 @@ def parse_budget(text: str, reference_bytes: int) -> int:
         except ValueError:
             raise UserInputError(f"--budget {text!r}: use e.g. 512MiB, 2GiB or 50%") from None
     return parse_size(value, "--budget")
+
+
+def replay_budget(text: str, plans: Sequence[Deployment]) -> tuple[int, str | None]:
+    """The budget `text` asks for, in bytes, and a notice when it was changed. A percentage is
+    of the first (unfused) deployment's total footprint, and is raised to the least budget under
+    which every bundle of every deployment can load; an absolute size is taken as given, and
+    registering a bundle that cannot fit under it is refused."""
+    budget_bytes = parse_budget(text, total_footprint(plans[0]))
+    if not text.strip().endswith("%"):
+        return budget_bytes, None
+    floor = max(least_budget([b.footprint for b in plan.bundles.values()]) for plan in plans)
+    if budget_bytes >= floor:
+        return budget_bytes, None
+    notice = (
+        f"--budget {text} is {format_bytes(budget_bytes)}, below the largest bundle with its "
+        f"activations; using {format_bytes(floor)}"
+    )
+    return floor, notice
 
 
 def loading_ratios(results: Sequence[ReplayResult]) -> dict[str, dict[str, float]]:

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.loader import least_budget
 from fusedinf_cc.policies import Clairvoyant
 from fusedinf_cc.simulate import (
     FutureUses,
@@ -22,6 +23,7 @@ from fusedinf_cc.simulate import (
     read_name_lists,
     read_trace,
     replay,
+    replay_budget,
     synthetic_functions,
     synthetic_trace,
     total_footprint,
@@ -114,6 +116,9 @@ def test_replay_counts_one_call_per_bundle_a_function_runs(small_models, tmp_pat
     for deployment, expected_calls in ((unfused, calls), (fused, len(trace))):
         result = replay(trace, deployment, budget, "lru")
         assert result.hits + result.misses == expected_calls
+        # Every fused load brings a function's models; an unfused one brings one model.
+        per_load = 1 if deployment is unfused else 2
+        assert per_load * result.misses <= result.models_loaded <= 3 * result.misses
         assert result.peak_accounted_bytes <= budget
         assert result.p99_ms >= result.p50_ms > 0
 
@@ -129,6 +134,19 @@ def test_aot_deployments_build_every_bundle_for_this_cpu(small_models, tmp_path)
     trace = [Request(0.01 * i, "fa" if i % 2 else "fb") for i in range(6)]
     result = replay(trace, unfused, total_footprint(unfused), "lru")
     assert result.misses == 3 and result.hits == 2 * len(trace) - 3
+
+
+def test_a_percentage_budget_is_raised_to_where_every_bundle_loads(small_models, tmp_path):
+    functions = {"fa": ["m0", "m1", "m2"], "fb": ["m2", "m3"]}
+    plans = deployments(small_models, functions, tmp_path / "work")
+    unfused_total = total_footprint(plans[0])
+    floor = max(least_budget([b.footprint for b in p.bundles.values()]) for p in plans)
+    assert floor > unfused_total // 10  # the three-model fused bundle alone is larger
+    assert floor <= 2 * unfused_total
+    assert replay_budget("200%", plans) == (2 * unfused_total, None)
+    raised, notice = replay_budget("10%", plans)
+    assert raised == floor and notice is not None and "using" in notice
+    assert replay_budget("1KiB", plans) == (1024, None)  # as given: registration refuses it
 
 
 def test_clairvoyant_policy_evicts_by_distance_to_next_use_times_size():
@@ -176,6 +194,7 @@ def test_grouped_deployment_loads_each_model_once_per_request(small_models, tmp_
     trace = [Request(0.01 * i, "fa" if i % 2 else "fb") for i in range(10)]
     result = replay(trace, grouped, total_footprint(grouped), "lru")
     assert result.misses == 3 and result.hits == 2 * len(trace) - 3
+    assert result.models_loaded == 4  # g00 brings m0 and m1 at once
     with pytest.raises(UserInputError, match="is in groups"):
         deployments(small_models, functions, tmp_path / "w", {"a": ["m0", "m1"], "b": ["m1", "m2"]})
 

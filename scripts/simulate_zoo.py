@@ -1,7 +1,7 @@
 """The synthetic swap workload on real zoo bundles: fused vs unfused, LRU vs GDSF.
 
     python scripts/simulate_zoo.py [--requests 400] [--budget 50%] [--aot] [--json FILE]
-                                   [--policy lru,gdsf,belady]
+                                   [--policy lru,gdsf,belady] [--own-weights]
 
 Fixed workload (reported in docs/benchmarks.md): a pool of 12 distinct zoo models (resnet18,
 mobilenet_v3_small, squeezenet1_1, transformer_encoder, head0 and head1, two weight variants
@@ -11,11 +11,16 @@ budget of half the pool's total measured footprint. Unfused, each model is its o
 functions that use one model share it; fused, each function is one bundle; grouped, models that
 exactly the same functions call are fused into one bundle (`--fused-groups auto`). With `--aot`
 every bundle of every deployment, the unfused models' too, is built with `fuse --aot`.
+
+`--own-weights` keeps the functions' architectures and the trace, but gives every function its
+own weights for each model it calls (58 distinct models): no model is shared between functions,
+so no fused bundle copies one that another bundle holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +28,39 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from fusedinf_cc.simulate import TraceSpec, synthetic_functions  # noqa: E402
 from model_zoo.zoo import export  # noqa: E402
 
 POOL = ("resnet18", "mobilenet_v3_small", "squeezenet1_1", "transformer_encoder", "head0", "head1")
 VARIANTS = (1, 2)
+
+
+def shared_pool(models_dir: Path) -> list[str]:
+    """The 12 models every function draws from, as NAME=PATH."""
+    return [
+        f"{name}_v{variant}={export(name, models_dir, variant=variant)}"
+        for name in POOL
+        for variant in VARIANTS
+    ]
+
+
+def own_weights(models_dir: Path, functions_file: Path) -> list[str]:
+    """The same functions, each calling its own copy of its models (other random weights):
+    the models as NAME=PATH, and `functions_file` written with which function calls which."""
+    pool = sorted(f"{name}_v{variant}" for name in POOL for variant in VARIANTS)
+    specs, calls = [], {}
+    variant = len(VARIANTS) + 1  # weights no model of the shared pool has
+    for function, used in synthetic_functions(pool, TraceSpec()).items():
+        calls[function] = []
+        for model in used:
+            architecture = model.rsplit("_v", 1)[0]
+            path = export(architecture, models_dir, variant=variant)
+            specs.append(f"{function}_{model}={path}")
+            calls[function].append(f"{function}_{model}")
+            variant += 1
+    functions_file.parent.mkdir(parents=True, exist_ok=True)
+    functions_file.write_text(json.dumps(calls, indent=2) + "\n", encoding="utf-8")
+    return specs
 
 
 def main() -> None:
@@ -37,18 +71,20 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--aot", action="store_true", help="build every bundle with fuse --aot")
     parser.add_argument("--policy", default="lru,gdsf,belady", help="policies to replay")
+    parser.add_argument(
+        "--own-weights", action="store_true", help="no model shared between functions"
+    )
     args = parser.parse_args()
-    models = []
-    for name in POOL:
-        for variant in VARIANTS:
-            path = export(name, args.work_dir / "models", variant=variant)
-            models.append(f"{name}_v{variant}={path}")
-    command = [
-        sys.executable,
-        "-m",
-        "fusedinf_cc",
-        "simulate",
-        *models,
+    command = [sys.executable, "-m", "fusedinf_cc", "simulate"]
+    if args.own_weights:
+        work_dir = args.work_dir / "own-weights"
+        functions_file = work_dir / "functions.json"
+        command += own_weights(args.work_dir / "models", functions_file)
+        command += ["--functions", str(functions_file)]
+    else:
+        work_dir = args.work_dir
+        command += shared_pool(args.work_dir / "models")
+    command += [
         "--synthetic",
         "--requests",
         str(args.requests),
@@ -57,10 +93,10 @@ def main() -> None:
         "--policy",
         args.policy,
         "--work-dir",
-        str(args.work_dir / "fused"),
-        "--fused-groups",
-        "auto",
+        str(work_dir / "fused"),
     ]
+    if not args.own_weights:  # with own weights, each function's models form its own group
+        command += ["--fused-groups", "auto"]
     if args.json:
         command += ["--json", str(args.json)]
     if args.aot:

@@ -35,25 +35,30 @@ POOL = ("resnet18", "mobilenet_v3_small", "squeezenet1_1", "transformer_encoder"
 VARIANTS = (1, 2)
 
 
+def pool() -> dict[str, tuple[str, int]]:
+    """The 12 models every function draws from: name -> (zoo architecture, weight variant)."""
+    return {f"{name}_v{variant}": (name, variant) for name in POOL for variant in VARIANTS}
+
+
 def shared_pool(models_dir: Path) -> list[str]:
-    """The 12 models every function draws from, as NAME=PATH."""
+    """The pool's models, as NAME=PATH."""
     return [
-        f"{name}_v{variant}={export(name, models_dir, variant=variant)}"
-        for name in POOL
-        for variant in VARIANTS
+        f"{model}={export(name, models_dir, variant=variant)}"
+        for model, (name, variant) in pool().items()
     ]
 
 
 def own_weights(models_dir: Path, functions_file: Path) -> list[str]:
     """The same functions, each calling its own copy of its models (other random weights):
     the models as NAME=PATH, and `functions_file` written with which function calls which."""
-    pool = sorted(f"{name}_v{variant}" for name in POOL for variant in VARIANTS)
+    models = pool()
     specs, calls = [], {}
     variant = len(VARIANTS) + 1  # weights no model of the shared pool has
-    for function, used in synthetic_functions(pool, TraceSpec()).items():
+    # `simulate` draws the functions from the models' sorted names: the same draw here.
+    for function, used in synthetic_functions(sorted(models), TraceSpec()).items():
         calls[function] = []
         for model in used:
-            architecture = model.rsplit("_v", 1)[0]
+            architecture = models[model][0]
             path = export(architecture, models_dir, variant=variant)
             specs.append(f"{function}_{model}={path}")
             calls[function].append(f"{function}_{model}")

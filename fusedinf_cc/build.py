@@ -24,7 +24,8 @@ SHARE_MODES = ("auto", "none")
 
 def build_fused(model_specs: Sequence[str], output: Path, **options: Any) -> Manifest:
     """Fuse `[NAME=]PATH` models into `output` (its suffix picks the backend); return the manifest.
-    `options` are `build_fused_all`'s keywords (sharing, dedup, cse, single_file, aot, engine)."""
+    `options` are `build_fused_all`'s keywords (sharing, dedup, cse, stack, single_file,
+    aot, engine)."""
     (manifest,) = build_fused_all(model_specs, [output], **options)
     return manifest
 
@@ -37,6 +38,7 @@ def build_fused_all(
     share_inputs: str = "none",
     dedup: bool = True,
     cse: bool = True,
+    stack: bool = False,
     single_file: bool = False,
     aot: bool = False,
     engine: EngineOptions | None = None,
@@ -67,6 +69,7 @@ def build_fused_all(
         explicit_shares=tuple(parse_share_spec(text, sources) for text in share_input),
         dedup=dedup,
         cse=cse,
+        stack=stack,
     )
     fused = fuse(sources, options)
     build_options = BuildOptions(single_file=single_file, aot=aot, engine=engine, progress=progress)

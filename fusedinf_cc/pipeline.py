@@ -38,6 +38,7 @@ from fusedinf_cc.passes.merge import Merge
 from fusedinf_cc.passes.normalize import Normalize
 from fusedinf_cc.passes.prefix import Prefix
 from fusedinf_cc.passes.share import Share
+from fusedinf_cc.passes.stack import Stack
 from fusedinf_cc.versions import tool_versions
 
 PIPELINE: tuple[FusionPass, ...] = (
@@ -47,6 +48,7 @@ PIPELINE: tuple[FusionPass, ...] = (
     Share(),
     Dedup(),
     Cse(),
+    Stack(),
     Cleanup(),
 )
 
@@ -60,10 +62,12 @@ class FusedModel:
 
 
 def pipeline_for(options: FusionOptions) -> list[FusionPass]:
-    """`PIPELINE` less the optional passes the user switched off."""
+    """`PIPELINE` less the optional passes the user switched off (or did not switch on)."""
     skipped = {"dedup"} if not options.dedup else set()
     if not options.cse:
         skipped.add("cse")
+    if not options.stack:
+        skipped.add("stack")
     return [fusion_pass for fusion_pass in PIPELINE if fusion_pass.name not in skipped]
 
 

@@ -155,3 +155,61 @@ def with_local_function(seed: int, scale: float) -> onnx.ModelProto:
     model.functions.append(function)
     model.opset_import.append(helper.make_opsetid("local", 1))
     return model
+
+
+def small_cnn(
+    seed: int, *, channels: int = 8, clip_max: float = 6.0, opset: int = 17
+) -> onnx.ModelProto:
+    """A mobile-style block on a 1x3x16x16 image: conv, BN, depthwise conv with a bias, clip,
+    a squeeze-excite scale, a per-channel shift and a residual add, then pool and classify.
+    Every weight depends on `seed`; `clip_max` is a constant that is not a weight."""
+    rng = np.random.default_rng(seed)
+
+    def weights(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(np.float32)
+
+    c = channels
+    return make_model(
+        [
+            helper.make_node("Conv", ["image", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+            helper.make_node(
+                "BatchNormalization", ["c1", "scale", "shift", "mean", "var"], ["b1"], name="bn"
+            ),
+            helper.make_node("Relu", ["b1"], ["r1"], name="relu"),
+            helper.make_node(
+                "Conv", ["r1", "w2", "bias2"], ["c2"], group=c, pads=[1, 1, 1, 1], name="dw"
+            ),
+            helper.make_node("Clip", ["c2", "zero", "clip_max"], ["r2"], name="clip"),
+            helper.make_node("GlobalAveragePool", ["r2"], ["pooled"], name="squeeze"),
+            helper.make_node("HardSigmoid", ["pooled"], ["gate"], name="excite"),
+            helper.make_node("Mul", ["r2", "gate"], ["scaled"], name="scale"),
+            helper.make_node("Add", ["scaled", "channel_shift"], ["shifted"], name="shift"),
+            helper.make_node("Mul", ["shifted", "half"], ["halved"], name="halve"),
+            helper.make_node("Add", ["halved", "r1"], ["res"], name="residual"),
+            helper.make_node("MaxPool", ["res"], ["mp"], kernel_shape=[2, 2], strides=[2, 2]),
+            helper.make_node("GlobalAveragePool", ["mp"], ["gap"], name="gap"),
+            helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+            helper.make_node("Gemm", ["flat", "fc", "fc_bias"], ["logits"], name="fc"),
+        ],
+        [helper.make_tensor_value_info("image", FLOAT, [1, 3, 16, 16])],
+        [
+            helper.make_tensor_value_info("logits", FLOAT, [1, 4]),
+            helper.make_tensor_value_info("r2", FLOAT, [1, c, 16, 16]),
+        ],
+        [
+            tensor("w1", weights(c, 3, 3, 3)),
+            tensor("scale", weights(c)),
+            tensor("shift", weights(c)),
+            tensor("mean", weights(c)),
+            tensor("var", np.abs(weights(c)) + 0.5),
+            tensor("w2", weights(c, 1, 3, 3)),
+            tensor("bias2", weights(c)),
+            tensor("zero", np.array(0.0, dtype=np.float32)),
+            tensor("clip_max", np.array(clip_max, dtype=np.float32)),
+            tensor("channel_shift", weights(1, c, 1, 1)),
+            tensor("half", np.array(0.5, dtype=np.float32)),
+            tensor("fc", weights(c, 4)),
+            tensor("fc_bias", weights(4)),
+        ],
+        opset=opset,
+    )

@@ -32,6 +32,7 @@ class FusionOptions:
     explicit_shares: tuple[ShareSpec, ...] = ()
     dedup: bool = True
     cse: bool = True
+    stack: bool = False
 
 
 @dataclass

@@ -1,0 +1,379 @@
+"""stack: models of one architecture that read the same input become one wider model.
+
+Fine-tuned copies of one backbone on one camera stream are the common case on an edge box. Merged
+side by side, K such models still build K nodes per layer; stacked, each layer is one node whose
+channels hold every model's in turn: a convolution takes the models' filters concatenated and K
+times the groups, an element-wise op or a pool runs once over all channels. Where a layer cannot
+run stacked (a classifier's Gemm, a reshape), one Split gives each model back its own tensor and
+the rest of the graph runs as merged. Session creation costs per node, so a stacked bundle of two
+resnet18s loads about as fast as one resnet18 (see docs/benchmarks.md).
+
+Models stack when their nodes match one for one: same operators, attributes, constant shapes and
+wiring, and every value they read from outside their own nodes is the very same value (a shared
+input, or a stem that `cse` made common). Only the weights may differ.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from fusedinf_cc.passes.base import FusionState, PassContext, PassOutcome
+
+_CHANNEL_AXIS = 1
+# Ops that act on each channel alone, with no inputs beyond the activation.
+_CHANNELWISE = frozenset(
+    {
+        "Relu",
+        "LeakyRelu",
+        "Elu",
+        "Selu",
+        "Sigmoid",
+        "HardSigmoid",
+        "HardSwish",
+        "Tanh",
+        "Softplus",
+        "Softsign",
+        "Identity",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+    }
+)
+_BINARY = frozenset({"Add", "Sub", "Mul", "Div"})
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A stacked value: K models' tensors of `channels` each, side by side on axis 1."""
+
+    value: ir.Value
+    channels: int
+    rank: int
+
+
+class Stack:
+    name = "stack"
+
+    def run(self, state: FusionState, ctx: PassContext) -> PassOutcome:
+        model = state.require_fused()
+        nodes_by_model = _nodes_by_model(model.graph, list(ctx.inputs))
+        groups = _matching_groups(nodes_by_model)
+        notes = []
+        for group in groups:
+            stacked = _StackedGroup(model, [nodes_by_model[name] for name in group], group)
+            count = stacked.build()
+            notes.append(f"{'+'.join(group)}: {count} layers")
+        if not groups:
+            return PassOutcome(changed=False, detail="no models of one architecture on one input")
+        model.graph.sort()
+        changed = any(not note.endswith(": 0 layers") for note in notes)
+        return PassOutcome(changed=changed, detail="; ".join(notes))
+
+
+def _nodes_by_model(graph: ir.Graph, models: Sequence[str]) -> dict[str, list[ir.Node]]:
+    """Each model's nodes in graph order, known by the `model/` prefix of their outputs."""
+    by_prefix = sorted(models, key=len, reverse=True)
+    nodes: dict[str, list[ir.Node]] = defaultdict(list)
+    for node in graph:
+        name = next((out.name for out in node.outputs if out.name), "") or ""
+        owner = next((m for m in by_prefix if name.startswith(f"{m}/")), None)
+        if owner is not None:
+            nodes[owner].append(node)
+    return nodes
+
+
+def _matching_groups(nodes_by_model: dict[str, list[ir.Node]]) -> list[list[str]]:
+    """Models whose node lists match one for one, two or more to a group."""
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for name, nodes in nodes_by_model.items():
+        groups[_signature(nodes)].append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def _signature(nodes: Sequence[ir.Node]) -> tuple:
+    """What must be equal for two models to stack: everything but the weights' values."""
+    position = {node: index for index, node in enumerate(nodes)}
+    signature = []
+    for node in nodes:
+        inputs = []
+        for value in node.inputs:
+            producer = value.producer() if value is not None else None
+            if value is None:
+                inputs.append(("none",))
+            elif producer in position:
+                inputs.append(("node", position[producer], value.index()))
+            elif value.const_value is not None:
+                inputs.append(("const", value.const_value.dtype, tuple(value.const_value.shape)))
+            else:
+                inputs.append(("shared", value.name))
+        attributes = tuple(
+            sorted((name, _attribute_key(attr)) for name, attr in node.attributes.items())
+        )
+        signature.append((node.domain, node.op_type, tuple(inputs), attributes, len(node.outputs)))
+    return tuple(signature)
+
+
+def _attribute_key(attr: ir.Attr) -> object:
+    if attr.type == ir.AttributeType.TENSOR:
+        return ("tensor", attr.value.dtype, tuple(attr.value.shape), attr.value.tobytes())
+    if attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
+        return ("graph", id(attr))  # never equal: subgraphs do not stack
+    value = attr.value
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+class _StackedGroup:
+    """Builds the stacked layers of one group of matching models."""
+
+    def __init__(self, model: ir.Model, nodes: list[list[ir.Node]], names: list[str]):
+        self.graph = model.graph
+        self.opset = model.opset_imports.get("", 1)
+        self.nodes = nodes
+        self.width = len(nodes)
+        self.label = "+".join(names)
+        self.prefix = f"{names[0]}/"
+        self.position = {node: index for index, node in enumerate(nodes[0])}
+        self.stacked: dict[tuple[int, int], _Layout] = {}
+        self.new_nodes: list[ir.Node] = []
+        self.new_initializers: list[ir.Value] = []
+
+    def build(self) -> int:
+        """Stack every layer that can be, from the first; returns how many were."""
+        layers = []
+        for index, column in enumerate(zip(*self.nodes, strict=True)):
+            node = self._stack_layer(index, list(column))
+            if node is not None:
+                layers.append(index)
+        if len(layers) < 2:  # one layer and its Split save nothing
+            return 0
+        self._unstack_where_read(layers)
+        for value in self.new_initializers:
+            self.graph.register_initializer(value)
+        for node in self.new_nodes:
+            self.graph.append(node)
+        for index in layers:
+            self.graph.remove([column[index] for column in self.nodes], safe=False)
+        return len(layers)
+
+    # -- one layer ----------------------------------------------------------------------------
+
+    def _stack_layer(self, index: int, column: list[ir.Node]) -> ir.Node | None:
+        first = column[0]
+        if len(first.outputs) != 1 and not _only_first_output_used(column):
+            return None
+        op = first.op_type if first.domain in ("", "ai.onnx") else ""
+        if op == "Conv":
+            built = self._conv(column)
+        elif op == "BatchNormalization":
+            built = self._per_channel_params(column)
+        elif op in _CHANNELWISE:
+            built = self._channelwise(column)
+        elif op == "Clip":
+            built = self._clip(column)
+        elif op in _BINARY:
+            built = self._binary(column)
+        else:
+            return None
+        if built is None:
+            return None
+        node, layout_channels, rank = built
+        self.new_nodes.append(node)
+        self.stacked[(index, 0)] = _Layout(node.outputs[0], layout_channels, rank)
+        return node
+
+    def _input_layout(self, column: list[ir.Node], slot: int) -> _Layout | None:
+        """The stacked value this layer's input `slot` reads, if its producer was stacked."""
+        value = column[0].inputs[slot]
+        index = self.position.get(value.producer()) if value is not None else None
+        return None if index is None else self.stacked.get((index, value.index()))
+
+    def _conv(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
+        first = column[0]
+        weights = [_const(node.inputs[1]) for node in column]
+        if any(w is None for w in weights):
+            return None
+        biases = [_const(node.inputs[2]) if len(node.inputs) > 2 else None for node in column]
+        group = _int_attr(first, "group", 1)
+        layout = self._input_layout(column, 0)
+        if layout is not None:
+            new_group = group * self.width
+            source = layout.value
+        elif _same_value(column, 0) and group == 1:
+            new_group, source = 1, first.inputs[0]  # one input all models read: no groups
+        else:
+            return None
+        inputs = [source, self._initializer(first, 1, np.concatenate(weights, axis=0))]
+        if any(b is not None for b in biases):
+            if any(b is None for b in biases):
+                return None
+            inputs.append(self._initializer(first, 2, np.concatenate(biases, axis=0)))
+        attributes = {**first.attributes, "group": ir.AttrInt64("group", new_group)}
+        node = self._node(first, inputs, attributes)
+        return node, int(weights[0].shape[0]), weights[0].ndim
+
+    def _per_channel_params(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
+        layout = self._input_layout(column, 0)
+        if layout is None:
+            return None
+        first = column[0]
+        inputs: list[ir.Value | None] = [layout.value]
+        for slot in range(1, len(first.inputs)):
+            params = [_const(node.inputs[slot]) for node in column]
+            if any(p is None for p in params):
+                return None
+            inputs.append(self._initializer(first, slot, np.concatenate(params, axis=0)))
+        return self._node(first, inputs), layout.channels, layout.rank
+
+    def _channelwise(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
+        layout = self._input_layout(column, 0)
+        if layout is None or len(column[0].inputs) != 1:
+            return None
+        return self._node(column[0], [layout.value]), layout.channels, layout.rank
+
+    def _clip(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
+        layout = self._input_layout(column, 0)
+        if layout is None:
+            return None
+        for slot in range(1, len(column[0].inputs)):
+            if not _equal_constants(column, slot):
+                return None
+        inputs = [layout.value, *column[0].inputs[1:]]
+        return self._node(column[0], inputs), layout.channels, layout.rank
+
+    def _binary(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
+        first = column[0]
+        layouts = [self._input_layout(column, slot) for slot in range(2)]
+        known = [layout for layout in layouts if layout is not None]
+        if not known or len({(lay.channels, lay.rank) for lay in known}) != 1:
+            return None
+        channels, rank = known[0].channels, known[0].rank
+        inputs: list[ir.Value | None] = []
+        for slot, layout in enumerate(layouts):
+            if layout is not None:
+                inputs.append(layout.value)
+                continue
+            constants = [_const(node.inputs[slot]) for node in column]
+            if any(c is None for c in constants) or constants[0].ndim > rank:
+                return None
+            axis = constants[0].ndim - (rank - _CHANNEL_AXIS)
+            if axis >= 0 and constants[0].shape[axis] == channels:
+                inputs.append(self._initializer(first, slot, np.concatenate(constants, axis)))
+            elif (axis < 0 or constants[0].shape[axis] == 1) and _equal_constants(column, slot):
+                inputs.append(first.inputs[slot])  # the same for every channel of every model
+            else:
+                return None
+        return self._node(first, inputs), channels, rank
+
+    # -- values and nodes ---------------------------------------------------------------------
+
+    def _name(self, original: str) -> str:
+        own = original[len(self.prefix) :] if original.startswith(self.prefix) else original
+        return f"{self.label}/{own}"
+
+    def _node(
+        self, first: ir.Node, inputs: Sequence[ir.Value | None], attributes: dict | None = None
+    ) -> ir.Node:
+        node = ir.Node(
+            first.domain,
+            first.op_type,
+            inputs,
+            attributes=list((attributes or first.attributes).values()),
+            num_outputs=1,
+            name=self._name(first.name or first.outputs[0].name),
+        )
+        node.outputs[0].name = self._name(first.outputs[0].name)
+        if first.outputs[0].dtype is not None:
+            node.outputs[0].dtype = first.outputs[0].dtype
+        return node
+
+    def _initializer(self, first: ir.Node, slot: int, array: np.ndarray) -> ir.Value:
+        value = ir.Value(name=self._name(first.inputs[slot].name), const_value=ir.tensor(array))
+        value.shape = ir.Shape(array.shape)
+        self.new_initializers.append(value)
+        return value
+
+    def _split(self, layout: _Layout, name: str) -> list[ir.Value]:
+        """One value per model from a stacked one."""
+        sizes = np.array([layout.channels] * self.width, dtype=np.int64)
+        attributes = [ir.AttrInt64("axis", _CHANNEL_AXIS)]
+        inputs: list[ir.Value | None] = [layout.value]
+        if self.opset >= 13:
+            split = ir.Value(name=self._name(f"{name}/split_sizes"), const_value=ir.tensor(sizes))
+            split.dtype = ir.DataType.INT64
+            split.shape = ir.Shape(sizes.shape)
+            self.new_initializers.append(split)
+            inputs.append(split)
+        else:
+            attributes.append(ir.AttrInt64s("split", sizes.tolist()))
+        node = ir.Node(
+            "",
+            "Split",
+            inputs,
+            attributes=attributes,
+            num_outputs=self.width,
+            name=self._name(f"{name}/unstack"),
+        )
+        for k, out in enumerate(node.outputs):
+            out.name = self._name(f"{name}/unstack{k}")
+        self.new_nodes.append(node)
+        return list(node.outputs)
+
+    def _unstack_where_read(self, layers: list[int]) -> None:
+        """Where a layer's output is read by a node that stays per model, or is a graph output,
+        split the stacked value back into one value per model."""
+        stacked_nodes = {id(column[index]) for column in self.nodes for index in layers}
+        for index in layers:
+            originals = [column[index].outputs[0] for column in self.nodes]
+            read_outside = any(
+                value.is_graph_output()
+                or any(id(use.node) not in stacked_nodes for use in value.uses())
+                for value in originals
+            )
+            if not read_outside:
+                continue
+            layout = self.stacked[(index, 0)]
+            pieces = self._split(layout, self.nodes[0][index].outputs[0].name)
+            for original, piece in zip(originals, pieces, strict=True):
+                piece.shape, piece.type = original.shape, original.type
+                name = original.name
+                original.replace_all_uses_with(piece, replace_graph_outputs=True)
+                original.name = f"{name}/stacked"
+                piece.name = name
+
+
+def _only_first_output_used(column: list[ir.Node]) -> bool:
+    return all(
+        not out.uses() and not out.is_graph_output() for node in column for out in node.outputs[1:]
+    )
+
+
+def _const(value: ir.Value | None) -> np.ndarray | None:
+    if value is None:
+        return None
+    tensor = ir.convenience.get_const_tensor(value)
+    return None if tensor is None else tensor.numpy()
+
+
+def _same_value(column: list[ir.Node], slot: int) -> bool:
+    first = column[0].inputs[slot]
+    return first is not None and all(node.inputs[slot] is first for node in column)
+
+
+def _equal_constants(column: list[ir.Node], slot: int) -> bool:
+    if _same_value(column, slot):
+        return True
+    values = [_const(node.inputs[slot]) for node in column]
+    if any(v is None for v in values):
+        return False
+    return all(np.array_equal(values[0], v) for v in values[1:])
+
+
+def _int_attr(node: ir.Node, name: str, default: int) -> int:
+    attr = node.attributes.get(name)
+    return default if attr is None else int(attr.value)

@@ -5,6 +5,7 @@
     share_inputs = "auto"
     targets = ["onnx", "engine"]
     aot = false                     # true: the onnx target is optimised for this CPU class
+    stack = false                   # true: models of one architecture run as one (fuse --stack)
     engine = { fp16 = true, mem_pool_size = "workspace:1GiB" }
     verify = { rtol = 1e-3, atol = 1e-3 }
 
@@ -41,6 +42,7 @@ _BUNDLE_KEYS = {
     "verify",
     "dedup",
     "cse",
+    "stack",
     "aot",
 }
 # Engine options and the TOML type each takes (the text forms are the CLI's flags).
@@ -77,6 +79,7 @@ class BundleSpec:
     share_input: tuple[str, ...] = ()
     dedup: bool = True
     cse: bool = True
+    stack: bool = False
     aot: bool = False
     engine: dict[str, Any] = field(default_factory=dict)
     rtol: float = DEFAULT_TOLERANCE["rtol"]
@@ -91,6 +94,7 @@ class BundleSpec:
             "share_input": list(self.share_input),
             "dedup": self.dedup,
             "cse": self.cse,
+            "stack": self.stack,
             "aot": self.aot,
             "engine": {k: str(v) if isinstance(v, Path) else v for k, v in self.engine.items()},
             "rtol": self.rtol,
@@ -175,8 +179,8 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
         raise UserInputError(
             f"{where.key('verify', name)}: verify = {{ rtol = 1e-5, atol = 1e-5 }}"
         )
-    for flag in ("dedup", "cse", "aot"):
-        if not isinstance(table.get(flag, flag != "aot"), bool):
+    for flag, default in (("dedup", True), ("cse", True), ("stack", False), ("aot", False)):
+        if not isinstance(table.get(flag, default), bool):
             raise UserInputError(f"{where.key(flag, name)}: {flag} is true or false")
     if table.get("aot", False) and "onnx" not in targets:
         raise UserInputError(
@@ -190,6 +194,7 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
         share_input=tuple(share_input),
         dedup=table.get("dedup", True),
         cse=table.get("cse", True),
+        stack=table.get("stack", False),
         aot=table.get("aot", False),
         engine=engine,
         rtol=check_tolerance(tolerance.get("rtol", DEFAULT_RTOL), where.key("verify", name)),

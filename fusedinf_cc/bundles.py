@@ -168,6 +168,7 @@ def _build_into(bundle: BundleSpec, folder: Path, key: str) -> BundleResult:
         share_inputs=bundle.share_inputs,
         dedup=bundle.dedup,
         cse=bundle.cse,
+        stack=bundle.stack,
         aot=bundle.aot,
         engine=(
             parse_engine_options(**bundle.engine)

@@ -539,6 +539,9 @@ def simulate(
         bool,
         typer.Option("--aot", help="Build every deployment's bundles with fuse --aot."),
     ] = False,
+    stack: Annotated[
+        bool, typer.Option("--stack", help="Build the fused and grouped bundles with --stack.")
+    ] = False,
 ) -> None:
     """Replay a request trace on the real loader: fused vs unfused (vs grouped), per policy."""
     if (trace is None) == (not synthetic):
@@ -571,7 +574,7 @@ def simulate(
             error_console.print("--fused-groups auto: no models are always called together")
     elif fused_groups is not None:
         groups = read_name_lists(Path(fused_groups), "--fused-groups (auto or a file)", "group")
-    plans = deployments(specs, function_map, work_dir, groups, aot=aot)
+    plans = deployments(specs, function_map, work_dir, groups, aot=aot, stack=stack)
     budget_bytes, notice = replay_budget(budget, plans)
     if notice:
         error_console.print(notice)
@@ -594,6 +597,7 @@ def simulate(
             "workload": asdict(workload),
             "groups": groups,
             "aot": aot,
+            "stack": stack,
         }
         write_text_atomic(json_out, results_json(results, extra))
         console.print(f"wrote {json_out}")

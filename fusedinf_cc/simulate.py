@@ -153,6 +153,7 @@ def grouped_deployment(
     groups: dict[str, list[str]],
     work_dir: Path,
     aot: bool = False,
+    stack: bool = False,
 ) -> Deployment:
     """A bundle per group (fused) and per model in no group; a request runs the bundles that
     hold its function's models."""
@@ -173,7 +174,7 @@ def grouped_deployment(
     bundles = {}
     for group, members in groups.items():
         key = hashlib.sha256(",".join(sorted(members)).encode()).hexdigest()[:12]
-        out = _built(models, members, work_dir / f"group-{key}", aot)
+        out = _built(models, members, work_dir / f"group-{key}", aot, stack)
         bundles[group] = open_bundle(out, name=group)
     used = sorted({m for members in functions.values() for m in members})
     for model in used:
@@ -192,17 +193,19 @@ def deployments(
     work_dir: Path,
     groups: dict[str, list[str]] | None = None,
     aot: bool = False,
+    stack: bool = False,
 ) -> list[Deployment]:
     """The unfused deployment (a bundle per model), the fused one (a bundle per function) and,
     given `groups`, the grouped one (a bundle per group of models). With `aot`, every bundle of
     every deployment is built ahead of time for this CPU (`fuse --aot`); without, the unfused
-    deployment loads the model files as given."""
+    deployment loads the model files as given. `stack` builds the fused bundles with
+    `fuse --stack`."""
     unknown = {m for used in functions.values() for m in used} - set(models)
     if unknown:
         raise UserInputError(f"functions use unknown models: {sorted(unknown)}")
     work_dir.mkdir(parents=True, exist_ok=True)
     fused = {
-        function: _built(models, used, work_dir / function, aot)
+        function: _built(models, used, work_dir / function, aot, stack)
         for function, used in functions.items()
     }
     used_models = sorted({m for used in functions.values() for m in used})
@@ -219,15 +222,20 @@ def deployments(
         ),
     ]
     if groups is not None:
-        plans.append(grouped_deployment(models, functions, groups, work_dir, aot))
+        plans.append(grouped_deployment(models, functions, groups, work_dir, aot, stack))
     return plans
 
 
-def _built(models: dict[str, Path], members: Sequence[str], stem: Path, aot: bool) -> Path:
-    """The fused bundle of `members` at `stem`.onnx (`stem`.aot.onnx), built once and reused."""
-    out = stem.with_name(stem.name + (".aot.onnx" if aot else ".onnx"))
+def _built(
+    models: dict[str, Path], members: Sequence[str], stem: Path, aot: bool, stack: bool = False
+) -> Path:
+    """The fused bundle of `members` at `stem`.onnx (`stem`.stack.aot.onnx with both options),
+    built once and reused."""
+    suffix = (".stack" if stack else "") + (".aot.onnx" if aot else ".onnx")
+    out = stem.with_name(stem.name + suffix)
     if not manifest_path_for(out).is_file():
-        build_fused([f"{m}={models[m]}" for m in members], out, share_inputs="auto", aot=aot)
+        specs = [f"{m}={models[m]}" for m in members]
+        build_fused(specs, out, share_inputs="auto", aot=aot, stack=stack)
     return out
 
 

@@ -1,7 +1,7 @@
 """The synthetic swap workload on real zoo bundles: fused vs unfused, LRU vs GDSF.
 
     python scripts/simulate_zoo.py [--requests 400] [--budget 50%] [--aot] [--json FILE]
-                                   [--policy lru,gdsf,belady] [--own-weights]
+                                   [--policy lru,gdsf,belady] [--own-weights] [--stack]
 
 Fixed workload (reported in docs/benchmarks.md): a pool of 12 distinct zoo models (resnet18,
 mobilenet_v3_small, squeezenet1_1, transformer_encoder, head0 and head1, two weight variants
@@ -15,6 +15,9 @@ every bundle of every deployment, the unfused models' too, is built with `fuse -
 `--own-weights` keeps the functions' architectures and the trace, but gives every function its
 own weights for each model it calls (58 distinct models): no model is shared between functions,
 so no fused bundle copies one that another bundle holds.
+
+`--stack` builds the fused bundles with `fuse --stack`: a function's models of one architecture
+run as one wider model.
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ def main() -> None:
     parser.add_argument(
         "--own-weights", action="store_true", help="no model shared between functions"
     )
+    parser.add_argument(
+        "--stack", action="store_true", help="build the fused bundles with fuse --stack"
+    )
     args = parser.parse_args()
     command = [sys.executable, "-m", "fusedinf_cc", "simulate"]
     if args.own_weights:
@@ -106,6 +112,8 @@ def main() -> None:
         command += ["--json", str(args.json)]
     if args.aot:
         command.append("--aot")
+    if args.stack:
+        command.append("--stack")
     subprocess.run(command, check=True)
 
 

@@ -88,6 +88,10 @@ def _spec_error(tmp_path: Path, text: str) -> str:
             "bad.toml:3: aot is true or false",
         ),
         (
+            '[bundles.x]\nmodels = { a = "models/a.onnx" }\nstack = 1\n',
+            "bad.toml:3: stack is true or false",
+        ),
+        (
             '[bundles.x]\nmodels = { a = "models/a.onnx" }\ntargets = ["ort"]\naot = true\n',
             "bad.toml:4: aot optimises the onnx target",
         ),

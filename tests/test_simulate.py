@@ -136,6 +136,22 @@ def test_aot_deployments_build_every_bundle_for_this_cpu(small_models, tmp_path)
     assert result.misses == 3 and result.hits == 2 * len(trace) - 3
 
 
+def test_stacked_deployments_build_the_fused_bundles_with_stack(tmp_path):
+    models = {
+        f"m{seed}": builders.save(builders.small_cnn(seed), tmp_path / f"m{seed}.onnx")
+        for seed in range(3)
+    }
+    functions = {"fa": ["m0", "m1"], "fb": ["m1", "m2"]}
+    _, fused = deployments(models, functions, tmp_path / "work", aot=True, stack=True)
+    for function, bundle in fused.bundles.items():
+        assert bundle.artifact.name == f"{function}.stack.aot.onnx"
+        (record,) = [p for p in bundle.manifest.passes if p.name == "stack"]
+        assert record.detail == f"{'+'.join(functions[function])}: 13 layers"
+    trace = [Request(0.01 * i, "fa" if i % 2 else "fb") for i in range(6)]
+    result = replay(trace, fused, total_footprint(fused), "lru")
+    assert result.misses == 2 and result.hits == len(trace) - 2
+
+
 def test_a_percentage_budget_is_raised_to_where_every_bundle_loads(small_models, tmp_path):
     functions = {"fa": ["m0", "m1", "m2"], "fb": ["m2", "m3"]}
     plans = deployments(small_models, functions, tmp_path / "work")

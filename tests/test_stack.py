@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import onnx
 import pytest
 
@@ -117,3 +119,17 @@ def test_zoo_models_of_one_architecture_stack_bitwise(tmp_path, architecture):
     # Everything up to the classifier runs once for both models.
     assert manifest.passes[-1].nodes_after < 0.6 * plain.passes[-1].nodes_after
     assert_bitwise(tmp_path / "stacked.onnx", manifest)
+
+
+def test_a_bundle_spec_asks_for_stacking(tmp_path):
+    _cnns(tmp_path)
+    (tmp_path / "fusedinf.toml").write_text(
+        '[bundles.pair]\nmodels = { m0 = "m0.onnx", m1 = "m1.onnx" }\n'
+        'share_inputs = "auto"\nstack = true\n',
+        encoding="utf-8",
+    )
+    built = run_cli("bundle", "build", "fusedinf.toml", "--out", "dist", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    manifest = json.loads((tmp_path / "dist" / "pair" / "pair.onnx.manifest.json").read_text())
+    (record,) = [p for p in manifest["passes"] if p["name"] == "stack"]
+    assert record["detail"] == "m0+m1: 13 layers"

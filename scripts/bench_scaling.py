@@ -1,12 +1,13 @@
 """How load time, latency and memory grow with the number of models, fused vs separate.
 
     python scripts/bench_scaling.py [--arch mobilenet_v3_small] [--counts 1,2,4,8] [--runs 20]
-                                    [--rounds 3] [--json FILE] [--plot FILE.png]
+                                    [--rounds 3] [--stack] [--json FILE] [--plot FILE.png]
 
 For each count N it exports N copies of one zoo architecture with distinct weights (so dedup finds
 nothing to fold), fuses them with their `image` input shared, and runs `bench` with the sequential
 configurations (thread spinning on and off); on a 2-core machine running models concurrently
 never won. Each configuration runs in a fresh process, in alternating rounds as `bench` does.
+`--stack` fuses with `fuse --stack`: the N models run as one model N times as wide.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--zoo-dir", type=Path, default=REPO / ".cache" / "zoo" / "scaling")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--stack", action="store_true", help="fuse with --stack")
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
     if args.plot:
@@ -55,9 +57,9 @@ def main() -> None:
     rows = []
     for count in counts:
         paths = [export(args.arch, args.zoo_dir, variant=k + 1) for k in range(count)]
-        out = args.zoo_dir / f"fused-{count}.onnx"
+        out = args.zoo_dir / f"fused-{count}{'-stack' if args.stack else ''}.onnx"
         sources = load_sources([(p.stem.replace("-", "_"), p) for p in paths])
-        write_fused(fuse(sources, FusionOptions(share_inputs="auto")), out)
+        write_fused(fuse(sources, FusionOptions(share_inputs="auto", stack=args.stack)), out)
         report = bench_artifact(out, runs=args.runs, warmup=3, configs=CONFIGS, rounds=args.rounds)
         row = {"models": count}
         for variant in ("separate", "fused"):
@@ -66,7 +68,9 @@ def main() -> None:
         print(_line(row), flush=True)
 
     if args.json:
-        args.json.write_text(json.dumps({"arch": args.arch, "rows": rows}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"arch": args.arch, "stack": args.stack, "rows": rows}, indent=2) + "\n"
+        )
     if args.plot:
         _plot(rows, args.arch, args.plot)
 

@@ -21,7 +21,7 @@ from torch import nn
 from fusedinf_cc.files import staging_dir
 from model_zoo import architectures as arch
 
-ZOO_VERSION = 1
+ZOO_VERSION = 2
 DEFAULT_OPSET = 17
 BACKBONE_SEED = 1234
 IMAGE = (1, 3, 224, 224)
@@ -171,8 +171,16 @@ def export(
 
 
 def _seeded(spec: ZooModel, variant: int) -> nn.Module:
-    torch.manual_seed(sum(map(ord, spec.name)) + 1000 * variant)
+    seed = sum(map(ord, spec.name)) + 1000 * variant
+    torch.manual_seed(seed)
     model = spec.build()
+    if variant and spec.shares_trunk:
+        # Its build seeds the trunk and the head itself, so that head0 and head1 share a trunk;
+        # a variant is another model, so every weight is drawn again from the variant's seed.
+        torch.manual_seed(seed)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
     if variant or not spec.shares_trunk:
         _randomize_norms(model)
     return model.eval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import onnx
+import onnx.numpy_helper
 import pytest
 
 from fusedinf_cc.passes.base import FusionOptions
@@ -61,3 +62,18 @@ def test_zoo_exports_are_cached_and_reproducible(tmp_path, zoo):
     assert export("head0", tmp_path / "one").stat().st_mtime_ns == stamp
     second = export("head0", tmp_path / "two")
     assert first.read_bytes() == second.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["head0", "squeezenet1_1"])
+def test_weight_variants_share_no_weight(tmp_path, zoo, name):
+    """`variant=K` is another model of one architecture: dedup and cse find nothing to fold,
+    even for a model whose trunk is shared across the heads of variant 0."""
+    from model_zoo.zoo import export
+
+    def weights(path):
+        model = onnx.load(path)
+        return {onnx.numpy_helper.to_array(t).tobytes() for t in model.graph.initializer if t.dims}
+
+    one = export(name, tmp_path, variant=1)
+    two = export(name, tmp_path, variant=2)
+    assert not weights(one) & weights(two)

@@ -213,3 +213,27 @@ def small_cnn(
         ],
         opset=opset,
     )
+
+
+def stem_and_head(stem_seed: int, head_seed: int, channels: int = 8) -> onnx.ModelProto:
+    """A conv stem and a conv head on a 1x3x16x16 image: models with one `stem_seed` share the
+    stem's weights (so `cse` computes it once); `head_seed` draws the head's."""
+    stem, head = np.random.default_rng(stem_seed), np.random.default_rng(head_seed)
+    c = channels
+    return make_model(
+        [
+            helper.make_node("Conv", ["image", "stem_w"], ["s"], pads=[1, 1, 1, 1], name="stem"),
+            helper.make_node("Relu", ["s"], ["features"], name="stem_relu"),
+            helper.make_node("Conv", ["features", "h1"], ["h"], pads=[1, 1, 1, 1], name="head1"),
+            helper.make_node("Relu", ["h"], ["hr"], name="head_relu"),
+            helper.make_node("Conv", ["hr", "h2"], ["scores"], name="head2"),
+            helper.make_node("GlobalAveragePool", ["scores"], ["pooled"], name="pool"),
+        ],
+        [helper.make_tensor_value_info("image", FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("pooled", FLOAT, [1, 4, 1, 1])],
+        [
+            tensor("stem_w", stem.standard_normal((c, 3, 3, 3)).astype(np.float32)),
+            tensor("h1", head.standard_normal((c, c, 3, 3)).astype(np.float32)),
+            tensor("h2", head.standard_normal((4, c, 1, 1)).astype(np.float32)),
+        ],
+    )

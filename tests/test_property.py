@@ -110,10 +110,14 @@ def cnn_plans(draw: st.DrawFn):
     ]
 
 
-def cnn_from_plan(plan, seed: int, constants: list[float]) -> builders.onnx.ModelProto:
+def cnn_from_plan(
+    plan, seed: int, constants: list[float], shared_stem: bool = False
+) -> builders.onnx.ModelProto:
     """The plan's model with weights from `seed`; `constants` are its non-weight constants,
-    which differ between models where the strategy drew them so."""
+    which differ between models where the strategy drew them so. With `shared_stem` the first
+    convolution's weights are the same in every model (cse then computes it once)."""
     rng = np.random.default_rng(seed)
+    stem_rng = np.random.default_rng(1000) if shared_stem else rng
     nodes, initializers = [], []
     current, size, same_size = "image", 8, []
     for index, (kind, kernel, groups) in enumerate(plan):
@@ -128,7 +132,8 @@ def cnn_from_plan(plan, seed: int, constants: list[float]) -> builders.onnx.Mode
             groups = 1 if index == 0 else groups
             fan_in = cin // groups * kernel * kernel  # unit-scale activations: errors stay absolute
             shape = (CHANNELS, cin // groups, kernel, kernel)
-            weight = const("w", rng.standard_normal(shape) / np.sqrt(fan_in))
+            draw = stem_rng if index == 0 else rng
+            weight = const("w", draw.standard_normal(shape) / np.sqrt(fan_in))
             pad = kernel // 2
             nodes.append(
                 helper.make_node("Conv", [current, weight], [out], group=groups, pads=[pad] * 4)
@@ -179,11 +184,12 @@ def cnn_from_plan(plan, seed: int, constants: list[float]) -> builders.onnx.Mode
     constants=st.lists(
         st.lists(st.sampled_from((0.5, 2.0)), min_size=1, max_size=3), min_size=3, max_size=3
     ),
+    shared_stem=st.booleans(),
 )
-def test_stacked_random_cnns_match_separate_models(plan, count, constants):
+def test_stacked_random_cnns_match_separate_models(plan, count, constants, shared_stem):
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        models = [cnn_from_plan(plan, seed, constants[seed]) for seed in range(count)]
+        models = [cnn_from_plan(plan, seed, constants[seed], shared_stem) for seed in range(count)]
         specs = [(f"m{i}", builders.save(m, root / f"m{i}.onnx")) for i, m in enumerate(models)]
         out = root / "stacked.onnx"
         options = FusionOptions(share_inputs="auto", stack=True)

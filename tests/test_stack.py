@@ -81,6 +81,18 @@ def test_models_of_other_shapes_or_on_other_inputs_are_left_apart(tmp_path):
     assert _ops(tmp_path / "apart.onnx").count("Conv") == 4
 
 
+def test_heads_of_one_architecture_on_a_shared_backbone_stack(tmp_path):
+    from tests.builders import stem_and_head
+
+    specs = [(f"h{k}", save(stem_and_head(0, k + 1), tmp_path / f"h{k}.onnx")) for k in range(3)]
+    manifest = fuse_files(specs, tmp_path / "heads.onnx", STACK)
+    ops = _ops(tmp_path / "heads.onnx")
+    # cse computes the stem once; the three heads then read it as a shared value and stack.
+    assert ops.count("Conv") == 3 and ops.count("Relu") == 2 and ops.count("Split") == 1
+    assert _stack_record(manifest).detail == "h0+h1+h2: 4 layers"
+    assert_bitwise(tmp_path / "heads.onnx", manifest)
+
+
 def test_stack_runs_only_when_asked(tmp_path):
     manifest = fuse_files(_cnns(tmp_path), tmp_path / "plain.onnx", PLAIN)
     assert "stack" not in [p.name for p in manifest.passes]

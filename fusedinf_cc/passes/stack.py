@@ -16,7 +16,7 @@ input, or a stem that `cse` made common). Only the weights may differ.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,15 +77,42 @@ class Stack:
 
 
 def _nodes_by_model(graph: ir.Graph, models: Sequence[str]) -> dict[str, list[ir.Node]]:
-    """Each model's nodes in graph order, known by the `model/` prefix of their outputs."""
+    """Each model's own nodes in graph order, known by the `model/` prefix of their outputs.
+
+    A node that another model's nodes read (a backbone `cse` made common) belongs to no model
+    here, and neither do the nodes it reads: to the models above it, it is a shared value, like
+    a shared input, so two heads of one architecture on one backbone can stack.
+    """
     by_prefix = sorted(models, key=len, reverse=True)
-    nodes: dict[str, list[ir.Node]] = defaultdict(list)
+    owners: dict[ir.Node, str] = {}
     for node in graph:
         name = next((out.name for out in node.outputs if out.name), "") or ""
         owner = next((m for m in by_prefix if name.startswith(f"{m}/")), None)
         if owner is not None:
+            owners[node] = owner
+    shared: set[ir.Node] = set()
+    for node, owner in owners.items():
+        for value in node.inputs:
+            producer = value.producer() if value is not None else None
+            if producer in owners and owners[producer] != owner:
+                shared |= _ancestors(producer, owners)
+    nodes: dict[str, list[ir.Node]] = defaultdict(list)
+    for node, owner in owners.items():
+        if node not in shared:
             nodes[owner].append(node)
     return nodes
+
+
+def _ancestors(node: ir.Node, within: Mapping[ir.Node, str]) -> set[ir.Node]:
+    """`node` and every node of `within` it reads from, directly or not."""
+    found, stack = {node}, [node]
+    while stack:
+        for value in stack.pop().inputs:
+            producer = value.producer() if value is not None else None
+            if producer in within and producer not in found:
+                found.add(producer)
+                stack.append(producer)
+    return found
 
 
 def _matching_groups(nodes_by_model: dict[str, list[ir.Node]]) -> list[list[str]]:

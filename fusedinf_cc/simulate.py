@@ -28,10 +28,10 @@ import numpy as np
 from fusedinf_cc.build import build_fused
 from fusedinf_cc.errors import UserInputError
 from fusedinf_cc.feeds import random_feeds
-from fusedinf_cc.files import write_text_atomic
+from fusedinf_cc.files import sha256_file, write_text_atomic
 from fusedinf_cc.footprint import arena_bytes
 from fusedinf_cc.loader import Bundle, EngineCache, least_budget, open_bundle
-from fusedinf_cc.manifest import manifest_path_for
+from fusedinf_cc.manifest import manifest_path_for, read_manifest
 from fusedinf_cc.policies import POLICIES, CachePolicy, Clairvoyant
 from fusedinf_cc.procmem import status_bytes
 from fusedinf_cc.sizes import format_bytes, parse_size
@@ -230,13 +230,23 @@ def _built(
     models: dict[str, Path], members: Sequence[str], stem: Path, aot: bool, stack: bool = False
 ) -> Path:
     """The fused bundle of `members` at `stem`.onnx (`stem`.stack.aot.onnx with both options),
-    built once and reused."""
+    built once and reused until a source model changes."""
     suffix = (".stack" if stack else "") + (".aot.onnx" if aot else ".onnx")
     out = stem.with_name(stem.name + suffix)
-    if not manifest_path_for(out).is_file():
+    if not _built_from(out, {m: models[m] for m in members}):
         specs = [f"{m}={models[m]}" for m in members]
         build_fused(specs, out, share_inputs="auto", aot=aot, stack=stack)
     return out
+
+
+def _built_from(artifact: Path, sources: dict[str, Path]) -> bool:
+    """Whether `artifact` exists and was built from exactly these files (by sha256)."""
+    if not manifest_path_for(artifact).is_file():
+        return False
+    built = {
+        entry.name: entry.sha256 for entry in read_manifest(manifest_path_for(artifact)).models
+    }
+    return built == {name: sha256_file(path) for name, path in sources.items()}
 
 
 def _single(models: dict[str, Path], model: str, work_dir: Path, aot: bool) -> Path:

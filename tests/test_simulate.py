@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.files import sha256_file
 from fusedinf_cc.loader import least_budget
 from fusedinf_cc.policies import Clairvoyant
 from fusedinf_cc.simulate import (
@@ -150,6 +151,19 @@ def test_stacked_deployments_build_the_fused_bundles_with_stack(tmp_path):
     trace = [Request(0.01 * i, "fa" if i % 2 else "fb") for i in range(6)]
     result = replay(trace, fused, total_footprint(fused), "lru")
     assert result.misses == 2 and result.hits == len(trace) - 2
+
+
+def test_bundles_are_reused_until_a_source_model_changes(tmp_path):
+    models = {f"m{i}": builders.save(builders.affine(i), tmp_path / f"m{i}.onnx") for i in range(3)}
+    functions = {"fa": ["m0", "m1"], "fb": ["m2"]}
+    _, fused = deployments(models, functions, tmp_path / "work")
+    stamps = {name: b.artifact.stat().st_mtime_ns for name, b in fused.bundles.items()}
+    builders.save(builders.affine(7), models["m1"])  # another model at the same path
+    _, again = deployments(models, functions, tmp_path / "work")
+    assert again.bundles["fb"].artifact.stat().st_mtime_ns == stamps["fb"]
+    assert again.bundles["fa"].artifact.stat().st_mtime_ns != stamps["fa"]
+    (entry,) = [e for e in again.bundles["fa"].manifest.models if e.name == "m1"]
+    assert entry.sha256 == sha256_file(models["m1"])
 
 
 def test_a_percentage_budget_is_raised_to_where_every_bundle_loads(small_models, tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import functools
 import hashlib
 import io
 import itertools
@@ -246,7 +247,19 @@ def _built_from(artifact: Path, sources: dict[str, Path]) -> bool:
     built = {
         entry.name: entry.sha256 for entry in read_manifest(manifest_path_for(artifact)).models
     }
-    return built == {name: sha256_file(path) for name, path in sources.items()}
+    return built == {name: _sha256_of(path) for name, path in sources.items()}
+
+
+def _sha256_of(path: Path) -> str:
+    """A source's sha256, hashed once per version of the file: one model sits in several
+    bundles of a deployment, and in every deployment."""
+    stat = path.stat()
+    return _cached_sha256(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_sha256(path: Path, mtime_ns: int, size: int) -> str:
+    return sha256_file(path)
 
 
 def _single(models: dict[str, Path], model: str, work_dir: Path, aot: bool) -> Path:

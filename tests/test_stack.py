@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
 import pytest
+from onnx import helper
 
+from fusedinf_cc.model_io import load_sources
 from fusedinf_cc.passes.base import FusionOptions
-from tests.builders import save, small_cnn
+from fusedinf_cc.pipeline import fuse
+from tests.builders import FLOAT, make_model, save, small_cnn, stem_and_head, tensor
 from tests.conftest import fuse_files, run_cli
 from tests.oracle import assert_bitwise
 
@@ -82,8 +86,6 @@ def test_models_of_other_shapes_or_on_other_inputs_are_left_apart(tmp_path):
 
 
 def test_heads_of_one_architecture_on_a_shared_backbone_stack(tmp_path):
-    from tests.builders import stem_and_head
-
     specs = [(f"h{k}", save(stem_and_head(0, k + 1), tmp_path / f"h{k}.onnx")) for k in range(3)]
     manifest = fuse_files(specs, tmp_path / "heads.onnx", STACK)
     ops = _ops(tmp_path / "heads.onnx")
@@ -91,6 +93,27 @@ def test_heads_of_one_architecture_on_a_shared_backbone_stack(tmp_path):
     assert ops.count("Conv") == 3 and ops.count("Relu") == 2 and ops.count("Split") == 1
     assert _stack_record(manifest).detail == "h0+h1+h2: 4 layers"
     assert_bitwise(tmp_path / "heads.onnx", manifest)
+
+
+def test_a_group_with_one_stackable_layer_is_left_as_merged(tmp_path):
+    def conv_then_flatten(seed):
+        weight = np.random.default_rng(seed).standard_normal((4, 3, 1, 1)).astype(np.float32)
+        return make_model(
+            [
+                helper.make_node("Conv", ["image", "w"], ["c"], name="conv"),
+                helper.make_node("Flatten", ["c"], ["flat"], name="flatten"),
+            ],
+            [helper.make_tensor_value_info("image", FLOAT, [1, 3, 2, 2])],
+            [helper.make_tensor_value_info("flat", FLOAT, [1, 16])],
+            [tensor("w", weight)],
+        )
+
+    specs = [(f"m{k}", save(conv_then_flatten(k), tmp_path / f"m{k}.onnx")) for k in range(2)]
+    fused = fuse(load_sources(specs), STACK)
+    assert _stack_record(fused.manifest).detail == "m0+m1: 0 layers"
+    # The stacked conv built and dropped reads nothing: the input's readers are the two convs.
+    (image,) = fused.model.graph.inputs
+    assert sorted(use.node.name for use in image.uses()) == ["m0/conv", "m1/conv"]
 
 
 def test_stack_runs_only_when_asked(tmp_path):

@@ -64,16 +64,15 @@ class Stack:
         model = state.require_fused()
         nodes_by_model = _nodes_by_model(model.graph, list(ctx.inputs))
         groups = _matching_groups(nodes_by_model)
-        notes = []
-        for group in groups:
-            stacked = _StackedGroup(model, [nodes_by_model[name] for name in group], group)
-            count = stacked.build()
-            notes.append(f"{'+'.join(group)}: {count} layers")
         if not groups:
             return PassOutcome(changed=False, detail="no models of one architecture on one input")
+        counts = {
+            "+".join(group): _StackedGroup(model, [nodes_by_model[m] for m in group], group).build()
+            for group in groups
+        }
         model.graph.sort()
-        changed = any(not note.endswith(": 0 layers") for note in notes)
-        return PassOutcome(changed=changed, detail="; ".join(notes))
+        detail = "; ".join(f"{label}: {count} layers" for label, count in counts.items())
+        return PassOutcome(changed=any(counts.values()), detail=detail)
 
 
 def _nodes_by_model(graph: ir.Graph, models: Sequence[str]) -> dict[str, list[ir.Node]]:
@@ -178,6 +177,8 @@ class _StackedGroup:
             if node is not None:
                 layers.append(index)
         if len(layers) < 2:  # one layer and its Split save nothing
+            for node in self.new_nodes:
+                node.resize_inputs(0)  # a node built but not kept must not count as a reader
             return 0
         self._unstack_where_read(layers)
         for value in self.new_initializers:
@@ -223,9 +224,10 @@ class _StackedGroup:
     def _conv(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
         first = column[0]
         weights = [_const(node.inputs[1]) for node in column]
-        if any(w is None for w in weights):
-            return None
         biases = [_const(node.inputs[2]) if len(node.inputs) > 2 else None for node in column]
+        has_bias = [b is not None for b in biases]
+        if any(w is None for w in weights) or len(set(has_bias)) != 1:
+            return None
         group = _int_attr(first, "group", 1)
         layout = self._input_layout(column, 0)
         if layout is not None:
@@ -236,9 +238,7 @@ class _StackedGroup:
         else:
             return None
         inputs = [source, self._initializer(first, 1, np.concatenate(weights, axis=0))]
-        if any(b is not None for b in biases):
-            if any(b is None for b in biases):
-                return None
+        if has_bias[0]:
             inputs.append(self._initializer(first, 2, np.concatenate(biases, axis=0)))
         attributes = {**first.attributes, "group": ir.AttrInt64("group", new_group)}
         node = self._node(first, inputs, attributes)
@@ -280,21 +280,27 @@ class _StackedGroup:
         if not known or len({(lay.channels, lay.rank) for lay in known}) != 1:
             return None
         channels, rank = known[0].channels, known[0].rank
-        inputs: list[ir.Value | None] = []
+        # Decide every input before building anything, so that a layer that cannot stack
+        # leaves no concatenated constant behind.
+        plan: list[ir.Value | np.ndarray] = []  # an array: the models' constants, concatenated
         for slot, layout in enumerate(layouts):
             if layout is not None:
-                inputs.append(layout.value)
+                plan.append(layout.value)
                 continue
             constants = [_const(node.inputs[slot]) for node in column]
             if any(c is None for c in constants) or constants[0].ndim > rank:
                 return None
             axis = constants[0].ndim - (rank - _CHANNEL_AXIS)
             if axis >= 0 and constants[0].shape[axis] == channels:
-                inputs.append(self._initializer(first, slot, np.concatenate(constants, axis)))
+                plan.append(np.concatenate(constants, axis))
             elif (axis < 0 or constants[0].shape[axis] == 1) and _equal_constants(column, slot):
-                inputs.append(first.inputs[slot])  # the same for every channel of every model
+                plan.append(first.inputs[slot])  # one value for every channel of every model
             else:
                 return None
+        inputs = [
+            self._initializer(first, slot, x) if isinstance(x, np.ndarray) else x
+            for slot, x in enumerate(plan)
+        ]
         return self._node(first, inputs), channels, rank
 
     # -- values and nodes ---------------------------------------------------------------------
@@ -354,12 +360,12 @@ class _StackedGroup:
     def _unstack_where_read(self, layers: list[int]) -> None:
         """Where a layer's output is read by a node that stays per model, or is a graph output,
         split the stacked value back into one value per model."""
-        stacked_nodes = {id(column[index]) for column in self.nodes for index in layers}
+        stacked_nodes = {column[index] for column in self.nodes for index in layers}
         for index in layers:
             originals = [column[index].outputs[0] for column in self.nodes]
             read_outside = any(
                 value.is_graph_output()
-                or any(id(use.node) not in stacked_nodes for use in value.uses())
+                or any(use.node not in stacked_nodes for use in value.uses())
                 for value in originals
             )
             if not read_outside:

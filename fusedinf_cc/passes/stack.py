@@ -199,7 +199,7 @@ class _StackedGroup:
         if op == "Conv":
             built = self._conv(column)
         elif op == "BatchNormalization":
-            built = self._per_channel_params(column)
+            built = self._batch_norm(column)
         elif op in _CHANNELWISE:
             built = self._channelwise(column)
         elif op == "Clip":
@@ -244,17 +244,18 @@ class _StackedGroup:
         node = self._node(first, inputs, attributes)
         return node, int(weights[0].shape[0]), weights[0].ndim
 
-    def _per_channel_params(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
+    def _batch_norm(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
         layout = self._input_layout(column, 0)
         if layout is None:
             return None
         first = column[0]
-        inputs: list[ir.Value | None] = [layout.value]
-        for slot in range(1, len(first.inputs)):
-            params = [_const(node.inputs[slot]) for node in column]
-            if any(p is None for p in params):
-                return None
-            inputs.append(self._initializer(first, slot, np.concatenate(params, axis=0)))
+        params = [[_const(node.inputs[slot]) for node in column] for slot in range(1, 5)]
+        if len(first.inputs) != 5 or any(p is None for slot in params for p in slot):
+            return None
+        inputs = [layout.value] + [
+            self._initializer(first, slot, np.concatenate(values, axis=0))
+            for slot, values in enumerate(params, start=1)
+        ]
         return self._node(first, inputs), layout.channels, layout.rank
 
     def _channelwise(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:

@@ -32,7 +32,7 @@ from fusedinf_cc.feeds import random_feeds
 from fusedinf_cc.files import sha256_file, write_text_atomic
 from fusedinf_cc.footprint import arena_bytes
 from fusedinf_cc.loader import Bundle, EngineCache, least_budget, open_bundle
-from fusedinf_cc.manifest import manifest_path_for, read_manifest
+from fusedinf_cc.manifest import cached_manifest
 from fusedinf_cc.policies import POLICIES, CachePolicy, Clairvoyant
 from fusedinf_cc.procmem import status_bytes
 from fusedinf_cc.sizes import format_bytes, parse_size
@@ -242,11 +242,10 @@ def _built(
 
 def _built_from(artifact: Path, sources: dict[str, Path]) -> bool:
     """Whether `artifact` exists and was built from exactly these files (by sha256)."""
-    if not manifest_path_for(artifact).is_file():
+    manifest = cached_manifest(artifact)
+    if manifest is None:
         return False
-    built = {
-        entry.name: entry.sha256 for entry in read_manifest(manifest_path_for(artifact)).models
-    }
+    built = {entry.name: entry.sha256 for entry in manifest.models}
     return built == {name: _sha256_of(path) for name, path in sources.items()}
 
 

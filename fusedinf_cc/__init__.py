@@ -2,12 +2,18 @@
 
 The library is what the CLI calls; a Python user can call the same functions:
 
-    from fusedinf_cc import FusionOptions, fuse, load_sources, write_fused
-    sources = load_sources([("det", Path("det.onnx")), ("cls", Path("cls.onnx"))])
-    write_fused(fuse(sources, FusionOptions(share_inputs="auto")), Path("fused.onnx"))
+    from fusedinf_cc import EngineCache, build_fused, verify_artifact
+    build_fused(["det=det.onnx", "cls.onnx"], Path("fused.onnx"), share_inputs="auto")
+    assert verify_artifact(Path("fused.onnx")).ok
+    cache = EngineCache(budget_bytes=512 * 2**20)
 
-Names are imported on first use, so a process that only runs artifacts (a bench worker, a
-loader) does not pay for the compiler's imports (onnx, onnx-ir).
+The flow runs down the subpackages: `cli` on top; `serve`, `export` and `precompile` (bundle
+build); `measure` (verify, bench, simulate); `compiler` (pipeline, build targets) beside
+`runtime` (the loader); `passes` and `onnx_io` under the compiler; `backends` (sessions),
+`artifacts` (what is on disk) and `common` at the bottom. Imports only go down (import-linter
+checks it, `.importlinter`). Names here are imported on first use, so a process that only
+runs artifacts (a bench worker, a loader, `serve`) does not pay for the compiler's imports
+(onnx, onnx-ir).
 """
 
 from __future__ import annotations
@@ -18,14 +24,18 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "PIPELINE": "fusedinf_cc.pipeline",
-    "FusedModel": "fusedinf_cc.pipeline",
-    "fuse": "fusedinf_cc.pipeline",
-    "write_fused": "fusedinf_cc.pipeline",
-    "load_sources": "fusedinf_cc.model_io",
+    "build_fused": "fusedinf_cc.compiler.build",
+    "verify_artifact": "fusedinf_cc.measure.verify",
+    "EngineCache": "fusedinf_cc.runtime.loader",
+    "PIPELINE": "fusedinf_cc.compiler.pipeline",
+    "FusedModel": "fusedinf_cc.compiler.pipeline",
+    "fuse": "fusedinf_cc.compiler.pipeline",
+    "write_fused": "fusedinf_cc.compiler.pipeline",
+    "load_sources": "fusedinf_cc.onnx_io.model_io",
     "FusionOptions": "fusedinf_cc.passes.base",
     "ShareSpec": "fusedinf_cc.passes.base",
-    "FusedInfError": "fusedinf_cc.errors",
+    "FusedInfError": "fusedinf_cc.common.errors",
+    "UserInputError": "fusedinf_cc.common.errors",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

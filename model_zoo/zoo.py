@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fusedinf_cc.files import staging_dir
+from fusedinf_cc.common.files import staging_dir
 from model_zoo import architectures as arch
 
 ZOO_VERSION = 2

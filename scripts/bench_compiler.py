@@ -19,9 +19,9 @@ REPO = Path(__file__).resolve().parent.parent
 _MEASURE = """
 import json, sys, time
 from pathlib import Path
-from fusedinf_cc.pipeline import fuse, write_fused
-from fusedinf_cc.model_io import load_sources
-from fusedinf_cc.procmem import status_bytes
+from fusedinf_cc.compiler.pipeline import fuse, write_fused
+from fusedinf_cc.onnx_io.model_io import load_sources
+from fusedinf_cc.runtime.procmem import status_bytes
 paths = [Path(p) for p in sys.argv[2:]]
 baseline = status_bytes()["VmRSS"]
 started = time.perf_counter()

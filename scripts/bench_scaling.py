@@ -20,11 +20,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fusedinf_cc.bench import BenchConfig, bench_artifact  # noqa: E402
-from fusedinf_cc.model_io import load_sources  # noqa: E402
+from fusedinf_cc.compiler.pipeline import fuse, write_fused  # noqa: E402
+from fusedinf_cc.measure.bench import BenchConfig, bench_artifact  # noqa: E402
+from fusedinf_cc.measure.plot import pyplot, save_figure  # noqa: E402
+from fusedinf_cc.onnx_io.model_io import load_sources  # noqa: E402
 from fusedinf_cc.passes.base import FusionOptions  # noqa: E402
-from fusedinf_cc.pipeline import fuse, write_fused  # noqa: E402
-from fusedinf_cc.plot import pyplot, save_figure  # noqa: E402
 from model_zoo.zoo import export  # noqa: E402
 
 CONFIGS = [

@@ -22,9 +22,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fusedinf_cc.build import build_fused  # noqa: E402
-from fusedinf_cc.feeds import random_feeds  # noqa: E402
-from fusedinf_cc.runtimes import open_session  # noqa: E402
+from fusedinf_cc.backends.sessions import open_session  # noqa: E402
+from fusedinf_cc.compiler.build import build_fused  # noqa: E402
+from fusedinf_cc.runtime.feeds import random_feeds  # noqa: E402
 from model_zoo.zoo import export  # noqa: E402
 
 VARIANTS = ("merged", "stacked")

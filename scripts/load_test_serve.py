@@ -28,10 +28,10 @@ import tritonclient.http as http
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fusedinf_cc.bundle_spec import read_spec  # noqa: E402
-from fusedinf_cc.bundles import build_bundles  # noqa: E402
-from fusedinf_cc.loader import least_budget, open_bundle  # noqa: E402
-from fusedinf_cc.procmem import status_bytes  # noqa: E402
+from fusedinf_cc.precompile.build import build_bundles  # noqa: E402
+from fusedinf_cc.precompile.spec import read_spec  # noqa: E402
+from fusedinf_cc.runtime.loader import least_budget, open_bundle  # noqa: E402
+from fusedinf_cc.runtime.procmem import status_bytes  # noqa: E402
 from model_zoo.zoo import export  # noqa: E402
 
 SPEC = """

@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fusedinf_cc.simulate import TraceSpec, synthetic_functions  # noqa: E402
+from fusedinf_cc.measure.simulate import TraceSpec, synthetic_functions  # noqa: E402
 from model_zoo.zoo import export  # noqa: E402
 
 POOL = ("resnet18", "mobilenet_v3_small", "squeezenet1_1", "transformer_encoder", "head0", "head1")

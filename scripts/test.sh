@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Run the tests on a fresh machine: makes .venv, installs the project with the cpu, zoo and dev
-# extras (and plot, to test --plot), lints, and runs pytest. Extra arguments go to pytest (e.g. -m "not slow").
+# extras (and plot, to test --plot), lints, checks the import layering, and runs pytest.
+# Extra arguments go to pytest (e.g. -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh "cpu,zoo,dev,plot,serve"
 ruff check .
 ruff format --check .
+lint-imports  # the layers and contracts in .importlinter
 python -m pytest "$@"

@@ -6,19 +6,29 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fusedinf_cc.manifest import Manifest
-from fusedinf_cc.model_io import load_sources
+from fusedinf_cc.artifacts.manifest import Manifest
+from fusedinf_cc.compiler.pipeline import fuse, write_fused
+from fusedinf_cc.onnx_io.model_io import load_sources
 from fusedinf_cc.passes.base import FusionOptions
-from fusedinf_cc.pipeline import fuse, write_fused
 
 REPO = Path(__file__).resolve().parent.parent
 ZOO_CACHE = Path(os.environ.get("FUSEDINF_ZOO_CACHE", REPO / ".cache" / "zoo"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def footprint_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Footprints measured by the tests (and the commands they start) go to a cache of the
+    session's own, not the user's."""
+    folder = tmp_path_factory.mktemp("footprints")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FUSEDINF_CACHE_DIR", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

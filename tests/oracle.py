@@ -1,7 +1,7 @@
 """The independent check: run sources and fused model with plain onnxruntime, compare outputs.
 
-Written against onnxruntime directly (not fusedinf_cc.verify) so that tests of the compiler do
-not lean on the code that `verify` itself is.
+Written against onnxruntime directly (not fusedinf_cc.measure.verify) so that tests of the
+compiler do not lean on the code that `verify` itself is.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from fusedinf_cc.manifest import Manifest
+from fusedinf_cc.artifacts.manifest import Manifest
 
 _TYPES = {
     "tensor(float)": np.float32,

@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from fusedinf_cc.bench import (
+from fusedinf_cc.measure.bench import (
     BenchConfig,
     bench_artifact,
     default_configs,
@@ -19,7 +19,7 @@ from fusedinf_cc.bench import (
     resave_with_side_files,
     round_order,
 )
-from fusedinf_cc.bench_worker import VariantResult
+from fusedinf_cc.runtime.worker import VariantResult
 from tests import builders
 from tests.conftest import fuse_files, run_cli
 

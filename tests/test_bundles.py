@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from fusedinf_cc.bundle_spec import read_spec
-from fusedinf_cc.bundles import cache_key
-from fusedinf_cc.errors import UserInputError
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.precompile.build import cache_key
+from fusedinf_cc.precompile.spec import read_spec
 from tests import builders
 from tests.conftest import run_cli
 

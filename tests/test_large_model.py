@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from fusedinf_cc.manifest import read_manifest
+from fusedinf_cc.artifacts.manifest import read_manifest
 from tests import builders
 from tests.conftest import run_probe
 from tests.oracle import assert_bitwise
@@ -21,9 +21,9 @@ FILLED_ROWS = [*range(8), ROWS - 1]  # the oracle's random indices fall in 0..7
 _FUSE_AND_MEASURE = """
 import json, sys
 from pathlib import Path
-from fusedinf_cc.pipeline import fuse, write_fused
-from fusedinf_cc.model_io import load_sources
-from fusedinf_cc.procmem import PeakAnonSampler
+from fusedinf_cc.compiler.pipeline import fuse, write_fused
+from fusedinf_cc.onnx_io.model_io import load_sources
+from fusedinf_cc.runtime.procmem import PeakAnonSampler
 folder = Path(sys.argv[1])
 with PeakAnonSampler() as sampler:
     sources = load_sources([("big", folder / "big.onnx"), ("small", folder / "small.onnx")])

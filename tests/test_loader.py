@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -12,13 +11,13 @@ import numpy as np
 import onnx
 import pytest
 
+from fusedinf_cc.artifacts.manifest import manifest_path_for
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
-from fusedinf_cc.bench_worker import WARMUP_MODEL
-from fusedinf_cc.build import build_fused
-from fusedinf_cc.errors import UserInputError
-from fusedinf_cc.loader import EngineCache, open_bundle
-from fusedinf_cc.manifest import manifest_path_for
-from fusedinf_cc.policies import GreedyDualSizeFrequency, LeastRecentlyUsed
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.compiler.build import build_fused
+from fusedinf_cc.runtime.loader import EngineCache, open_bundle
+from fusedinf_cc.runtime.policies import GreedyDualSizeFrequency, LeastRecentlyUsed
+from fusedinf_cc.runtime.worker import WARMUP_MODEL
 from tests import builders
 from tests.conftest import fuse_files, run_probe
 from tests.oracle import session as oracle_session
@@ -185,16 +184,15 @@ def test_a_bundle_larger_than_the_budget_is_refused(three_bundles):
         cache.register(bundle)
 
 
-def test_footprint_is_measured_once_and_kept_in_the_manifest(tmp_path):
+def test_footprint_is_measured_once_and_never_written_into_the_manifest(tmp_path):
     path = _fused_bundle(tmp_path, "solo", 7, width=64)
     sidecar = manifest_path_for(path)
+    manifest_bytes, stamp = sidecar.read_bytes(), sidecar.stat().st_mtime_ns
     first = open_bundle(path)
-    footprint = json.loads(sidecar.read_text())["footprint"]
-    assert footprint["measured_bytes"] == first.footprint.measured_bytes > 0
-    stamp = sidecar.stat().st_mtime_ns
+    assert first.footprint.measured_bytes > 0
     again = open_bundle(path)
-    assert again.footprint == first.footprint
-    assert sidecar.stat().st_mtime_ns == stamp  # read from the manifest, not measured again
+    assert again.footprint == first.footprint  # from the footprint cache, not measured again
+    assert sidecar.read_bytes() == manifest_bytes and sidecar.stat().st_mtime_ns == stamp
 
 
 def test_a_changed_artifact_is_refused(tmp_path):
@@ -287,8 +285,8 @@ _MEMORY_PROBE = """
 import json, sys, threading
 from pathlib import Path
 import numpy as np
-from fusedinf_cc.loader import EngineCache, open_bundle
-from fusedinf_cc.procmem import status_bytes
+from fusedinf_cc.runtime.loader import EngineCache, open_bundle
+from fusedinf_cc.runtime.procmem import status_bytes
 paths, budget_share, rounds = [Path(p) for p in sys.argv[3:]], float(sys.argv[1]), int(sys.argv[2])
 bundles = [open_bundle(p) for p in paths]
 sizes = sorted(b.footprint.measured_bytes for b in bundles)
@@ -372,7 +370,7 @@ def test_run_command_answers_for_one_model_of_a_bundle(tmp_path):
 
 @pytest.mark.slow
 def test_four_workers_share_one_copy_of_the_weights(tmp_path):
-    from fusedinf_cc.footprint import measure_workers
+    from fusedinf_cc.runtime.footprint import measure_workers
 
     bundle = _fused_bundle(tmp_path, "wide", 30, width=2048)  # 32 MiB of weights, side file
     weights = 2 * 2048 * 2048 * 4

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from fusedinf_cc.onnx_stream import write_streamed
+from fusedinf_cc.onnx_io.stream import write_streamed
 from tests import builders
 
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from fusedinf_cc.bundle_spec import read_spec
-from fusedinf_cc.bundles import build_bundles
-from fusedinf_cc.loader import open_bundle
+from fusedinf_cc.precompile.build import build_bundles
+from fusedinf_cc.precompile.spec import read_spec
+from fusedinf_cc.runtime.loader import open_bundle
 from tests import builders
 
 http = pytest.importorskip("tritonclient.http", reason="needs tritonclient[http] (dev extra)")

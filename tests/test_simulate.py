@@ -10,11 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from fusedinf_cc.errors import UserInputError
-from fusedinf_cc.files import sha256_file
-from fusedinf_cc.loader import least_budget
-from fusedinf_cc.policies import Clairvoyant
-from fusedinf_cc.simulate import (
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import sha256_file
+from fusedinf_cc.measure.simulate import (
     FutureUses,
     Request,
     TraceSpec,
@@ -30,6 +28,8 @@ from fusedinf_cc.simulate import (
     total_footprint,
     write_trace,
 )
+from fusedinf_cc.runtime.loader import least_budget
+from fusedinf_cc.runtime.policies import Clairvoyant
 from tests import builders
 from tests.conftest import run_cli
 

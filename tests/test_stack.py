@@ -9,9 +9,9 @@ import onnx
 import pytest
 from onnx import helper
 
-from fusedinf_cc.model_io import load_sources
+from fusedinf_cc.compiler.pipeline import fuse
+from fusedinf_cc.onnx_io.model_io import load_sources
 from fusedinf_cc.passes.base import FusionOptions
-from fusedinf_cc.pipeline import fuse
 from tests.builders import FLOAT, make_model, save, small_cnn, stem_and_head, tensor
 from tests.conftest import fuse_files, run_cli
 from tests.oracle import assert_bitwise

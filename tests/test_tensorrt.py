@@ -13,6 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from fusedinf_cc.artifacts.manifest import Manifest
 from fusedinf_cc.backends.base import TensorSpec
 from fusedinf_cc.backends.tensorrt.compat import (
     EngineTarget,
@@ -26,9 +27,8 @@ from fusedinf_cc.backends.tensorrt.options import (
     parse_mem_pool_sizes,
 )
 from fusedinf_cc.backends.tensorrt.parser_errors import ParserIssue, parser_error
-from fusedinf_cc.backends.tensorrt.support import check_tensorrt_support, support_table
-from fusedinf_cc.errors import UserInputError
-from fusedinf_cc.manifest import Manifest
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.compiler.tensorrt_support import check_tensorrt_support, support_table
 from tests import builders
 from tests.conftest import run_cli
 from tests.test_cli_errors import assert_clean_failure
@@ -469,7 +469,7 @@ def test_a_dynamic_batch_profile_serves_every_batch_in_range(tmp_path):
     out = tmp_path / "dyn.engine"
     ranges = ("--min-shapes", "a/x:1x8", "--opt-shapes", "a/x:2x8", "--max-shapes", "a/x:4x8")
     assert run_cli("fuse", a, "-o", out, *ranges).returncode == 0
-    from fusedinf_cc.runtimes import open_session
+    from fusedinf_cc.backends.sessions import open_session
 
     session = open_session(out)
     reference = pytest.importorskip("onnxruntime").InferenceSession(str(a))

@@ -8,8 +8,8 @@ import onnx_ir as ir
 import pytest
 from onnx import helper
 
-from fusedinf_cc.errors import MergeError
-from fusedinf_cc.manifest import METADATA_KEY
+from fusedinf_cc.artifacts.manifest import METADATA_KEY
+from fusedinf_cc.common.errors import MergeError
 from fusedinf_cc.passes.base import FusionOptions, ShareSpec
 from tests import builders
 from tests.conftest import fuse_files

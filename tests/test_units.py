@@ -9,15 +9,16 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
+from fusedinf_cc.artifacts.manifest import Manifest, ModelEntry, read_manifest
+from fusedinf_cc.artifacts.weight_records import WeightRecord
 from fusedinf_cc.backends.base import TensorSpec
-from fusedinf_cc.errors import UserInputError
-from fusedinf_cc.feeds import load_feeds
-from fusedinf_cc.manifest import Manifest, ModelEntry, read_manifest
-from fusedinf_cc.model_io import SourceModel, parse_model_spec
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.names import parse_model_spec
+from fusedinf_cc.common.shapes import parse_shapes
+from fusedinf_cc.common.sizes import format_bytes, parse_size
+from fusedinf_cc.onnx_io.model_io import SourceModel
 from fusedinf_cc.passes.share import parse_share_spec, unify_shapes
-from fusedinf_cc.shapes import parse_shapes
-from fusedinf_cc.sizes import format_bytes, parse_size
-from fusedinf_cc.weight_records import WeightRecord
+from fusedinf_cc.runtime.feeds import load_feeds
 
 
 def shape(*dims):

@@ -10,14 +10,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from fusedinf_cc.artifacts.manifest import manifest_path_for, read_manifest
+from fusedinf_cc.artifacts.weight_records import PREPACKING_OPS
 from fusedinf_cc.backends.onnxruntime import PREPACKING_KEY
-from fusedinf_cc.build import build_fused
-from fusedinf_cc.feeds import random_feeds
-from fusedinf_cc.loader import EngineCache, _Entry, _weigh_freeable, open_bundle
-from fusedinf_cc.manifest import manifest_path_for, read_manifest
-from fusedinf_cc.runtimes import open_session
-from fusedinf_cc.weight_pool import WeightPool
-from fusedinf_cc.weight_records import PREPACKING_OPS
+from fusedinf_cc.backends.sessions import open_session
+from fusedinf_cc.backends.weight_pool import WeightPool
+from fusedinf_cc.compiler.build import build_fused
+from fusedinf_cc.runtime.feeds import random_feeds
+from fusedinf_cc.runtime.loader import EngineCache, _Entry, _weigh_freeable, open_bundle
 from tests import builders
 from tests.conftest import run_probe
 
@@ -102,9 +102,9 @@ _PRIVATE_MEMORY_PROBE = """
 import json, sys
 from pathlib import Path
 from fusedinf_cc.backends.onnxruntime import PREPACKING_KEY, import_onnxruntime
-from fusedinf_cc.feeds import random_feeds
-from fusedinf_cc.procmem import status_bytes
-from fusedinf_cc.runtimes import open_session
+from fusedinf_cc.runtime.feeds import random_feeds
+from fusedinf_cc.runtime.procmem import status_bytes
+from fusedinf_cc.backends.sessions import open_session
 import_onnxruntime()
 options = {"config": {PREPACKING_KEY: "0"}} if sys.argv[1] == "prepack" else None
 before = status_bytes()["RssAnon"]
@@ -130,10 +130,10 @@ _FILE_PAGES_PROBE = """
 import json, sys
 from pathlib import Path
 import numpy as np
-from fusedinf_cc.feeds import random_feeds
-from fusedinf_cc.procmem import status_bytes
-from fusedinf_cc.runtimes import open_session
-from fusedinf_cc.weight_pool import WeightPool
+from fusedinf_cc.runtime.feeds import random_feeds
+from fusedinf_cc.runtime.procmem import status_bytes
+from fusedinf_cc.backends.sessions import open_session
+from fusedinf_cc.backends.weight_pool import WeightPool
 pool = WeightPool() if sys.argv[1] == "pool" else None
 before = status_bytes()["RssFile"]
 sessions = [open_session(Path(p), weight_pool=pool) for p in sys.argv[2:]]
@@ -157,10 +157,10 @@ def test_a_process_holds_one_copy_of_a_weight_two_bundles_contain(overlapping):
 _RELEASE_PROBE = """
 import gc, json, sys
 from pathlib import Path
-from fusedinf_cc.feeds import random_feeds
-from fusedinf_cc.procmem import status_bytes
-from fusedinf_cc.runtimes import open_session
-from fusedinf_cc.weight_pool import WeightPool
+from fusedinf_cc.runtime.feeds import random_feeds
+from fusedinf_cc.runtime.procmem import status_bytes
+from fusedinf_cc.backends.sessions import open_session
+from fusedinf_cc.backends.weight_pool import WeightPool
 pool = WeightPool()
 first, second = (open_session(Path(p), weight_pool=pool) for p in sys.argv[1:])
 for s in (first, second):
@@ -232,11 +232,11 @@ def test_real_memory_of_two_resident_bundles_stays_within_the_shared_budget(over
 _RESIDENT_PROBE = """
 import json, sys
 from pathlib import Path
-from fusedinf_cc.bench_worker import WARMUP_MODEL
+from fusedinf_cc.runtime.worker import WARMUP_MODEL
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
-from fusedinf_cc.feeds import random_feeds
-from fusedinf_cc.loader import EngineCache, open_bundle
-from fusedinf_cc.procmem import status_bytes
+from fusedinf_cc.runtime.feeds import random_feeds
+from fusedinf_cc.runtime.loader import EngineCache, open_bundle
+from fusedinf_cc.runtime.procmem import status_bytes
 import numpy as np
 bundles = [open_bundle(Path(p)) for p in sys.argv[1:]]
 warm = OnnxRuntimeSession(WARMUP_MODEL, shared_arena=True)
@@ -257,11 +257,11 @@ _ARENA_PROBE = """
 import json, sys
 from pathlib import Path
 import numpy as np
-from fusedinf_cc.bench_worker import WARMUP_MODEL
+from fusedinf_cc.runtime.worker import WARMUP_MODEL
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
-from fusedinf_cc.feeds import random_feeds
-from fusedinf_cc.loader import EngineCache, open_bundle
-from fusedinf_cc.procmem import status_bytes
+from fusedinf_cc.runtime.feeds import random_feeds
+from fusedinf_cc.runtime.loader import EngineCache, open_bundle
+from fusedinf_cc.runtime.procmem import status_bytes
 share = sys.argv[1] == "shared"
 bundles = [open_bundle(Path(p)) for p in sys.argv[2:]]
 warm = OnnxRuntimeSession(WARMUP_MODEL, shared_arena=share)
@@ -300,8 +300,8 @@ _REPEAT_PROBE = """
 import json, sys
 from pathlib import Path
 import numpy as np
-from fusedinf_cc.procmem import status_bytes
-from fusedinf_cc.runtimes import open_session
+from fusedinf_cc.runtime.procmem import status_bytes
+from fusedinf_cc.backends.sessions import open_session
 options = {"enable_mem_pattern": True} if sys.argv[2] == "pattern" else None
 session = open_session(Path(sys.argv[1]), shared_arena=True, options=options)
 feeds = {"x": np.ones((1, 1 << 20), np.float32)}

@@ -1,27 +1,6 @@
-"""Backends build fused ONNX into artifacts and run them; the output suffix picks one."""
+"""Runtimes: open an artifact as a `Session` and run it (`sessions.open_session`, the one place
+that does), on ONNX Runtime (with the process's weight pool, `weight_pool`) or TensorRT.
 
-from __future__ import annotations
-
-from pathlib import Path
-
-from fusedinf_cc.backends.base import Backend, BuildOptions, Session, TensorSpec
-from fusedinf_cc.backends.onnxruntime import OnnxRuntimeBackend
-from fusedinf_cc.backends.tensorrt import TensorRTBackend
-from fusedinf_cc.errors import BackendUnavailableError, UserInputError
-
-BACKENDS: tuple[Backend, ...] = (OnnxRuntimeBackend(), TensorRTBackend())
-
-
-def backend_for_output(out_path: Path) -> Backend:
-    """The backend that writes this kind of file, by suffix; one line if it is not installed."""
-    suffix = out_path.suffix.lower()
-    for backend in BACKENDS:
-        if suffix in backend.suffixes:
-            if not backend.available():
-                raise BackendUnavailableError(f"{out_path}: {backend.install_hint}")
-            return backend
-    known = ", ".join(s for backend in BACKENDS for s in backend.suffixes)
-    raise UserInputError(f"output {out_path}: unknown suffix {suffix or '(none)'!r}; use {known}")
-
-
-__all__ = ["BACKENDS", "Backend", "BuildOptions", "Session", "TensorSpec", "backend_for_output"]
+Imports numpy and, when a session opens, the runtime; never onnx or onnx-ir, so a serving
+process does not carry the compiler. Builds live in `compiler/targets`.
+"""

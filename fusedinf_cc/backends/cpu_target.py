@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fusedinf_cc.errors import FusedInfError
+from fusedinf_cc.common.errors import FusedInfError
 
 CPU_DEVICE_KIND = "cpu"
 # Widest first: the first flag the CPU has names its class.
@@ -117,7 +117,7 @@ def check_optimised_for_here(path: Path, runtime: str = "ort-cpu") -> CpuTarget 
 
 def cpu_built_for(artifact: Path) -> CpuTarget | None:
     """What the manifest beside `artifact` says it was optimised for (None if portable)."""
-    from fusedinf_cc.manifest import cached_manifest
+    from fusedinf_cc.artifacts.manifest import cached_manifest
 
     manifest = cached_manifest(artifact)
     return None if manifest is None else CpuTarget.from_record(manifest.device)

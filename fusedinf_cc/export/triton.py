@@ -17,11 +17,11 @@ from pathlib import Path
 
 import onnx_ir as ir
 
+from fusedinf_cc.artifacts.index import read_index
 from fusedinf_cc.backends.cpu_target import cpu_built_for
-from fusedinf_cc.bundles import read_index
-from fusedinf_cc.errors import UserInputError
-from fusedinf_cc.files import external_data_name, staging_dir
-from fusedinf_cc.model_io import load_model
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import external_data_name, staging_dir
+from fusedinf_cc.onnx_io.model_io import load_model
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "engine": "tensorrt_plan"}
 MODEL_FILES = {"onnx": "model.onnx", "engine": "model.plan"}

@@ -1,8 +1,8 @@
 """The pass contract: a small class with a `name` and one `run(state, ctx)` that says what it did.
 
 Before `merge` the passes work on each source model; after it, on the one fused model. The
-pipeline runner in `fusedinf_cc.pipeline` measures nodes, initializers and bytes around every pass,
-so a pass only reports whether it changed anything and a one-line detail.
+pipeline runner in `fusedinf_cc.compiler.pipeline` measures nodes, initializers and bytes
+around every pass, so a pass only reports whether it changed anything and a one-line detail.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Literal, Protocol
 
 import onnx_ir as ir
 
-from fusedinf_cc.manifest import SharedInput
-from fusedinf_cc.model_io import SourceModel
+from fusedinf_cc.artifacts.manifest import SharedInput
+from fusedinf_cc.onnx_io.model_io import SourceModel
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from onnx_ir.passes.common import (
     TopologicalSortPass,
 )
 
-from fusedinf_cc.errors import MergeError, first_line
+from fusedinf_cc.common.errors import MergeError, first_line
 from fusedinf_cc.passes.base import FusionState, PassContext, PassOutcome
 from fusedinf_cc.passes.quiet import quiet_onnx_ir
 

@@ -12,8 +12,8 @@ import onnx
 import onnx_ir as ir
 from onnx import version_converter
 
-from fusedinf_cc.errors import MergeError, first_line
-from fusedinf_cc.model_io import SMALL_TENSOR_BYTES, SourceModel
+from fusedinf_cc.common.errors import MergeError, first_line
+from fusedinf_cc.onnx_io.model_io import SMALL_TENSOR_BYTES, SourceModel
 from fusedinf_cc.passes.base import FusionState, PassContext, PassOutcome
 
 DEFAULT_DOMAINS = ("", "ai.onnx")

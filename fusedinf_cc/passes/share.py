@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from fusedinf_cc.errors import MergeError, UserInputError
-from fusedinf_cc.manifest import SharedInput
-from fusedinf_cc.model_io import SourceModel
+from fusedinf_cc.artifacts.manifest import SharedInput
+from fusedinf_cc.common.errors import MergeError, UserInputError
+from fusedinf_cc.onnx_io.model_io import SourceModel
 from fusedinf_cc.passes.base import FusionState, PassContext, PassOutcome, ShareSpec
 from fusedinf_cc.passes.values import all_values, rename_dims
 

@@ -24,11 +24,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from fusedinf_cc import __version__
+from fusedinf_cc.artifacts.index import read_index
 from fusedinf_cc.backends.base import TensorSpec
-from fusedinf_cc.bundles import read_index
-from fusedinf_cc.errors import FusedInfError, UserInputError
-from fusedinf_cc.loader import EngineCache
-from fusedinf_cc.runtimes import DEFAULT_RUNTIME, TENSORRT
+from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, TENSORRT
+from fusedinf_cc.common.errors import FusedInfError, UserInputError
+from fusedinf_cc.runtime.loader import EngineCache
 from fusedinf_cc.serve.protocol import (
     HEADER_LENGTH,
     ProtocolError,

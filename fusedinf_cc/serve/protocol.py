@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fusedinf_cc.backends.base import TensorSpec
-from fusedinf_cc.feeds import describe_shape, fits
+from fusedinf_cc.runtime.feeds import describe_shape, fits
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES = {

@@ -6,7 +6,7 @@ import dataclasses
 import os
 import sys
 
-from fusedinf_cc.errors import BackendUnavailableError
+from fusedinf_cc.common.errors import BackendUnavailableError
 from fusedinf_cc.serve import SERVE_HINT
 from fusedinf_cc.serve.app import ServeConfig, create_app
 

@@ -1,10 +1,6 @@
-"""TensorRT: build fused ONNX into engines and run them.
+"""TensorRT: run engines (`runtime`, `device`), build them from an ONNX file (`builder`), and the
+options, profiles and compatibility records both sides share.
 
 Everything that needs `tensorrt` or a GPU imports them when called, never at import time, so
-options, profiles, compatibility checks and the operator check run anywhere.
+options, profiles and compatibility checks run anywhere.
 """
-
-from fusedinf_cc.backends.tensorrt.backend import ENGINE_SUFFIXES, TensorRTBackend
-from fusedinf_cc.backends.tensorrt.options import EngineOptions, parse_engine_options
-
-__all__ = ["ENGINE_SUFFIXES", "EngineOptions", "TensorRTBackend", "parse_engine_options"]

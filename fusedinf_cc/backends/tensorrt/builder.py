@@ -19,7 +19,7 @@ from fusedinf_cc.backends.tensorrt.options import (
 )
 from fusedinf_cc.backends.tensorrt.parser_errors import EngineBuildError, ParserIssue, parser_error
 from fusedinf_cc.backends.tensorrt.runtime import here, import_tensorrt, logger
-from fusedinf_cc.files import staging_dir
+from fusedinf_cc.common.files import staging_dir
 
 # (phase name, steps done, steps in the phase); phases nest, as TensorRT reports them.
 ProgressCallback = Callable[[str, int, int], None]

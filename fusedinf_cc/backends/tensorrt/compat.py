@@ -9,9 +9,11 @@ opaque error or, worse, a crash; this check fails first, saying what was built f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from fusedinf_cc.errors import FusedInfError
+from fusedinf_cc.artifacts.manifest import manifest_path_for, read_manifest
+from fusedinf_cc.common.errors import FusedInfError
 
 AMPERE_COMPUTE_CAPABILITY = (8, 0)
 
@@ -107,3 +109,12 @@ def _version(text: str) -> tuple[int, ...]:
 
 def _gpu(target: EngineTarget) -> str:
     return f" ({target.gpu})" if target.gpu else ""
+
+
+def built_for(engine_path: Path) -> EngineTarget | None:
+    """What the manifest beside an engine says it was built for (None without a manifest)."""
+    sidecar = manifest_path_for(engine_path)
+    if not sidecar.is_file():
+        return None
+    device = read_manifest(sidecar).device
+    return EngineTarget.from_record(device) if device else None

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fusedinf_cc.errors import BackendUnavailableError
+from fusedinf_cc.common.errors import BackendUnavailableError
 
 NO_CUDA_HINT = (
     "TensorRT needs CUDA device memory: install torch with CUDA or cuda-python "

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from fusedinf_cc.backends.base import TensorSpec
-from fusedinf_cc.errors import UserInputError
-from fusedinf_cc.shapes import parse_shapes
-from fusedinf_cc.sizes import parse_size
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.shapes import parse_shapes
+from fusedinf_cc.common.sizes import parse_size
 
 # trtexec's pool names -> tensorrt.MemoryPoolType members.
 MEMORY_POOLS = {

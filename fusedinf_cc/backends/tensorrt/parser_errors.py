@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fusedinf_cc.errors import FusedInfError
+from fusedinf_cc.common.errors import FusedInfError
 
 SHOWN_ERRORS = 5
 

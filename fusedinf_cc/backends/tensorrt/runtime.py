@@ -13,7 +13,7 @@ import numpy as np
 from fusedinf_cc.backends.base import TensorSpec
 from fusedinf_cc.backends.tensorrt.compat import EngineTarget, check_engine_compatible
 from fusedinf_cc.backends.tensorrt.device import CudaDevice, DeviceArray, open_device
-from fusedinf_cc.errors import BackendUnavailableError, UserInputError
+from fusedinf_cc.common.errors import BackendUnavailableError, UserInputError
 
 INSTALL_HINT = (
     "TensorRT is not installed: on a Jetson it comes with JetPack (python3-libnvinfer); on an "

@@ -1,0 +1,132 @@
+"""`bundle pack` / `bundle unpack`: a dist folder as one reproducible tar.gz, and back, safely.
+
+Packing takes only what each `bundle.json` names (plus the manifests), in sorted order with
+zeroed times and owners, so the same bundles give the same archive. Unpacking trusts nothing in
+the archive: absolute paths, `..`, links and devices are refused, and so is any file that no
+`bundle.json` in the archive names. Files land in a staging folder first and are checked
+against their sha256 before they are renamed into place.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tarfile
+from pathlib import Path, PurePosixPath
+
+from fusedinf_cc.artifacts.index import INDEX, read_index, verify_bundle_dir, verify_dist
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import staging_dir
+
+
+def pack(dist: Path, archive: Path) -> list[str]:
+    """Write every bundle of `dist` to `archive` (.tar.gz); returns the member names."""
+    bundles, problems = verify_dist(dist)
+    if problems:
+        raise UserInputError(f"{dist}: not packing damaged bundles ({problems[0]})")
+    members = []
+    for bundle in bundles:
+        index = read_index(dist / bundle)
+        assert index is not None
+        names = {INDEX, *index["files"], *(a["manifest"] for a in index["artifacts"])}
+        members.extend(f"{bundle}/{name}" for name in sorted(names))
+    with staging_dir(archive) as staging:
+        staged = staging / archive.name
+        with (
+            open(staged, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped,
+            tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for member in members:
+                path = dist / member
+                info = tarfile.TarInfo(member)
+                info.size = path.stat().st_size
+                info.mode = 0o644
+                with open(path, "rb") as stream:
+                    tar.addfile(info, stream)
+        os.replace(staged, archive)
+    return members
+
+
+def unpack(archive: Path, dest: Path) -> list[str]:
+    """Extract `archive` into `dest` after checking every member; returns the bundles."""
+    try:
+        tar = tarfile.open(archive, mode="r:gz")  # noqa: SIM115 - closed by `with tar` below
+    except FileNotFoundError:
+        raise UserInputError(f"{archive}: no such archive") from None
+    except (tarfile.TarError, OSError) as error:
+        raise UserInputError(f"{archive}: not a tar.gz archive ({error})") from None
+    with tar:
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, EOFError, OSError) as error:
+            raise UserInputError(f"{archive}: damaged archive ({error})") from None
+        for member in members:
+            _check_member(archive, member)
+        allowed = _named_files(archive, tar, members)
+        for member in members:
+            if member.name not in allowed:
+                raise UserInputError(
+                    f"{archive}: {member.name!r} is not named by its bundle's {INDEX}; refusing "
+                    "the archive"
+                )
+        dest.mkdir(parents=True, exist_ok=True)
+        bundles = sorted({PurePosixPath(m.name).parts[0] for m in members})
+        for bundle in bundles:
+            target = dest / bundle
+            if target.exists():
+                raise UserInputError(f"{target} exists; unpack into an empty folder")
+        for bundle in bundles:
+            with staging_dir(dest / bundle) as staging:
+                for member in members:
+                    parts = PurePosixPath(member.name).parts
+                    if parts[0] != bundle:
+                        continue
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    with source, open(staging / parts[1], "wb") as out:
+                        while chunk := source.read(1 << 20):
+                            out.write(chunk)
+                problems = verify_bundle_dir(staging)
+                if problems:
+                    raise UserInputError(f"{archive}: {problems[0].replace(staging.name, bundle)}")
+                os.chmod(staging, 0o755)
+                os.replace(staging, dest / bundle)
+    return bundles
+
+
+def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
+    path = PurePosixPath(member.name)
+    if path.is_absolute() or member.name.startswith(("/", "\\")):
+        raise UserInputError(f"{archive}: absolute path {member.name!r}; refusing the archive")
+    if ".." in path.parts:
+        raise UserInputError(f"{archive}: {member.name!r} climbs out with '..'; refusing it")
+    if not member.isfile():
+        kind = "link" if (member.issym() or member.islnk()) else "non-file entry"
+        raise UserInputError(f"{archive}: {member.name!r} is a {kind}; refusing the archive")
+    if len(path.parts) != 2:
+        raise UserInputError(f"{archive}: {member.name!r} is not BUNDLE/FILE; refusing the archive")
+
+
+def _named_files(archive: Path, tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> set[str]:
+    """Every member some bundle.json in the archive names (the indexes themselves included)."""
+    allowed = set()
+    for member in members:
+        bundle, name = PurePosixPath(member.name).parts
+        if name != INDEX:
+            continue
+        stream = tar.extractfile(member)
+        assert stream is not None
+        try:
+            index = json.load(io.TextIOWrapper(stream, encoding="utf-8"))
+            named = {INDEX, *index["files"], *(a["manifest"] for a in index["artifacts"])}
+        except (ValueError, KeyError, TypeError) as error:
+            raise UserInputError(
+                f"{archive}: {member.name} is not a bundle index ({error})"
+            ) from None
+        if any("/" in name or name in ("", ".", "..") for name in named):
+            raise UserInputError(f"{archive}: {member.name} names files outside its bundle")
+        allowed.update(f"{bundle}/{name}" for name in named)
+    return allowed

@@ -1,0 +1,69 @@
+"""A dist folder's index: `<bundle>/bundle.json` names every file of a built bundle and its sha256.
+
+`bundle build` writes it; `bundle verify`, `bundle unpack`, `serve` and `export` read it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fusedinf_cc.artifacts.manifest import read_manifest
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import sha256_file
+
+DIST_FORMAT = "fusedinf-dist/1"
+INDEX = "bundle.json"
+
+
+def read_index(bundle_dir: Path) -> dict[str, Any] | None:
+    path = bundle_dir / INDEX
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != DIST_FORMAT:
+        return None
+    return data
+
+
+def verify_bundle_dir(bundle_dir: Path) -> list[str]:
+    """What is wrong with one built bundle: missing or changed files, artifacts that do not match
+    their manifests. Empty when it is intact."""
+    index = read_index(bundle_dir)
+    if index is None:
+        return [f"{bundle_dir.name}: no readable {INDEX}"]
+    problems = []
+    for name, digest in sorted(index.get("files", {}).items()):
+        path = bundle_dir / name
+        if not path.is_file():
+            problems.append(f"{bundle_dir.name}/{name}: missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"{bundle_dir.name}/{name}: sha256 differs from {INDEX}")
+    for artifact in index.get("artifacts", []):
+        manifest_path = bundle_dir / artifact["manifest"]
+        artifact_path = bundle_dir / artifact["path"]
+        try:
+            manifest = read_manifest(manifest_path)
+        except UserInputError as error:
+            problems.append(f"{bundle_dir.name}/{artifact['manifest']}: {error}")
+            continue
+        if manifest.artifact is None or not artifact_path.is_file():
+            continue  # reported above as missing
+        if sha256_file(artifact_path) != manifest.artifact.sha256:
+            problems.append(
+                f"{bundle_dir.name}/{artifact['path']}: sha256 differs from its manifest"
+            )
+    return problems
+
+
+def verify_dist(dist: Path) -> tuple[list[str], list[str]]:
+    """(bundles checked, problems) for every `<bundle>/bundle.json` under `dist`."""
+    if not dist.is_dir():
+        raise UserInputError(f"{dist}: no such folder")
+    bundles = sorted(p for p in dist.iterdir() if p.is_dir() and (p / INDEX).is_file())
+    if not bundles:
+        raise UserInputError(f"{dist}: no bundles in it (no */{INDEX})")
+    problems = [problem for bundle in bundles for problem in verify_bundle_dir(bundle)]
+    return [b.name for b in bundles], problems

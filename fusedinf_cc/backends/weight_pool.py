@@ -1,0 +1,122 @@
+"""One copy of each distinct weight in a process, shared by every session that holds it.
+
+An ahead-of-time artifact's weights are already in the layout its kernels read, so a session can
+use them where they lie in the side file. The pool maps each weight (by the digest its manifest
+records) read-only from the first artifact that brings it, and gives every later session that
+needs the same weight the same memory through ONNX Runtime's `add_initializer`: two bundles
+that contain one model then hold one copy of its weights, not two. A weight lives as long as a
+session holds it; the pool only remembers it weakly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fusedinf_cc.artifacts.weight_records import WeightRecord
+
+
+class SharedWeight:
+    """A weight read in place from a mapping of its side file, and the ONNX Runtime value over it.
+
+    The weights of one side file share one mapping: one system call per load instead of one per
+    weight (16-18 instead of 25-30 us a weight; a fused zoo bundle has 60-140 of them, and its
+    session starts in 4-8 ms). A mapping lives while any of its weights does, so a weight that
+    goes gives its pages back (`MADV_DONTNEED`) rather than leave them in the process beside
+    the one that stays.
+    """
+
+    __slots__ = ("__weakref__", "_mapping", "_pages", "array", "value")
+
+    def __init__(self, mapping: mmap.mmap, record: WeightRecord, ort_value: Any):
+        """`mapping`: the whole side file, read-only; `ort_value`: `OrtValue` (passed in so
+        that this module does not import ONNX Runtime)."""
+        count = record.length // np.dtype(record.dtype).itemsize
+        flat = np.frombuffer(mapping, dtype=record.dtype, count=count, offset=record.offset)
+        self.array = flat.reshape(record.shape)
+        self.value: Any = ort_value.ortvalue_from_numpy(self.array)
+        start = record.offset - record.offset % mmap.PAGESIZE
+        self._mapping = mapping
+        self._pages = (start, record.offset + record.length - start)
+
+    def __del__(self) -> None:
+        # The pages are the file's: a neighbour that shares the first or last one reads it back
+        # from the page cache. Systems without madvise unmap with the whole file instead.
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            self._mapping.madvise(mmap.MADV_DONTNEED, *self._pages)
+
+
+class WeightPool:
+    """Weights by digest, mapped once per process while any session holds them."""
+
+    def __init__(self) -> None:
+        self._live: weakref.WeakValueDictionary[str, SharedWeight] = weakref.WeakValueDictionary()
+        self._lock = threading.Lock()
+
+    def acquire(
+        self, data_file: Path, records: Sequence[WeightRecord]
+    ) -> list[tuple[str, SharedWeight]]:
+        """(initializer name, weight) for each record; mapped from `data_file` if not yet live.
+        The caller keeps the weights for as long as its session runs."""
+        from fusedinf_cc.backends.onnxruntime import import_onnxruntime
+
+        ort_value = import_onnxruntime().OrtValue
+        acquired = []
+        with self._lock:
+            mapping = None
+            for record in records:
+                weight = self._live.get(record.digest)
+                if weight is None:
+                    if mapping is None:
+                        mapping = _map_read_only(data_file)
+                    weight = SharedWeight(mapping, record, ort_value)
+                    self._live[record.digest] = weight
+                acquired.append((record.name, weight))
+        return acquired
+
+    def live_digests(self) -> set[str]:
+        with self._lock:
+            return set(self._live.keys())
+
+
+DEFAULT_POOL = WeightPool()
+
+
+def _map_read_only(path: Path) -> mmap.mmap:
+    with open(path, "rb") as data:
+        return mmap.mmap(data.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def mapped_bytes(record: WeightRecord) -> int:
+    """Memory `record` occupies once mapped: whole pages, from the one its offset falls in."""
+    start = record.offset - record.offset % mmap.PAGESIZE
+    end = record.offset + record.length
+    return -(-(end - start) // mmap.PAGESIZE) * mmap.PAGESIZE
+
+
+def shared_bytes_by_digest(records: Iterable[WeightRecord]) -> dict[str, int]:
+    """What each distinct weight of an artifact costs once, however many names use it."""
+    return {record.digest: mapped_bytes(record) for record in records}
+
+
+def artifact_weights(artifact: Path) -> tuple[Path, tuple[WeightRecord, ...]]:
+    """The side file and weight records the manifest beside `artifact` lists (none for
+    artifacts built without --aot). The records are trusted as the manifest is: `bundle verify`
+    checks the files against their hashes."""
+    from fusedinf_cc.artifacts.manifest import cached_manifest
+    from fusedinf_cc.common.files import external_data_name
+
+    manifest = cached_manifest(artifact)
+    if manifest is None:
+        return artifact, ()
+    data_name = (manifest.artifact and manifest.artifact.external_data) or external_data_name(
+        artifact
+    )
+    return artifact.with_name(data_name), tuple(manifest.weights)

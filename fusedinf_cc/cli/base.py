@@ -1,0 +1,108 @@
+"""What every command shares: the consoles, the error handler, and options used by several."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from fusedinf_cc.common.errors import FusedInfError
+
+# Piped output (CI logs, files) gets room for the tables instead of Rich's 80-column default.
+_PIPED_WIDTH = 160
+# No emoji codes: a path such as `model.onnx:x:` must print as written.
+console = Console(width=None if sys.stdout.isatty() else _PIPED_WIDTH, emoji=False)
+error_console = Console(
+    stderr=True, width=None if sys.stderr.isatty() else _PIPED_WIDTH, emoji=False
+)
+
+F = TypeVar("F", bound=Callable[..., None])
+
+SHARE_INPUT = Annotated[
+    list[str] | None,
+    typer.Option("--share-input", help="FUSED=m1.in,m2.in: these inputs become one. Repeatable."),
+]
+SHARE_INPUTS = Annotated[
+    str, typer.Option("--share-inputs", help="auto: share inputs with one name, dtype, shape.")
+]
+NO_DEDUP = Annotated[bool, typer.Option("--no-dedup", help="Keep identical weights apart.")]
+NO_CSE = Annotated[bool, typer.Option("--no-cse", help="Keep identical subgraphs apart.")]
+STACK = Annotated[
+    bool,
+    typer.Option(
+        "--stack",
+        help="Run models of one architecture on one input as one wider model (grouped "
+        "convolutions): fewer nodes, faster loads; their weights are no longer shared with "
+        "bundles that hold the models apart.",
+    ),
+]
+SINGLE_FILE = Annotated[
+    bool,
+    typer.Option(
+        "--single-file",
+        help="Keep weights inside the .onnx (default: a .data file "
+        "beside it once weights pass 8 MiB, which loads faster and in less memory).",
+    ),
+]
+AOT = Annotated[
+    bool,
+    typer.Option(
+        "--aot",
+        help="Store ONNX Runtime's fully optimised .onnx for this CPU class: loading does no "
+        "graph work and memory-maps the weights, shared between processes. Not portable.",
+    ),
+]
+
+
+BACKEND = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="ort-cpu, ort-cuda or ort-trt (ONNX Runtime's providers); .engine files run on "
+        "TensorRT.",
+    ),
+]
+
+
+def reports_errors(command: F) -> F:
+    """Turn the library's errors into one line on stderr and the error's exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        try:
+            command(*args, **kwargs)
+        except FusedInfError as error:
+            error_console.print(
+                f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def fusion_options(
+    share_input: list[str] | None,
+    share_inputs: str,
+    no_dedup: bool,
+    no_cse: bool,
+    stack: bool,
+    single_file: bool,
+    aot: bool,
+) -> dict[str, Any]:
+    """The fusion flags that `fuse` and `bench` share, as `build_fused` keywords."""
+    return {
+        "share_input": share_input or (),
+        "share_inputs": share_inputs,
+        "dedup": not no_dedup,
+        "cse": not no_cse,
+        "stack": stack,
+        "single_file": single_file,
+        "aot": aot,
+    }

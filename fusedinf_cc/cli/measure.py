@@ -1,0 +1,316 @@
+"""`bench`, `verify` and `simulate`: measurements of fused artifacts against their sources."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, TENSORRT, check_runtime, is_engine
+from fusedinf_cc.cli.base import (
+    AOT,
+    BACKEND,
+    NO_CSE,
+    NO_DEDUP,
+    SHARE_INPUT,
+    SHARE_INPUTS,
+    SINGLE_FILE,
+    STACK,
+    console,
+    error_console,
+    fusion_options,
+    reports_errors,
+)
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import check_output_folder, write_text_atomic
+from fusedinf_cc.common.shapes import parse_shapes
+from fusedinf_cc.common.tolerances import DEFAULT_ATOL, DEFAULT_RTOL
+
+
+@reports_errors
+def bench(
+    models: Annotated[
+        list[str] | None, typer.Argument(help="[NAME=]MODEL.onnx to fuse first (or use --fused).")
+    ] = None,
+    fused: Annotated[
+        Path | None,
+        typer.Option("--fused", help="Fused model to bench; with MODELS, where to write it."),
+    ] = None,
+    share_input: SHARE_INPUT = None,
+    share_inputs: SHARE_INPUTS = "none",
+    no_dedup: NO_DEDUP = False,
+    no_cse: NO_CSE = False,
+    stack: STACK = False,
+    single_file: SINGLE_FILE = False,
+    aot: AOT = False,
+    backend: BACKEND = DEFAULT_RUNTIME,
+    threads: Annotated[int, typer.Option("--threads", help="Intra-op threads; 0: default.")] = 0,
+    runs: Annotated[int, typer.Option("--runs", help="Timed requests per configuration.")] = 50,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed requests first.")] = 5,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            "--rounds",
+            help="Fresh processes per configuration, both sides alternating (median round).",
+        ),
+    ] = 3,
+    shapes: Annotated[
+        str | None, typer.Option("--shapes", help="Dynamic dims: NAME:1x3x224x224,...")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Draw the report as a PNG (needs matplotlib).")
+    ] = None,
+    separate_side_files: Annotated[
+        bool,
+        typer.Option(
+            "--separate-side-files",
+            help="Run the separate models re-saved with the fused artifact's weight layout "
+            "(a side file above 8 MiB), so that only fusion differs.",
+        ),
+    ] = False,
+) -> None:
+    """Fused vs separate: cold load, latency p50/p90/p99, throughput, peak memory, bytes."""
+    from rich.progress import Progress
+
+    from fusedinf_cc.cli.tables import bench_configs_table, bench_summary_table
+    from fusedinf_cc.compiler.build import build_fused
+    from fusedinf_cc.measure.bench import bench_artifact, default_configs
+    from fusedinf_cc.measure.plot import plot_report, pyplot
+
+    check_runtime(backend)
+    if backend == TENSORRT and (models or fused is None or not is_engine(fused)):
+        raise UserInputError(
+            "--backend tensorrt benches an engine: build it with `fusedinf-cc fuse ... -o "
+            "fused.engine`, then bench --fused fused.engine (the separate engines are built "
+            "with the same options)"
+        )
+    if runs < 1 or warmup < 0 or rounds < 1 or threads < 0:
+        raise UserInputError(
+            "--runs and --rounds must be at least 1, --warmup and --threads at least 0"
+        )
+    for written in (json_out, plot):
+        if written is not None:
+            check_output_folder(written)
+    if not models and fused is None:
+        raise UserInputError("give the models to fuse, or --fused FUSED.onnx")
+    if aot and not models:
+        raise UserInputError("--aot applies when bench fuses MODELS; --fused X is benched as built")
+    if plot is not None:
+        pyplot()  # fail now, not after the benchmark, when matplotlib is missing
+    with tempfile.TemporaryDirectory(prefix="fusedinf-bench-") as scratch:
+        artifact = fused or Path(scratch) / "fused.onnx"
+        if models:
+            build_fused(
+                models,
+                artifact,
+                **fusion_options(
+                    share_input, share_inputs, no_dedup, no_cse, stack, single_file, aot
+                ),
+            )
+        configs = default_configs(threads, backend)
+        with Progress(console=error_console, transient=True) as progress:
+            task = progress.add_task("benchmarking", total=len(configs) * rounds)
+            report = bench_artifact(
+                artifact,
+                runs=runs,
+                warmup=warmup,
+                threads=threads,
+                shapes=parse_shapes(shapes),
+                configs=configs,
+                on_config_done=lambda result: progress.update(
+                    task, advance=1, description=result.config.label
+                ),
+                runtime=backend,
+                scratch=Path(scratch),
+                rounds=rounds,
+                separate_side_files=separate_side_files,
+            )
+    console.print(bench_configs_table(report))
+    console.print(bench_summary_table(report))
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
+        console.print(f"wrote {json_out}")
+    if plot is not None:
+        plot_report(report.to_dict(), plot)
+        console.print(f"wrote {plot}")
+
+
+@reports_errors
+def verify(
+    artifact: Annotated[Path, typer.Argument(help="A fused model written by `fuse`.")],
+    inputs: Annotated[
+        Path | None, typer.Option("--inputs", help=".npz of inputs, by fused name.")
+    ] = None,
+    shapes: Annotated[
+        str | None, typer.Option("--shapes", help="Dynamic dims: NAME:1x3x224x224,...")
+    ] = None,
+    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance.")] = DEFAULT_RTOL,
+    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance.")] = DEFAULT_ATOL,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0,
+    backend: BACKEND = DEFAULT_RUNTIME,
+) -> None:
+    """Check that every fused output equals the separate source model's output.
+
+    The sources always run on ONNX Runtime's CPU provider, the reference; the fused artifact
+    runs on --backend (an engine on TensorRT). FP16 engines need looser --rtol/--atol.
+    """
+    from fusedinf_cc.cli.tables import verify_table
+    from fusedinf_cc.measure.verify import verify_artifact
+
+    report = verify_artifact(
+        artifact,
+        feeds_path=inputs,
+        shapes=parse_shapes(shapes),
+        rtol=rtol,
+        atol=atol,
+        seed=seed,
+        runtime=backend,
+    )
+    console.print(verify_table(report))
+    if not report.ok:
+        names = ", ".join(f"{c.model}.{c.output}" for c in report.failures)
+        error_console.print(f"[bold red]mismatch:[/] {names}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"all {len(report.comparisons)} outputs match (rtol={rtol:g}, atol={atol:g})")
+
+
+@reports_errors
+def simulate(
+    models: Annotated[
+        list[str], typer.Argument(help="[NAME=]MODEL.onnx: the models functions use.")
+    ],
+    budget: Annotated[
+        str,
+        typer.Option(
+            "--budget",
+            help="Memory budget: 512MiB, 2GiB, or 50% of all models (at least the largest bundle).",
+        ),
+    ] = "50%",
+    policy: Annotated[
+        str,
+        typer.Option(
+            "--policy",
+            help="Policies to compare: lru, gdsf, and belady (clairvoyant: knows the trace).",
+        ),
+    ] = "lru,gdsf",
+    trace: Annotated[
+        Path | None, typer.Option("--trace", help="CSV timestamp,function (else --synthetic).")
+    ] = None,
+    synthetic: Annotated[
+        bool, typer.Option("--synthetic", help="Zipf popularity, Poisson arrivals.")
+    ] = False,
+    functions: Annotated[
+        Path | None,
+        typer.Option("--functions", help='JSON {"fn": ["model", ...]} (default: drawn at random).'),
+    ] = None,
+    requests: Annotated[int, typer.Option("--requests", help="Synthetic trace length.")] = 400,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic workload.")] = 0,
+    rate: Annotated[
+        float, typer.Option("--rate", help="Synthetic arrivals per second (Poisson).")
+    ] = 4.0,
+    work_dir: Annotated[
+        Path, typer.Option("--work-dir", help="Where the fused bundles are built (reused).")
+    ] = Path(".fusedinf-simulate"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    save_trace: Annotated[
+        Path | None, typer.Option("--save-trace", help="Write the replayed trace as CSV.")
+    ] = None,
+    fused_groups: Annotated[
+        str | None,
+        typer.Option(
+            "--fused-groups",
+            help="Also replay a bundle per group: auto (models always called together) or "
+            'JSON {"group": ["model", ...]}.',
+        ),
+    ] = None,
+    aot: Annotated[
+        bool,
+        typer.Option("--aot", help="Build every deployment's bundles with fuse --aot."),
+    ] = False,
+    stack: Annotated[
+        bool, typer.Option("--stack", help="Build the fused and grouped bundles with --stack.")
+    ] = False,
+) -> None:
+    """Replay a request trace on the real loader: fused vs unfused (vs grouped), per policy."""
+    from rich.progress import Progress
+
+    from fusedinf_cc.cli.tables import simulation_table
+    from fusedinf_cc.common.names import check_unique_names, parse_model_spec
+    from fusedinf_cc.measure.simulate import (
+        TraceSpec,
+        auto_groups,
+        check_policies,
+        deployments,
+        loading_ratios,
+        read_name_lists,
+        read_trace,
+        replay,
+        replay_budget,
+        results_json,
+        synthetic_functions,
+        synthetic_trace,
+        write_trace,
+    )
+
+    if (trace is None) == (not synthetic):
+        raise UserInputError("give --trace TRACE.csv or --synthetic (one of them)")
+    for written in (json_out, save_trace):
+        if written is not None:
+            check_output_folder(written)
+    named = [parse_model_spec(spec) for spec in models]
+    check_unique_names(named)
+    specs = dict(named)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise UserInputError(f"--work-dir {work_dir}: not a folder")
+    if rate <= 0 or requests < 1:
+        raise UserInputError("--rate must be positive and --requests at least 1")
+    workload = TraceSpec(requests=requests, seed=seed, rate_per_s=rate)
+    if functions is not None:
+        function_map = read_name_lists(functions, "--functions", "fn")
+    else:
+        function_map = synthetic_functions(sorted(specs), workload)
+    replayed = read_trace(trace) if trace else synthetic_trace(sorted(function_map), workload)
+    missing = {r.function for r in replayed} - set(function_map)
+    if missing:
+        raise UserInputError(f"the trace names unknown functions: {sorted(missing)}")
+    policies = [p.strip() for p in policy.split(",") if p.strip()]
+    check_policies(policies)
+    groups = None
+    if fused_groups == "auto":
+        groups = auto_groups(function_map) or None
+        if groups is None:
+            error_console.print("--fused-groups auto: no models are always called together")
+    elif fused_groups is not None:
+        groups = read_name_lists(Path(fused_groups), "--fused-groups (auto or a file)", "group")
+    plans = deployments(specs, function_map, work_dir, groups, aot=aot, stack=stack)
+    budget_bytes, notice = replay_budget(budget, plans)
+    if notice:
+        error_console.print(notice)
+    results = []
+    with Progress(console=error_console, transient=True) as progress:
+        task = progress.add_task("replaying", total=len(plans) * len(policies))
+        for plan in plans:
+            for name in policies:
+                results.append(replay(replayed, plan, budget_bytes, name))
+                progress.update(task, advance=1)
+    console.print(simulation_table(results))
+    for name, ratios in loading_ratios(results).items():
+        against = ", ".join(f"{deployment} {ratio:.2f}x" for deployment, ratio in ratios.items())
+        console.print(f"loading seconds over unfused, {name}: {against}")
+    if save_trace is not None:
+        write_trace(replayed, save_trace)
+    if json_out is not None:
+        extra = {
+            "functions": function_map,
+            "workload": asdict(workload),
+            "groups": groups,
+            "aot": aot,
+            "stack": stack,
+        }
+        write_text_atomic(json_out, results_json(results, extra))
+        console.print(f"wrote {json_out}")

@@ -1,0 +1,95 @@
+"""From model files to a built artifact in one call: what `fuse` (and `bench` without --fused) do.
+
+from fusedinf_cc.compiler.build import build_fused
+manifest = build_fused(["det=det.onnx", "cls.onnx"], Path("fused.onnx"), share_inputs="auto")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fusedinf_cc.artifacts.manifest import Manifest
+from fusedinf_cc.backends.runtimes import ENGINE_SUFFIXES
+from fusedinf_cc.backends.tensorrt.options import EngineOptions
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.names import parse_model_spec
+from fusedinf_cc.compiler.pipeline import fuse
+from fusedinf_cc.compiler.targets import BuildOptions, target_for_output
+from fusedinf_cc.onnx_io.model_io import check_output_path, load_sources
+from fusedinf_cc.passes.base import FusionOptions
+from fusedinf_cc.passes.share import parse_share_spec
+
+SHARE_MODES = ("auto", "none")
+
+
+def build_fused(model_specs: Sequence[str], output: Path, **options: Any) -> Manifest:
+    """Fuse `[NAME=]PATH` models into `output` (its suffix picks the backend); return the manifest.
+    `options` are `build_fused_all`'s keywords (sharing, dedup, cse, stack, single_file,
+    aot, engine)."""
+    (manifest,) = build_fused_all(model_specs, [output], **options)
+    return manifest
+
+
+def build_fused_all(
+    model_specs: Sequence[str],
+    outputs: Sequence[Path],
+    *,
+    share_input: Sequence[str] = (),
+    share_inputs: str = "none",
+    dedup: bool = True,
+    cse: bool = True,
+    stack: bool = False,
+    single_file: bool = False,
+    aot: bool = False,
+    engine: EngineOptions | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[Manifest]:
+    """Fuse once and build every output from the one fused model (a bundle's targets: .onnx,
+    .ort, .engine), so the sources are loaded and the passes run once, not once per target.
+
+    Everything cheap is checked before any model is read: the output suffixes, that their
+    backends are installed, the paths, the names. `engine` holds TensorRT options, for `.engine`
+    outputs only; `aot` optimises `.onnx` outputs for this CPU.
+    """
+    check_aot(outputs, aot=aot, single_file=single_file)
+    targets = [target_for_output(output) for output in outputs]
+    engines = [o for o in outputs if o.suffix.lower() in ENGINE_SUFFIXES]
+    if engine is not None and not engines:
+        raise UserInputError(
+            f"{outputs[0]}: TensorRT options (--fp16, --shapes, ...) apply to .engine outputs only"
+        )
+    specs = [parse_model_spec(spec) for spec in model_specs]
+    for output in outputs:
+        check_output_path(output, [path for _, path in specs])
+    if share_inputs not in SHARE_MODES:
+        raise UserInputError(f"--share-inputs must be auto or none, not {share_inputs!r}")
+    sources = load_sources(specs)
+    options = FusionOptions(
+        share_inputs="auto" if share_inputs == "auto" else "none",
+        explicit_shares=tuple(parse_share_spec(text, sources) for text in share_input),
+        dedup=dedup,
+        cse=cse,
+        stack=stack,
+    )
+    fused = fuse(sources, options)
+    build_options = BuildOptions(single_file=single_file, aot=aot, engine=engine, progress=progress)
+    return [
+        target.build(fused, output, build_options)
+        for target, output in zip(targets, outputs, strict=True)
+    ]
+
+
+def check_aot(outputs: Sequence[Path], *, aot: bool, single_file: bool) -> None:
+    """`--aot` optimises `.onnx` outputs for this CPU, with the weights in a side file that
+    loading memory-maps; refuse it where it means nothing."""
+    if not aot:
+        return
+    if single_file:
+        raise UserInputError("--aot keeps the weights in a side file; drop --single-file")
+    if not any(output.suffix.lower() == ".onnx" for output in outputs):
+        raise UserInputError(
+            f"{outputs[0]}: --aot applies to .onnx outputs (.ort is always optimised ahead of "
+            "time; TensorRT optimises every .engine)"
+        )

@@ -1,0 +1,141 @@
+"""verify: run the fused artifact and every source model on the same inputs, compare all outputs.
+
+Like Polygraphy's comparisons, the report says what differs and by how much (max abs and max
+rel error per output), never just "failed".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fusedinf_cc.artifacts.manifest import Manifest, ModelEntry, manifest_for_artifact
+from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
+from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME
+from fusedinf_cc.backends.sessions import open_session
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import sha256_file
+from fusedinf_cc.common.tolerances import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerance
+from fusedinf_cc.runtime.feeds import load_feeds, random_feeds
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    model: str
+    output: str
+    fused_name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float
+    bitwise: bool
+    ok: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    comparisons: list[OutputComparison]
+    rtol: float
+    atol: float
+
+    @property
+    def ok(self) -> bool:
+        return all(comparison.ok for comparison in self.comparisons)
+
+    @property
+    def failures(self) -> list[OutputComparison]:
+        return [comparison for comparison in self.comparisons if not comparison.ok]
+
+
+def verify_artifact(
+    artifact_path: Path,
+    *,
+    feeds_path: Path | None = None,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    seed: int = 0,
+    runtime: str = DEFAULT_RUNTIME,
+) -> VerifyReport:
+    """Compare each fused output with the output of the separate source model it came from."""
+    rtol, atol = check_tolerance(rtol, "--rtol"), check_tolerance(atol, "--atol")
+    manifest = manifest_for_artifact(artifact_path)
+    fused = open_session(artifact_path, runtime)
+    if feeds_path is not None:
+        feeds = load_feeds(feeds_path, fused.inputs)
+    else:
+        feeds = random_feeds(fused.inputs, shapes, seed=seed)
+    fused_outputs = fused.run(feeds)
+    fused.close()
+    comparisons = []
+    for entry in manifest.models:
+        source = OnnxRuntimeSession(source_path(artifact_path, manifest, entry))
+        expected = source.run({original: feeds[name] for original, name in entry.inputs.items()})
+        source.close()
+        for original, fused_name in entry.outputs.items():
+            comparisons.append(
+                compare(
+                    entry.name,
+                    original,
+                    fused_name,
+                    expected[original],
+                    fused_outputs[fused_name],
+                    rtol,
+                    atol,
+                )
+            )
+    return VerifyReport(comparisons=comparisons, rtol=rtol, atol=atol)
+
+
+def source_path(artifact_path: Path, manifest: Manifest, entry: ModelEntry) -> Path:
+    """The source model as recorded (relative to the artifact's folder), checked by sha256."""
+    path = Path(entry.source)
+    if not path.is_absolute():
+        path = artifact_path.resolve().parent / path
+    if not path.is_file():
+        raise UserInputError(f"source model {entry.name!r} is not at {path} any more")
+    if sha256_file(path) != entry.sha256:
+        raise UserInputError(
+            f"source model {entry.name!r} at {path} changed since it was fused (sha256 differs)"
+        )
+    return path
+
+
+def compare(
+    model: str,
+    output: str,
+    fused_name: str,
+    expected: np.ndarray,
+    actual: np.ndarray,
+    rtol: float,
+    atol: float,
+) -> OutputComparison:
+    """Max abs/rel error and the allclose verdict; NaNs must sit in the same places."""
+    common = dict(model=model, output=output, fused_name=fused_name, shape=tuple(expected.shape))
+    if expected.shape != actual.shape or expected.dtype != actual.dtype:
+        note = f"{actual.dtype}{list(actual.shape)} vs {expected.dtype}{list(expected.shape)}"
+        return OutputComparison(
+            **common, max_abs=float("inf"), max_rel=float("inf"), bitwise=False, ok=False, note=note
+        )
+    bitwise = expected.tobytes() == actual.tobytes()
+    if bitwise or expected.size == 0:
+        return OutputComparison(**common, max_abs=0.0, max_rel=0.0, bitwise=True, ok=True)
+    exp = expected.astype(np.float64)
+    act = actual.astype(np.float64)
+    nan_mismatch = bool(np.any(np.isnan(exp) != np.isnan(act)))
+    diff = np.abs(np.nan_to_num(exp - act, nan=0.0))
+    scale = np.maximum(np.abs(exp), np.finfo(np.float64).tiny)
+    max_abs = float(diff.max())
+    max_rel = float((diff / scale).max())
+    within = bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(exp))))
+    return OutputComparison(
+        **common,
+        max_abs=max_abs,
+        max_rel=max_rel,
+        bitwise=False,
+        ok=within and not nan_mismatch,
+        note="NaNs differ" if nan_mismatch else "",
+    )

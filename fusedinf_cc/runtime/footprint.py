@@ -1,0 +1,221 @@
+"""Measure what loading an artifact costs in memory and time, in a fresh process.
+
+The number the loader budgets with is the peak RSS the artifact adds to a warm serving process
+(load transients included), measured rather than guessed from file size: the runtime is started
+and the artifact loaded, run and dropped once before the baseline, so first-use costs are not
+charged to it. Activations come from the process's shared arena, as in the loader, and what
+that arena kept is recorded apart (`activation_bytes`): the loader counts it once, not per bundle.
+
+A footprint is measured once per artifact and machine and kept in a cache outside the model
+folder (`FootprintCache`), so that opening a bundle never writes into it: a dist folder on a
+read-only mount, in a container image or on a Jetson's read-only root serves as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fusedinf_cc.backends.cpu_target import this_cpu
+from fusedinf_cc.backends.onnxruntime import import_onnxruntime
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import write_text_atomic
+from fusedinf_cc.runtime.procmem import proportional_set_size
+from fusedinf_cc.runtime.worker import BenchConfig, BenchPlan, run_in_fresh_process
+
+_MEASURE_CONFIG = BenchConfig("fused", spinning=False, execution="sequential")
+# Recorded with every footprint; raised whenever what a loaded session holds changes (warm
+# process and shared arena: 1; ahead-of-time sessions without packed copies: 2; shared-arena
+# sessions without a memory pattern: 3), so that a manifest's footprint measured the older way
+# is measured again.
+FOOTPRINT_METHOD = 3
+
+
+@dataclass(frozen=True)
+class Footprint:
+    measured_bytes: int  # peak RSS the artifact added: what the budget must hold
+    resident_bytes: int  # RSS it keeps after a request
+    load_seconds: float  # file to first result
+    activation_bytes: int = 0  # what its requests need from the shared activation arena
+
+    @property
+    def alone_bytes(self) -> int:
+        """What the bundle needs with nothing else loaded: itself and one request's arena."""
+        return self.measured_bytes + self.activation_bytes
+
+    def to_record(self) -> dict[str, int | float]:
+        return {
+            "measured_bytes": self.measured_bytes,
+            "resident_bytes": self.resident_bytes,
+            "load_seconds": self.load_seconds,
+            "activation_bytes": self.activation_bytes,
+            "method": FOOTPRINT_METHOD,
+        }
+
+    @classmethod
+    def from_record(cls, record: Any) -> Footprint | None:
+        """A footprint read back from a cache file, or None where the record is not one this
+        version measured: a wrong type, a negative or non-finite number, an older method."""
+        if not isinstance(record, dict) or record.get("method") != FOOTPRINT_METHOD:
+            return None
+        sizes = [
+            record.get(key) for key in ("measured_bytes", "resident_bytes", "activation_bytes")
+        ]
+        seconds = record.get("load_seconds")
+        if not all(type(size) is int and 0 <= size < 2**62 for size in sizes):
+            return None
+        if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
+            return None
+        measured, resident, activation = sizes
+        return cls(measured, resident, float(seconds), activation)  # type: ignore[arg-type]
+
+
+def default_cache_dir() -> Path:
+    """`$FUSEDINF_CACHE_DIR`, else `$XDG_CACHE_HOME/fusedinf-cc`, else `~/.cache/fusedinf-cc`."""
+    if os.environ.get("FUSEDINF_CACHE_DIR"):
+        return Path(os.environ["FUSEDINF_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fusedinf-cc"
+
+
+@functools.cache
+def machine_key() -> str:
+    """What a footprint depends on besides the artifact's bytes: the CPU class, the ONNX Runtime
+    version and how footprints are measured. A footprint measured on another machine class (a
+    CI runner, for a bundle served on a Jetson) is not this machine's."""
+    record = this_cpu(import_onnxruntime().__version__).to_record() | {"method": FOOTPRINT_METHOD}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class FootprintCache:
+    """Footprints by artifact sha256 and machine, one small JSON file each, outside any model
+    folder. A cache that cannot be written (no home, a read-only file system) only means the
+    next process measures again; it never fails a request."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = folder if folder is not None else default_cache_dir()
+
+    def _path(self, digest: str) -> Path:
+        return self.folder / "footprints" / f"{digest}-{machine_key()}.json"
+
+    def get(self, digest: str) -> Footprint | None:
+        try:
+            text = self._path(digest).read_text(encoding="utf-8")
+            return Footprint.from_record(json.loads(text))
+        except (OSError, ValueError, RecursionError):
+            return None
+
+    def put(self, digest: str, footprint: Footprint) -> None:
+        path = self._path(digest)
+        record = json.dumps(footprint.to_record(), sort_keys=True) + "\n"
+        with contextlib.suppress(OSError, ValueError, UserInputError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, record)
+
+    def footprint(self, artifact: Path, digest: str) -> Footprint:
+        """The cached footprint of these bytes on this machine, or one measured now (and kept)."""
+        known = self.get(digest)
+        if known is None:
+            known = measure_footprint(artifact)
+            self.put(digest, known)
+        return known
+
+
+def arena_bytes(footprints: Iterable[Footprint]) -> int:
+    """The shared activation arena these bundles need: the most one of their requests needs
+    (the loader's arena grows to that and never shrinks)."""
+    return max((footprint.activation_bytes for footprint in footprints), default=0)
+
+
+def measure_footprint(artifact: Path) -> Footprint:
+    """Load `artifact` and run one random request in a new interpreter; report what it cost."""
+    plan = BenchPlan(
+        models=[(artifact.stem, artifact)],
+        feeds=None,
+        runs=1,
+        warmup=0,
+        warm_runtime=True,
+        warm_load=True,
+        shared_arena=True,
+    )
+    result = run_in_fresh_process(plan, _MEASURE_CONFIG)
+    return Footprint(
+        measured_bytes=result.footprint_bytes,
+        resident_bytes=max(0, result.resident_rss_bytes - result.baseline_rss_bytes),
+        load_seconds=result.load_s,
+        activation_bytes=result.activation_bytes,
+    )
+
+
+_SERVE_ONE = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from fusedinf_cc.runtime.feeds import random_feeds
+from fusedinf_cc.runtime.loader import EngineCache, open_bundle
+bundle = open_bundle(Path(sys.argv[1]))
+cache = EngineCache(bundle.footprint.measured_bytes * 2, share_weights=sys.argv[2] == "1")
+cache.register(bundle)
+feeds = random_feeds(cache.input_specs(bundle.name))
+latencies = []
+for _ in range(int(sys.argv[3])):
+    started = time.perf_counter()
+    cache.run(bundle.name, feeds)
+    latencies.append((time.perf_counter() - started) * 1000)
+print(f"ready {np.median(latencies):.3f}", flush=True)
+sys.stdin.read()
+"""
+
+
+@dataclass(frozen=True)
+class SharingFigures:
+    workers: int
+    share_weights: bool
+    pss_bytes: list[int]  # proportional set size of each worker: shared pages split between them
+    p50_ms: float
+
+    @property
+    def total_pss_bytes(self) -> int:
+        return sum(self.pss_bytes)
+
+
+def measure_workers(
+    artifact: Path, *, workers: int = 4, share_weights: bool, runs: int = 20
+) -> SharingFigures:
+    """Start `workers` processes serving `artifact` through the loader; sum their PSS."""
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _SERVE_ONE,
+                str(artifact),
+                "1" if share_weights else "0",
+                str(runs),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(workers)
+    ]
+    try:
+        ready = [process.stdout.readline().split() for process in processes]  # type: ignore[union-attr]
+        if any(len(line) != 2 for line in ready):
+            raise RuntimeError("a serving worker failed before it was ready")
+        pss = [proportional_set_size(process.pid) for process in processes]
+    finally:
+        for process in processes:
+            process.communicate(timeout=60)
+    p50 = float(sorted(float(line[1]) for line in ready)[len(ready) // 2])
+    return SharingFigures(workers, share_weights, pss, p50)

@@ -1,0 +1,518 @@
+"""EngineCache: swap fused bundles in and out of memory under a budget.
+
+Requests name a bundle, or a model inside one; the cache loads what is missing, evicting idle
+bundles chosen by its policy until the newcomer fits. What it budgets with is each bundle's
+measured footprint (`footprint.py`), so the accounting is about real memory. A bundle serving a
+request is pinned and never evicted; concurrent requests for a bundle that is loading wait for
+that one load; a bundle larger than the whole budget is refused when registered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from fusedinf_cc.artifacts.manifest import Manifest, ModelEntry, manifest_path_for, read_manifest
+from fusedinf_cc.backends.base import Session, TensorSpec
+from fusedinf_cc.backends.sessions import (
+    DEFAULT_RUNTIME,
+    check_runtime,
+    check_weight_streaming,
+    is_engine,
+    open_session,
+)
+from fusedinf_cc.backends.weight_pool import DEFAULT_POOL, shared_bytes_by_digest
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import sha256_file
+from fusedinf_cc.common.sizes import format_bytes
+from fusedinf_cc.runtime.feeds import check_feeds, load_feeds, random_feeds, resolve_shape
+from fusedinf_cc.runtime.footprint import Footprint, FootprintCache, arena_bytes
+from fusedinf_cc.runtime.policies import POLICIES, CachePolicy
+from fusedinf_cc.runtime.procmem import release_freed_memory
+
+
+@dataclass
+class Bundle:
+    """A runnable artifact: a fused model with its manifest, or one plain model."""
+
+    name: str
+    artifact: Path
+    manifest: Manifest | None
+    footprint: Footprint
+
+    def models(self) -> dict[str, ModelEntry]:
+        return {entry.name: entry for entry in self.manifest.models} if self.manifest else {}
+
+    @functools.cached_property
+    def shared_weights(self) -> dict[str, int]:
+        """Bytes of each distinct weight this bundle maps from the process's weight pool, by
+        digest (ahead-of-time bundles only): bundles holding the same weight hold one copy."""
+        if self.manifest is None:
+            return {}
+        return shared_bytes_by_digest(self.manifest.weights)
+
+
+def open_bundle(
+    path: Path, *, name: str | None = None, footprints: FootprintCache | None = None
+) -> Bundle:
+    """Open an artifact, check it against its manifest, and know its footprint.
+
+    An engine's footprint is what TensorRT reported when it built the engine (its manifest
+    says). Any other artifact's is measured once per machine, in a fresh process, and kept in
+    `footprints` (the user's cache folder by default): nothing is written beside the artifact.
+    """
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such bundle artifact")
+    sidecar = manifest_path_for(path)
+    manifest = read_manifest(sidecar) if sidecar.is_file() else None
+    digest = sha256_file(path)
+    if manifest is not None and manifest.artifact and manifest.artifact.sha256 != digest:
+        raise UserInputError(
+            f"{path}: sha256 differs from its manifest; the artifact was changed after it "
+            "was built, rebuild it"
+        )
+    known = manifest.footprint if manifest else {}
+    if is_engine(path) and known.get("device_memory_bytes") is not None:
+        # An engine's budget is GPU memory, which TensorRT reported when it built the engine:
+        # its weights (the plan) and the activation memory one context needs.
+        footprint = Footprint(
+            measured_bytes=int(known.get("engine_bytes", 0)) + int(known["device_memory_bytes"]),
+            resident_bytes=int(known.get("engine_bytes", 0)) + int(known["device_memory_bytes"]),
+            load_seconds=float(known.get("load_seconds", 0.0)),
+        )
+    else:
+        footprint = (footprints or FootprintCache()).footprint(path, digest)
+    return Bundle(name=name or path.stem, artifact=path, manifest=manifest, footprint=footprint)
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    bytes_loaded: int = 0
+    seconds_loading: float = 0.0
+    peak_accounted_bytes: int = 0
+    loads_by_bundle: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Entry:
+    bundle: Bundle
+    session: Session | None = None
+    loading: bool = False
+    pins: int = 0
+    frequency: int = 0
+    priority: float = 0.0
+    base: float = 0.0
+    cost_seconds: float = 0.0
+    shared: dict[str, int] = field(default_factory=dict)  # pooled weights: digest -> bytes
+    activation: int = 0  # what one request needs from the activation arena
+    freeable: int | None = None  # what evicting it frees now; set before a victim is chosen
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    @property
+    def size(self) -> int:
+        """What the policy weighs: the bytes its eviction would free, or its footprint."""
+        return self.bundle.footprint.measured_bytes if self.freeable is None else self.freeable
+
+    @property
+    def private_size(self) -> int:
+        """What this bundle alone adds: its footprint less the pooled weights it maps."""
+        return max(0, self.bundle.footprint.measured_bytes - sum(self.shared.values()))
+
+    @property
+    def held(self) -> bool:
+        return self.session is not None or self.loading
+
+
+class EngineCache:
+    """Bundles loaded on demand and evicted by `policy` so their footprints fit `budget_bytes`."""
+
+    def __init__(
+        self,
+        budget_bytes: int,
+        policy: str | Callable[[], CachePolicy] = "lru",
+        *,
+        share_weights: bool = False,
+        pool_weights: bool = True,
+        share_arena: bool = True,
+        runtime: str = DEFAULT_RUNTIME,
+        session_factory: Callable[[Path], Session] | None = None,
+    ):
+        """`policy`: a name from `POLICIES`, or what makes a policy (e.g. a clairvoyant one
+        for a replay). `share_weights`: keep weights in the memory-mapped external data file,
+        shared by every process that serves the same bundle (`open_session`).
+        `pool_weights`: ahead-of-time bundles that hold the same weights map them once
+        (`weight_pool`), and the budget counts them once while any resident bundle holds them.
+        `share_arena`: activations come from one arena for the process, which the budget counts
+        once, at the most one request has needed; requests then run one at a time (on a CPU
+        one inference already uses every core). Without it, every resident bundle keeps its
+        own activation memory, is counted with it, and requests run concurrently."""
+        if budget_bytes <= 0:
+            raise UserInputError("the memory budget must be positive")
+        if isinstance(policy, str) and policy not in POLICIES:
+            raise UserInputError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
+        self.budget_bytes = budget_bytes
+        self._new_policy = POLICIES[policy] if isinstance(policy, str) else policy
+        self.policy: CachePolicy = self._new_policy()
+        self.stats = CacheStats()
+        self.evictions: list[str] = []  # bundle names, in eviction order
+        self._session_factory = session_factory or functools.partial(
+            open_session,
+            runtime=check_runtime(runtime),
+            share_weights=share_weights,
+            weight_pool=DEFAULT_POOL if pool_weights else None,
+            shared_arena=share_arena,
+        )
+        self._pool_weights = pool_weights
+        self._share_arena = share_arena
+        self._arena_bytes = 0  # the shared arena as accounted: it grows and never shrinks
+        self._run_lock = threading.Lock() if share_arena else contextlib.nullcontext()
+        self._entries: dict[str, _Entry] = {}
+        self._model_index: dict[str, list[str]] = {}  # model name -> bundles holding it
+        self._condition = threading.Condition()
+
+    # registration -------------------------------------------------------------------------
+    def register(self, bundle: Bundle | Path, name: str | None = None) -> Bundle:
+        if isinstance(bundle, Path):
+            bundle = open_bundle(bundle, name=name)
+        with self._condition:
+            self._check_fits(bundle)
+            # Bundle names are unique and never another bundle's model; one model may sit in
+            # several bundles (a model shared by several functions), which only makes it
+            # ambiguous. A bundle of one model may carry that model's name: both mean the model.
+            own = set(bundle.models()) - {bundle.name} if _is_solo(bundle) else bundle.models()
+            clashes = ({bundle.name} & (set(self._entries) | set(self._model_index))) | (
+                set(own) & (set(self._entries) | {bundle.name})
+            )
+            if clashes:
+                raise UserInputError(f"names already registered: {', '.join(sorted(clashes))}")
+            # GDSF's cost starts as the load time measured with the footprint.
+            self._entries[bundle.name] = _Entry(
+                bundle,
+                cost_seconds=bundle.footprint.load_seconds,
+                shared=bundle.shared_weights if self._pool_weights else {},
+                activation=bundle.footprint.activation_bytes,
+            )
+            for model in bundle.models():
+                self._model_index.setdefault(model, []).append(bundle.name)
+        return bundle
+
+    def _check_fits(self, bundle: Bundle) -> None:
+        """Refuse a bundle that could never load: larger than the budget on its own or, with
+        the shared arena (which never shrinks), beside the largest arena another bundle needs."""
+        needs = bundle.footprint.alone_bytes
+        if self._share_arena:
+            registered = [entry.bundle.footprint for entry in self._entries.values()]
+            needs = least_budget([*registered, bundle.footprint])
+        if needs > self.budget_bytes:
+            raise UserInputError(
+                f"bundle {bundle.name!r} needs {format_bytes(needs)} of memory (with the "
+                "activations of the largest request), more than the whole budget "
+                f"({format_bytes(self.budget_bytes)})"
+            )
+
+    # requests -----------------------------------------------------------------------------
+    def run(
+        self,
+        name: str,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run bundle `name` (feeds by fused names) or model `name` (feeds by its own names)."""
+        bundle_name, model = self._resolve(name)
+        entry = self._acquire(bundle_name)
+        try:
+            session = entry.session
+            assert session is not None
+            if model is None:
+                check_feeds(feeds, session.inputs, f"request for {name!r}")
+                unknown = sorted(set(outputs or ()) - {spec.name for spec in session.outputs})
+                if unknown:
+                    raise UserInputError(f"bundle {name!r} has no outputs {unknown}")
+                with self._run_lock:
+                    return session.run(feeds, outputs)
+            fused_feeds = _model_feeds(session, model, feeds, f"request for {name!r}")
+            wanted = outputs if outputs is not None else list(model.outputs)
+            unknown = [output for output in wanted if output not in model.outputs]
+            if unknown:
+                raise UserInputError(f"model {model.name!r} has no outputs {unknown}")
+            fused_names = [model.outputs[output] for output in wanted]
+            with self._run_lock:
+                results = session.run(fused_feeds, fused_names)
+            return {output: results[model.outputs[output]] for output in wanted}
+        finally:
+            self._release(entry)
+
+    def input_specs(self, name: str) -> list[TensorSpec]:
+        """The inputs a request for `name` takes, named as the caller names them."""
+        return self.specs(name)[0]
+
+    def specs(self, name: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """(inputs, outputs) of bundle or model `name`, named as the caller names them
+        (loading the bundle if it is not resident)."""
+        bundle_name, model = self._resolve(name)
+        entry = self._acquire(bundle_name)
+        try:
+            assert entry.session is not None
+            inputs, outputs = list(entry.session.inputs), list(entry.session.outputs)
+        finally:
+            self._release(entry)
+        if model is None:
+            return inputs, outputs
+        own_inputs = {fused: own for own, fused in model.inputs.items()}
+        own_outputs = {fused: own for own, fused in model.outputs.items()}
+        return (
+            [replace(s, name=own_inputs[s.name]) for s in inputs if s.name in own_inputs],
+            [replace(s, name=own_outputs[s.name]) for s in outputs if s.name in own_outputs],
+        )
+
+    def load(self, name: str) -> None:
+        """Make bundle `name` (or the bundle of model `name`) resident now, evicting as needed."""
+        self._release(self._acquire(self._resolve(name)[0]))
+
+    def unload(self, name: str) -> bool:
+        """Evict bundle `name` (or its model's bundle) once no request holds it, and hand the
+        memory it held back to the system; False when it was not resident."""
+        bundle_name = self._resolve(name)[0]
+        with self._condition:
+            entry = self._entries[bundle_name]
+            while entry.pins > 0 or entry.loading:
+                self._condition.wait()
+            if entry.session is None:
+                return False
+            self._evict(entry)
+            self._condition.notify_all()
+        release_freed_memory()
+        return True
+
+    def bundle_of(self, name: str) -> str:
+        return self._resolve(name)[0]
+
+    def names(self) -> dict[str, list[str]]:
+        """Every registered bundle and the models inside it."""
+        with self._condition:
+            return {name: list(e.bundle.models()) for name, e in self._entries.items()}
+
+    def _resolve(self, name: str) -> tuple[str, ModelEntry | None]:
+        with self._condition:
+            if name in self._entries:
+                bundle = self._entries[name].bundle
+                return name, (bundle.models()[name] if _is_solo(bundle) else None)
+            holders = self._model_index.get(name, [])
+            if len(holders) > 1:
+                raise UserInputError(
+                    f"model {name!r} is in bundles {', '.join(holders)}: run one of those bundles"
+                )
+            if holders:
+                return holders[0], self._entries[holders[0]].bundle.models()[name]
+        known = ", ".join(sorted(set(self._entries) | set(self._model_index)))
+        raise UserInputError(f"no bundle or model named {name!r} (known: {known})")
+
+    def _acquire(self, bundle_name: str) -> _Entry:
+        with self._condition:
+            entry = self._entries[bundle_name]
+            while True:
+                if entry.session is not None:
+                    if self._make_room(entry):  # the arena may grow for one more request
+                        entry.pins += 1
+                        self.stats.hits += 1
+                        self.policy.touch(entry)
+                        return entry
+                elif not entry.loading and self._make_room(entry):
+                    entry.loading = True
+                    self.stats.peak_accounted_bytes = max(
+                        self.stats.peak_accounted_bytes, self._bytes_held()
+                    )
+                    break
+                self._condition.wait()  # another thread is loading it, or pins hold the room
+        return self._load(entry)
+
+    def _load(self, entry: _Entry) -> _Entry:
+        started = time.perf_counter()
+        try:
+            session = self._session_factory(entry.bundle.artifact)
+        except BaseException:
+            with self._condition:
+                entry.loading = False
+                self._condition.notify_all()
+            raise
+        seconds = time.perf_counter() - started
+        with self._condition:
+            entry.session, entry.loading = session, False
+            entry.pins += 1
+            entry.cost_seconds = seconds
+            self.stats.misses += 1
+            self.stats.bytes_loaded += entry.bundle.footprint.measured_bytes
+            self.stats.seconds_loading += seconds
+            loads = self.stats.loads_by_bundle
+            loads[entry.bundle.name] = loads.get(entry.bundle.name, 0) + 1
+            self.policy.touch(entry)
+            self._condition.notify_all()
+        return entry
+
+    def _make_room(self, newcomer: _Entry) -> bool:
+        """Evict idle bundles until `newcomer` (resident or not) fits with the arena its
+        request needs; False (evicting nothing) when pinned or loading bundles leave no room
+        even with every idle one gone."""
+        arena = max(self._arena_bytes, newcomer.activation) if self._share_arena else 0
+        if newcomer.held and arena == self._arena_bytes:
+            return True  # a hit that needs no more arena: nothing to account
+        held = [e for e in self._entries.values() if e.held and e is not newcomer]
+        idle = [e for e in held if e.session is not None and e.pins == 0]
+        busy = [e for e in held if e not in idle]
+        if self._bytes_of([*busy, newcomer], arena) > self.budget_bytes:
+            return False
+        # Freed memory is handed back (malloc_trim) only where a victim's weights lay in the
+        # heap. An ahead-of-time bundle maps its weights and holds 2-3.5 MiB of its own, which
+        # the next load reuses: trimming that cost a request 1 ms an eviction, up to 5, and
+        # lowered no peak. A portable bundle's freed weights would leave holes the allocator
+        # keeps: without a trim the process grew 46% past its budget.
+        freed_heap = False
+        while self._bytes_of([*held, newcomer], arena) > self.budget_bytes:
+            _weigh_freeable(idle, [*held, newcomer])
+            victim = self.policy.victim(idle)
+            idle.remove(victim)
+            held.remove(victim)
+            self._evict(victim)
+            freed_heap = freed_heap or not victim.bundle.shared_weights
+        if freed_heap:
+            release_freed_memory()
+        self._arena_bytes = arena
+        return True
+
+    def _bytes_of(self, entries: Sequence[_Entry], arena: int) -> int:
+        """Memory `entries` hold together: each one's own bytes, each pooled weight once, and
+        the activations: the shared arena once, or each bundle's own."""
+        weights: dict[str, int] = {}
+        for entry in entries:
+            weights.update(entry.shared)
+        own = sum(entry.private_size for entry in entries) + sum(weights.values())
+        if self._share_arena:
+            return own + arena
+        return own + sum(entry.activation for entry in entries)
+
+    def _bytes_held(self) -> int:
+        held = [e for e in self._entries.values() if e.held]
+        return self._bytes_of(held, self._arena_bytes)
+
+    def _evict(self, entry: _Entry) -> None:
+        self.evictions.append(entry.bundle.name)
+        assert entry.session is not None
+        entry.session.close()
+        entry.session = None
+        self.stats.evictions += 1
+        self.policy.evicted(entry)
+
+    def _release(self, entry: _Entry) -> None:
+        with self._condition:
+            entry.pins -= 1
+            self._condition.notify_all()
+
+    def reset_stats(self) -> None:
+        """Start counting (and the policy's history) afresh, e.g. after a warm-up."""
+        with self._condition:
+            self.stats = CacheStats(peak_accounted_bytes=self._bytes_held())
+            self.evictions.clear()
+            self.policy = self._new_policy()
+            for entry in self._entries.values():
+                entry.frequency, entry.priority, entry.base = 0, 0.0, 0.0
+
+    # inspection ---------------------------------------------------------------------------
+    @property
+    def accounted_bytes(self) -> int:
+        with self._condition:
+            return self._bytes_held()
+
+    def resident(self) -> list[str]:
+        with self._condition:
+            return [name for name, e in self._entries.items() if e.session is not None]
+
+    def close(self) -> None:
+        """Evict every idle bundle and hand the memory they held back to the system."""
+        with self._condition:
+            for entry in self._entries.values():
+                if entry.session is not None and entry.pins == 0:
+                    self._evict(entry)
+        release_freed_memory()
+
+
+def _weigh_freeable(idle: Sequence[_Entry], staying: Sequence[_Entry]) -> None:
+    """Set what evicting each idle entry would free: its own bytes and the pooled weights no
+    other entry of `staying` (which includes it) holds."""
+    holders: dict[str, int] = {}
+    for entry in staying:
+        for digest in entry.shared:
+            holders[digest] = holders.get(digest, 0) + 1
+    for entry in idle:
+        alone = sum(size for digest, size in entry.shared.items() if holders[digest] == 1)
+        entry.freeable = entry.private_size + alone
+
+
+def least_budget(footprints: Sequence[Footprint]) -> int:
+    """The least budget under which each of these bundles can load with a shared arena: the
+    largest bundle beside the largest arena (which the loader never shrinks)."""
+    largest = max((footprint.measured_bytes for footprint in footprints), default=0)
+    return largest + arena_bytes(footprints)
+
+
+def run_once(
+    artifact: Path,
+    *,
+    model: str | None = None,
+    feeds_path: Path | None = None,
+    runtime: str = DEFAULT_RUNTIME,
+    weight_streaming_budget: int | None = None,
+) -> dict[str, np.ndarray]:
+    """One request through a cache holding just this bundle: what `fusedinf-cc run` does."""
+    check_weight_streaming(artifact, weight_streaming_budget)  # before measuring a footprint
+    bundle = open_bundle(artifact)
+    factory = functools.partial(
+        open_session,
+        runtime=check_runtime(runtime),
+        weight_streaming_budget=weight_streaming_budget,
+    )
+    cache = EngineCache(max(bundle.footprint.alone_bytes, 1), session_factory=factory)
+    cache.register(bundle)
+    name = model or bundle.name
+    try:
+        specs = cache.input_specs(name)
+        feeds = load_feeds(feeds_path, specs) if feeds_path else random_feeds(specs)
+        return cache.run(name, feeds)
+    finally:
+        cache.close()
+
+
+def _model_feeds(
+    session: Session, model: ModelEntry, feeds: Mapping[str, np.ndarray], source: str
+) -> dict[str, np.ndarray]:
+    """Feeds for the whole fused graph from one model's own, which must all be there: the other
+    models' inputs get zeros (a fused session runs every branch, so a request for one model
+    pays for the group)."""
+    fused_specs = {spec.name: spec for spec in session.inputs}
+    own_specs = [
+        TensorSpec(own, fused_specs[fused].dtype, fused_specs[fused].shape)
+        for own, fused in model.inputs.items()
+    ]
+    check_feeds(feeds, own_specs, source)
+    fused = {model.inputs[name]: value for name, value in feeds.items()}
+    for spec in session.inputs:
+        if spec.name not in fused:
+            fused[spec.name] = np.zeros(resolve_shape(spec, {}), dtype=spec.dtype)
+    return fused
+
+
+def _is_solo(bundle: Bundle) -> bool:
+    """A bundle of one model that carries the model's name: requests use the model's names."""
+    return list(bundle.models()) == [bundle.name]

@@ -1,0 +1,276 @@
+"""The child side of `bench`: load one variant, time its requests, report its own peak memory.
+
+Runs in a freshly spawned process and imports only numpy, ONNX Runtime and this package's runtime
+modules, never the compiler (onnx, onnx-ir), so its memory is what a deployed runtime would use.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from fusedinf_cc.backends.base import Session
+from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession, import_onnxruntime
+from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME
+from fusedinf_cc.backends.sessions import open_session
+from fusedinf_cc.backends.tensorrt.device import device_memory_in_use
+from fusedinf_cc.common.errors import FusedInfError, UserInputError
+from fusedinf_cc.common.files import external_data_name
+from fusedinf_cc.runtime.feeds import random_feeds
+from fusedinf_cc.runtime.procmem import release_freed_memory, reset_peak_rss, status_bytes
+
+Variant = Literal["separate", "fused"]
+
+# y = Relu(x), x: float[1, 8], opset 13: the smallest model that starts the runtime. Kept as bytes
+# so that this worker never imports onnx (tests/test_loader.py checks these bytes with onnx).
+WARMUP_MODEL = bytes.fromhex(
+    "0807120b6675736564696e662d63633a400a0c0a0178120179220452656c7512067761726d75705a130a017812"
+    "0e0a0c080112080a0208010a02080862130a0179120e0a0c080112080a0208010a02080842040a00100d"
+)
+Execution = Literal["sequential", "parallel"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    variant: Variant
+    spinning: bool
+    execution: Execution
+    threads: int = 0  # 0: ONNX Runtime's default (one per physical core)
+    runtime: str = DEFAULT_RUNTIME  # ort-cpu, ort-cuda, ort-trt or tensorrt
+
+    @property
+    def label(self) -> str:
+        if self.runtime == "tensorrt":  # no thread pools to spin
+            return f"{self.variant}/{self.execution}"
+        spin = "spin" if self.spinning else "nospin"
+        return f"{self.variant}/{self.execution}/{spin}"
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What one child process loads and runs: model files and feeds by each model's own names."""
+
+    models: list[tuple[str, Path]]  # (name, path); the fused plan has one entry
+    feeds: list[dict[str, np.ndarray]] | None  # None: random feeds from each model's inputs
+    runs: int
+    warmup: int
+    # Start ONNX Runtime on a one-node model before the baseline, so that its one-time costs
+    # (its library's pages, its environment) are not charged to the models measured.
+    warm_runtime: bool = False
+    # Load, run and drop the models once before the baseline: what is measured is then what
+    # they add to a warm serving process (the loader's case), not first-use costs such as the
+    # code pages of kernels that run for the first time.
+    warm_load: bool = False
+    # Activations from the process's one arena (`register_shared_arena`), as in the loader.
+    shared_arena: bool = False
+
+
+@dataclass
+class VariantResult:
+    config: BenchConfig
+    load_s: float
+    latencies_ms: list[float] = field(repr=False)
+    peak_rss_bytes: int
+    artifact_bytes: int
+    imported_compiler: bool = False
+    baseline_rss_bytes: int = 0  # before loading anything: the interpreter and the runtime
+    resident_rss_bytes: int = 0  # after the last request
+    activation_bytes: int = 0  # with warm_load and shared_arena: what the shared arena kept
+    gpu_bytes: int | None = None  # GPU memory in use beyond the baseline (None: no GPU runtime)
+    p50_ms_by_round: list[float] = field(default_factory=list)  # when merged from rounds
+    # The spread between rounds: glibc's heap layout alone moves a process's peak by up to
+    # 12 MiB between identical rounds (docs/benchmarks.md).
+    peak_rss_bytes_by_round: list[int] = field(default_factory=list)
+    load_s_by_round: list[float] = field(default_factory=list)
+
+    @property
+    def footprint_bytes(self) -> int:
+        """Peak memory the models added to the process, load transients included."""
+        return max(0, self.peak_rss_bytes - self.baseline_rss_bytes)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q))
+
+    @property
+    def throughput_rps(self) -> float:
+        return 1000.0 * len(self.latencies_ms) / sum(self.latencies_ms)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "label": self.config.label,
+            "load_s": self.load_s,
+            "p50_ms": self.percentile(50),
+            "p90_ms": self.percentile(90),
+            "p99_ms": self.percentile(99),
+            "throughput_rps": self.throughput_rps,
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "artifact_bytes": self.artifact_bytes,
+            "gpu_bytes": self.gpu_bytes,
+            "rounds": max(1, len(self.p50_ms_by_round)),
+            "p50_ms_by_round": self.p50_ms_by_round or [self.percentile(50)],
+            "peak_rss_bytes_by_round": self.peak_rss_bytes_by_round or [self.peak_rss_bytes],
+            "load_s_by_round": self.load_s_by_round or [self.load_s],
+        }
+
+
+def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
+    """In the child: load every model, run the first request (cold load), then time requests."""
+    on_gpu = config.runtime != DEFAULT_RUNTIME
+    if plan.warm_runtime and config.runtime.startswith("ort-"):
+        warm = OnnxRuntimeSession(WARMUP_MODEL, shared_arena=plan.shared_arena)
+        warm.run({"x": np.zeros((1, 8), np.float32)})
+        warm.close()
+    activation_bytes = _load_once(plan, config) if plan.warm_load else 0
+    gpu_baseline = device_memory_in_use() if on_gpu else None
+    baseline = status_bytes().get("VmRSS", 0)
+    started = time.perf_counter()
+    sessions = _open_all(plan, config)
+    feeds_per_model = plan.feeds or [random_feeds(session.inputs) for session in sessions]
+    pool = (
+        ThreadPoolExecutor(len(sessions))
+        if config.execution == "parallel" and len(sessions) > 1
+        else None
+    )
+
+    def request() -> None:
+        if pool is None:
+            for session, feeds in zip(sessions, feeds_per_model, strict=True):
+                session.run(feeds)
+        else:
+            list(
+                pool.map(
+                    lambda pair: pair[0].run(pair[1]),
+                    zip(sessions, feeds_per_model, strict=True),
+                )
+            )
+
+    request()
+    load_s = time.perf_counter() - started
+    for _ in range(plan.warmup):
+        request()
+    latencies = []
+    for _ in range(plan.runs):
+        begin = time.perf_counter()
+        request()
+        latencies.append((time.perf_counter() - begin) * 1000.0)
+    gpu_bytes = None
+    if gpu_baseline is not None:
+        gpu_bytes = max(0, (device_memory_in_use() or 0) - gpu_baseline)
+    if pool is not None:
+        pool.shutdown()
+    artifact_bytes = sum(_artifact_bytes(path) for _, path in plan.models)
+    return VariantResult(
+        config=config,
+        load_s=load_s,
+        latencies_ms=latencies,
+        peak_rss_bytes=status_bytes().get("VmHWM", 0),
+        artifact_bytes=artifact_bytes,
+        imported_compiler="onnx_ir" in sys.modules,
+        baseline_rss_bytes=baseline,
+        resident_rss_bytes=status_bytes().get("VmRSS", 0),
+        gpu_bytes=gpu_bytes,
+        activation_bytes=activation_bytes,
+    )
+
+
+def _open_all(plan: BenchPlan, config: BenchConfig) -> list[Session]:
+    options = _session_options(config)
+    return [
+        open_session(path, config.runtime, options, shared_arena=plan.shared_arena)
+        for _, path in plan.models
+    ]
+
+
+def _load_once(plan: BenchPlan, config: BenchConfig) -> int:
+    """Load, run and drop the plan's models; then restart the kernel's peak-RSS count. Returns
+    the private memory that stayed behind, which with a shared arena is the arena the run grew
+    (code pages the run touched first are file-backed, not counted)."""
+    before = status_bytes().get("RssAnon", 0)
+    sessions = _open_all(plan, config)
+    for session, feeds in zip(sessions, plan.feeds or [None] * len(sessions), strict=True):
+        session.run(feeds if feeds is not None else random_feeds(session.inputs))
+        session.close()
+    del sessions
+    gc.collect()
+    release_freed_memory()
+    reset_peak_rss()
+    return max(0, status_bytes().get("RssAnon", 0) - before)
+
+
+def _session_options(config: BenchConfig) -> dict[str, Any] | None:
+    if config.runtime == "tensorrt":
+        return None
+    ort = import_onnxruntime()
+    spin = "1" if config.spinning else "0"
+    options: dict[str, Any] = {
+        "intra_op_num_threads": config.threads,
+        "config": {
+            "session.intra_op.allow_spinning": spin,
+            "session.inter_op.allow_spinning": spin,
+        },
+    }
+    if config.variant == "fused":
+        options["execution_mode"] = (
+            ort.ExecutionMode.ORT_PARALLEL
+            if config.execution == "parallel"
+            else ort.ExecutionMode.ORT_SEQUENTIAL
+        )
+    return options
+
+
+def _artifact_bytes(path: Path) -> int:
+    data = path.with_name(external_data_name(path))
+    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+_USER_ERROR_MARK = "fusedinf-cc error: "
+
+
+def run_in_fresh_process(plan: BenchPlan, config: BenchConfig) -> VariantResult:
+    """Run one configuration in a new interpreter; plan and result travel as pickle files."""
+    with tempfile.TemporaryDirectory(prefix="fusedinf-bench-") as scratch:
+        plan_path, result_path = Path(scratch) / "plan.pkl", Path(scratch) / "result.pkl"
+        plan_path.write_bytes(pickle.dumps((plan, config)))
+        completed = subprocess.run(
+            [sys.executable, "-m", "fusedinf_cc.runtime.worker", str(plan_path), str(result_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            last = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+            if last.startswith(_USER_ERROR_MARK):  # the user's to fix: say it as it was said
+                raise UserInputError(last.removeprefix(_USER_ERROR_MARK))
+            raise RuntimeError(f"bench worker for {config.label} failed: {last}")
+        result: VariantResult = pickle.loads(result_path.read_bytes())
+    return result
+
+
+def main() -> None:
+    # Run as `-m`, this file is `__main__`; results must pickle under the module's real name.
+    worker = importlib.import_module("fusedinf_cc.runtime.worker")
+
+    plan_path, result_path = Path(sys.argv[1]), Path(sys.argv[2])
+    plan, config = pickle.loads(plan_path.read_bytes())
+    try:
+        result = worker.run_variant(plan, config)
+    except FusedInfError as error:
+        print(f"{_USER_ERROR_MARK}{error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    result_path.write_bytes(pickle.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

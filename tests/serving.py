@@ -1,0 +1,73 @@
+"""Start a real `serve` process for one request, the way a client would meet it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve_one_request(
+    dist: Path,
+    env: dict[str, str],
+    *,
+    model: str = "b",
+    width: int = 32,
+    python_flags: Sequence[str] = (),
+    wrap: Callable[[list[str]], list[str]] = lambda command: command,
+) -> tuple[list[float], str]:
+    """Start `serve DIST` on 127.0.0.1, send one JSON request of ones to `model` (input `x`,
+    1 x width), stop the server by its PID; return the first output's data and its stderr."""
+    port = free_port()
+    command = [
+        sys.executable, *python_flags, "-m", "fusedinf_cc", "serve", str(dist), "--port", str(port)
+    ]  # fmt: skip
+    # stderr goes to a file: a pipe nobody reads while the server runs could fill and block it.
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = subprocess.Popen(
+            wrap(command), stdout=subprocess.DEVNULL, stderr=log, text=True, env=env
+        )
+        try:
+            outputs = _ask(f"http://127.0.0.1:{port}", process, log, model, width)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        log.seek(0)
+        return outputs, log.read()
+
+
+def _ask(url: str, process: subprocess.Popen, log: IO[str], model: str, width: int) -> list:
+    deadline = time.monotonic() + 120
+    while True:
+        if process.poll() is not None:
+            log.seek(0)
+            raise AssertionError(f"serve exited: {log.read()}")
+        assert time.monotonic() < deadline, "serve did not become ready"
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=5) as reply:
+                if reply.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.2)
+    tensor = {"name": "x", "shape": [1, width], "datatype": "FP32", "data": [1.0] * width}
+    request = urllib.request.Request(
+        f"{url}/v2/models/{model}/infer",
+        data=json.dumps({"inputs": [tensor]}).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        return json.loads(reply.read())["outputs"][0]["data"]

@@ -17,6 +17,17 @@ DIST_FORMAT = "fusedinf-dist/1"
 INDEX = "bundle.json"
 
 
+def index_path(bundle_dir: Path, name: object) -> Path:
+    """A file named by `bundle.json`: a plain name inside `bundle_dir`, never a path that is
+    absolute or climbs out of it (a hand-edited index must not serve another file)."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise UserInputError(
+            f"{bundle_dir / INDEX}: {name!r} is not a file of this bundle (a plain file name "
+            "inside its folder)"
+        )
+    return bundle_dir / name
+
+
 def read_index(bundle_dir: Path) -> dict[str, Any] | None:
     path = bundle_dir / INDEX
     try:
@@ -36,18 +47,22 @@ def verify_bundle_dir(bundle_dir: Path) -> list[str]:
         return [f"{bundle_dir.name}: no readable {INDEX}"]
     problems = []
     for name, digest in sorted(index.get("files", {}).items()):
-        path = bundle_dir / name
+        try:
+            path = index_path(bundle_dir, name)
+        except UserInputError as error:
+            problems.append(str(error))
+            continue
         if not path.is_file():
             problems.append(f"{bundle_dir.name}/{name}: missing")
         elif sha256_file(path) != digest:
             problems.append(f"{bundle_dir.name}/{name}: sha256 differs from {INDEX}")
     for artifact in index.get("artifacts", []):
-        manifest_path = bundle_dir / artifact["manifest"]
-        artifact_path = bundle_dir / artifact["path"]
         try:
+            manifest_path = index_path(bundle_dir, artifact["manifest"])
+            artifact_path = index_path(bundle_dir, artifact["path"])
             manifest = read_manifest(manifest_path)
         except UserInputError as error:
-            problems.append(f"{bundle_dir.name}/{artifact['manifest']}: {error}")
+            problems.append(f"{bundle_dir.name}/{artifact.get('manifest')}: {error}")
             continue
         if manifest.artifact is None or not artifact_path.is_file():
             continue  # reported above as missing

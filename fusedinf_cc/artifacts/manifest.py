@@ -64,6 +64,9 @@ class Artifact:
     size_bytes: int
     backend: str
     external_data: str | None = None
+    # The side file's sha256: a reader checks every file it maps, not only the model, since a
+    # model beside another build's side file runs and gives wrong numbers.
+    external_data_sha256: str | None = None
 
 
 @dataclass

@@ -169,12 +169,14 @@ def finish_manifest(
 ) -> Manifest:
     """Record the built artifact (hash, size, tools, the device it is for) and write
     `<out>.manifest.json` beside it."""
+    side_file = out_path.with_name(external_data_name(out_path)) if len(written) > 1 else None
     manifest.artifact = Artifact(
         path=out_path.name,
         sha256=sha256_file(out_path),
         size_bytes=sum(path.stat().st_size for path in written),
         backend=backend,
-        external_data=external_data_name(out_path) if len(written) > 1 else None,
+        external_data=side_file.name if side_file else None,
+        external_data_sha256=sha256_file(side_file) if side_file else None,
     )
     manifest.build_options = dict(build_options or {})
     manifest.tools = tool_versions()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from fusedinf_cc.artifacts.index import read_index
+from fusedinf_cc.artifacts.index import index_path, read_index
 from fusedinf_cc.backends.cpu_target import cpu_built_for
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import external_data_name, staging_dir
@@ -109,7 +109,8 @@ def export_triton(
         )
     if max_batch_size < 0 or version < 1:
         raise UserInputError("--max-batch-size must be >= 0 and --version >= 1")
-    if chosen == "onnx" and cpu_built_for(bundle_dir / artifacts["onnx"]["path"]) is not None:
+    onnx_artifact = index_path(bundle_dir, artifacts["onnx"]["path"])
+    if chosen == "onnx" and cpu_built_for(onnx_artifact) is not None:
         raise UserInputError(
             f"{bundle_dir}: its onnx target was optimised ahead of time for one CPU class and "
             "ONNX Runtime version (aot = true); Triton runs its own ONNX Runtime, so export a "
@@ -118,7 +119,7 @@ def export_triton(
     name = index["name"]
     config = triton_config(
         name,
-        load_model(bundle_dir / artifacts["onnx"]["path"]),
+        load_model(onnx_artifact),
         platform=PLATFORMS[chosen],
         max_batch_size=max_batch_size,
         on_gpu=chosen == "engine",
@@ -132,7 +133,7 @@ def export_triton(
         (staging / "config.pbtxt").write_text(config.to_pbtxt(), encoding="utf-8")
         version_dir = staging / str(version)
         version_dir.mkdir()
-        artifact = bundle_dir / artifacts[chosen]["path"]
+        artifact = index_path(bundle_dir, artifacts[chosen]["path"])
         shutil.copyfile(artifact, version_dir / MODEL_FILES[chosen])
         data = artifact.with_name(external_data_name(artifact))
         if chosen == "onnx" and data.is_file():

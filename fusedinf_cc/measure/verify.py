@@ -63,7 +63,16 @@ def verify_artifact(
     """Compare each fused output with the output of the separate source model it came from."""
     rtol, atol = check_tolerance(rtol, "--rtol"), check_tolerance(atol, "--atol")
     manifest = manifest_for_artifact(artifact_path)
+    if not manifest.models:
+        raise UserInputError(f"{artifact_path}: its manifest names no model; nothing to verify")
     fused = open_session(artifact_path, runtime)
+    claimed = {name for entry in manifest.models for name in entry.outputs.values()}
+    unclaimed = sorted({spec.name for spec in fused.outputs} - claimed)
+    if unclaimed:
+        fused.close()
+        raise UserInputError(
+            f"{artifact_path}: outputs {unclaimed} belong to no model of its manifest"
+        )
     if feeds_path is not None:
         feeds = load_feeds(feeds_path, fused.inputs)
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fusedinf_cc.artifacts.manifest import Manifest, ModelEntry, manifest_path_for, read_manifest
+from fusedinf_cc.artifacts.manifest import (
+    Artifact,
+    Manifest,
+    ModelEntry,
+    manifest_path_for,
+    read_manifest,
+)
 from fusedinf_cc.backends.base import Session, TensorSpec
 from fusedinf_cc.backends.sessions import (
     DEFAULT_RUNTIME,
@@ -78,6 +85,8 @@ def open_bundle(
             f"{path}: sha256 differs from its manifest; the artifact was changed after it "
             "was built, rebuild it"
         )
+    if manifest is not None and manifest.artifact:
+        check_side_file(path, manifest.artifact)
     known = manifest.footprint if manifest else {}
     if is_engine(path) and known.get("device_memory_bytes") is not None:
         # An engine's budget is GPU memory, which TensorRT reported when it built the engine:
@@ -159,8 +168,10 @@ class EngineCache:
         once, at the most one request has needed; requests then run one at a time (on a CPU
         one inference already uses every core). Without it, every resident bundle keeps its
         own activation memory, is counted with it, and requests run concurrently."""
-        if budget_bytes <= 0:
-            raise UserInputError("the memory budget must be positive")
+        if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
+            raise UserInputError(
+                f"the memory budget must be a positive number of bytes, not {budget_bytes!r}"
+            )
         if isinstance(policy, str) and policy not in POLICIES:
             raise UserInputError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
         self.budget_bytes = budget_bytes
@@ -184,9 +195,10 @@ class EngineCache:
         self._condition = threading.Condition()
 
     # registration -------------------------------------------------------------------------
-    def register(self, bundle: Bundle | Path, name: str | None = None) -> Bundle:
-        if isinstance(bundle, Path):
-            bundle = open_bundle(bundle, name=name)
+    def register(self, bundle: Bundle | str | os.PathLike[str], name: str | None = None) -> Bundle:
+        """Register a bundle (opened, or an artifact's path); its models become addressable."""
+        if not isinstance(bundle, Bundle):
+            bundle = open_bundle(Path(bundle), name=name)
         with self._condition:
             self._check_fits(bundle)
             # Bundle names are unique and never another bundle's model; one model may sit in
@@ -511,6 +523,21 @@ def _model_feeds(
         if spec.name not in fused:
             fused[spec.name] = np.zeros(resolve_shape(spec, {}), dtype=spec.dtype)
     return fused
+
+
+def check_side_file(path: Path, artifact: Artifact) -> None:
+    """Refuse an artifact whose side file is missing or is not the one it was built with (an
+    interrupted overwrite, a copy from another build): it would load and answer wrongly."""
+    if not artifact.external_data_sha256:
+        return
+    side_file = path.with_name(artifact.external_data or "")
+    if artifact.external_data != side_file.name or not side_file.is_file():
+        raise UserInputError(f"{path}: its weights file {artifact.external_data!r} is missing")
+    if sha256_file(side_file) != artifact.external_data_sha256:
+        raise UserInputError(
+            f"{path}: its weights file {side_file.name} differs from the one it was built with "
+            "(an interrupted or partial copy?); rebuild or copy the artifact again"
+        )
 
 
 def _is_solo(bundle: Bundle) -> bool:

@@ -1,0 +1,122 @@
+"""An artifact is a set of files; no reader trusts one of them alone, and numbers and paths read
+from files are checked before anything waits on them or serves them."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusedinf_cc.artifacts.index import INDEX, verify_bundle_dir
+from fusedinf_cc.artifacts.manifest import manifest_path_for
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.compiler.build import build_fused
+from fusedinf_cc.precompile.build import build_bundles
+from fusedinf_cc.precompile.spec import read_spec
+from fusedinf_cc.runtime.loader import EngineCache, open_bundle
+from tests import builders
+from tests.conftest import run_cli
+
+pytest.importorskip("onnxruntime", reason="needs ONNX Runtime")
+
+
+def _pair(folder: Path, seed: int, width: int = 64) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    specs = []
+    for name, offset in (("a", 0), ("b", 1)):
+        path = folder / f"{name}.onnx"
+        builders.save(builders.affine(seed * 10 + offset, width=width), path)
+        specs.append(f"{name}={path}")
+    return specs
+
+
+@pytest.mark.parametrize("aot", [False, True])
+def test_a_side_file_from_another_build_is_refused_not_run(tmp_path, aot):
+    """The state an interrupted overwrite leaves: this build's model and manifest beside the
+    next build's side file. Without the side file's digest it loads and answers wrongly."""
+    out = tmp_path / "ow.onnx"
+    other = tmp_path / "other" / "ow.onnx"
+    width = 64 if aot else 1100  # a portable model keeps weights under 8 MiB inside itself
+    build_fused(_pair(tmp_path / "m0", 0, width), out, aot=aot)
+    other.parent.mkdir()
+    build_fused(_pair(tmp_path / "m1", 1, width), other, aot=aot)
+    side = out.with_name(out.name + ".data")
+    assert side.is_file()
+    assert run_cli("run", out).returncode == 0
+    shutil.copyfile(other.with_name(other.name + ".data"), side)
+    result = run_cli("run", out)
+    assert result.returncode == 2, result.stdout
+    assert "differs from the one it was built with" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    side.unlink()
+    with pytest.raises(UserInputError, match="is missing"):
+        open_bundle(out)
+
+
+def test_verify_fails_a_manifest_that_names_no_model_or_leaves_an_output_unclaimed(tmp_path):
+    out = tmp_path / "fused.onnx"
+    build_fused(_pair(tmp_path / "m", 0), out)
+    sidecar = manifest_path_for(out)
+    manifest = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**manifest, "models": manifest["models"][:1]}))
+    result = run_cli("verify", out)
+    assert result.returncode == 2 and "belong to no model" in result.stderr, result.stderr
+    sidecar.write_text(json.dumps({**manifest, "models": []}))
+    result = run_cli("verify", out)
+    assert result.returncode == 2 and "names no model" in result.stderr, result.stderr
+    assert "match" not in result.stdout
+
+
+@pytest.mark.parametrize("budget", ["abc", None, math.nan, True, -1, 0, 1.5])
+def test_the_loader_refuses_a_budget_that_is_not_a_positive_number_of_bytes(budget):
+    with pytest.raises(UserInputError, match="positive number of bytes"):
+        EngineCache(budget_bytes=budget)  # type: ignore[arg-type]
+
+
+def test_register_takes_a_str_or_any_path_like(tmp_path):
+    out = tmp_path / "fused.onnx"
+    build_fused(_pair(tmp_path / "m", 0), out)
+    cache = EngineCache(1 << 30)
+    assert cache.register(str(out)).name == "fused"
+    outputs = cache.run("a", {"x": np.ones((1, 64), np.float32)})
+    assert outputs["y"].shape == (1, 64)
+
+
+@pytest.fixture
+def dist(tmp_path: Path) -> Path:
+    _pair(tmp_path / "models", 0)
+    (tmp_path / "fusedinf.toml").write_text(
+        '[bundles.pair]\nmodels = { a = "models/a.onnx", b = "models/b.onnx" }\n'
+    )
+    results = build_bundles(
+        list(read_spec(tmp_path / "fusedinf.toml").bundles.values()), tmp_path / "dist"
+    )
+    assert [r.status for r in results] == ["built"]
+    return tmp_path / "dist"
+
+
+@pytest.mark.parametrize("where", ["absolute", "climbs"])
+def test_a_bundle_index_cannot_name_a_file_outside_its_folder(dist, tmp_path, where):
+    from fusedinf_cc.serve.app import register_dist
+
+    outside = tmp_path / "elsewhere.onnx"
+    shutil.copyfile(dist / "pair" / "pair.onnx", outside)
+    index_file = dist / "pair" / INDEX
+    index = json.loads(index_file.read_text())
+    index["artifacts"][0]["path"] = str(outside) if where == "absolute" else "../../elsewhere.onnx"
+    index_file.write_text(json.dumps(index))
+    with pytest.raises(UserInputError, match="not a file of this bundle"):
+        register_dist(EngineCache(1 << 30), dist, "ort-cpu")
+    assert any("not a file of this bundle" in p for p in verify_bundle_dir(dist / "pair"))
+    assert run_cli("bundle", "verify", dist).returncode == 1
+
+
+def test_a_built_bundle_hashes_its_manifests_too(dist):
+    manifest = dist / "pair" / "pair.onnx.manifest.json"
+    assert manifest.name in json.loads((dist / "pair" / INDEX).read_text())["files"]
+    manifest.write_text(manifest.read_text().replace('"a/x"', '"a/z"'))
+    assert any("sha256 differs" in p for p in verify_bundle_dir(dist / "pair"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,39 @@ def test_a_built_bundle_hashes_its_manifests_too(dist):
     assert manifest.name in json.loads((dist / "pair" / INDEX).read_text())["files"]
     manifest.write_text(manifest.read_text().replace('"a/x"', '"a/z"'))
     assert any("sha256 differs" in p for p in verify_bundle_dir(dist / "pair"))
+
+
+def test_a_request_that_can_never_fit_fails_at_once_rather_than_waiting(tmp_path):
+    """Accounting that cannot be met (here a budget lowered below a registered bundle) is an
+    error for the request, never a wait that nothing will end."""
+    out = tmp_path / "fused.onnx"
+    build_fused(_pair(tmp_path / "m", 0), out)
+    cache = EngineCache(1 << 30)
+    bundle = cache.register(out)
+    cache.budget_bytes = bundle.footprint.measured_bytes // 2
+    raised: list[BaseException] = []
+
+    def request() -> None:
+        try:
+            cache.run("a", {"x": np.ones((1, 64), np.float32)})
+        except UserInputError as error:
+            raised.append(error)
+
+    worker = threading.Thread(target=request, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the request waited for room that could never come"
+    assert raised and "does not fit the budget" in str(raised[0])
+
+
+def test_an_engine_manifest_with_a_negative_size_is_refused(tmp_path):
+    engine = tmp_path / "fused.engine"
+    engine.write_bytes(b"not a real plan")
+    manifest = {
+        "format": "fusedinf-bundle/1",
+        "models": [],
+        "footprint": {"engine_bytes": 10, "device_memory_bytes": -(10**15)},
+    }
+    manifest_path_for(engine).write_text(json.dumps(manifest))
+    with pytest.raises(UserInputError, match="not a number of bytes"):
+        open_bundle(engine)

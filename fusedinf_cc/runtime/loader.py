@@ -91,11 +91,10 @@ def open_bundle(
     if is_engine(path) and known.get("device_memory_bytes") is not None:
         # An engine's budget is GPU memory, which TensorRT reported when it built the engine:
         # its weights (the plan) and the activation memory one context needs.
-        footprint = Footprint(
-            measured_bytes=int(known.get("engine_bytes", 0)) + int(known["device_memory_bytes"]),
-            resident_bytes=int(known.get("engine_bytes", 0)) + int(known["device_memory_bytes"]),
-            load_seconds=float(known.get("load_seconds", 0.0)),
+        engine = _byte_count(known, "engine_bytes", sidecar) + _byte_count(
+            known, "device_memory_bytes", sidecar
         )
+        footprint = Footprint(measured_bytes=engine, resident_bytes=engine, load_seconds=0.0)
     else:
         footprint = (footprints or FootprintCache()).footprint(path, digest)
     return Bundle(name=name or path.stem, artifact=path, manifest=manifest, footprint=footprint)
@@ -348,6 +347,13 @@ class EngineCache:
                         self.stats.peak_accounted_bytes, self._bytes_held()
                     )
                     break
+                if not any(e.pins or e.loading for e in self._entries.values()):
+                    # Nothing in flight can free room: waiting would never end.
+                    raise UserInputError(
+                        f"bundle {bundle_name!r} does not fit the budget "
+                        f"({format_bytes(self.budget_bytes)}) even with every other bundle "
+                        "evicted"
+                    )
                 self._condition.wait()  # another thread is loading it, or pins hold the room
         return self._load(entry)
 
@@ -523,6 +529,14 @@ def _model_feeds(
         if spec.name not in fused:
             fused[spec.name] = np.zeros(resolve_shape(spec, {}), dtype=spec.dtype)
     return fused
+
+
+def _byte_count(record: Mapping[str, object], key: str, where: Path) -> int:
+    """A size read from a file: a whole number of bytes, not negative, not absurd."""
+    value = record.get(key, 0)
+    if type(value) is not int or not 0 <= value < 2**62:
+        raise UserInputError(f"{where}: footprint.{key} is {value!r}, not a number of bytes")
+    return value
 
 
 def check_side_file(path: Path, artifact: Artifact) -> None:

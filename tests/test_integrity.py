@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from onnx import TensorProto, helper
 
 from fusedinf_cc.artifacts.index import INDEX, verify_bundle_dir
 from fusedinf_cc.artifacts.manifest import manifest_path_for
@@ -157,3 +158,45 @@ def test_an_engine_manifest_with_a_negative_size_is_refused(tmp_path):
     manifest_path_for(engine).write_text(json.dumps(manifest))
     with pytest.raises(UserInputError, match="not a number of bytes"):
         open_bundle(engine)
+
+
+def _picky_model(path: Path) -> Path:
+    """y = table[idx] for a table of two rows: like a sample rate that must be 8000 or 16000,
+    the random integers a footprint measurement draws (0..7) are mostly refused."""
+    model = builders.make_model(
+        [helper.make_node("Gather", ["table", "idx"], ["y"], axis=0)],
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])],
+        [builders.tensor("table", np.arange(6, dtype=np.float32).reshape(2, 3))],
+    )
+    return builders.save(model, path)
+
+
+def test_a_model_that_refuses_random_inputs_is_measured_on_the_users_feeds(tmp_path):
+    model = _picky_model(tmp_path / "picky.onnx")
+    refused = run_cli("run", model)
+    assert refused.returncode == 2 and "--inputs FEEDS.npz" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+
+    feeds = tmp_path / "feeds.npz"
+    np.savez(feeds, idx=np.array([0, 1, 1, 0], np.int64))
+    ran = run_cli("run", model, "--inputs", feeds)
+    assert ran.returncode == 0, ran.stderr
+    # Measured now and kept: a later request with bad values fails as a request, in one line.
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, idx=np.array([0, 7, 1, 0], np.int64))
+    failed = run_cli("run", model, "--inputs", bad)
+    assert failed.returncode == 2 and "cannot run it on these inputs" in failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1 and "Traceback" not in failed.stderr
+
+
+def test_a_single_array_npy_feeds_a_model_of_one_input(tmp_path):
+    model = _picky_model(tmp_path / "picky.onnx")
+    one = tmp_path / "idx.npy"
+    np.save(one, np.array([1, 0, 0, 1], np.int64))
+    assert run_cli("run", model, "--inputs", one).returncode == 0
+    out = tmp_path / "fused.onnx"
+    build_fused(_pair(tmp_path / "m", 0), out)
+    np.save(one, np.ones((1, 64), np.float32))
+    result = run_cli("verify", out, "--inputs", one)
+    assert result.returncode == 2 and ".npz keyed by input names" in result.stderr

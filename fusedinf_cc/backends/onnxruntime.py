@@ -23,6 +23,7 @@ INSTALL_HINT = (
     "install ONNX Runtime: pip install 'fusedinf-cc[cpu]' (or [gpu] on an x86_64 CUDA machine; "
     "Jetson: JetPack's onnxruntime-gpu wheel)"
 )
+_LOG_FATAL_ONLY = 4
 LOG_ERRORS_ONLY = 3  # ORT warns about every unused initializer of a source model
 
 # An ahead-of-time artifact loads without prepacking: its kernels read MatMul/Gemm weights where
@@ -161,6 +162,10 @@ class OnnxRuntimeSession:
                 setattr(session_options, key, value)
         for name, weight in shared_weights:
             session_options.add_initializer(name, weight.value)
+        self.name = "a model" if isinstance(model, bytes) else model.name
+        # A failed run is reported once, as the error below, not also by ONNX Runtime's log.
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = _LOG_FATAL_ONLY
         # ONNX Runtime reads these in place: they must outlive the session.
         self._shared_weights = list(shared_weights)
         source = model if isinstance(model, bytes) else str(model)
@@ -182,7 +187,12 @@ class OnnxRuntimeSession:
         self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         names = list(outputs) if outputs is not None else [spec.name for spec in self.outputs]
-        results = self._session.run(names, dict(feeds))
+        try:
+            results = self._session.run(names, dict(feeds), self._run_options)
+        except Exception as error:  # onnxruntime raises its own types; the inputs caused it
+            raise UserInputError(
+                f"{self.name}: ONNX Runtime cannot run it on these inputs ({first_line(error)})"
+            ) from None
         return dict(zip(names, results, strict=True))
 
     def close(self) -> None:

@@ -53,17 +53,33 @@ def random_feeds(
     return feeds
 
 
-def load_feeds(path: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
-    """Read an `.npz` of inputs and check it names exactly the model's inputs."""
+def read_feeds(path: Path) -> dict[str, np.ndarray] | np.ndarray:
+    """The arrays of an `.npz` by name, or the one array of a `.npy`; nothing is unpickled."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            feeds = {name: archive[name] for name in archive.files}
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded as archive:
+            return {name: archive[name] for name in archive.files}
     except FileNotFoundError:
         raise UserInputError(f"{path}: no such file") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise UserInputError(f"{path}: not an .npz of arrays ({error})") from None
-    check_feeds(feeds, specs, str(path))
-    return feeds
+
+
+def load_feeds(path: Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """Read an `.npz` of inputs (or a `.npy` for a model of one input) and check it names
+    exactly the model's inputs."""
+    loaded = read_feeds(path)
+    if isinstance(loaded, np.ndarray):
+        if len(specs) != 1:
+            raise UserInputError(
+                f"{path}: one array (.npy), but the model has {len(specs)} inputs; give an "
+                ".npz keyed by input names"
+            )
+        loaded = {specs[0].name: loaded}
+    check_feeds(loaded, specs, str(path))
+    return loaded
 
 
 def check_feeds(feeds: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], source: str) -> None:

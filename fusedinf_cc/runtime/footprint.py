@@ -21,10 +21,12 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fusedinf_cc.backends.cpu_target import this_cpu
 from fusedinf_cc.backends.onnxruntime import import_onnxruntime
@@ -122,11 +124,24 @@ class FootprintCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(path, record)
 
-    def footprint(self, artifact: Path, digest: str) -> Footprint:
-        """The cached footprint of these bytes on this machine, or one measured now (and kept)."""
+    def footprint(
+        self, artifact: Path, digest: str, feeds: Mapping[str, np.ndarray] | None = None
+    ) -> Footprint:
+        """The cached footprint of these bytes on this machine, or one measured now (and kept),
+        on `feeds` where given: a model that refuses random inputs (a sample rate, an index)
+        is measured on the inputs it accepts."""
         known = self.get(digest)
         if known is None:
-            known = measure_footprint(artifact)
+            try:
+                known = measure_footprint(artifact, feeds)
+            except UserInputError as error:
+                if feeds is not None:
+                    raise
+                raise UserInputError(
+                    f"{artifact}: its memory footprint is measured on random inputs, which it "
+                    f"refuses ({error}); measure it once on inputs it accepts: fusedinf-cc run "
+                    f"{artifact} --inputs FEEDS.npz (kept for this machine)"
+                ) from None
             self.put(digest, known)
         return known
 
@@ -137,11 +152,12 @@ def arena_bytes(footprints: Iterable[Footprint]) -> int:
     return max((footprint.activation_bytes for footprint in footprints), default=0)
 
 
-def measure_footprint(artifact: Path) -> Footprint:
-    """Load `artifact` and run one random request in a new interpreter; report what it cost."""
+def measure_footprint(artifact: Path, feeds: Mapping[str, np.ndarray] | None = None) -> Footprint:
+    """Load `artifact` and run one request in a new interpreter (on `feeds`, else on random
+    inputs); report what it cost."""
     plan = BenchPlan(
         models=[(artifact.stem, artifact)],
-        feeds=None,
+        feeds=None if feeds is None else [dict(feeds)],
         runs=1,
         warmup=0,
         warm_runtime=True,

@@ -39,7 +39,13 @@ from fusedinf_cc.backends.weight_pool import DEFAULT_POOL, shared_bytes_by_diges
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import sha256_file
 from fusedinf_cc.common.sizes import format_bytes
-from fusedinf_cc.runtime.feeds import check_feeds, load_feeds, random_feeds, resolve_shape
+from fusedinf_cc.runtime.feeds import (
+    check_feeds,
+    load_feeds,
+    random_feeds,
+    read_feeds,
+    resolve_shape,
+)
 from fusedinf_cc.runtime.footprint import Footprint, FootprintCache, arena_bytes
 from fusedinf_cc.runtime.policies import POLICIES, CachePolicy
 from fusedinf_cc.runtime.procmem import release_freed_memory
@@ -67,13 +73,18 @@ class Bundle:
 
 
 def open_bundle(
-    path: Path, *, name: str | None = None, footprints: FootprintCache | None = None
+    path: Path,
+    *,
+    name: str | None = None,
+    footprints: FootprintCache | None = None,
+    feeds: Mapping[str, np.ndarray] | None = None,
 ) -> Bundle:
     """Open an artifact, check it against its manifest, and know its footprint.
 
     An engine's footprint is what TensorRT reported when it built the engine (its manifest
-    says). Any other artifact's is measured once per machine, in a fresh process, and kept in
-    `footprints` (the user's cache folder by default): nothing is written beside the artifact.
+    says). Any other artifact's is measured once per machine, in a fresh process (on `feeds`,
+    the whole bundle's, where given), and kept in `footprints` (the user's cache folder by
+    default): nothing is written beside the artifact.
     """
     if not path.is_file():
         raise UserInputError(f"{path}: no such bundle artifact")
@@ -96,7 +107,7 @@ def open_bundle(
         )
         footprint = Footprint(measured_bytes=engine, resident_bytes=engine, load_seconds=0.0)
     else:
-        footprint = (footprints or FootprintCache()).footprint(path, digest)
+        footprint = (footprints or FootprintCache()).footprint(path, digest, feeds)
     return Bundle(name=name or path.stem, artifact=path, manifest=manifest, footprint=footprint)
 
 
@@ -495,7 +506,11 @@ def run_once(
 ) -> dict[str, np.ndarray]:
     """One request through a cache holding just this bundle: what `fusedinf-cc run` does."""
     check_weight_streaming(artifact, weight_streaming_budget)  # before measuring a footprint
-    bundle = open_bundle(artifact)
+    given = read_feeds(feeds_path) if feeds_path else None
+    # The user's feeds for the whole bundle are what its footprint is measured on, too.
+    bundle = open_bundle(
+        artifact, feeds=given if model is None and isinstance(given, dict) else None
+    )
     factory = functools.partial(
         open_session,
         runtime=check_runtime(runtime),

@@ -3,8 +3,9 @@
 Packing takes only what each `bundle.json` names (plus the manifests), in sorted order with
 zeroed times and owners, so the same bundles give the same archive. Unpacking trusts nothing in
 the archive: absolute paths, `..`, links and devices are refused, and so is any file that no
-`bundle.json` in the archive names. Files land in a staging folder first and are checked
-against their sha256 before they are renamed into place.
+`bundle.json` in the archive names, or whose size differs from the one it records. Every bundle
+lands in one staging folder and is checked against its sha256 before any is renamed into place:
+an archive installs whole or not at all.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import io
 import json
 import os
 import tarfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from fusedinf_cc.artifacts.index import INDEX, read_index, verify_bundle_dir, verify_dist
@@ -23,6 +25,10 @@ from fusedinf_cc.common.files import staging_dir
 
 def pack(dist: Path, archive: Path) -> list[str]:
     """Write every bundle of `dist` to `archive` (.tar.gz); returns the member names."""
+    if archive.resolve() == dist.resolve() or dist.resolve() in archive.resolve().parents:
+        raise UserInputError(
+            f"-o {archive} lies inside {dist}, the folder being packed; write it elsewhere"
+        )
     bundles, problems = verify_dist(dist)
     if problems:
         raise UserInputError(f"{dist}: not packing damaged bundles ({problems[0]})")
@@ -65,36 +71,80 @@ def unpack(archive: Path, dest: Path) -> list[str]:
             raise UserInputError(f"{archive}: damaged archive ({error})") from None
         for member in members:
             _check_member(archive, member)
-        allowed = _named_files(archive, tar, members)
+        allowed, sizes = _named_files(archive, tar, members)
         for member in members:
             if member.name not in allowed:
                 raise UserInputError(
                     f"{archive}: {member.name!r} is not named by its bundle's {INDEX}; refusing "
                     "the archive"
                 )
-        dest.mkdir(parents=True, exist_ok=True)
+            expected = sizes.get(member.name)
+            if expected is not None and member.size != expected:
+                raise UserInputError(
+                    f"{archive}: {member.name} holds {member.size} bytes, its {INDEX} says "
+                    f"{expected}; refusing the archive"
+                )
+        if dest.exists() and not dest.is_dir():
+            raise UserInputError(f"-o {dest}: not a folder")
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserInputError(f"-o {dest}: cannot create it ({error.strerror})") from None
         bundles = sorted({PurePosixPath(m.name).parts[0] for m in members})
         for bundle in bundles:
             target = dest / bundle
             if target.exists():
                 raise UserInputError(f"{target} exists; unpack into an empty folder")
-        for bundle in bundles:
-            with staging_dir(dest / bundle) as staging:
-                for member in members:
-                    parts = PurePosixPath(member.name).parts
-                    if parts[0] != bundle:
-                        continue
-                    source = tar.extractfile(member)
-                    assert source is not None
-                    with source, open(staging / parts[1], "wb") as out:
-                        while chunk := source.read(1 << 20):
-                            out.write(chunk)
-                problems = verify_bundle_dir(staging)
+        with staging_dir(dest / ".unpack") as staging:
+            for member in members:
+                bundle, name = PurePosixPath(member.name).parts
+                (staging / bundle).mkdir(exist_ok=True)
+                _extract(archive, tar, member, staging / bundle / name, dest)
+            for bundle in bundles:
+                problems = verify_bundle_dir(staging / bundle)
                 if problems:
-                    raise UserInputError(f"{archive}: {problems[0].replace(staging.name, bundle)}")
-                os.chmod(staging, 0o755)
-                os.replace(staging, dest / bundle)
+                    raise UserInputError(f"{archive}: {problems[0]}; nothing was installed")
+            _install(staging, bundles, dest)
     return bundles
+
+
+def _extract(
+    archive: Path, tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, dest: Path
+) -> None:
+    """Stream one member to `target`, never more bytes than its header declares."""
+    source = tar.extractfile(member)
+    assert source is not None
+    remaining = member.size
+    try:
+        with source, open(target, "wb") as out:
+            while remaining > 0 and (chunk := source.read(min(remaining, 1 << 20))):
+                out.write(chunk)
+                remaining -= len(chunk)
+    except (tarfile.TarError, EOFError, zlib.error) as error:
+        raise UserInputError(f"{archive}: damaged archive at {member.name} ({error})") from None
+    except OSError as error:
+        raise UserInputError(
+            f"-o {dest}: cannot write {member.name} there ({error.strerror}); nothing was installed"
+        ) from None
+    if remaining:
+        raise UserInputError(f"{archive}: {member.name} ends early; nothing was installed")
+
+
+def _install(staging: Path, bundles: list[str], dest: Path) -> None:
+    """Rename every checked bundle into `dest`; if one cannot be, take back those already
+    moved, so that the archive is installed whole or not at all."""
+    moved: list[str] = []
+    try:
+        for bundle in bundles:
+            os.chmod(staging / bundle, 0o755)
+            os.replace(staging / bundle, dest / bundle)
+            moved.append(bundle)
+    except OSError as error:
+        for bundle in moved:
+            os.replace(dest / bundle, staging / bundle)
+        raise UserInputError(
+            f"-o {dest}: cannot install {bundle} ({error.strerror}); nothing was installed"
+        ) from None
 
 
 def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
@@ -110,9 +160,13 @@ def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
         raise UserInputError(f"{archive}: {member.name!r} is not BUNDLE/FILE; refusing the archive")
 
 
-def _named_files(archive: Path, tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> set[str]:
-    """Every member some bundle.json in the archive names (the indexes themselves included)."""
+def _named_files(
+    archive: Path, tar: tarfile.TarFile, members: list[tarfile.TarInfo]
+) -> tuple[set[str], dict[str, int]]:
+    """Every member some bundle.json in the archive names (the indexes themselves included),
+    and the sizes the indexes record (bundles built before sizes were recorded have none)."""
     allowed = set()
+    sizes: dict[str, int] = {}
     for member in members:
         bundle, name = PurePosixPath(member.name).parts
         if name != INDEX:
@@ -122,11 +176,17 @@ def _named_files(archive: Path, tar: tarfile.TarFile, members: list[tarfile.TarI
         try:
             index = json.load(io.TextIOWrapper(stream, encoding="utf-8"))
             named = {INDEX, *index["files"], *(a["manifest"] for a in index["artifacts"])}
-        except (ValueError, KeyError, TypeError) as error:
+            recorded = index.get("sizes", {})
+            if not isinstance(recorded, dict) or not all(
+                type(size) is int and size >= 0 for size in recorded.values()
+            ):
+                raise ValueError("its sizes are not byte counts")
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise UserInputError(
                 f"{archive}: {member.name} is not a bundle index ({error})"
             ) from None
         if any("/" in name or name in ("", ".", "..") for name in named):
             raise UserInputError(f"{archive}: {member.name} names files outside its bundle")
         allowed.update(f"{bundle}/{name}" for name in named)
-    return allowed
+        sizes.update({f"{bundle}/{name}": size for name, size in recorded.items()})
+    return allowed, sizes

@@ -7,13 +7,49 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from fusedinf_cc.common.errors import UserInputError
 
 _HASH_CHUNK_BYTES = 1 << 20
+
+
+def remove_stale_staging(folder: Path) -> list[Path]:
+    """Remove the staging folders in `folder` whose process is gone (or that are older than
+    `STALE_STAGING_SECONDS`); returns what was removed. Errors are ignored: a folder that
+    cannot be removed now is tried again next time."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = _STAGING_NAME.match(entry.name)
+        if match is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            old = now - entry.stat(follow_symlinks=False).st_mtime > STALE_STAGING_SECONDS
+        except OSError:
+            continue
+        if old or not _alive(int(match.group(1))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process, or not a pid we can ask about: leave it
+    return True
 
 
 def external_data_name(out_path: Path) -> str:
@@ -38,22 +74,43 @@ def write_text_atomic(path: Path, text: str) -> None:
         os.replace(staged, path)
 
 
+def commit_staged(staged: list[Path], folder: Path) -> None:
+    """Rename staged files into `folder`, in order: an artifact's side file, then its model,
+    then its manifest. Nothing is written here, so a full disk cannot stop it halfway; what a
+    kill between two renames leaves is refused by every reader (each file's digest is in the
+    manifest)."""
+    for path in staged:
+        os.replace(path, folder / path.name)
+
+
 def check_output_folder(target: Path) -> None:
     """The folder `target` will be written into exists: checked before long work, not after."""
     if not target.parent.is_dir():
         raise UserInputError(f"{target}: output folder {target.parent} does not exist")
 
 
+# `.TARGET.fusedinf-PID-RANDOM`: whose staging folder it is, so that a later run can tell one
+# left by a killed process (SIGKILL, a power cut) from one a running process still fills.
+_STAGING_MARK = ".fusedinf-"
+_STAGING_NAME = re.compile(r"^\..+\.fusedinf-(\d+)-[A-Za-z0-9_]+$")
+# A folder this old is stale whoever made it: a process id can be reused.
+STALE_STAGING_SECONDS = 24 * 3600
+
+
 class staging_dir:  # noqa: N801 - used like a function in `with` statements
-    """A temporary folder in the target's own directory, so the final rename stays atomic."""
+    """A temporary folder in the target's own directory, so the final rename stays atomic.
+
+    Its name carries this process's id. Entering one first removes the staging folders beside
+    the target that a dead process left behind (or that are older than a day)."""
 
     def __init__(self, target: Path):
         self.target = target
 
     def __enter__(self) -> Path:
         check_output_folder(self.target)
+        remove_stale_staging(self.target.parent)
         try:
-            prefix = f".{self.target.name}."
+            prefix = f".{self.target.name}{_STAGING_MARK}{os.getpid()}-"
             self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=self.target.parent))
         except OSError as error:
             raise UserInputError(f"{self.target}: cannot write there ({error.strerror})") from None

@@ -23,7 +23,14 @@ from fusedinf_cc.artifacts.manifest import (
     PassRecord,
     manifest_path_for,
 )
-from fusedinf_cc.common.files import external_data_name, sha256_file, write_text_atomic
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import (
+    commit_staged,
+    external_data_name,
+    sha256_file,
+    staging_dir,
+    write_text_atomic,
+)
 from fusedinf_cc.common.versions import tool_versions
 from fusedinf_cc.onnx_io.model_io import (
     SourceModel,
@@ -133,8 +140,17 @@ def write_fused(fused: FusedModel, out_path: Path, *, single_file: bool = False)
     `model_io.EXTERNAL_DATA_THRESHOLD_BYTES`), unless `single_file` asks for one file.
     """
     manifest = embed_manifest(fused, out_path)
-    written = save_model_atomic(fused.model, out_path, external_data=False if single_file else None)
-    return finish_manifest(manifest, fused, out_path, written, backend="onnxruntime")
+    with staging_dir(out_path) as staging:
+        staged = save_model_atomic(
+            fused.model, out_path, external_data=False if single_file else None, staging=staging
+        )
+        manifest = finish_manifest(
+            manifest, fused, out_path, staged, backend="onnxruntime", staging=staging
+        )
+        commit_staged([*staged, staging / manifest_path_for(out_path).name], out_path.parent)
+    if len(staged) == 1:  # one file now: a side file of an earlier build is no longer its own
+        out_path.with_name(external_data_name(out_path)).unlink(missing_ok=True)
+    return manifest
 
 
 def embed_manifest(fused: FusedModel, out_path: Path) -> Manifest:
@@ -166,13 +182,16 @@ def finish_manifest(
     build_options: dict[str, object] | None = None,
     device: dict[str, object] | None = None,
     footprint: dict[str, int] | None = None,
+    staging: Path | None = None,
 ) -> Manifest:
     """Record the built artifact (hash, size, tools, the device it is for) and write
-    `<out>.manifest.json` beside it."""
-    side_file = out_path.with_name(external_data_name(out_path)) if len(written) > 1 else None
+    `<out>.manifest.json` beside it; with `staging`, into that folder, for the caller to rename
+    with the files `written` there (which are then staged, not yet at `out_path`)."""
+    model_file = written[-1] if staging is not None else out_path
+    side_file = model_file.with_name(external_data_name(out_path)) if len(written) > 1 else None
     manifest.artifact = Artifact(
         path=out_path.name,
-        sha256=sha256_file(out_path),
+        sha256=sha256_file(model_file),
         size_bytes=sum(path.stat().st_size for path in written),
         backend=backend,
         external_data=side_file.name if side_file else None,
@@ -182,5 +201,13 @@ def finish_manifest(
     manifest.tools = tool_versions()
     manifest.footprint = {"weight_bytes": weight_bytes(fused.model), **(footprint or {})}
     manifest.device = dict(device or {})
-    write_text_atomic(manifest_path_for(out_path), manifest.to_json())
+    if staging is not None:
+        try:
+            (staging / manifest_path_for(out_path).name).write_text(manifest.to_json())
+        except OSError as error:
+            raise UserInputError(
+                f"{out_path.parent}: cannot write the manifest there ({error.strerror})"
+            ) from None
+    else:
+        write_text_atomic(manifest_path_for(out_path), manifest.to_json())
     return manifest

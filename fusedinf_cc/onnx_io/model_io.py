@@ -15,8 +15,9 @@ from pathlib import Path
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
+from fusedinf_cc.artifacts.manifest import MANIFEST_SUFFIX
 from fusedinf_cc.common.errors import UserInputError, first_line
-from fusedinf_cc.common.files import external_data_name, sha256_file, staging_dir
+from fusedinf_cc.common.files import commit_staged, external_data_name, sha256_file, staging_dir
 from fusedinf_cc.common.names import check_unique_names
 from fusedinf_cc.onnx_io.stream import STREAMED_TENSOR_BYTES, write_streamed
 
@@ -133,7 +134,11 @@ def node_count(model: ir.Model) -> int:
 
 
 def save_model_atomic(
-    model: ir.Model, out_path: Path, *, external_data: bool | None = None
+    model: ir.Model,
+    out_path: Path,
+    *,
+    external_data: bool | None = None,
+    staging: Path | None = None,
 ) -> list[Path]:
     """Write the model (and its external data) so that no reader ever sees a partial file.
 
@@ -142,6 +147,8 @@ def save_model_atomic(
     external data when the weights are large. Otherwise weights are streamed into one file, one
     tensor at a time, so writing holds no second copy of them; sources that kept weights in side
     files get them inline, so every artifact is self-contained. Returns the paths written.
+    With `staging` (the caller's staging folder), the files are only written there, under their
+    final names, and returned for the caller to rename with the rest of the artifact.
     """
     weights = weight_bytes(model)
     if external_data is None:
@@ -152,21 +159,30 @@ def save_model_atomic(
             "protobuf limit); drop --single-file"
         )
     data_name = external_data_name(out_path) if external_data else None
-    with staging_dir(out_path) as staging:
-        staged_model = staging / out_path.name
+    if staging is not None:
+        return _write_model(model, staging / out_path.name, data_name)
+    with staging_dir(out_path) as own:
+        staged = _write_model(model, own / out_path.name, data_name)
+        commit_staged(staged, out_path.parent)
+    if not external_data:
+        stale = out_path.parent / external_data_name(out_path)
+        stale.unlink(missing_ok=True)
+    return [out_path.parent / path.name for path in staged]
+
+
+def _write_model(model: ir.Model, staged_model: Path, data_name: str | None) -> list[Path]:
+    """The model and its side file (first, where there is one) written at `staged_model`."""
+    try:
         if data_name:
             ir.save(model, staged_model, external_data=data_name)
         else:
             with open(staged_model, "wb") as stream:
                 write_streamed(model, stream)
-        written = [out_path.parent / data_name] if data_name else []
-        written.append(out_path)
-        for target in written:
-            os.replace(staging / target.name, target)
-    if not external_data:
-        stale = out_path.parent / external_data_name(out_path)
-        stale.unlink(missing_ok=True)
-    return written
+    except OSError as error:
+        raise UserInputError(
+            f"{staged_model.parent.parent}: cannot write the model there ({error.strerror})"
+        ) from None
+    return [*([staged_model.with_name(data_name)] if data_name else []), staged_model]
 
 
 def check_output_path(out_path: Path, inputs: Iterable[Path]) -> None:
@@ -179,6 +195,9 @@ def check_output_path(out_path: Path, inputs: Iterable[Path]) -> None:
             raise UserInputError(f"output {out_path} would overwrite the input model {source}")
     if resolved.is_dir():
         raise UserInputError(f"output {out_path} is a folder; give a file name")
+    for beside in (data, resolved.with_name(resolved.name + MANIFEST_SUFFIX)):
+        if beside.is_dir():
+            raise UserInputError(f"output {out_path}: {beside} is a folder; remove it first")
     if not resolved.parent.is_dir():
         raise UserInputError(f"output {out_path}: folder {out_path.parent} does not exist")
     if not os.access(resolved.parent, os.W_OK):

@@ -212,6 +212,10 @@ def _build_into(bundle: BundleSpec, folder: Path, key: str) -> BundleResult:
         "files": {
             path.name: sha256_file(path) for path in sorted(folder.iterdir()) if path.is_file()
         },
+        # What unpack checks each member against before and while writing it.
+        "sizes": {
+            path.name: path.stat().st_size for path in sorted(folder.iterdir()) if path.is_file()
+        },
         "verify": result.verify,
     }
     (folder / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from fusedinf_cc.artifacts.manifest import Manifest
+from fusedinf_cc.artifacts.manifest import Manifest, manifest_path_for
 from fusedinf_cc.backends.cpu_target import this_cpu
 from fusedinf_cc.backends.onnxruntime import INSTALL_HINT, LOG_ERRORS_ONLY, import_onnxruntime
 from fusedinf_cc.backends.runtimes import CPU_PROVIDER, ORT_FORMAT_SUFFIX
 from fusedinf_cc.common.errors import BackendUnavailableError, UserInputError, first_line
-from fusedinf_cc.common.files import external_data_name, staging_dir
+from fusedinf_cc.common.files import commit_staged, external_data_name, staging_dir
 from fusedinf_cc.compiler.pipeline import FusedModel, embed_manifest, finish_manifest, write_fused
 from fusedinf_cc.compiler.targets.base import BuildOptions
 from fusedinf_cc.compiler.targets.weight_digests import external_weight_records
@@ -79,25 +78,28 @@ def _optimise_ahead_of_time(
                 f"{out_path}: ONNX Runtime cannot load the fused model to optimise it "
                 f"({first_line(error)})"
             ) from None
-        written = [out_path]
+        staged = [staging / out_path.name]
         if data_name and (staging / data_name).is_file():
-            written.insert(0, out_path.parent / data_name)
-        elif data_name:
-            (out_path.parent / data_name).unlink(missing_ok=True)
-        for target in written:  # the side file first: the model never points at a missing one
-            os.replace(staging / target.name, target)
-    if len(written) > 1:
-        records = external_weight_records(out_path, written[0].name)
-        manifest.weights = records
-    return finish_manifest(
-        manifest,
-        fused,
-        out_path,
-        written,
-        backend="onnxruntime",
-        build_options={"format": artifact_format, "graph_optimization_level": "all", "aot": True},
-        device=this_cpu(ort.__version__).to_record(),
-    )
+            staged.insert(0, staging / data_name)  # the side file first: see commit_staged
+            manifest.weights = external_weight_records(staged[-1], data_name)
+        manifest = finish_manifest(
+            manifest,
+            fused,
+            out_path,
+            staged,
+            backend="onnxruntime",
+            build_options={
+                "format": artifact_format,
+                "graph_optimization_level": "all",
+                "aot": True,
+            },
+            device=this_cpu(ort.__version__).to_record(),
+            staging=staging,
+        )
+        commit_staged([*staged, staging / manifest_path_for(out_path).name], out_path.parent)
+    if data_name and len(staged) == 1:
+        (out_path.parent / data_name).unlink(missing_ok=True)
+    return manifest
 
 
 class OnnxRuntimeTarget:

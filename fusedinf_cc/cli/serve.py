@@ -29,6 +29,34 @@ def serve_command(
     max_body: Annotated[
         str, typer.Option("--max-body", help="Largest request body accepted.")
     ] = "64MiB",
+    max_json_body: Annotated[
+        str,
+        typer.Option(
+            "--max-json-body",
+            help="Largest JSON part of a request (JSON tensors take ~15x their text to parse).",
+        ),
+    ] = "8MiB",
+    max_inflight: Annotated[
+        str,
+        typer.Option(
+            "--max-inflight",
+            help="Memory the requests being decoded may take at once (503 past it).",
+        ),
+    ] = "512MiB",
+    header_timeout: Annotated[
+        float,
+        typer.Option("--header-timeout", help="Seconds a client has to send its request head."),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option("--body-timeout", help="Seconds a request body may stall (408).")
+    ] = 30.0,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            help="Open connections at most (default: from the file-descriptor limit).",
+        ),
+    ] = None,
 ) -> None:
     """Serve every bundle over HTTP (KServe v2 / Triton protocol), loading on demand."""
     try:
@@ -40,11 +68,20 @@ def serve_command(
         raise BackendUnavailableError(SERVE_HINT) from None
     if workers < 1:
         raise UserInputError("--workers must be at least 1")
+    if not (header_timeout > 0 and body_timeout > 0):
+        raise UserInputError("--header-timeout and --body-timeout must be positive")
+    if max_connections is not None and max_connections < 1:
+        raise UserInputError("--max-connections must be at least 1")
     config = ServeConfig(
         dist=dist,
         budget_bytes=parse_size(budget, "--budget"),
         policy=policy,
         runtime=check_runtime(backend),
         max_body_bytes=parse_size(max_body, "--max-body"),
+        max_json_bytes=parse_size(max_json_body, "--max-json-body"),
+        max_inflight_bytes=parse_size(max_inflight, "--max-inflight"),
+        body_timeout_s=body_timeout,
+        header_timeout_s=header_timeout,
+        max_connections=max_connections,
     )
     serve(config, host=host, port=port, workers=workers)

@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -74,13 +75,22 @@ def write_text_atomic(path: Path, text: str) -> None:
         os.replace(staged, path)
 
 
+# Held back while an artifact's files are renamed into place, delivered right after.
+_DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
 def commit_staged(staged: list[Path], folder: Path) -> None:
     """Rename staged files into `folder`, in order: an artifact's side file, then its model,
-    then its manifest. Nothing is written here, so a full disk cannot stop it halfway; what a
-    kill between two renames leaves is refused by every reader (each file's digest is in the
-    manifest)."""
-    for path in staged:
-        os.replace(path, folder / path.name)
+    then its manifest. Nothing is written here, so a full disk cannot stop it halfway, and
+    Ctrl-C or SIGTERM wait until every file is in place. Only SIGKILL or a power cut can fall
+    between two renames, and what that leaves every reader refuses (each file's digest is in
+    the manifest): never a model beside another build's weights."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED_SIGNALS)
+    try:
+        for path in staged:
+            os.replace(path, folder / path.name)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def check_output_folder(target: Path) -> None:

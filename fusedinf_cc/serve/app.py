@@ -8,17 +8,21 @@ the cache's own locking keeps one load per bundle.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import json
+import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -27,7 +31,7 @@ from fusedinf_cc import __version__
 from fusedinf_cc.artifacts.index import index_path, read_index
 from fusedinf_cc.backends.base import TensorSpec
 from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, TENSORRT
-from fusedinf_cc.common.errors import FusedInfError, UserInputError
+from fusedinf_cc.common.errors import FusedInfError, UserInputError, first_line
 from fusedinf_cc.runtime.loader import EngineCache
 from fusedinf_cc.serve.protocol import (
     HEADER_LENGTH,
@@ -38,7 +42,16 @@ from fusedinf_cc.serve.protocol import (
 )
 
 DEFAULT_MAX_BODY_BYTES = 64 * 2**20
+# JSON tensors take about 15 bytes of Python objects per byte of text while they are parsed
+# (measured: a 57 MiB JSON body took a server from 146 to 837 MiB). So the JSON part of a
+# request has its own, smaller limit, and what requests in flight may take is bounded.
+DEFAULT_MAX_JSON_BYTES = 8 * 2**20
+JSON_EXPANSION = 16
+DEFAULT_MAX_INFLIGHT_BYTES = 512 * 2**20
+# A body that stops arriving for this long is dropped (408): it holds memory and a connection.
+DEFAULT_BODY_TIMEOUT_S = 30.0
 UNKNOWN_LABEL = "(unknown)"
+logger = logging.getLogger("fusedinf_cc.serve")
 _ARTIFACT_PREFERENCE = {TENSORRT: ("engine",), DEFAULT_RUNTIME: ("onnx", "ort")}
 
 
@@ -49,22 +62,44 @@ class ServeConfig:
     policy: str = "gdsf"
     runtime: str = DEFAULT_RUNTIME
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    header_timeout_s: float = 10.0
+    max_connections: int | None = None  # None: from the process's file-descriptor limit
 
     def to_env(self) -> str:
-        return json.dumps(
-            {
-                "dist": str(self.dist),
-                "budget_bytes": self.budget_bytes,
-                "policy": self.policy,
-                "runtime": self.runtime,
-                "max_body_bytes": self.max_body_bytes,
-            }
-        )
+        return json.dumps({**dataclasses.asdict(self), "dist": str(self.dist)})
 
     @classmethod
     def from_env(cls, text: str) -> ServeConfig:
         data = json.loads(text)
         return cls(**{**data, "dist": Path(data["dist"])})
+
+
+class InflightMemory:
+    """What the requests being read and decoded may hold at once, estimated from their sizes
+    (JSON at `JSON_EXPANSION` times its text); a request that does not fit is answered 503."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def estimate(body_bytes: int, json_bytes: int) -> int:
+        return body_bytes + (JSON_EXPANSION - 1) * json_bytes
+
+    def reserve(self, amount: int) -> bool:
+        with self._lock:
+            if self.held + amount > self.limit and self.held > 0:
+                return False
+            self.held += amount
+            return True
+
+    def release(self, amount: int) -> None:
+        with self._lock:
+            self.held -= amount
 
 
 @dataclass
@@ -110,6 +145,7 @@ def create_app(config: ServeConfig, cache: EngineCache | None = None) -> Starlet
         cache = EngineCache(config.budget_bytes, config.policy, runtime=config.runtime)
         register_dist(cache, config.dist, config.runtime)
     metrics = Metrics()
+    inflight = InflightMemory(config.max_inflight_bytes)
     unloaded: set[str] = set()  # bundles unloaded through the repository API: not ready
     spec_cache: dict[str, tuple[list[TensorSpec], list[TensorSpec]]] = {}
     spec_lock = threading.Lock()
@@ -175,26 +211,48 @@ def create_app(config: ServeConfig, cache: EngineCache | None = None) -> Starlet
         if cache.bundle_of(name) in unloaded:
             metrics.observe(name, "failure", 0.0)
             return _error(400, f"model {name!r} is unloaded; load it first")
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > config.max_body_bytes:
-            metrics.observe(name, "failure", 0.0)
-            return _error(413, f"request body over {config.max_body_bytes} bytes")
-        body = await _read_limited(request, config.max_body_bytes)
-        if body is None:
-            metrics.observe(name, "failure", 0.0)
-            return _error(413, f"request body over {config.max_body_bytes} bytes")
         try:
-            inputs, outputs = await run_in_threadpool(specs, name)
-            parsed = parse_request(body, request.headers.get(HEADER_LENGTH.lower()), inputs)
-            output_names = {s.name for s in outputs}
-            unknown = [o for o in parsed.outputs or () if o not in output_names]
-            if unknown:
-                raise ProtocolError(f"unknown outputs {unknown}")
-            results = await run_in_threadpool(cache.run, name, parsed.inputs, parsed.outputs)
-            payload, header_length = encode_response(name, results, parsed)
-        except (ProtocolError, FusedInfError) as error:
+            declared = int(request.headers.get("content-length") or 0)
+            json_length = int(request.headers.get(HEADER_LENGTH.lower()) or declared)
+        except ValueError:
             metrics.observe(name, "failure", 0.0)
-            return _error(400, str(error))
+            return _error(400, f"Content-Length or {HEADER_LENGTH} is not a number")
+        refused = _over_limits(config, declared, min(json_length, declared))
+        if refused is not None:
+            metrics.observe(name, "failure", 0.0)
+            return refused
+        reserved = InflightMemory.estimate(declared, min(json_length, declared))
+        if not inflight.reserve(reserved):
+            metrics.observe(name, "failure", 0.0)
+            return _error(503, "too many requests in flight; retry", headers={"Retry-After": "1"})
+        try:
+            try:
+                body = await _read_limited(request, config.max_body_bytes, config.body_timeout_s)
+            except TimeoutError:
+                metrics.observe(name, "failure", 0.0)
+                return _error(408, f"the body stopped arriving for {config.body_timeout_s:g} s")
+            if body is None:
+                metrics.observe(name, "failure", 0.0)
+                return _error(413, f"request body over {config.max_body_bytes} bytes")
+            header = request.headers.get(HEADER_LENGTH.lower())
+            if header is None and len(body) > config.max_json_bytes:  # a chunked JSON body
+                metrics.observe(name, "failure", 0.0)
+                return _error(413, f"JSON body over {config.max_json_bytes} bytes; {_BINARY}")
+            try:
+                inputs, outputs = await run_in_threadpool(specs, name)
+                parsed = parse_request(body, header, inputs)
+                output_names = {s.name for s in outputs}
+                unknown = [o for o in parsed.outputs or () if o not in output_names]
+                if unknown:
+                    raise ProtocolError(f"unknown outputs {unknown}")
+                del body
+                results = await run_in_threadpool(cache.run, name, parsed.inputs, parsed.outputs)
+                payload, header_length = encode_response(name, results, parsed)
+            except (ProtocolError, FusedInfError) as error:
+                metrics.observe(name, "failure", 0.0)
+                return _error(400, str(error))
+        finally:
+            inflight.release(reserved)
         metrics.observe(name, "success", time.perf_counter() - started)
         headers = {HEADER_LENGTH: str(header_length)} if header_length is not None else {}
         media = "application/octet-stream" if header_length is not None else "application/json"
@@ -260,24 +318,63 @@ def create_app(config: ServeConfig, cache: EngineCache | None = None) -> Starlet
         yield
         cache.close()  # after uvicorn has let in-flight requests finish
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+    )
     app.state.cache = cache
     return app
 
 
 def app_from_environment() -> Starlette:
     """For `uvicorn --factory` with several workers: the config travels in the environment."""
-    return create_app(ServeConfig.from_env(os.environ["FUSEDINF_SERVE_CONFIG"]))
+    from fusedinf_cc.serve.connections import GuardedH11Protocol, quiet_repeats
+
+    config = ServeConfig.from_env(os.environ["FUSEDINF_SERVE_CONFIG"])
+    GuardedH11Protocol.configure(config.header_timeout_s, config.max_connections)
+    quiet_repeats()
+    return create_app(config)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | None:
+_BINARY = "send large tensors with the binary data extension"
+
+
+def _over_limits(config: ServeConfig, body_bytes: int, json_bytes: int) -> Response | None:
+    """The 413 for a declared size over the limits, before any of the body is read."""
+    if body_bytes > config.max_body_bytes:
+        return _error(413, f"request body over {config.max_body_bytes} bytes")
+    if json_bytes > config.max_json_bytes:
+        return _error(413, f"JSON part over {config.max_json_bytes} bytes; {_BINARY}")
+    return None
+
+
+async def _read_limited(request: Request, limit: int, timeout_s: float) -> bytes | None:
+    """The body, or None past `limit` bytes; TimeoutError when it stalls for `timeout_s`."""
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), timeout_s)
+        except StopAsyncIteration:
+            return b"".join(chunks)
+        except asyncio.TimeoutError:
+            raise TimeoutError from None
         size += len(chunk)
         if size > limit:
             return None
         chunks.append(chunk)
-    return b"".join(chunks)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """404, 405 and the like in the protocol's JSON, not Starlette's plain text."""
+    assert isinstance(error, HTTPException)
+    return _error(error.status_code, str(error.detail), headers=error.headers)
+
+
+async def _internal_error(request: Request, error: Exception) -> Response:
+    logger.error("request %s %s failed: %s", request.method, request.url.path, first_line(error))
+    return _error(500, "internal error; the server's log has the cause")
 
 
 def _number(value: float) -> str:
@@ -285,8 +382,8 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
 
 
 def _metrics_text(metrics: Metrics, cache: EngineCache) -> str:

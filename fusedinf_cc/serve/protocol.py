@@ -9,6 +9,7 @@ outputs requested with `binary_data`. Nothing here knows about HTTP or the loade
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,13 @@ DATATYPES = {
     "FP64": np.dtype(np.float64),
 }
 _NAMES = {dtype: name for name, dtype in DATATYPES.items()}
+# No tensor a request may describe is larger: bigger dims are a client's mistake (or attack),
+# answered 400 before numpy multiplies them (past 2**63 the product wraps).
+MAX_DIM = 2**31 - 1
+MAX_ELEMENTS = 2**40
+# JSON's own spelling has no NaN or infinity: such outputs go out as these strings, which
+# numpy (tritonclient's `as_numpy`) and JavaScript's Number() read back as the values.
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
 class ProtocolError(ValueError):
@@ -81,6 +89,8 @@ def parse_request(
         document = json.loads(json_bytes)
     except (ValueError, UnicodeDecodeError) as error:
         raise ProtocolError(f"the request is not JSON ({error})") from None
+    except RecursionError:
+        raise ProtocolError("the request's JSON is nested too deeply") from None
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
         raise ProtocolError('the request needs "inputs": a list of tensors')
     by_name = {spec.name: spec for spec in specs}
@@ -95,7 +105,9 @@ def parse_request(
     missing = sorted(set(by_name) - set(inputs))
     if missing:
         raise ProtocolError(f"missing inputs {missing}")
-    parameters = document.get("parameters") or {}
+    parameters = _parameters(document, "the request")
+    if not isinstance(document.get("id", ""), str):
+        raise ProtocolError('"id" must be a string')
     outputs = document.get("outputs")
     requested: list[str] | None = None
     binary: set[str] = set()
@@ -105,7 +117,9 @@ def parse_request(
         ):
             raise ProtocolError('"outputs" must be a list of {"name": ...}')
         requested = [o["name"] for o in outputs]
-        binary = {o["name"] for o in outputs if (o.get("parameters") or {}).get("binary_data")}
+        binary = {
+            o["name"] for o in outputs if _parameters(o, f"output {o['name']!r}").get("binary_data")
+        }
     return InferRequest(
         inputs=inputs,
         outputs=requested,
@@ -132,16 +146,18 @@ def _input_tensor(
             f"input {name!r}: datatype {datatype}, the model takes {datatype_of(spec.dtype)}"
         )
     shape = item.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise ProtocolError(f"input {name!r}: shape must be a list of non-negative integers")
+    if not isinstance(shape, list) or not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape):
+        raise ProtocolError(f"input {name!r}: shape must be a list of integers from 0 to {MAX_DIM}")
+    count = math.prod(shape)  # Python's integers: no wrap-around
+    if count > MAX_ELEMENTS:
+        raise ProtocolError(f"input {name!r}: shape {shape} holds more than 2**40 elements")
     if not fits(shape, spec.shape):
         wanted = describe_shape(spec.shape)
         raise ProtocolError(f"input {name!r}: shape {shape} does not fit the model's {wanted}")
     dtype = DATATYPES[datatype]
-    count = int(np.prod(shape, dtype=np.int64))
-    size = (item.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(item, f"input {name!r}").get("binary_data_size")
     if size is not None:
-        if size != count * dtype.itemsize or offset + size > len(tail):
+        if type(size) is not int or size != count * dtype.itemsize or offset + size > len(tail):
             raise ProtocolError(
                 f"input {name!r}: binary_data_size {size} does not match shape {shape} "
                 f"of {datatype} or the bytes sent"
@@ -153,9 +169,28 @@ def _input_tensor(
         raise ProtocolError(f"input {name!r}: no data and no binary_data_size")
     try:
         array = np.asarray(data, dtype=dtype).reshape(shape)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, OverflowError) as error:
         raise ProtocolError(f"input {name!r}: data does not fit shape {shape} ({error})") from None
+    except RecursionError:
+        raise ProtocolError(f"input {name!r}: data is nested too deeply") from None
     return array, 0
+
+
+def _parameters(item: Mapping[str, Any], what: str) -> Mapping[str, Any]:
+    parameters = item.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise ProtocolError(f'{what}: "parameters" must be an object')
+    return parameters
+
+
+def _json_data(array: np.ndarray) -> list[Any]:
+    """The tensor's values as JSON can carry them (non-finite floats as strings)."""
+    data = array.reshape(-1).tolist()
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        return [x if math.isfinite(x) else _NON_FINITE[repr(x)] for x in data]
+    return data
 
 
 def encode_response(
@@ -177,12 +212,12 @@ def encode_response(
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            entry["data"] = array.reshape(-1).tolist()
+            entry["data"] = _json_data(array)
         outputs.append(entry)
     document: dict[str, Any] = {"model_name": model, "model_version": "1", "outputs": outputs}
     if request.request_id is not None:
         document["id"] = request.request_id
-    header = json.dumps(document).encode()
+    header = json.dumps(document, allow_nan=False).encode()
     if not chunks:
         return header, None
     return header + b"".join(chunks), len(header)

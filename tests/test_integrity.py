@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -200,3 +203,60 @@ def test_a_single_array_npy_feeds_a_model_of_one_input(tmp_path):
     np.save(one, np.ones((1, 64), np.float32))
     result = run_cli("verify", out, "--inputs", one)
     assert result.returncode == 2 and ".npz keyed by input names" in result.stderr
+
+
+def test_a_bundle_ships_representative_inputs_for_a_model_that_refuses_random_ones(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "models").mkdir()
+    _picky_model(tmp_path / "models" / "picky.onnx")
+    good = np.array([1, 0, 0, 1], np.int64)
+    np.savez(tmp_path / "feeds.npz", **{"picky/idx": good})  # by the bundle's fused names
+    np.savez(tmp_path / "model_feeds.npz", idx=good)  # by the model's own
+    spec = tmp_path / "fusedinf.toml"
+    spec.write_text('[bundles.vad]\nmodels = { picky = "models/picky.onnx" }\n')
+    refused = run_cli("bundle", "build", spec, "--out", tmp_path / "dist")
+    assert refused.returncode == 2 and "cannot run it on these inputs" in refused.stderr
+
+    spec.write_text(
+        '[bundles.vad]\nmodels = { picky = "models/picky.onnx" }\ninputs = "feeds.npz"\n'
+    )
+    built = run_cli("bundle", "build", spec, "--out", tmp_path / "dist")
+    assert built.returncode == 0, built.stderr
+    folder = tmp_path / "dist" / "vad"
+    assert json.loads((folder / INDEX).read_text())["inputs"] == "inputs.npz"
+    assert run_cli("bundle", "verify", tmp_path / "dist").returncode == 0
+    # A request for the model alone: the bundle's footprint is measured on what it ships.
+    env = {**os.environ, "FUSEDINF_CACHE_DIR": str(tmp_path / "fresh-cache")}
+    ran = subprocess.run(
+        [sys.executable, "-m", "fusedinf_cc", "run", folder / "vad.onnx", "--model", "picky",
+         "--inputs", tmp_path / "model_feeds.npz"], capture_output=True, text=True, env=env,
+        check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    benched = run_cli(
+        "bench", "--fused", folder / "vad.onnx", "--inputs", tmp_path / "feeds.npz",
+        "--runs", "2", "--warmup", "0", "--rounds", "1",
+    )  # fmt: skip
+    assert benched.returncode == 0, benched.stderr
+    pytest.importorskip("starlette", reason="needs the serve extra")
+    from fusedinf_cc.serve.app import register_dist
+
+    monkeypatch.setenv("FUSEDINF_CACHE_DIR", str(tmp_path / "serve-cache"))
+    cache = EngineCache(1 << 30)
+    assert register_dist(cache, tmp_path / "dist", "ort-cpu") == ["vad"]  # measured as shipped
+    assert cache.run("picky", {"idx": good})["y"].shape == (4, 3)
+
+
+@pytest.mark.parametrize("field", ["path", "external_data"])
+def test_a_manifest_cannot_name_a_file_outside_its_folder(tmp_path, field):
+    out = tmp_path / "fused.onnx"
+    build_fused(_pair(tmp_path / "m", 0), out, aot=True)
+    sidecar = manifest_path_for(out)
+    manifest = json.loads(sidecar.read_text())
+    manifest["artifact"][field] = "../../etc/passwd"
+    sidecar.write_text(json.dumps(manifest))
+    with pytest.raises(UserInputError, match="not a plain file name"):
+        open_bundle(out)
+    result = run_cli("run", out)
+    assert result.returncode == 2 and "not a plain file name" in result.stderr

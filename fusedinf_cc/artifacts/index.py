@@ -15,6 +15,8 @@ from fusedinf_cc.common.files import sha256_file
 
 DIST_FORMAT = "fusedinf-dist/1"
 INDEX = "bundle.json"
+# A bundle's representative inputs (its spec's `inputs`), for footprints measured where it runs.
+SHIPPED_INPUTS = "inputs.npz"
 
 
 def index_path(bundle_dir: Path, name: object) -> Path:
@@ -26,6 +28,14 @@ def index_path(bundle_dir: Path, name: object) -> Path:
             "inside its folder)"
         )
     return bundle_dir / name
+
+
+def shipped_inputs(artifact: Path) -> Path | None:
+    """The representative inputs the bundle folder of `artifact` ships, if its index names any."""
+    index = read_index(artifact.parent)
+    if index is None or "inputs" not in index:
+        return None
+    return index_path(artifact.parent, index["inputs"])
 
 
 def read_index(bundle_dir: Path) -> dict[str, Any] | None:

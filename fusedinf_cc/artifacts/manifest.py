@@ -126,7 +126,7 @@ class Manifest:
                 passes=[PassRecord(**entry) for entry in data.get("passes", [])],
                 opset=data.get("opset", 0),
                 ir_version=data.get("ir_version", 0),
-                artifact=Artifact(**artifact) if artifact else None,
+                artifact=_artifact(artifact) if artifact else None,
                 build_options=data.get("build_options", {}),
                 tools=data.get("tools", {}),
                 footprint=data.get("footprint", {}),
@@ -136,6 +136,16 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise UserInputError(f"manifest is malformed ({error})") from None
+
+
+def _artifact(record: dict[str, Any]) -> Artifact:
+    """The artifact record; the files it names are plain names beside the manifest, never a
+    path that climbs out of its folder or is absolute (a reader maps what they name)."""
+    artifact = Artifact(**record)
+    for name in (artifact.path, artifact.external_data):
+        if name is not None and (not isinstance(name, str) or Path(name).name != name):
+            raise ValueError(f"artifact file {name!r} is not a plain file name")
+    return artifact
 
 
 def manifest_path_for(artifact_path: Path) -> Path:

@@ -62,6 +62,8 @@ class WeightRecord:
 
     @classmethod
     def from_manifest(cls, record: dict[str, Any]) -> WeightRecord:
+        if min(int(record["offset"]), int(record["length"])) < 0:
+            raise ValueError(f"weight {record.get('name')!r} has a negative offset or length")
         return cls(
             name=str(record["name"]),
             digest=str(record["digest"]),

@@ -65,6 +65,10 @@ def bench(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Draw the report as a PNG (needs matplotlib).")
     ] = None,
+    inputs: Annotated[
+        Path | None,
+        typer.Option("--inputs", help=".npz of inputs by fused name (default: random ones)."),
+    ] = None,
     separate_side_files: Annotated[
         bool,
         typer.Option(
@@ -129,6 +133,7 @@ def bench(
                 scratch=Path(scratch),
                 rounds=rounds,
                 separate_side_files=separate_side_files,
+                feeds_path=inputs,
             )
     console.print(bench_configs_table(report))
     console.print(bench_summary_table(report))

@@ -30,7 +30,7 @@ from fusedinf_cc.common.versions import tool_versions
 from fusedinf_cc.compiler.targets.tensorrt import build_source_engine
 from fusedinf_cc.measure.verify import source_path
 from fusedinf_cc.onnx_io.model_io import load_model, save_model_atomic
-from fusedinf_cc.runtime.feeds import random_feeds
+from fusedinf_cc.runtime.feeds import load_feeds, random_feeds
 from fusedinf_cc.runtime.worker import (
     BenchConfig,
     BenchPlan,
@@ -123,12 +123,14 @@ def bench_artifact(
     scratch: Path | None = None,
     rounds: int = 1,
     separate_side_files: bool = False,
+    feeds_path: Path | None = None,
 ) -> BenchReport:
     """Benchmark a fused artifact against its source models (found through its manifest), each
     configuration `rounds` times in a fresh process.
 
     A fused engine is compared with engines of the source models built alone, with the same
     options, into `scratch`; so are the sources re-saved with `separate_side_files`.
+    `feeds_path`: an `.npz` by fused input names, for models that refuse random inputs.
     """
     if separate_side_files and is_engine(fused_path):
         raise UserInputError("--separate-side-files applies to ONNX models, not engines")
@@ -136,7 +138,11 @@ def bench_artifact(
         raise UserInputError("bench needs a scratch folder for the separate models it writes")
     manifest = manifest_for_artifact(fused_path)
     session = open_session(fused_path, runtime)
-    fused_feeds = random_feeds(session.inputs, shapes)
+    fused_feeds = (
+        load_feeds(feeds_path, session.inputs)
+        if feeds_path
+        else random_feeds(session.inputs, shapes)
+    )
     session.close()
     sources = [(e.name, source_path(fused_path, manifest, e)) for e in manifest.models]
     if separate_side_files:

@@ -20,7 +20,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from fusedinf_cc.artifacts.index import DIST_FORMAT, INDEX, read_index, verify_bundle_dir
+from fusedinf_cc.artifacts.index import (
+    DIST_FORMAT,
+    INDEX,
+    SHIPPED_INPUTS,
+    read_index,
+    verify_bundle_dir,
+)
 from fusedinf_cc.artifacts.manifest import manifest_path_for
 from fusedinf_cc.common.errors import FusedInfError, UserInputError
 from fusedinf_cc.common.files import sha256_file, staging_dir
@@ -187,7 +193,11 @@ def _build_into(bundle: BundleSpec, folder: Path, key: str) -> BundleResult:
             )
         )
         report = verify_artifact(
-            artifact, rtol=bundle.rtol, atol=bundle.atol, shapes=_verify_shapes(bundle)
+            artifact,
+            feeds_path=bundle.inputs,
+            rtol=bundle.rtol,
+            atol=bundle.atol,
+            shapes=_verify_shapes(bundle),
         )
         result.verify.append(
             {
@@ -203,6 +213,8 @@ def _build_into(bundle: BundleSpec, folder: Path, key: str) -> BundleResult:
                 result.verify[-1]["failures"]
             )
             return result
+    if bundle.inputs is not None:
+        shutil.copyfile(bundle.inputs, folder / SHIPPED_INPUTS)
     index = {
         "format": DIST_FORMAT,
         "name": bundle.name,
@@ -217,6 +229,7 @@ def _build_into(bundle: BundleSpec, folder: Path, key: str) -> BundleResult:
             path.name: path.stat().st_size for path in sorted(folder.iterdir()) if path.is_file()
         },
         "verify": result.verify,
+        **({"inputs": SHIPPED_INPUTS} if bundle.inputs is not None else {}),
     }
     (folder / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return result

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import sha256_file
 from fusedinf_cc.common.names import check_model_name
 from fusedinf_cc.common.tolerances import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerance
 
@@ -44,6 +45,7 @@ _BUNDLE_KEYS = {
     "cse",
     "stack",
     "aot",
+    "inputs",
 }
 # Engine options and the TOML type each takes (the text forms are the CLI's flags).
 _ENGINE_TYPES: dict[str, type] = {
@@ -84,6 +86,9 @@ class BundleSpec:
     engine: dict[str, Any] = field(default_factory=dict)
     rtol: float = DEFAULT_TOLERANCE["rtol"]
     atol: float = DEFAULT_TOLERANCE["atol"]
+    # Representative inputs (.npz by fused input names), for models that refuse random ones:
+    # verification runs on them, and they ship in the dist folder for footprint measurements.
+    inputs: Path | None = None
 
     def options_record(self) -> dict[str, Any]:
         """Everything but the model files that decides what gets built (part of the cache key)."""
@@ -99,6 +104,7 @@ class BundleSpec:
             "engine": {k: str(v) if isinstance(v, Path) else v for k, v in self.engine.items()},
             "rtol": self.rtol,
             "atol": self.atol,
+            "inputs": sha256_file(self.inputs) if self.inputs else None,
         }
 
 
@@ -186,8 +192,16 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
         raise UserInputError(
             f'{where.key("aot", name)}: aot optimises the onnx target; add "onnx" to targets'
         )
+    inputs = table.get("inputs")
+    if inputs is not None:
+        if not isinstance(inputs, str):
+            raise UserInputError(f"{where.key('inputs', name)}: inputs is the path of an .npz")
+        inputs = _resolve(base, inputs)
+        if not inputs.is_file():
+            raise UserInputError(f"{where.key('inputs', name)}: no file {inputs}")
     return BundleSpec(
         name=name,
+        inputs=inputs,
         models=resolved,
         targets=tuple(dict.fromkeys(targets)),
         share_inputs=share_inputs,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusedinf_cc.artifacts.index import shipped_inputs
 from fusedinf_cc.artifacts.manifest import (
     Artifact,
     Manifest,
@@ -205,10 +206,20 @@ class EngineCache:
         self._condition = threading.Condition()
 
     # registration -------------------------------------------------------------------------
-    def register(self, bundle: Bundle | str | os.PathLike[str], name: str | None = None) -> Bundle:
-        """Register a bundle (opened, or an artifact's path); its models become addressable."""
+    def register(
+        self,
+        bundle: Bundle | str | os.PathLike[str],
+        name: str | None = None,
+        feeds_path: Path | None = None,
+    ) -> Bundle:
+        """Register a bundle (opened, or an artifact's path); its models become addressable.
+        `feeds_path`: representative inputs (.npz by fused names) its footprint is measured on,
+        if it must be measured, for a model that refuses random inputs."""
         if not isinstance(bundle, Bundle):
-            bundle = open_bundle(Path(bundle), name=name)
+            feeds = read_feeds(feeds_path) if feeds_path else None
+            bundle = open_bundle(
+                Path(bundle), name=name, feeds=feeds if isinstance(feeds, dict) else None
+            )
         with self._condition:
             self._check_fits(bundle)
             # Bundle names are unique and never another bundle's model; one model may sit in
@@ -506,11 +517,13 @@ def run_once(
 ) -> dict[str, np.ndarray]:
     """One request through a cache holding just this bundle: what `fusedinf-cc run` does."""
     check_weight_streaming(artifact, weight_streaming_budget)  # before measuring a footprint
-    given = read_feeds(feeds_path) if feeds_path else None
-    # The user's feeds for the whole bundle are what its footprint is measured on, too.
-    bundle = open_bundle(
-        artifact, feeds=given if model is None and isinstance(given, dict) else None
-    )
+    # The user's feeds for the whole bundle are what its footprint is measured on, too; else
+    # the representative inputs its dist folder ships, if any.
+    given = read_feeds(feeds_path) if feeds_path and model is None else None
+    shipped = shipped_inputs(artifact)
+    if not isinstance(given, dict) and shipped is not None:
+        given = read_feeds(shipped)
+    bundle = open_bundle(artifact, feeds=given if isinstance(given, dict) else None)
     factory = functools.partial(
         open_session,
         runtime=check_runtime(runtime),

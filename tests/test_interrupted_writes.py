@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import os
 import subprocess
 import sys
@@ -19,26 +18,9 @@ from fusedinf_cc.precompile.build import build_bundles
 from fusedinf_cc.precompile.spec import read_spec
 from tests import builders
 from tests.conftest import run_cli
+from tests.disks import on_a_small_disk
 
 pytest.importorskip("onnxruntime", reason="needs ONNX Runtime")
-
-# Runs the rest of the line with a tmpfs of "$1" bytes mounted on "$0", in a namespace of its own.
-_SMALL_DISK = 'd=$0; s=$1; shift; mount -t tmpfs -o size="$s" tmpfs "$d" && exec "$@"'
-
-
-def _on_a_small_disk(folder: Path, size: int, script: str, *args: str) -> dict:
-    """Run a Python `script` with `folder` a tmpfs of `size` bytes; its last line is JSON."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    folder.mkdir(parents=True, exist_ok=True)
-    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _SMALL_DISK,
-               str(folder), str(size), sys.executable, "-c", script, *args]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if "mount" in result.stderr and result.returncode != 0 and not result.stdout:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
 
 _FILL_THE_DISK = """
 import hashlib, json, subprocess, sys
@@ -63,7 +45,7 @@ def test_a_full_disk_leaves_the_previous_output_and_nothing_else(tmp_path):
     for name, width in (("a", 8), ("b", 8), ("c", 400), ("d", 400)):
         builders.save(builders.affine(ord(name), width=width), models / f"{name}.onnx")
     specs = [f"{n}={models / f'{n}.onnx'}" for n in "abcd"]
-    seen = _on_a_small_disk(
+    seen = on_a_small_disk(
         tmp_path / "disk", 256 * 1024, _FILL_THE_DISK, str(tmp_path / "disk"), *specs
     )
     assert seen["first"] == 0 and set(seen["before"]) == {"t.onnx", "t.onnx.manifest.json"}
@@ -190,7 +172,7 @@ def test_unpack_onto_a_full_disk_is_one_line_and_leaves_nothing(dist, tmp_path):
     archive = tmp_path / "b.tar.gz"
     assert run_cli("bundle", "pack", dist, "-o", archive).returncode == 0
     disk = tmp_path / "disk"
-    seen = _on_a_small_disk(disk, 8 * 1024, _UNPACK_ON_A_SMALL_DISK, str(disk), str(archive))
+    seen = on_a_small_disk(disk, 8 * 1024, _UNPACK_ON_A_SMALL_DISK, str(disk), str(archive))
     assert seen["rc"] == 2 and "No space left on device" in seen["stderr"], seen["stderr"]
     assert len(seen["stderr"].strip().splitlines()) == 1
     assert seen["left"] in ([], ["edge"])

@@ -20,7 +20,9 @@ from pathlib import Path, PurePosixPath
 
 from fusedinf_cc.artifacts.index import INDEX, read_index, verify_bundle_dir, verify_dist
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.common.files import staging_dir
+from fusedinf_cc.common.files import check_output_file, staging_dir
+
+_NAME_MAX = 255  # bytes in one file name on Linux file systems (ext4, xfs, tmpfs)
 
 
 def pack(dist: Path, archive: Path) -> list[str]:
@@ -29,6 +31,7 @@ def pack(dist: Path, archive: Path) -> list[str]:
         raise UserInputError(
             f"-o {archive} lies inside {dist}, the folder being packed; write it elsewhere"
         )
+    check_output_file(archive)
     bundles, problems = verify_dist(dist)
     if problems:
         raise UserInputError(f"{dist}: not packing damaged bundles ({problems[0]})")
@@ -158,6 +161,11 @@ def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
         raise UserInputError(f"{archive}: {member.name!r} is a {kind}; refusing the archive")
     if len(path.parts) != 2:
         raise UserInputError(f"{archive}: {member.name!r} is not BUNDLE/FILE; refusing the archive")
+    if any(len(part.encode()) > _NAME_MAX for part in path.parts):
+        raise UserInputError(
+            f"{archive}: a name in {member.name[:60]!r}... is longer than file systems allow "
+            f"({_NAME_MAX} bytes); refusing the archive"
+        )
 
 
 def _named_files(

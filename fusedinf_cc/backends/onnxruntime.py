@@ -23,6 +23,8 @@ INSTALL_HINT = (
     "install ONNX Runtime: pip install 'fusedinf-cc[cpu]' (or [gpu] on an x86_64 CUDA machine; "
     "Jetson: JetPack's onnxruntime-gpu wheel)"
 )
+# How a run that ONNX Runtime refused is worded: the inputs, not the model, are at fault.
+RUN_REFUSED = "ONNX Runtime cannot run it on these inputs"
 _LOG_FATAL_ONLY = 4
 LOG_ERRORS_ONLY = 3  # ORT warns about every unused initializer of a source model
 
@@ -84,8 +86,19 @@ _ONNX_TYPES = {
 def import_onnxruntime() -> ModuleType:
     try:
         return importlib.import_module("onnxruntime")
-    except ImportError:
+    except ImportError as error:
+        if _interrupted(error):  # Ctrl-C during the import, which onnxruntime re-raised
+            raise KeyboardInterrupt from None
         raise BackendUnavailableError(f"ONNX Runtime is not installed; {INSTALL_HINT}") from None
+
+
+def _interrupted(error: BaseException | None) -> bool:
+    seen = 0
+    while error is not None and seen < 16:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def providers_for(runtime: str) -> tuple[str, ...]:
@@ -190,9 +203,7 @@ class OnnxRuntimeSession:
         try:
             results = self._session.run(names, dict(feeds), self._run_options)
         except Exception as error:  # onnxruntime raises its own types; the inputs caused it
-            raise UserInputError(
-                f"{self.name}: ONNX Runtime cannot run it on these inputs ({first_line(error)})"
-            ) from None
+            raise UserInputError(f"{self.name}: {RUN_REFUSED} ({first_line(error)})") from None
         return dict(zip(names, results, strict=True))
 
     def close(self) -> None:

@@ -2,9 +2,49 @@
 
 `app` builds the Typer application from one module per command group (`fuse`, `measure`,
 `run`, `bundle`, `serve`); each command imports the library it calls when it runs, so
-`--help` and `run` do not load the compiler. `tables` renders reports.
+`--help` and `run` do not load the compiler. `tables` renders reports. `main` is the console
+entry point; it imports `app` itself, so that Ctrl-C while the libraries load is handled too.
 """
 
-from fusedinf_cc.cli.app import app
+from __future__ import annotations
 
-__all__ = ["app"]
+import os
+import signal
+import sys
+from types import FrameType
+
+INTERRUPTED_EXIT_CODE = 130
+
+
+def main() -> None:
+    """Run the command. Ctrl-C or SIGTERM at any moment, the imports included, ends with one
+    line and exit code 130; the staging folders of what was being written are removed on the
+    way out, and a previous output stays as it was."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        from fusedinf_cc.cli.app import app
+
+        app(prog_name="fusedinf-cc")
+    except KeyboardInterrupt:
+        _interrupted()
+    except SystemExit as exit:  # Typer (and every command) ends an interrupt with exit 130
+        if exit.code == INTERRUPTED_EXIT_CODE:
+            _interrupted()
+        raise
+    finally:  # the command is over: a signal now must not turn its exit code into a crash
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _interrupted() -> None:
+    """Say so and end now. What was being written is already cleaned (every staging folder is
+    removed as the interrupt unwinds); ending here also keeps a KeyboardInterrupt that a
+    library met during the imports from making Python end the process with SIGINT instead."""
+    print("error: interrupted", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(INTERRUPTED_EXIT_CODE)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

@@ -81,7 +81,7 @@ def reports_errors(command: F) -> F:
                 f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True
             )
             raise typer.Exit(error.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # `cli.main` says so, in one line
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]

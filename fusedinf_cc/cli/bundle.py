@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from fusedinf_cc.cli.base import console, error_console, reports_errors
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.common.files import check_output_folder, write_text_atomic
+from fusedinf_cc.common.files import check_output_file, write_text_atomic
 from fusedinf_cc.common.sizes import format_bytes
 
 
@@ -43,7 +43,7 @@ def bundle_build(
     if jobs < 1:
         raise UserInputError("--jobs must be at least 1")
     if json_out is not None:
-        check_output_folder(json_out)
+        check_output_file(json_out)
     chosen = select(
         read_spec(spec),
         only or (),

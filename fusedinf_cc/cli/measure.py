@@ -26,7 +26,7 @@ from fusedinf_cc.cli.base import (
     reports_errors,
 )
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.common.files import check_output_folder, write_text_atomic
+from fusedinf_cc.common.files import check_output_file, write_text_atomic
 from fusedinf_cc.common.shapes import parse_shapes
 from fusedinf_cc.common.tolerances import DEFAULT_ATOL, DEFAULT_RTOL
 
@@ -99,7 +99,7 @@ def bench(
         )
     for written in (json_out, plot):
         if written is not None:
-            check_output_folder(written)
+            check_output_file(written)
     if not models and fused is None:
         raise UserInputError("give the models to fuse, or --fused FUSED.onnx")
     if aot and not models:
@@ -266,7 +266,7 @@ def simulate(
         raise UserInputError("give --trace TRACE.csv or --synthetic (one of them)")
     for written in (json_out, save_trace):
         if written is not None:
-            check_output_folder(written)
+            check_output_file(written)
     named = [parse_model_spec(spec) for spec in models]
     check_unique_names(named)
     specs = dict(named)

@@ -11,7 +11,7 @@ import typer
 
 from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, check_runtime
 from fusedinf_cc.cli.base import BACKEND, console, reports_errors
-from fusedinf_cc.common.files import staging_dir
+from fusedinf_cc.common.files import check_output_file, staging_dir
 from fusedinf_cc.common.sizes import parse_size
 
 
@@ -44,6 +44,8 @@ def run_command(
 
     from fusedinf_cc.runtime.loader import run_once
 
+    if output is not None:
+        check_output_file(output)
     results = run_once(
         bundle,
         model=model,

@@ -5,6 +5,7 @@ Kept apart from `model_io` so that runtime processes (loader, bench workers) nee
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -99,12 +100,30 @@ def check_output_folder(target: Path) -> None:
         raise UserInputError(f"{target}: output folder {target.parent} does not exist")
 
 
+def check_output_file(target: Path) -> None:
+    """`target` can be written as a file: its folder exists and it is not itself a folder."""
+    check_output_folder(target)
+    if target.is_dir():
+        raise UserInputError(f"{target} is a folder; give a file name")
+
+
 # `.TARGET.fusedinf-PID-RANDOM`: whose staging folder it is, so that a later run can tell one
 # left by a killed process (SIGKILL, a power cut) from one a running process still fills.
 _STAGING_MARK = ".fusedinf-"
 _STAGING_NAME = re.compile(r"^\..+\.fusedinf-(\d+)-[A-Za-z0-9_]+$")
 # A folder this old is stale whoever made it: a process id can be reused.
 STALE_STAGING_SECONDS = 24 * 3600
+
+
+_USER_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EFBIG,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENAMETOOLONG,
+}
 
 
 class staging_dir:  # noqa: N801 - used like a function in `with` statements
@@ -126,5 +145,11 @@ class staging_dir:  # noqa: N801 - used like a function in `with` statements
             raise UserInputError(f"{self.target}: cannot write there ({error.strerror})") from None
         return self.path
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno in _USER_ERRNOS:
+            # A full disk, a read-only folder, a name too long: the user's to fix, in one line.
+            raise UserInputError(
+                f"{self.target.parent}: cannot write {self.target.name} there "
+                f"({error.strerror}); nothing was written"
+            ) from None

@@ -124,8 +124,12 @@ def export_triton(
         max_batch_size=max_batch_size,
         on_gpu=chosen == "engine",
     )
-    if not repository.is_dir():
-        repository.mkdir(parents=True)
+    if repository.exists() and not repository.is_dir():
+        raise UserInputError(f"-o {repository}: not a folder")
+    try:
+        repository.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserInputError(f"-o {repository}: cannot create it ({error.strerror})") from None
     target_dir = repository / name
     if target_dir.exists():
         raise UserInputError(f"{target_dir} exists; remove it or export to another repository")

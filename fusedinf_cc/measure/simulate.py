@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from fusedinf_cc.artifacts.manifest import cached_manifest
-from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.errors import UserInputError, first_line
 from fusedinf_cc.common.files import sha256_file, write_text_atomic
 from fusedinf_cc.common.sizes import format_bytes, parse_size
 from fusedinf_cc.compiler.build import build_fused
@@ -88,6 +88,8 @@ def read_trace(path: Path) -> list[Request]:
             rows = list(csv.DictReader(stream))
     except FileNotFoundError:
         raise UserInputError(f"{path}: no such trace") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise UserInputError(f"{path}: not a CSV trace ({first_line(error)})") from None
     try:
         requests = [Request(float(row["timestamp"]), row["function"].strip()) for row in rows]
     except (KeyError, ValueError, AttributeError) as error:

@@ -59,8 +59,13 @@ def load_model(path: Path) -> ir.Model:
         raise UserInputError(f"{path}: not a readable ONNX model ({first_line(error)})") from None
     except OSError as error:
         raise UserInputError(f"{path}: cannot read it ({error.strerror or error})") from None
-    _check_loaded(model, path)
-    _materialize_small_external_tensors(model)
+    try:
+        _check_loaded(model, path)
+        _materialize_small_external_tensors(model)
+    except ValueError as error:  # onnx-ir refuses external data outside the model's folder
+        raise UserInputError(f"{path}: {first_line(error)}") from None
+    except OSError as error:
+        raise UserInputError(f"{path}: its external data cannot be read ({error})") from None
     return model
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from fusedinf_cc.backends.cpu_target import this_cpu
-from fusedinf_cc.backends.onnxruntime import import_onnxruntime
+from fusedinf_cc.backends.onnxruntime import RUN_REFUSED, import_onnxruntime
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import write_text_atomic
 from fusedinf_cc.runtime.procmem import proportional_set_size
@@ -135,7 +135,7 @@ class FootprintCache:
             try:
                 known = measure_footprint(artifact, feeds)
             except UserInputError as error:
-                if feeds is not None:
+                if feeds is not None or RUN_REFUSED not in str(error):
                     raise
                 raise UserInputError(
                     f"{artifact}: its memory footprint is measured on random inputs, which it "

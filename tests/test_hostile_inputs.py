@@ -70,7 +70,12 @@ def test_an_interrupted_fuse_exits_130_in_one_line_and_keeps_the_previous_output
             before = _files(out_dir)
             continue
         assert _one_line(done, 130) == "error: interrupted"
-        assert _files(out_dir) == before
+        now = _files(out_dir)
+        if now != before:
+            # The signal came after the new artifact was in place (signals wait while its
+            # files are renamed): then all of it is new, and it runs.
+            assert run_cli("run", out_dir / "t.onnx").returncode == 0
+            before = now
     assert run_cli("run", out_dir / "t.onnx").returncode == 0
 
 

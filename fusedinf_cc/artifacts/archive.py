@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from fusedinf_cc.artifacts.index import INDEX, read_index, verify_bundle_dir, verify_dist
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.common.files import check_output_file, staging_dir
+from fusedinf_cc.common.files import check_output_file, make_output_folder, staging_dir
 
 _NAME_MAX = 255  # bytes in one file name on Linux file systems (ext4, xfs, tmpfs)
 
@@ -87,12 +87,7 @@ def unpack(archive: Path, dest: Path) -> list[str]:
                     f"{archive}: {member.name} holds {member.size} bytes, its {INDEX} says "
                     f"{expected}; refusing the archive"
                 )
-        if dest.exists() and not dest.is_dir():
-            raise UserInputError(f"-o {dest}: not a folder")
-        try:
-            dest.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise UserInputError(f"-o {dest}: cannot create it ({error.strerror})") from None
+        make_output_folder(dest)
         bundles = sorted({PurePosixPath(m.name).parts[0] for m in members})
         for bundle in bundles:
             target = dest / bundle

@@ -100,6 +100,16 @@ def check_output_folder(target: Path) -> None:
         raise UserInputError(f"{target}: output folder {target.parent} does not exist")
 
 
+def make_output_folder(folder: Path) -> None:
+    """Create the folder `-o` names (and its parents); one line if it is a file or cannot be."""
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError(f"-o {folder}: not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserInputError(f"-o {folder}: cannot create it ({error.strerror})") from None
+
+
 def check_output_file(target: Path) -> None:
     """`target` can be written as a file: its folder exists and it is not itself a folder."""
     check_output_folder(target)

@@ -20,7 +20,7 @@ import onnx_ir as ir
 from fusedinf_cc.artifacts.index import index_path, read_index
 from fusedinf_cc.backends.cpu_target import cpu_built_for
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.common.files import external_data_name, staging_dir
+from fusedinf_cc.common.files import external_data_name, make_output_folder, staging_dir
 from fusedinf_cc.onnx_io.model_io import load_model
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "engine": "tensorrt_plan"}
@@ -124,12 +124,7 @@ def export_triton(
         max_batch_size=max_batch_size,
         on_gpu=chosen == "engine",
     )
-    if repository.exists() and not repository.is_dir():
-        raise UserInputError(f"-o {repository}: not a folder")
-    try:
-        repository.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserInputError(f"-o {repository}: cannot create it ({error.strerror})") from None
+    make_output_folder(repository)
     target_dir = repository / name
     if target_dir.exists():
         raise UserInputError(f"{target_dir} exists; remove it or export to another repository")

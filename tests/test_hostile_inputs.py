@@ -194,3 +194,24 @@ def test_a_shape_the_declared_dims_admit_but_the_model_rejects_is_one_line(tmp_p
     assert run_cli("fuse", tmp_path / "r.onnx", "-o", out).returncode == 0
     line = _one_line(run_cli("verify", out, "--shapes", "r/x:3x4"))
     assert "cannot run it on these inputs" in line
+
+
+def test_a_full_disk_under_bundle_pack_is_one_line_and_leaves_nothing(tmp_path):
+    (tmp_path / "models").mkdir()
+    builders.save(builders.affine(4, width=300), tmp_path / "models" / "a.onnx")
+    (tmp_path / "fusedinf.toml").write_text('[bundles.one]\nmodels = { a = "models/a.onnx" }\n')
+    dist = tmp_path / "dist"
+    assert run_cli("bundle", "build", tmp_path / "fusedinf.toml", "--out", dist).returncode == 0
+    script = f"""
+import json, subprocess, sys
+from pathlib import Path
+disk = Path(sys.argv[1])
+done = subprocess.run([sys.executable, "-m", "fusedinf_cc", "bundle", "pack", "{dist}", "-o",
+                       str(disk / "b.tar.gz")], capture_output=True, text=True)
+print(json.dumps({{"rc": done.returncode, "stderr": done.stderr,
+                  "left": sorted(p.name for p in disk.iterdir())}}))
+"""
+    disk = tmp_path / "disk"
+    seen = on_a_small_disk(disk, 16 * 1024, script, str(disk))  # less than the 350 KB of weights
+    assert seen["rc"] == 2 and "No space left on device" in seen["stderr"], seen["stderr"]
+    assert len(seen["stderr"].strip().splitlines()) == 1 and seen["left"] == []

@@ -11,14 +11,20 @@ an archive installs whole or not at all.
 from __future__ import annotations
 
 import gzip
-import io
-import json
 import os
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from fusedinf_cc.artifacts.index import INDEX, read_index, verify_bundle_dir, verify_dist
+import msgspec
+
+from fusedinf_cc.artifacts.index import (
+    INDEX,
+    check_index,
+    read_index,
+    verify_bundle_dir,
+    verify_dist,
+)
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import check_output_file, make_output_folder, staging_dir
 
@@ -177,14 +183,14 @@ def _named_files(
         stream = tar.extractfile(member)
         assert stream is not None
         try:
-            index = json.load(io.TextIOWrapper(stream, encoding="utf-8"))
+            index = check_index(msgspec.json.decode(stream.read()), f"{archive}: {member.name}")
             named = {INDEX, *index["files"], *(a["manifest"] for a in index["artifacts"])}
             recorded = index.get("sizes", {})
             if not isinstance(recorded, dict) or not all(
                 type(size) is int and size >= 0 for size in recorded.values()
             ):
                 raise ValueError("its sizes are not byte counts")
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
+        except (msgspec.DecodeError, RecursionError, ValueError, KeyError, TypeError) as error:
             raise UserInputError(
                 f"{archive}: {member.name} is not a bundle index ({error})"
             ) from None

@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fusedinf_cc.artifacts.manifest import read_manifest
+import msgspec
+
+from fusedinf_cc.artifacts.manifest import check_integers, read_json, read_manifest
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import sha256_file
 
@@ -17,6 +19,7 @@ DIST_FORMAT = "fusedinf-dist/1"
 INDEX = "bundle.json"
 # A bundle's representative inputs (its spec's `inputs`), for footprints measured where it runs.
 SHIPPED_INPUTS = "inputs.npz"
+MAX_INDEX_BYTES = 16 * 2**20
 
 
 def index_path(bundle_dir: Path, name: object) -> Path:
@@ -30,6 +33,40 @@ def index_path(bundle_dir: Path, name: object) -> Path:
     return bundle_dir / name
 
 
+@dataclass
+class IndexedArtifact:
+    target: str
+    path: str
+    manifest: str
+    size_bytes: int
+    sha256: str
+
+
+@dataclass
+class BundleIndex:
+    """`bundle.json`'s schema: what every reader may rely on."""
+
+    format: str
+    name: str
+    cache_key: str
+    artifacts: list[IndexedArtifact]
+    files: dict[str, str]
+    sizes: dict[str, int] = field(default_factory=dict)
+    verify: list[dict[str, Any]] = field(default_factory=list)
+    inputs: str | None = None
+
+
+def check_index(data: Any, where: str) -> dict[str, Any]:
+    """`data` (a parsed bundle.json) if it fits the schema; one line naming the field if not."""
+    try:
+        index = msgspec.convert(data, BundleIndex, strict=True)
+    except msgspec.ValidationError as error:
+        raise UserInputError(f"{where}: not a bundle index ({error})") from None
+    if any(size < 0 for size in index.sizes.values()):
+        raise UserInputError(f"{where}: not a bundle index (a negative size)")
+    return data
+
+
 def shipped_inputs(artifact: Path) -> Path | None:
     """The representative inputs the bundle folder of `artifact` ships, if its index names any."""
     index = read_index(artifact.parent)
@@ -39,20 +76,25 @@ def shipped_inputs(artifact: Path) -> Path | None:
 
 
 def read_index(bundle_dir: Path) -> dict[str, Any] | None:
+    """The bundle's index, checked against its schema; None where the folder has none (or one
+    of another format). A damaged one is a one-line error naming the field."""
     path = bundle_dir / INDEX
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    if not path.is_file():
         return None
+    data = read_json(path, "bundle index", MAX_INDEX_BYTES)
     if not isinstance(data, dict) or data.get("format") != DIST_FORMAT:
         return None
-    return data
+    check_integers(data, path)
+    return check_index(data, str(path))
 
 
 def verify_bundle_dir(bundle_dir: Path) -> list[str]:
     """What is wrong with one built bundle: missing or changed files, artifacts that do not match
     their manifests. Empty when it is intact."""
-    index = read_index(bundle_dir)
+    try:
+        index = read_index(bundle_dir)
+    except UserInputError as error:
+        return [str(error)]
     if index is None:
         return [f"{bundle_dir.name}: no readable {INDEX}"]
     problems = []

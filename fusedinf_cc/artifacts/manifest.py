@@ -12,9 +12,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from fusedinf_cc.artifacts.weight_records import WeightRecord
 from fusedinf_cc.common.errors import UserInputError
 
+# A manifest lists every weight of a bundle; 10,000 weights take about 3 MiB.
+MAX_MANIFEST_BYTES = 64 * 2**20
 FORMAT = "fusedinf-bundle/1"
 METADATA_KEY = "fusedinf.manifest"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -81,7 +85,7 @@ class Manifest:
     artifact: Artifact | None = None
     build_options: dict[str, Any] = field(default_factory=dict)
     tools: dict[str, str] = field(default_factory=dict)
-    footprint: dict[str, int] = field(default_factory=dict)
+    footprint: dict[str, int | float] = field(default_factory=dict)
     # What an engine was built for (TensorRT version, GPU, compute capability); empty for ONNX.
     device: dict[str, Any] = field(default_factory=dict)
     # Ahead-of-time artifacts: where each weight lies in the side file and what it is, so that
@@ -119,33 +123,44 @@ class Manifest:
                 "with this version of fusedinf-cc"
             )
         try:
-            artifact = data.get("artifact")
-            return cls(
-                models=[ModelEntry(**entry) for entry in data["models"]],
-                shared_inputs=[SharedInput(**entry) for entry in data.get("shared_inputs", [])],
-                passes=[PassRecord(**entry) for entry in data.get("passes", [])],
-                opset=data.get("opset", 0),
-                ir_version=data.get("ir_version", 0),
-                artifact=_artifact(artifact) if artifact else None,
-                build_options=data.get("build_options", {}),
-                tools=data.get("tools", {}),
-                footprint=data.get("footprint", {}),
-                device=data.get("device", {}),
-                weights=[WeightRecord.from_manifest(r) for r in data.get("weights", [])],
-                format=data["format"],
-            )
-        except (KeyError, TypeError, ValueError) as error:
+            manifest = msgspec.convert(data, cls, strict=True)
+        except msgspec.ValidationError as error:
             raise UserInputError(f"manifest is malformed ({error})") from None
+        try:
+            _check_names(manifest.artifact)
+            for record in manifest.weights:
+                record.check()
+        except ValueError as error:
+            raise UserInputError(f"manifest is malformed ({error})") from None
+        return manifest
 
 
-def _artifact(record: dict[str, Any]) -> Artifact:
-    """The artifact record; the files it names are plain names beside the manifest, never a
-    path that climbs out of its folder or is absolute (a reader maps what they name)."""
-    artifact = Artifact(**record)
-    for name in (artifact.path, artifact.external_data):
-        if name is not None and (not isinstance(name, str) or Path(name).name != name):
+def _check_names(artifact: Artifact | None) -> None:
+    """The files an artifact record names are plain names beside the manifest, never a path
+    that climbs out of its folder or is absolute (a reader maps what they name)."""
+    for name in (artifact.path, artifact.external_data) if artifact else ():
+        if name is not None and (name in ("", ".", "..") or Path(name).name != name):
             raise ValueError(f"artifact file {name!r} is not a plain file name")
-    return artifact
+
+
+def read_json(path: Path, what: str, max_bytes: int) -> Any:
+    """A JSON file of ours, parsed strictly (no NaN, no integers past 64 bits) after its size is
+    checked, with nesting too deep for the parser refused in one line."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise UserInputError(f"{path}: {size} bytes, more than a {what} can be ({max_bytes})")
+        return msgspec.json.decode(path.read_bytes())
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise UserInputError(f"{path}: a folder, not a {what}") from None
+    except OSError as error:
+        raise UserInputError(f"{path}: cannot read the {what} ({error.strerror})") from None
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise UserInputError(f"{path}: not a JSON {what} ({error})") from None
+    except RecursionError:
+        raise UserInputError(f"{path}: not a JSON {what} (nested too deeply)") from None
 
 
 def manifest_path_for(artifact_path: Path) -> Path:
@@ -153,16 +168,29 @@ def manifest_path_for(artifact_path: Path) -> Path:
 
 
 def read_manifest(path: Path) -> Manifest:
-    """Read a manifest file; a one-line error for a missing or malformed one."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: no such manifest") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserInputError(f"{path}: not a JSON manifest ({error})") from None
+    """Read a manifest file through its schema; a one-line error, naming the file and the
+    field, for a missing, oversized, malformed or wrongly typed one."""
+    data = read_json(path, "manifest", MAX_MANIFEST_BYTES)
     if not isinstance(data, dict):
         raise UserInputError(f"{path}: not a JSON manifest")
-    return Manifest.from_dict(data)
+    check_integers(data, path)
+    try:
+        return Manifest.from_dict(data)
+    except UserInputError as error:
+        raise UserInputError(f"{path}: {error}") from None
+
+
+def check_integers(node: Any, path: Path) -> None:
+    """Every integer in one of our files fits 64 bits: a longer one is damage, not a value."""
+    pending = [node]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, int) and not -(2**63) <= item < 2**64:
+            raise UserInputError(f"{path}: an integer of {len(str(abs(item)))} digits")
 
 
 def manifest_for_artifact(artifact_path: Path) -> Manifest:

@@ -12,7 +12,6 @@ with onnx); the runtime only reads them from the manifest.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 # Element types the runtime can map in place (numpy names); others load the ordinary way.
 MAPPABLE_DTYPES = frozenset(
@@ -60,16 +59,8 @@ class WeightRecord:
     shape: tuple[int, ...]
     packable: bool = False  # an input of a PREPACKING_OPS node: pooled only without prepacking
 
-    @classmethod
-    def from_manifest(cls, record: dict[str, Any]) -> WeightRecord:
-        if min(int(record["offset"]), int(record["length"])) < 0:
-            raise ValueError(f"weight {record.get('name')!r} has a negative offset or length")
-        return cls(
-            name=str(record["name"]),
-            digest=str(record["digest"]),
-            offset=int(record["offset"]),
-            length=int(record["length"]),
-            dtype=str(record["dtype"]),
-            shape=tuple(int(dim) for dim in record["shape"]),
-            packable=bool(record.get("packable", False)),
-        )
+    def check(self) -> None:
+        """What a type cannot say: where the bytes lie must be a place in a file."""
+        sizes = (self.offset, self.length, *self.shape)
+        if any(size < 0 for size in sizes) or self.dtype not in MAPPABLE_DTYPES:
+            raise ValueError(f"weight {self.name!r} has a negative size or an unknown dtype")

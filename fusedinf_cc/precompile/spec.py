@@ -32,6 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+MAX_SPEC_BYTES = 1 << 20
 TARGETS = {"onnx": ".onnx", "ort": ".ort", "engine": ".engine"}
 _BUNDLE_KEYS = {
     "models",
@@ -117,6 +118,8 @@ class Spec:
 def read_spec(path: Path) -> Spec:
     """Parse and check a spec file; the first mistake raises a one-line error with its line."""
     try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            raise UserInputError(f"{path}: larger than a spec can be ({MAX_SPEC_BYTES} bytes)")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserInputError(f"{path}: no such spec file") from None
@@ -126,6 +129,8 @@ def read_spec(path: Path) -> Spec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise UserInputError(f"{path}: not valid TOML ({error})") from None
+    except RecursionError:
+        raise UserInputError(f"{path}: not valid TOML (nested too deeply)") from None
     where = _Locator(path, text)
     unknown = set(data) - {"bundles"}
     if unknown:
@@ -167,7 +172,12 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
             raise UserInputError(f"{where.key(model, name)}: model {model!r}: no file {model_path}")
         resolved[model] = model_path
     targets = table.get("targets", ["onnx"])
-    if not isinstance(targets, list) or not targets or set(targets) - set(TARGETS):
+    if (
+        not isinstance(targets, list)
+        or not targets
+        or not all(isinstance(target, str) for target in targets)
+        or set(targets) - set(TARGETS)
+    ):
         raise UserInputError(
             f"{where.key('targets', name)}: targets must be a list of {', '.join(TARGETS)}"
         )
@@ -272,7 +282,13 @@ def _refuse_unknown(
 
 
 def _resolve(base: Path, location: str) -> Path:
-    path = Path(location).expanduser()
+    """A path from the spec: `~` expanded, relative to the spec's folder."""
+    if "\0" in location:
+        raise UserInputError(f"{location!r}: a path cannot hold a NUL byte")
+    try:
+        path = Path(location).expanduser()
+    except RuntimeError:  # `~` where no home folder is known
+        raise UserInputError(f"{location!r}: no home folder is known to expand '~'") from None
     return path if path.is_absolute() else (base / path).resolve()
 
 

@@ -572,8 +572,10 @@ def check_side_file(path: Path, artifact: Artifact) -> None:
     interrupted overwrite, a copy from another build): it would load and answer wrongly."""
     if not artifact.external_data_sha256:
         return
-    side_file = path.with_name(artifact.external_data or "")
-    if artifact.external_data != side_file.name or not side_file.is_file():
+    if not artifact.external_data:
+        raise UserInputError(f"{path}: its manifest records a weights file's digest but no file")
+    side_file = path.with_name(artifact.external_data)
+    if not side_file.is_file():
         raise UserInputError(f"{path}: its weights file {artifact.external_data!r} is missing")
     if sha256_file(side_file) != artifact.external_data_sha256:
         raise UserInputError(

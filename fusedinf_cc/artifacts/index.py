@@ -35,6 +35,8 @@ def index_path(bundle_dir: Path, name: object) -> Path:
 
 @dataclass
 class IndexedArtifact:
+    """One built artifact of a bundle, as `bundle.json` lists it."""
+
     target: str
     path: str
     manifest: str
@@ -58,6 +60,7 @@ class BundleIndex:
 
 def check_index(data: Any, where: str) -> dict[str, Any]:
     """`data` (a parsed bundle.json) if it fits the schema; one line naming the field if not."""
+    check_integers(data, where)
     try:
         index = msgspec.convert(data, BundleIndex, strict=True)
     except msgspec.ValidationError as error:
@@ -84,7 +87,6 @@ def read_index(bundle_dir: Path) -> dict[str, Any] | None:
     data = read_json(path, "bundle index", MAX_INDEX_BYTES)
     if not isinstance(data, dict) or data.get("format") != DIST_FORMAT:
         return None
-    check_integers(data, path)
     return check_index(data, str(path))
 
 

@@ -180,7 +180,7 @@ def read_manifest(path: Path) -> Manifest:
         raise UserInputError(f"{path}: {error}") from None
 
 
-def check_integers(node: Any, path: Path) -> None:
+def check_integers(node: Any, where: Path | str) -> None:
     """Every integer in one of our files fits 64 bits: a longer one is damage, not a value."""
     pending = [node]
     while pending:
@@ -190,7 +190,7 @@ def check_integers(node: Any, path: Path) -> None:
         elif isinstance(item, list):
             pending.extend(item)
         elif isinstance(item, int) and not -(2**63) <= item < 2**64:
-            raise UserInputError(f"{path}: an integer of {len(str(abs(item)))} digits")
+            raise UserInputError(f"{where}: an integer of {len(str(abs(item)))} digits")
 
 
 def manifest_for_artifact(artifact_path: Path) -> Manifest:

@@ -24,6 +24,7 @@ from fusedinf_cc.artifacts.index import (
     DIST_FORMAT,
     INDEX,
     SHIPPED_INPUTS,
+    IndexedArtifact,
     read_index,
     verify_bundle_dir,
 )
@@ -37,21 +38,12 @@ Status = Literal["built", "cached", "failed", "error"]
 
 
 @dataclass
-class ArtifactRecord:
-    target: str
-    path: str
-    manifest: str
-    size_bytes: int
-    sha256: str
-
-
-@dataclass
 class BundleResult:
     name: str
     status: Status
     cache_key: str
     seconds: float = 0.0
-    artifacts: list[ArtifactRecord] = field(default_factory=list)
+    artifacts: list[IndexedArtifact] = field(default_factory=list)
     verify: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
@@ -184,7 +176,7 @@ def _build_into(bundle: BundleSpec, folder: Path, key: str) -> BundleResult:
     for target, artifact, manifest in zip(bundle.targets, artifacts, manifests, strict=True):
         assert manifest.artifact is not None
         result.artifacts.append(
-            ArtifactRecord(
+            IndexedArtifact(
                 target=target,
                 path=artifact.name,
                 manifest=manifest_path_for(artifact).name,
@@ -261,7 +253,7 @@ def _cached(target_dir: Path, key: str) -> BundleResult | None:
         name=index["name"],
         status="cached",
         cache_key=key,
-        artifacts=[ArtifactRecord(**a) for a in index["artifacts"]],
+        artifacts=[IndexedArtifact(**a) for a in index["artifacts"]],
         verify=index.get("verify", []),
     )
 

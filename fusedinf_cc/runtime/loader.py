@@ -216,10 +216,7 @@ class EngineCache:
         `feeds_path`: representative inputs (.npz by fused names) its footprint is measured on,
         if it must be measured, for a model that refuses random inputs."""
         if not isinstance(bundle, Bundle):
-            feeds = read_feeds(feeds_path) if feeds_path else None
-            bundle = open_bundle(
-                Path(bundle), name=name, feeds=feeds if isinstance(feeds, dict) else None
-            )
+            bundle = open_bundle(Path(bundle), name=name, feeds=_whole_feeds(feeds_path))
         with self._condition:
             self._check_fits(bundle)
             # Bundle names are unique and never another bundle's model; one model may sit in
@@ -519,11 +516,8 @@ def run_once(
     check_weight_streaming(artifact, weight_streaming_budget)  # before measuring a footprint
     # The user's feeds for the whole bundle are what its footprint is measured on, too; else
     # the representative inputs its dist folder ships, if any.
-    given = read_feeds(feeds_path) if feeds_path and model is None else None
-    shipped = shipped_inputs(artifact)
-    if not isinstance(given, dict) and shipped is not None:
-        given = read_feeds(shipped)
-    bundle = open_bundle(artifact, feeds=given if isinstance(given, dict) else None)
+    given = _whole_feeds(feeds_path if model is None else None)
+    bundle = open_bundle(artifact, feeds=given or _whole_feeds(shipped_inputs(artifact)))
     factory = functools.partial(
         open_session,
         runtime=check_runtime(runtime),
@@ -538,6 +532,13 @@ def run_once(
         return cache.run(name, feeds)
     finally:
         cache.close()
+
+
+def _whole_feeds(path: Path | None) -> dict[str, np.ndarray] | None:
+    """A bundle's feeds by fused names from an `.npz`, to measure its footprint on (None for
+    no file, or a bare `.npy`, which names no input)."""
+    feeds = read_feeds(path) if path is not None else None
+    return feeds if isinstance(feeds, dict) else None
 
 
 def _model_feeds(

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from fusedinf_cc import __version__
-from fusedinf_cc.artifacts.index import index_path, read_index, shipped_inputs
+from fusedinf_cc.artifacts.index import index_path, read_index
 from fusedinf_cc.backends.base import TensorSpec
 from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, TENSORRT
 from fusedinf_cc.common.errors import FusedInfError, UserInputError, first_line
@@ -132,8 +132,8 @@ def register_dist(cache: EngineCache, dist: Path, runtime: str) -> list[str]:
         chosen = next((artifacts[t] for t in preferred if t in artifacts), None)
         if chosen is None:
             continue
-        artifact = index_path(folder, chosen)
-        cache.register(artifact, name=index["name"], feeds_path=shipped_inputs(artifact))
+        inputs = index_path(folder, index["inputs"]) if index.get("inputs") else None
+        cache.register(index_path(folder, chosen), name=index["name"], feeds_path=inputs)
         names.append(index["name"])
     if not names:
         raise UserInputError(f"{dist}: no built bundles for {runtime} (run `bundle build`)")

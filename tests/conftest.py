@@ -51,6 +51,19 @@ def fuse_files(
     return write_fused(fuse(load_sources(specs), options), out)
 
 
+def build_dist(root: Path, spec: str) -> Path:
+    """Write `spec` as `root/fusedinf.toml` (paths relative to `root`), build every bundle of it
+    into `root/dist` as `bundle build` does, and return that folder."""
+    from fusedinf_cc.precompile.build import build_bundles
+    from fusedinf_cc.precompile.spec import read_spec
+
+    (root / "fusedinf.toml").write_text(spec)
+    bundles = list(read_spec(root / "fusedinf.toml").bundles.values())
+    results = build_bundles(bundles, root / "dist")
+    assert {r.status for r in results} == {"built"}, results
+    return root / "dist"
+
+
 def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real command in a fresh process, as a user would."""
     return subprocess.run(

@@ -17,12 +17,11 @@ from hypothesis import strategies as st
 from fusedinf_cc.artifacts.index import INDEX, read_index, verify_bundle_dir
 from fusedinf_cc.artifacts.manifest import manifest_path_for, read_manifest
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.precompile.build import build_bundles
 from fusedinf_cc.precompile.spec import read_spec
 from fusedinf_cc.runtime.feeds import load_feeds
 from fusedinf_cc.runtime.loader import open_bundle
 from tests import builders
-from tests.conftest import run_cli
+from tests.conftest import build_dist, run_cli
 
 pytest.importorskip("onnxruntime", reason="needs ONNX Runtime")
 
@@ -88,12 +87,10 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "models").mkdir()
     for seed in range(2):
         builders.save(builders.affine(seed, width=32), root / "models" / f"m{seed}.onnx")
-    (root / "fusedinf.toml").write_text(
-        '[bundles.pair]\nmodels = { a = "models/m0.onnx", b = "models/m1.onnx" }\naot = true\n'
+    return build_dist(
+        root,
+        '[bundles.pair]\nmodels = { a = "models/m0.onnx", b = "models/m1.onnx" }\naot = true\n',
     )
-    results = build_bundles(list(read_spec(root / "fusedinf.toml").bundles.values()), root / "dist")
-    assert [r.status for r in results] == ["built"]
-    return root / "dist"
 
 
 def _accepts_or_refuses_in_one_line(read: Any) -> None:

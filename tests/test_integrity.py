@@ -20,11 +20,9 @@ from fusedinf_cc.artifacts.index import INDEX, verify_bundle_dir
 from fusedinf_cc.artifacts.manifest import manifest_path_for
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.compiler.build import build_fused
-from fusedinf_cc.precompile.build import build_bundles
-from fusedinf_cc.precompile.spec import read_spec
 from fusedinf_cc.runtime.loader import EngineCache, open_bundle
 from tests import builders
-from tests.conftest import run_cli
+from tests.conftest import build_dist, run_cli
 
 pytest.importorskip("onnxruntime", reason="needs ONNX Runtime")
 
@@ -94,14 +92,10 @@ def test_register_takes_a_str_or_any_path_like(tmp_path):
 @pytest.fixture
 def dist(tmp_path: Path) -> Path:
     _pair(tmp_path / "models", 0)
-    (tmp_path / "fusedinf.toml").write_text(
-        '[bundles.pair]\nmodels = { a = "models/a.onnx", b = "models/b.onnx" }\n'
+    return build_dist(
+        tmp_path,
+        '[bundles.pair]\nmodels = { a = "models/a.onnx", b = "models/b.onnx" }\n',
     )
-    results = build_bundles(
-        list(read_spec(tmp_path / "fusedinf.toml").bundles.values()), tmp_path / "dist"
-    )
-    assert [r.status for r in results] == ["built"]
-    return tmp_path / "dist"
 
 
 @pytest.mark.parametrize("where", ["absolute", "climbs"])

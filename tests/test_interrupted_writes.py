@@ -14,10 +14,8 @@ from pathlib import Path
 import pytest
 
 from fusedinf_cc.common.files import staging_dir
-from fusedinf_cc.precompile.build import build_bundles
-from fusedinf_cc.precompile.spec import read_spec
 from tests import builders
-from tests.conftest import run_cli
+from tests.conftest import build_dist, run_cli
 from tests.disks import on_a_small_disk
 
 pytest.importorskip("onnxruntime", reason="needs ONNX Runtime")
@@ -106,15 +104,11 @@ def dist(tmp_path: Path) -> Path:
     (tmp_path / "models").mkdir()
     for seed in range(3):
         builders.save(builders.affine(seed, width=16), tmp_path / "models" / f"m{seed}.onnx")
-    (tmp_path / "fusedinf.toml").write_text(
+    return build_dist(
+        tmp_path,
         '[bundles.pair]\nmodels = { a = "models/m0.onnx", b = "models/m1.onnx" }\n'
-        '[bundles.solo]\nmodels = { c = "models/m2.onnx" }\n'
+        '[bundles.solo]\nmodels = { c = "models/m2.onnx" }\n',
     )
-    spec = read_spec(tmp_path / "fusedinf.toml")
-    assert {r.status for r in build_bundles(list(spec.bundles.values()), tmp_path / "dist")} == {
-        "built"
-    }
-    return tmp_path / "dist"
 
 
 def _repacked(archive: Path, out: Path, change: dict[str, bytes]) -> Path:

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fusedinf_cc.precompile.build import build_bundles
-from fusedinf_cc.precompile.spec import read_spec
 from tests import builders
+from tests.conftest import build_dist
 from tests.serving import serve_one_request
 
 COMPILER = ("onnx", "onnx_ir", "fusedinf_cc.compiler", "fusedinf_cc.passes", "fusedinf_cc.onnx_io")
@@ -56,12 +55,10 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "models").mkdir()
     for seed in range(2):
         builders.save(builders.affine(seed, width=32), root / "models" / f"m{seed}.onnx")
-    (root / "fusedinf.toml").write_text(
-        '[bundles.pair]\nmodels = { a = "models/m0.onnx", b = "models/m1.onnx" }\n'
+    return build_dist(
+        root,
+        '[bundles.pair]\nmodels = { a = "models/m0.onnx", b = "models/m1.onnx" }\n',
     )
-    results = build_bundles(list(read_spec(root / "fusedinf.toml").bundles.values()), root / "dist")
-    assert [r.status for r in results] == ["built"]
-    return root / "dist"
 
 
 def test_help_imports_neither_numpy_nor_the_compiler():

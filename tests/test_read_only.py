@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusedinf_cc.precompile.build import build_bundles
-from fusedinf_cc.precompile.spec import read_spec
 from fusedinf_cc.runtime.footprint import FootprintCache
 from fusedinf_cc.runtime.loader import open_bundle
 from tests import builders
+from tests.conftest import build_dist
 from tests.serving import serve_one_request
 
 ort = pytest.importorskip("onnxruntime", reason="needs ONNX Runtime")
@@ -59,13 +58,9 @@ def read_only_dist() -> Iterator[tuple[Path, Path]]:
         models.mkdir()
         for seed in range(2):
             builders.save(builders.affine(seed, width=32), models / f"m{seed}.onnx")
-        (root / "fusedinf.toml").write_text(
-            '[bundles.pair]\nmodels = { a = "models/m0.onnx", b = "models/m1.onnx" }\n'
+        build_dist(
+            root, '[bundles.pair]\nmodels = { a = "models/m0.onnx", b = "models/m1.onnx" }\n'
         )
-        results = build_bundles(
-            list(read_spec(root / "fusedinf.toml").bundles.values()), root / "dist"
-        )
-        assert [r.status for r in results] == ["built"]
         if os.geteuid() == 0:
             probe = _reader(root, ["sh", "-c", f"! touch {root}/probe 2>/dev/null"])
             if subprocess.run(probe, capture_output=True, check=False).returncode != 0:

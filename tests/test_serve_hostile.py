@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from fusedinf_cc.precompile.build import build_bundles
-from fusedinf_cc.precompile.spec import read_spec
 from fusedinf_cc.serve.app import InflightMemory
 from tests import builders
+from tests.conftest import build_dist
 from tests.serving import free_port
 
 pytest.importorskip("starlette", reason="needs the serve extra")
@@ -57,14 +56,12 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [],
     )
     builders.save(cast, root / "models" / "cast.onnx")
-    (root / "fusedinf.toml").write_text(
+    return build_dist(
+        root,
         '[bundles.mb]\nmodels = { m = "models/m.onnx" }\n'
         '[bundles.logb]\nmodels = { log = "models/log.onnx" }\n'
-        '[bundles.castb]\nmodels = { cast = "models/cast.onnx" }\n'
+        '[bundles.castb]\nmodels = { cast = "models/cast.onnx" }\n',
     )
-    results = build_bundles(list(read_spec(root / "fusedinf.toml").bundles.values()), root / "dist")
-    assert {r.status for r in results} == {"built"}
-    return root / "dist"
 
 
 class Served:

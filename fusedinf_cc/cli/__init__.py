@@ -20,7 +20,8 @@ def main() -> None:
     """Run the command. Ctrl-C or SIGTERM at any moment, the imports included, ends with one
     line and exit code 130; the staging folders of what was being written are removed on the
     way out, and a previous output stays as it was."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+        signal.signal(signum, _interrupt)
     try:
         from fusedinf_cc.cli.app import app
 
@@ -32,8 +33,9 @@ def main() -> None:
             _interrupted()
         raise
     finally:  # the command is over: a signal now must not turn its exit code into a crash
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _interrupted() -> None:
@@ -46,5 +48,24 @@ def _interrupted() -> None:
     os._exit(INTERRUPTED_EXIT_CODE)
 
 
+# While a module is being imported, an interrupt waits this long and is tried again: raised
+# inside a C extension's initialisation (onnx, onnx-ir, numpy), a KeyboardInterrupt can leave
+# it half-built, and the process then crashed (SIGSEGV) instead of ending in one line.
+_IMPORT_RETRY_S = 0.02
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGINT and SIGTERM (and SIGALRM, the retry of one held back) end the command, except
+    in the middle of an import, where the interrupt is held back until the import is over."""
+    if _importing(frame):
+        signal.setitimer(signal.ITIMER_REAL, _IMPORT_RETRY_S)
+        return
     raise KeyboardInterrupt
+
+
+def _importing(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False

@@ -37,8 +37,8 @@ def test_verify_passes_on_a_faithful_fusion(tmp_path):
     out, _ = _fuse_pair(tmp_path)
     result = run_cli("verify", out)
     assert result.returncode == 0, result.stderr
-    assert "all 2 outputs match" in result.stdout
-    assert result.stdout.count("bitwise") == 2
+    assert "all 2 outputs match, and so do the 2 model parts" in result.stdout
+    assert result.stdout.count("bitwise") == 4  # each output, from the whole and from its part
 
 
 def test_verify_fails_and_says_where_when_an_output_differs(tmp_path):
@@ -119,9 +119,15 @@ def test_large_weights_go_to_a_side_file_unless_single_file_is_asked(tmp_path):
     assert not (tmp_path / "single.onnx.data").exists()
     manifest = json.loads((tmp_path / "split.onnx.manifest.json").read_text())
     assert manifest["artifact"]["external_data"] == "split.onnx.data"
-    for artifact in (split, single):
+    # Each model's part points into the same side file: it writes no weight again.
+    parts = {part["model"]: tmp_path / part["path"] for part in manifest["parts"]}
+    assert sorted(parts) == ["a", "b"]
+    assert all(path.stat().st_size < 64 * 1024 for path in parts.values())
+    assert json.loads((tmp_path / "single.onnx.manifest.json").read_text())["parts"] == []
+    # Two outputs, and with a side file the two parts that serve one model each.
+    for artifact, compared in ((split, 4), (single, 2)):
         result = run_cli("verify", artifact)
-        assert result.returncode == 0 and result.stdout.count("bitwise") == 2, result.stdout
+        assert result.returncode == 0 and result.stdout.count("bitwise") == compared, result.stdout
 
 
 def test_ort_format_artifact_verifies_and_records_how_it_was_built(tmp_path):

@@ -65,10 +65,15 @@ def test_verify_fails_a_manifest_that_names_no_model_or_leaves_an_output_unclaim
     build_fused(_pair(tmp_path / "m", 0), out)
     sidecar = manifest_path_for(out)
     manifest = json.loads(sidecar.read_text())
-    sidecar.write_text(json.dumps({**manifest, "models": manifest["models"][:1]}))
+    kept = {**manifest, "models": manifest["models"][:1], "parts": manifest["parts"][:1]}
+    sidecar.write_text(json.dumps(kept))
     result = run_cli("verify", out)
     assert result.returncode == 2 and "belong to no model" in result.stderr, result.stderr
-    sidecar.write_text(json.dumps({**manifest, "models": []}))
+    # A part for a model the manifest does not name is damage too.
+    sidecar.write_text(json.dumps({**manifest, "models": manifest["models"][:1]}))
+    result = run_cli("verify", out)
+    assert result.returncode == 2 and "names no model of the bundle" in result.stderr
+    sidecar.write_text(json.dumps({**manifest, "models": [], "parts": []}))
     result = run_cli("verify", out)
     assert result.returncode == 2 and "names no model" in result.stderr, result.stderr
     assert "match" not in result.stdout

@@ -46,7 +46,12 @@ def test_a_full_disk_leaves_the_previous_output_and_nothing_else(tmp_path):
     seen = on_a_small_disk(
         tmp_path / "disk", 256 * 1024, _FILL_THE_DISK, str(tmp_path / "disk"), *specs
     )
-    assert seen["first"] == 0 and set(seen["before"]) == {"t.onnx", "t.onnx.manifest.json"}
+    assert seen["first"] == 0 and set(seen["before"]) == {
+        "t.onnx",
+        "t.onnx.manifest.json",
+        "t.part-a.onnx",
+        "t.part-b.onnx",
+    }
     assert seen["second"] == 2, seen["stderr"]
     assert "No space left on device" in seen["stderr"] and "Traceback" not in seen["stderr"]
     assert len(seen["stderr"].strip().splitlines()) == 1
@@ -96,7 +101,15 @@ def test_a_killed_fuse_leaves_at_most_a_staging_folder_that_the_next_run_removes
     process.wait()
     assert subprocess.run(args, capture_output=True, check=False).returncode == 0
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == ["a.onnx", "b.onnx", "t.onnx", "t.onnx.data", "t.onnx.manifest.json"], left
+    assert left == [
+        "a.onnx",
+        "b.onnx",
+        "t.onnx",
+        "t.onnx.data",
+        "t.onnx.manifest.json",
+        "t.part-a.onnx",
+        "t.part-b.onnx",
+    ], left
 
 
 @pytest.fixture

@@ -74,6 +74,22 @@ class Artifact:
 
 
 @dataclass
+class PartRecord:
+    """One model's cone of the fused graph, as its own small model file beside the artifact: a
+    request for that model runs only what its outputs need. Its weights are the artifact's
+    (the same side file; `weights` names them), so a part costs no weight byte on disk."""
+
+    model: str
+    path: str
+    sha256: str
+    size_bytes: int
+    inputs: list[str]  # the fused inputs it reads (a stacked layer may read other models')
+    weights: list[str]  # initializers it reads from the artifact's side file
+    nodes: int
+    nodes_of_whole: int
+
+
+@dataclass
 class Manifest:
     """Everything a reader needs to run, verify or swap a fused artifact."""
 
@@ -92,7 +108,12 @@ class Manifest:
     # bundles holding the same weights share them. Parsed with the manifest, which a loader
     # reads once per version of the file: a swap does not parse them again.
     weights: list[WeightRecord] = field(default_factory=list)
+    # Per-model parts (`compiler/targets/parts.py`); none for engines, `.ort` and single files.
+    parts: list[PartRecord] = field(default_factory=list)
     format: str = FORMAT
+
+    def part(self, model: str) -> PartRecord | None:
+        return next((part for part in self.parts if part.model == model), None)
 
     def model(self, name: str) -> ModelEntry:
         for entry in self.models:
@@ -108,7 +129,7 @@ class Manifest:
         if reproducible:
             for record in data["passes"]:
                 record.pop("seconds")
-            for volatile in ("artifact", "tools", "footprint", "device", "weights"):
+            for volatile in ("artifact", "tools", "footprint", "device", "weights", "parts"):
                 data.pop(volatile)
         return data
 
@@ -128,6 +149,7 @@ class Manifest:
             raise UserInputError(f"manifest is malformed ({error})") from None
         try:
             _check_names(manifest.artifact)
+            _check_parts(manifest)
             for record in manifest.weights:
                 record.check()
         except ValueError as error:
@@ -141,6 +163,18 @@ def _check_names(artifact: Artifact | None) -> None:
     for name in (artifact.path, artifact.external_data) if artifact else ():
         if name is not None and (name in ("", ".", "..") or Path(name).name != name):
             raise ValueError(f"artifact file {name!r} is not a plain file name")
+
+
+def _check_parts(manifest: Manifest) -> None:
+    """Each part serves a model of the bundle, once, from a plain file name."""
+    models = {entry.name for entry in manifest.models}
+    seen: set[str] = set()
+    for part in manifest.parts:
+        if part.model not in models or part.model in seen:
+            raise ValueError(f"part for {part.model!r} names no model of the bundle, or repeats")
+        if part.path in ("", ".", "..") or Path(part.path).name != part.path:
+            raise ValueError(f"part file {part.path!r} is not a plain file name")
+        seen.add(part.model)
 
 
 def read_json(path: Path, what: str, max_bytes: int) -> Any:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fusedinf_cc.artifacts.manifest import PartRecord
 from fusedinf_cc.backends.base import Session
 from fusedinf_cc.backends.cpu_target import check_optimised_for_here
 from fusedinf_cc.backends.onnxruntime import (
@@ -46,6 +47,7 @@ def open_session(
     weight_pool: WeightPool | None = DEFAULT_POOL,
     shared_arena: bool = False,
     share_weights: bool = False,
+    part: PartRecord | None = None,
 ) -> Session:
     """A loaded session for `path`; `options` are ONNX Runtime session options.
     `weight_streaming_budget` (bytes of weights kept on the GPU) is for engines built with
@@ -55,7 +57,9 @@ def open_session(
     on the CPU come from one arena for the whole process instead of one per session.
     `share_weights`: keep a portable artifact's weights in its mapped side file, shared between
     processes (`SHARED_WEIGHTS_OPTIONS`, at a latency cost); an ahead-of-time artifact keeps
-    them there anyway, so for it this changes nothing."""
+    them there anyway, so for it this changes nothing. `part`: open that model's part of the
+    artifact at `path` instead of the whole (its file beside `path`, its weights the whole's,
+    from the same side file and pool)."""
     check_runtime(runtime)
     check_weight_streaming(path, weight_streaming_budget)
     if isinstance(path, Path) and is_engine(path):
@@ -72,15 +76,19 @@ def open_session(
     if share_weights and not optimised:
         options = _with_shared_weights(options)
     shared_weights: list[tuple[str, SharedWeight]] = []
+    model_file = path if part is None or not isinstance(path, Path) else path.with_name(part.path)
     if isinstance(path, Path):
         data_file, records = artifact_weights(path)
+        if part is not None:
+            reads = set(part.weights)
+            records = tuple(record for record in records if record.name in reads)
         if prepacks(options, optimised):
             # A packed copy replaces the original; pooling it would keep both.
             records = tuple(record for record in records if not record.packable)
         if records and weight_pool is not None:
             shared_weights = weight_pool.acquire(data_file, records)
     return OnnxRuntimeSession(
-        path,
+        model_file,
         providers=providers_for(runtime),
         options=options,
         shared_weights=shared_weights,

@@ -32,6 +32,7 @@ from fusedinf_cc.common.files import (
     write_text_atomic,
 )
 from fusedinf_cc.common.versions import tool_versions
+from fusedinf_cc.compiler.parts import stale_parts, write_parts
 from fusedinf_cc.onnx_io.model_io import (
     SourceModel,
     node_count,
@@ -144,13 +145,24 @@ def write_fused(fused: FusedModel, out_path: Path, *, single_file: bool = False)
         staged = save_model_atomic(
             fused.model, out_path, external_data=False if single_file else None, staging=staging
         )
+        # One file was asked for: no parts beside it (a model's request then runs the whole).
+        parts = [] if single_file else write_parts(staged[-1], manifest, out_path)
         manifest = finish_manifest(
             manifest, fused, out_path, staged, backend="onnxruntime", staging=staging
         )
-        commit_staged([*staged, staging / manifest_path_for(out_path).name], out_path.parent)
+        commit_staged(
+            [*staged, *parts, staging / manifest_path_for(out_path).name], out_path.parent
+        )
     if len(staged) == 1:  # one file now: a side file of an earlier build is no longer its own
         out_path.with_name(external_data_name(out_path)).unlink(missing_ok=True)
+    remove_stale_parts(out_path, manifest)
     return manifest
+
+
+def remove_stale_parts(out_path: Path, manifest: Manifest) -> None:
+    """Part files an earlier build left at `out_path` that this build did not write."""
+    for path in stale_parts(out_path, (part.path for part in manifest.parts)):
+        path.unlink(missing_ok=True)
 
 
 def embed_manifest(fused: FusedModel, out_path: Path) -> Manifest:

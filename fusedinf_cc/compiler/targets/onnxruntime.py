@@ -12,7 +12,14 @@ from fusedinf_cc.backends.onnxruntime import INSTALL_HINT, LOG_ERRORS_ONLY, impo
 from fusedinf_cc.backends.runtimes import CPU_PROVIDER, ORT_FORMAT_SUFFIX
 from fusedinf_cc.common.errors import BackendUnavailableError, UserInputError, first_line
 from fusedinf_cc.common.files import commit_staged, external_data_name, staging_dir
-from fusedinf_cc.compiler.pipeline import FusedModel, embed_manifest, finish_manifest, write_fused
+from fusedinf_cc.compiler.parts import write_parts
+from fusedinf_cc.compiler.pipeline import (
+    FusedModel,
+    embed_manifest,
+    finish_manifest,
+    remove_stale_parts,
+    write_fused,
+)
 from fusedinf_cc.compiler.targets.base import BuildOptions
 from fusedinf_cc.compiler.targets.weight_digests import external_weight_records
 from fusedinf_cc.onnx_io.model_io import save_model_atomic, weight_bytes
@@ -82,6 +89,8 @@ def _optimise_ahead_of_time(
         if data_name and (staging / data_name).is_file():
             staged.insert(0, staging / data_name)  # the side file first: see commit_staged
             manifest.weights = external_weight_records(staged[-1], data_name)
+        # `.ort` holds its weights inline, and its graph is ONNX Runtime's flatbuffer: no parts.
+        parts = write_parts(staged[-1], manifest, out_path) if artifact_format == "onnx" else []
         manifest = finish_manifest(
             manifest,
             fused,
@@ -96,9 +105,12 @@ def _optimise_ahead_of_time(
             device=this_cpu(ort.__version__).to_record(),
             staging=staging,
         )
-        commit_staged([*staged, staging / manifest_path_for(out_path).name], out_path.parent)
+        commit_staged(
+            [*staged, *parts, staging / manifest_path_for(out_path).name], out_path.parent
+        )
     if data_name and len(staged) == 1:
         (out_path.parent / data_name).unlink(missing_ok=True)
+    remove_stale_parts(out_path, manifest)
     return manifest
 
 

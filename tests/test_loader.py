@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
-from fusedinf_cc.artifacts.manifest import manifest_path_for
+from fusedinf_cc.artifacts.manifest import PartRecord, manifest_path_for
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.compiler.build import build_fused
@@ -205,19 +205,20 @@ def test_a_changed_artifact_is_refused(tmp_path):
 
 
 class _CountingLoads:
-    """Real ONNX Runtime sessions, counting how many loads of each bundle run at once."""
+    """Real ONNX Runtime sessions (of a bundle's whole or a model's part), counting how many
+    loads of each bundle run at once."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.in_flight: Counter[str] = Counter()
         self.most_at_once = 0
 
-    def __call__(self, path: Path) -> OnnxRuntimeSession:
+    def __call__(self, path: Path, part: PartRecord | None) -> OnnxRuntimeSession:
         with self.lock:
             self.in_flight[path.stem] += 1
             self.most_at_once = max(self.most_at_once, self.in_flight[path.stem])
         try:
-            return OnnxRuntimeSession(path)
+            return OnnxRuntimeSession(path.with_name(part.path) if part else path)
         finally:
             with self.lock:
                 self.in_flight[path.stem] -= 1

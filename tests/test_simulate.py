@@ -231,6 +231,18 @@ def test_grouped_deployment_loads_each_model_once_per_request(small_models, tmp_
         deployments(small_models, functions, tmp_path / "w", {"a": ["m0", "m1"], "b": ["m1", "m2"]})
 
 
+def test_a_function_that_calls_part_of_a_group_runs_those_models_parts(small_models, tmp_path):
+    functions = {"all": ["m0", "m1", "m2"], "some": ["m0", "m1"], "one": ["m2"]}
+    groups = {"g": ["m0", "m1", "m2"]}
+    (plan,) = [d for d in deployments(small_models, functions, tmp_path / "w", groups)
+               if d.name == "grouped"]  # fmt: skip
+    assert plan.calls == {"all": ["g"], "some": ["m0", "m1"], "one": ["m2"]}
+    trace = [Request(0.01 * i, name) for i, name in enumerate(["some", "one", "all"] * 3)]
+    result = replay(trace, plan, total_footprint(plan), "belady")
+    # One bundle, loaded once: the parts and the whole open inside it, never another copy.
+    assert result.misses == 1 and result.hits == 3 * (2 + 1 + 1) - 1
+
+
 def test_simulate_command_with_a_trace_and_functions(small_models, tmp_path):
     functions = tmp_path / "functions.json"
     functions.write_text(json.dumps({"fa": ["m0", "m1"], "fb": ["m2", "m3"]}))

@@ -77,6 +77,14 @@ def bench(
             "(a side file above 8 MiB), so that only fusion differs.",
         ),
     ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Bench one model's request: what the fused artifact runs for it (its part) "
+            "against the model built alone as the same kind of artifact.",
+        ),
+    ] = None,
 ) -> None:
     """Fused vs separate: cold load, latency p50/p90/p99, throughput, peak memory, bytes."""
     from rich.progress import Progress
@@ -117,6 +125,8 @@ def bench(
                 ),
             )
         configs = default_configs(threads, backend)
+        if model is not None:  # one model on each side: nothing runs beside it
+            configs = [config for config in configs if config.execution == "sequential"]
         with Progress(console=error_console, transient=True) as progress:
             task = progress.add_task("benchmarking", total=len(configs) * rounds)
             report = bench_artifact(
@@ -134,7 +144,13 @@ def bench(
                 rounds=rounds,
                 separate_side_files=separate_side_files,
                 feeds_path=inputs,
+                model=model,
             )
+    if model is not None:
+        console.print(
+            f"model {model}: fused = what {artifact.name} runs for it "
+            f"({report.environment['runs_in_fused']}); separate = the model built alone"
+        )
     console.print(bench_configs_table(report))
     console.print(bench_summary_table(report))
     if json_out is not None:
@@ -181,7 +197,10 @@ def verify(
         names = ", ".join(f"{c.model}.{c.output}" for c in report.failures)
         error_console.print(f"[bold red]mismatch:[/] {names}", highlight=False)
         raise typer.Exit(1)
-    console.print(f"all {len(report.comparisons)} outputs match (rtol={rtol:g}, atol={atol:g})")
+    parts = sum(comparison.part for comparison in report.comparisons)
+    also = f", and so do the {parts} model parts" if parts else ""
+    outputs = len(report.comparisons) - parts
+    console.print(f"all {outputs} outputs match{also} (rtol={rtol:g}, atol={atol:g})")
 
 
 @reports_errors

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fusedinf_cc.artifacts.manifest import manifest_for_artifact
+import numpy as np
+
+from fusedinf_cc.artifacts.manifest import Manifest, ModelEntry, manifest_for_artifact
 from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, TENSORRT, is_engine
 from fusedinf_cc.backends.sessions import open_session
 from fusedinf_cc.common.errors import UserInputError
@@ -124,6 +126,7 @@ def bench_artifact(
     rounds: int = 1,
     separate_side_files: bool = False,
     feeds_path: Path | None = None,
+    model: str | None = None,
 ) -> BenchReport:
     """Benchmark a fused artifact against its source models (found through its manifest), each
     configuration `rounds` times in a fresh process.
@@ -131,10 +134,14 @@ def bench_artifact(
     A fused engine is compared with engines of the source models built alone, with the same
     options, into `scratch`; so are the sources re-saved with `separate_side_files`.
     `feeds_path`: an `.npz` by fused input names, for models that refuse random inputs.
+    `model`: bench one model's request instead: what the fused artifact runs for it (its part)
+    against that model built alone as the same kind of artifact, in `scratch`.
     """
     if separate_side_files and is_engine(fused_path):
         raise UserInputError("--separate-side-files applies to ONNX models, not engines")
-    if (is_engine(fused_path) or separate_side_files) and scratch is None:
+    if model is not None and separate_side_files:
+        raise UserInputError("--model benches the model built alone; drop --separate-side-files")
+    if (is_engine(fused_path) or separate_side_files or model) and scratch is None:
         raise UserInputError("bench needs a scratch folder for the separate models it writes")
     manifest = manifest_for_artifact(fused_path)
     session = open_session(fused_path, runtime)
@@ -144,6 +151,24 @@ def bench_artifact(
         else random_feeds(session.inputs, shapes)
     )
     session.close()
+    if model is not None:
+        assert scratch is not None
+        return _bench_model(
+            fused_path,
+            manifest.model(model),
+            fused_feeds,
+            scratch,
+            runs=runs,
+            warmup=warmup,
+            configs=[
+                c
+                for c in configs or default_configs(threads, runtime)
+                if c.execution == "sequential"
+            ],
+            rounds=rounds,
+            runtime=runtime,
+            on_config_done=on_config_done,
+        )
     sources = [(e.name, source_path(fused_path, manifest, e)) for e in manifest.models]
     if separate_side_files:
         sources = resave_with_side_files(sources, scratch / "separate")
@@ -161,15 +186,93 @@ def bench_artifact(
         "fused": BenchPlan([("fused", fused_path)], [fused_feeds], runs, warmup),
         "separate": BenchPlan(sources, separate_feeds, runs, warmup),
     }
-    tried = list(configs or default_configs(threads, runtime))
+    results = _run_rounds(
+        plans, list(configs or default_configs(threads, runtime)), rounds, on_config_done
+    )
+    return BenchReport(results=results, environment=_environment(runtime), separate_models=sources)
+
+
+def _run_rounds(
+    plans: dict[Variant, BenchPlan],
+    tried: list[BenchConfig],
+    rounds: int,
+    on_config_done: Callable[[VariantResult], None] | None,
+) -> list[VariantResult]:
     by_config: dict[BenchConfig, list[VariantResult]] = {config: [] for config in tried}
     for config in round_order(tried, rounds):
         result = run_in_fresh_process(plans[config.variant], config)
         by_config[config].append(result)
         if on_config_done:
             on_config_done(result)
-    results = [merge_rounds(by_config[config]) for config in tried]
-    return BenchReport(results=results, environment=_environment(runtime), separate_models=sources)
+    return [merge_rounds(by_config[config]) for config in tried]
+
+
+def _bench_model(
+    fused_path: Path,
+    entry: ModelEntry,
+    fused_feeds: dict[str, np.ndarray],
+    scratch: Path,
+    *,
+    runs: int,
+    warmup: int,
+    configs: list[BenchConfig],
+    rounds: int,
+    runtime: str,
+    on_config_done: Callable[[VariantResult], None] | None,
+) -> BenchReport:
+    """One model's request in the fused artifact ("fused": its part, or the whole where the
+    artifact has none) against the model built alone as the same kind of artifact."""
+    manifest = manifest_for_artifact(fused_path)
+    alone = build_alone(fused_path, manifest, entry, scratch)
+    part = None if is_engine(fused_path) else manifest.part(entry.name)
+    read = part.inputs if part is not None else list(fused_feeds)
+    plans: dict[Variant, BenchPlan] = {
+        "fused": BenchPlan(
+            [("fused", fused_path)],
+            [{name: fused_feeds[name] for name in read}],
+            runs,
+            warmup,
+            part=entry.name,
+        ),
+        "separate": BenchPlan(
+            [(entry.name, alone)],
+            [_alone_feeds(alone, entry, fused_feeds)],
+            runs,
+            warmup,
+        ),
+    }
+    results = _run_rounds(plans, configs, rounds, on_config_done)
+    environment = _environment(runtime) | {
+        "model": entry.name,
+        "runs_in_fused": "its part" if part is not None else "the whole fused graph",
+    }
+    return BenchReport(results, environment, separate_models=[(entry.name, alone)])
+
+
+def _alone_feeds(
+    alone: Path, entry: ModelEntry, fused_feeds: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The same arrays by the names the model's own artifact gives its inputs (an engine's
+    are the model's own; a bundle of one prefixes them as `fuse` does)."""
+    if is_engine(alone):
+        return {own: fused_feeds[fused] for own, fused in entry.inputs.items()}
+    (own_entry,) = manifest_for_artifact(alone).models
+    return {own_entry.inputs[own]: fused_feeds[fused] for own, fused in entry.inputs.items()}
+
+
+def build_alone(fused_path: Path, manifest: Manifest, entry: ModelEntry, scratch: Path) -> Path:
+    """The model of `entry` built on its own as the kind of artifact `fused_path` is (an
+    engine with the same options; `.ort`; `--aot`; portable `.onnx`), in `scratch`."""
+    from fusedinf_cc.compiler.build import build_fused
+
+    source = source_path(fused_path, manifest, entry)
+    scratch.mkdir(parents=True, exist_ok=True)
+    if is_engine(fused_path):
+        return build_source_engine(manifest, entry, source, scratch / f"{entry.name}.engine")
+    aot = bool(manifest.build_options.get("aot")) and fused_path.suffix == ".onnx"
+    out = scratch / f"{entry.name}{'.aot' if aot else ''}{fused_path.suffix}"
+    build_fused([f"{entry.name}={source}"], out, aot=aot)
+    return out
 
 
 def resave_with_side_files(

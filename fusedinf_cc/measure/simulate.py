@@ -183,11 +183,25 @@ def grouped_deployment(
     for model in used:
         if model not in owner:
             bundles[model] = open_bundle(_single(models, model, work_dir, aot), name=model)
-    calls = {
-        function: list(dict.fromkeys(owner.get(model, model) for model in members))
-        for function, members in functions.items()
-    }
-    return Deployment("grouped", bundles, calls)
+    return Deployment("grouped", bundles, grouped_calls(functions, groups))
+
+
+def grouped_calls(
+    functions: dict[str, list[str]], groups: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """What each function's request runs: a group it uses whole as one bundle request, else
+    each model it uses by name (which runs that model's part of its group's bundle), and each
+    model in no group as its own bundle."""
+    owner = {model: group for group, members in groups.items() for model in members}
+    calls = {}
+    for function, used in functions.items():
+        names: list[str] = []
+        for model in used:
+            group = owner.get(model)
+            whole = group is not None and set(groups[group]) <= set(used)
+            names.append(group if whole else model)  # type: ignore[arg-type]
+        calls[function] = list(dict.fromkeys(names))
+    return calls
 
 
 def deployments(
@@ -325,11 +339,15 @@ def replay(
     requests: Sequence[Request], deployment: Deployment, budget_bytes: int, policy: str
 ) -> ReplayResult:
     check_policies([policy])
-    future = FutureUses([b for r in requests for b in deployment.calls[r.function]])
+    bundle_of = {
+        model: name for name, bundle in deployment.bundles.items() for model in bundle.models()
+    } | {name: name for name in deployment.bundles}
+    future = FutureUses([bundle_of[b] for r in requests for b in deployment.calls[r.function]])
     cache = EngineCache(budget_bytes, _policy_for(policy, future))
     for bundle in deployment.bundles.values():
         cache.register(bundle)
-    feeds = {name: random_feeds(cache.input_specs(name)) for name in deployment.bundles}
+    called = dict.fromkeys(name for names in deployment.calls.values() for name in names)
+    feeds = {name: random_feeds(cache.input_specs(name)) for name in called}
     cache.close()  # reading input specs loaded bundles: start the replay cold
     cache.reset_stats()
     baseline = status_bytes().get("VmRSS", 0)

@@ -7,7 +7,7 @@ rel error per output), never just "failed".
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ class OutputComparison:
     bitwise: bool
     ok: bool
     note: str = ""
+    part: bool = False  # the model's part (what a request for it runs), not the whole
 
 
 @dataclass(frozen=True)
@@ -79,24 +80,50 @@ def verify_artifact(
         feeds = random_feeds(fused.inputs, shapes, seed=seed)
     fused_outputs = fused.run(feeds)
     fused.close()
+    part_outputs = _run_parts(artifact_path, manifest, feeds, runtime)
     comparisons = []
     for entry in manifest.models:
         source = OnnxRuntimeSession(source_path(artifact_path, manifest, entry))
         expected = source.run({original: feeds[name] for original, name in entry.inputs.items()})
         source.close()
         for original, fused_name in entry.outputs.items():
-            comparisons.append(
-                compare(
-                    entry.name,
-                    original,
-                    fused_name,
-                    expected[original],
-                    fused_outputs[fused_name],
-                    rtol,
-                    atol,
+            args = (entry.name, original, fused_name, expected[original])
+            comparisons.append(compare(*args, fused_outputs[fused_name], rtol, atol))
+            if entry.name in part_outputs:
+                comparisons.append(
+                    _as_part(
+                        compare(*args, part_outputs[entry.name][fused_name], rtol, atol),
+                        part_outputs[entry.name][fused_name],
+                        fused_outputs[fused_name],
+                    )
                 )
-            )
     return VerifyReport(comparisons=comparisons, rtol=rtol, atol=atol)
+
+
+def _run_parts(
+    artifact_path: Path, manifest: Manifest, feeds: Mapping[str, np.ndarray], runtime: str
+) -> dict[str, dict[str, np.ndarray]]:
+    """Each model's part (what a request for that model runs) on the same inputs."""
+    from fusedinf_cc.runtime.loader import check_part_file
+
+    outputs = {}
+    for part in manifest.parts:
+        check_part_file(artifact_path, part)
+        session = open_session(artifact_path, runtime, part=part)
+        outputs[part.model] = session.run({spec.name: feeds[spec.name] for spec in session.inputs})
+        session.close()
+    return outputs
+
+
+def _as_part(
+    comparison: OutputComparison, part_output: np.ndarray, whole_output: np.ndarray
+) -> OutputComparison:
+    """A part's comparison with the source, marked as the part's and as bitwise equal to the
+    whole's output or not (the same kernels should give the same bits)."""
+    same = part_output.tobytes() == whole_output.tobytes()
+    notes = [comparison.note] if comparison.note else []
+    notes += [] if same else ["not bitwise the whole's"]
+    return replace(comparison, model=f"{comparison.model} (part)", note="; ".join(notes), part=True)
 
 
 def source_path(artifact_path: Path, manifest: Manifest, entry: ModelEntry) -> Path:

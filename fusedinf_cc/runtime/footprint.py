@@ -38,9 +38,9 @@ from fusedinf_cc.runtime.worker import BenchConfig, BenchPlan, run_in_fresh_proc
 _MEASURE_CONFIG = BenchConfig("fused", spinning=False, execution="sequential")
 # Recorded with every footprint; raised whenever what a loaded session holds changes (warm
 # process and shared arena: 1; ahead-of-time sessions without packed copies: 2; shared-arena
-# sessions without a memory pattern: 3), so that a manifest's footprint measured the older way
-# is measured again.
-FOOTPRINT_METHOD = 3
+# sessions without a memory pattern: 3; every model's part loaded beside the whole: 4), so that
+# a footprint measured the older way is measured again.
+FOOTPRINT_METHOD = 4
 
 
 @dataclass(frozen=True)
@@ -152,9 +152,12 @@ def arena_bytes(footprints: Iterable[Footprint]) -> int:
     return max((footprint.activation_bytes for footprint in footprints), default=0)
 
 
-def measure_footprint(artifact: Path, feeds: Mapping[str, np.ndarray] | None = None) -> Footprint:
+def measure_footprint(
+    artifact: Path, feeds: Mapping[str, np.ndarray] | None = None, *, with_parts: bool = True
+) -> Footprint:
     """Load `artifact` and run one request in a new interpreter (on `feeds`, else on random
-    inputs); report what it cost."""
+    inputs); report what it cost. `with_parts`: with every model's part loaded and run too,
+    the most a loader holds for the bundle (what the budget counts)."""
     plan = BenchPlan(
         models=[(artifact.stem, artifact)],
         feeds=None if feeds is None else [dict(feeds)],
@@ -163,6 +166,7 @@ def measure_footprint(artifact: Path, feeds: Mapping[str, np.ndarray] | None = N
         warm_runtime=True,
         warm_load=True,
         shared_arena=True,
+        with_parts=with_parts,
     )
     result = run_in_fresh_process(plan, _MEASURE_CONFIG)
     return Footprint(

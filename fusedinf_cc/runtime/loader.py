@@ -5,6 +5,12 @@ bundles chosen by its policy until the newcomer fits. What it budgets with is ea
 measured footprint (`footprint.py`), so the accounting is about real memory. A bundle serving a
 request is pinned and never evicted; concurrent requests for a bundle that is loading wait for
 that one load; a bundle larger than the whole budget is refused when registered.
+
+A request for one model of a bundle runs that model's part (`compiler/parts.py`), not the whole
+graph: each bundle holds up to one session for the whole and one per model asked for, each
+opened when first needed and all closed together when the bundle is evicted. The footprint a
+bundle is budgeted with is measured with the whole and every part loaded, so whichever sessions
+a bundle holds, it holds no more than it is counted for.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from fusedinf_cc.artifacts.manifest import (
     Artifact,
     Manifest,
     ModelEntry,
+    PartRecord,
     manifest_path_for,
     read_manifest,
 )
@@ -63,6 +70,13 @@ class Bundle:
 
     def models(self) -> dict[str, ModelEntry]:
         return {entry.name: entry for entry in self.manifest.models} if self.manifest else {}
+
+    @functools.cached_property
+    def parts(self) -> dict[str, PartRecord]:
+        """Each model's part of the artifact, by model name (none for an engine)."""
+        if self.manifest is None or is_engine(self.artifact):
+            return {}
+        return {part.model: part for part in self.manifest.parts}
 
     @functools.cached_property
     def shared_weights(self) -> dict[str, int]:
@@ -121,14 +135,17 @@ class CacheStats:
     seconds_loading: float = 0.0
     peak_accounted_bytes: int = 0
     loads_by_bundle: dict[str, int] = field(default_factory=dict)
+    sessions_opened: int = 0  # a bundle's first session, and each further part or whole
 
 
 @dataclass
 class _Entry:
     bundle: Bundle
-    session: Session | None = None
-    loading: bool = False
+    # What it runs: None for the whole bundle, a model's name for that model's part.
+    sessions: dict[str | None, Session] = field(default_factory=dict)
+    reserved: bool = False  # resident: its footprint is counted in the budget
     pins: int = 0
+    opening: threading.Lock = field(default_factory=threading.Lock)
     frequency: int = 0
     priority: float = 0.0
     base: float = 0.0
@@ -153,7 +170,11 @@ class _Entry:
 
     @property
     def held(self) -> bool:
-        return self.session is not None or self.loading
+        return self.reserved
+
+    @property
+    def idle(self) -> bool:
+        return self.reserved and self.pins == 0
 
 
 class EngineCache:
@@ -168,7 +189,7 @@ class EngineCache:
         pool_weights: bool = True,
         share_arena: bool = True,
         runtime: str = DEFAULT_RUNTIME,
-        session_factory: Callable[[Path], Session] | None = None,
+        session_factory: Callable[[Path, PartRecord | None], Session] | None = None,
     ):
         """`policy`: a name from `POLICIES`, or what makes a policy (e.g. a clairvoyant one
         for a replay). `share_weights`: keep weights in the memory-mapped external data file,
@@ -178,7 +199,9 @@ class EngineCache:
         `share_arena`: activations come from one arena for the process, which the budget counts
         once, at the most one request has needed; requests then run one at a time (on a CPU
         one inference already uses every core). Without it, every resident bundle keeps its
-        own activation memory, is counted with it, and requests run concurrently."""
+        own activation memory, is counted with it, and requests run concurrently.
+        `session_factory(artifact, part)`: what opens a bundle's whole (part None) or one
+        model's part (`open_session`'s `part`)."""
         if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
             raise UserInputError(
                 f"the memory budget must be a positive number of bytes, not {budget_bytes!r}"
@@ -190,13 +213,19 @@ class EngineCache:
         self.policy: CachePolicy = self._new_policy()
         self.stats = CacheStats()
         self.evictions: list[str] = []  # bundle names, in eviction order
-        self._session_factory = session_factory or functools.partial(
-            open_session,
-            runtime=check_runtime(runtime),
-            share_weights=share_weights,
-            weight_pool=DEFAULT_POOL if pool_weights else None,
-            shared_arena=share_arena,
-        )
+        checked_runtime = check_runtime(runtime)
+
+        def open_pooled(path: Path, part: PartRecord | None) -> Session:
+            return open_session(
+                path,
+                runtime=checked_runtime,
+                share_weights=share_weights,
+                weight_pool=DEFAULT_POOL if pool_weights else None,
+                shared_arena=share_arena,
+                part=part,
+            )
+
+        self._session_factory = session_factory or open_pooled
         self._pool_weights = pool_weights
         self._share_arena = share_arena
         self._arena_bytes = 0  # the shared arena as accounted: it grows and never shrinks
@@ -260,12 +289,11 @@ class EngineCache:
         feeds: Mapping[str, np.ndarray],
         outputs: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Run bundle `name` (feeds by fused names) or model `name` (feeds by its own names)."""
+        """Run bundle `name` (feeds by fused names) or model `name` (feeds by its own names);
+        a model's request runs its part of the bundle where the bundle has one."""
         bundle_name, model = self._resolve(name)
-        entry = self._acquire(bundle_name)
+        entry, session = self._acquire(bundle_name, model)
         try:
-            session = entry.session
-            assert session is not None
             if model is None:
                 check_feeds(feeds, session.inputs, f"request for {name!r}")
                 unknown = sorted(set(outputs or ()) - {spec.name for spec in session.outputs})
@@ -273,11 +301,11 @@ class EngineCache:
                     raise UserInputError(f"bundle {name!r} has no outputs {unknown}")
                 with self._run_lock:
                     return session.run(feeds, outputs)
-            fused_feeds = _model_feeds(session, model, feeds, f"request for {name!r}")
             wanted = outputs if outputs is not None else list(model.outputs)
             unknown = [output for output in wanted if output not in model.outputs]
             if unknown:
                 raise UserInputError(f"model {model.name!r} has no outputs {unknown}")
+            fused_feeds = _model_feeds(session, model, feeds, f"request for {name!r}")
             fused_names = [model.outputs[output] for output in wanted]
             with self._run_lock:
                 results = session.run(fused_feeds, fused_names)
@@ -291,12 +319,11 @@ class EngineCache:
 
     def specs(self, name: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
         """(inputs, outputs) of bundle or model `name`, named as the caller names them
-        (loading the bundle if it is not resident)."""
+        (loading what a request for it runs, if it is not resident)."""
         bundle_name, model = self._resolve(name)
-        entry = self._acquire(bundle_name)
+        entry, session = self._acquire(bundle_name, model)
         try:
-            assert entry.session is not None
-            inputs, outputs = list(entry.session.inputs), list(entry.session.outputs)
+            inputs, outputs = list(session.inputs), list(session.outputs)
         finally:
             self._release(entry)
         if model is None:
@@ -309,8 +336,10 @@ class EngineCache:
         )
 
     def load(self, name: str) -> None:
-        """Make bundle `name` (or the bundle of model `name`) resident now, evicting as needed."""
-        self._release(self._acquire(self._resolve(name)[0]))
+        """Make what a request for `name` runs resident now (a bundle, or a model's part of
+        one), evicting as needed."""
+        bundle_name, model = self._resolve(name)
+        self._release(self._acquire(bundle_name, model)[0])
 
     def unload(self, name: str) -> bool:
         """Evict bundle `name` (or its model's bundle) once no request holds it, and hand the
@@ -318,9 +347,9 @@ class EngineCache:
         bundle_name = self._resolve(name)[0]
         with self._condition:
             entry = self._entries[bundle_name]
-            while entry.pins > 0 or entry.loading:
+            while entry.pins > 0:
                 self._condition.wait()
-            if entry.session is None:
+            if not entry.reserved:
                 return False
             self._evict(entry)
             self._condition.notify_all()
@@ -334,6 +363,12 @@ class EngineCache:
         """Every registered bundle and the models inside it."""
         with self._condition:
             return {name: list(e.bundle.models()) for name, e in self._entries.items()}
+
+    def sessions(self, bundle_name: str) -> list[str]:
+        """What bundle `bundle_name` has open: its own name for the whole graph, a model's name
+        for that model's part."""
+        with self._condition:
+            return [key or bundle_name for key in self._entries[bundle_name].sessions]
 
     def _resolve(self, name: str) -> tuple[str, ModelEntry | None]:
         with self._condition:
@@ -350,65 +385,72 @@ class EngineCache:
         known = ", ".join(sorted(set(self._entries) | set(self._model_index)))
         raise UserInputError(f"no bundle or model named {name!r} (known: {known})")
 
-    def _acquire(self, bundle_name: str) -> _Entry:
+    def _acquire(self, bundle_name: str, model: ModelEntry | None) -> tuple[_Entry, Session]:
+        """Pin the bundle (making it resident, evicting as needed) and return what a request
+        for `model` (None: the whole bundle) runs on it, opened now if it is not yet."""
         with self._condition:
             entry = self._entries[bundle_name]
-            while True:
-                if entry.session is not None:
-                    if self._make_room(entry):  # the arena may grow for one more request
-                        entry.pins += 1
-                        self.stats.hits += 1
-                        self.policy.touch(entry)
-                        return entry
-                elif not entry.loading and self._make_room(entry):
-                    entry.loading = True
-                    self.stats.peak_accounted_bytes = max(
-                        self.stats.peak_accounted_bytes, self._bytes_held()
-                    )
-                    break
-                if not any(e.pins or e.loading for e in self._entries.values()):
+            while not self._make_room(entry):  # a hit may need more of the arena, too
+                if not any(e.pins for e in self._entries.values()):
                     # Nothing in flight can free room: waiting would never end.
                     raise UserInputError(
                         f"bundle {bundle_name!r} does not fit the budget "
                         f"({format_bytes(self.budget_bytes)}) even with every other bundle "
                         "evicted"
                     )
-                self._condition.wait()  # another thread is loading it, or pins hold the room
-        return self._load(entry)
-
-    def _load(self, entry: _Entry) -> _Entry:
-        started = time.perf_counter()
-        try:
-            session = self._session_factory(entry.bundle.artifact)
-        except BaseException:
-            with self._condition:
-                entry.loading = False
-                self._condition.notify_all()
-            raise
-        seconds = time.perf_counter() - started
-        with self._condition:
-            entry.session, entry.loading = session, False
+                self._condition.wait()  # pins hold the room
             entry.pins += 1
-            entry.cost_seconds = seconds
-            self.stats.misses += 1
-            self.stats.bytes_loaded += entry.bundle.footprint.measured_bytes
-            self.stats.seconds_loading += seconds
-            loads = self.stats.loads_by_bundle
-            loads[entry.bundle.name] = loads.get(entry.bundle.name, 0) + 1
-            self.policy.touch(entry)
-            self._condition.notify_all()
-        return entry
+            if entry.reserved:
+                self.stats.hits += 1
+                self.policy.touch(entry)
+            else:
+                entry.reserved = True
+                self.stats.peak_accounted_bytes = max(
+                    self.stats.peak_accounted_bytes, self._bytes_held()
+                )
+        key = model.name if model is not None and model.name in entry.bundle.parts else None
+        try:
+            return entry, self._session_for(entry, key)
+        except BaseException:
+            self._release(entry)
+            raise
+
+    def _session_for(self, entry: _Entry, key: str | None) -> Session:
+        """The pinned entry's session for `key`, opened once however many requests ask at once
+        (they wait for the one that opens it)."""
+        with entry.opening:
+            session = entry.sessions.get(key)
+            if session is not None:
+                return session
+            part = entry.bundle.parts[key] if key is not None else None
+            started = time.perf_counter()
+            if part is not None:
+                check_part_file(entry.bundle.artifact, part)
+            session = self._session_factory(entry.bundle.artifact, part)
+            seconds = time.perf_counter() - started
+            with self._condition:
+                entry.sessions[key] = session
+                self.stats.sessions_opened += 1
+                self.stats.seconds_loading += seconds
+                if len(entry.sessions) == 1:  # the bundle has just become resident
+                    entry.cost_seconds = seconds
+                    self.stats.misses += 1
+                    self.stats.bytes_loaded += entry.bundle.footprint.measured_bytes
+                    loads = self.stats.loads_by_bundle
+                    loads[entry.bundle.name] = loads.get(entry.bundle.name, 0) + 1
+                    self.policy.touch(entry)
+        return session
 
     def _make_room(self, newcomer: _Entry) -> bool:
         """Evict idle bundles until `newcomer` (resident or not) fits with the arena its
-        request needs; False (evicting nothing) when pinned or loading bundles leave no room
-        even with every idle one gone."""
+        request needs; False (evicting nothing) when pinned bundles leave no room even with
+        every idle one gone."""
         arena = max(self._arena_bytes, newcomer.activation) if self._share_arena else 0
         if newcomer.held and arena == self._arena_bytes:
             return True  # a hit that needs no more arena: nothing to account
         held = [e for e in self._entries.values() if e.held and e is not newcomer]
-        idle = [e for e in held if e.session is not None and e.pins == 0]
-        busy = [e for e in held if e not in idle]
+        idle = [e for e in held if e.idle]
+        busy = [e for e in held if not e.idle]
         if self._bytes_of([*busy, newcomer], arena) > self.budget_bytes:
             return False
         # Freed memory is handed back (malloc_trim) only where a victim's weights lay in the
@@ -445,16 +487,20 @@ class EngineCache:
         return self._bytes_of(held, self._arena_bytes)
 
     def _evict(self, entry: _Entry) -> None:
+        """Close every session the bundle holds, the whole's and its parts'."""
         self.evictions.append(entry.bundle.name)
-        assert entry.session is not None
-        entry.session.close()
-        entry.session = None
+        for session in entry.sessions.values():
+            session.close()
+        entry.sessions.clear()
+        entry.reserved = False
         self.stats.evictions += 1
         self.policy.evicted(entry)
 
     def _release(self, entry: _Entry) -> None:
         with self._condition:
             entry.pins -= 1
+            if entry.pins == 0 and entry.reserved and not entry.sessions:
+                entry.reserved = False  # its load failed: nothing of it stays counted
             self._condition.notify_all()
 
     def reset_stats(self) -> None:
@@ -474,13 +520,13 @@ class EngineCache:
 
     def resident(self) -> list[str]:
         with self._condition:
-            return [name for name, e in self._entries.items() if e.session is not None]
+            return [name for name, e in self._entries.items() if e.sessions]
 
     def close(self) -> None:
         """Evict every idle bundle and hand the memory they held back to the system."""
         with self._condition:
             for entry in self._entries.values():
-                if entry.session is not None and entry.pins == 0:
+                if entry.idle:
                     self._evict(entry)
         release_freed_memory()
 
@@ -518,11 +564,15 @@ def run_once(
     # the representative inputs its dist folder ships, if any.
     given = _whole_feeds(feeds_path if model is None else None)
     bundle = open_bundle(artifact, feeds=given or _whole_feeds(shipped_inputs(artifact)))
-    factory = functools.partial(
-        open_session,
-        runtime=check_runtime(runtime),
-        weight_streaming_budget=weight_streaming_budget,
-    )
+
+    def factory(path: Path, part: PartRecord | None) -> Session:
+        return open_session(
+            path,
+            runtime=check_runtime(runtime),
+            weight_streaming_budget=weight_streaming_budget,
+            part=part,
+        )
+
     cache = EngineCache(max(bundle.footprint.alone_bytes, 1), session_factory=factory)
     cache.register(bundle)
     name = model or bundle.name
@@ -544,16 +594,21 @@ def _whole_feeds(path: Path | None) -> dict[str, np.ndarray] | None:
 def _model_feeds(
     session: Session, model: ModelEntry, feeds: Mapping[str, np.ndarray], source: str
 ) -> dict[str, np.ndarray]:
-    """Feeds for the whole fused graph from one model's own, which must all be there: the other
-    models' inputs get zeros (a fused session runs every branch, so a request for one model
-    pays for the group)."""
+    """Feeds for `session` (the model's part, or the whole bundle where it has none) from the
+    model's own. Every input of the model that the session reads must be there; one its
+    outputs do not depend on may be given and is dropped. Inputs of other models that the
+    session reads get zeros: a bundle without parts (an engine, `.ort`, a single file) runs
+    their branches too."""
     fused_specs = {spec.name: spec for spec in session.inputs}
+    read = {own: fused for own, fused in model.inputs.items() if fused in fused_specs}
     own_specs = [
         TensorSpec(own, fused_specs[fused].dtype, fused_specs[fused].shape)
-        for own, fused in model.inputs.items()
+        for own, fused in read.items()
     ]
-    check_feeds(feeds, own_specs, source)
-    fused = {model.inputs[name]: value for name, value in feeds.items()}
+    unread = set(model.inputs) - set(read)
+    given = {name: value for name, value in feeds.items() if name not in unread}
+    check_feeds(given, own_specs, source)
+    fused = {read[name]: value for name, value in given.items()}
     for spec in session.inputs:
         if spec.name not in fused:
             fused[spec.name] = np.zeros(resolve_shape(spec, {}), dtype=spec.dtype)
@@ -582,6 +637,18 @@ def check_side_file(path: Path, artifact: Artifact) -> None:
         raise UserInputError(
             f"{path}: its weights file {side_file.name} differs from the one it was built with "
             "(an interrupted or partial copy?); rebuild or copy the artifact again"
+        )
+
+
+def check_part_file(artifact: Path, part: PartRecord) -> None:
+    """Refuse a part file that is missing or is not the one built with the artifact."""
+    path = artifact.with_name(part.path)
+    if not path.is_file():
+        raise UserInputError(f"{artifact}: its part {part.path} (model {part.model!r}) is missing")
+    if sha256_file(path) != part.sha256:
+        raise UserInputError(
+            f"{artifact}: its part {part.path} differs from the one it was built with; rebuild "
+            "or copy the artifact again"
         )
 
 

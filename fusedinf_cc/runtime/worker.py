@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fusedinf_cc.artifacts.manifest import cached_manifest
 from fusedinf_cc.backends.base import Session
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession, import_onnxruntime
 from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME
@@ -74,6 +75,12 @@ class BenchPlan:
     warm_load: bool = False
     # Activations from the process's one arena (`register_shared_arena`), as in the loader.
     shared_arena: bool = False
+    # Open every model's part of each artifact beside the whole and run each once per request,
+    # as a loader that has served the whole and each model does (`runtime/loader.py`).
+    with_parts: bool = False
+    # Open only this model's part of the plan's one artifact (the whole where it has none):
+    # what a request for that model runs (`bench --model`).
+    part: str | None = None
 
 
 @dataclass
@@ -137,7 +144,7 @@ def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
     baseline = status_bytes().get("VmRSS", 0)
     started = time.perf_counter()
     sessions = _open_all(plan, config)
-    feeds_per_model = plan.feeds or [random_feeds(session.inputs) for session in sessions]
+    feeds_per_model = _feeds_for(plan, sessions)
     pool = (
         ThreadPoolExecutor(len(sessions))
         if config.execution == "parallel" and len(sessions) > 1
@@ -186,11 +193,41 @@ def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
 
 
 def _open_all(plan: BenchPlan, config: BenchConfig) -> list[Session]:
+    """A session per model of the plan, then (`with_parts`) one per part of each."""
     options = _session_options(config)
-    return [
+    if plan.part is not None:
+        ((_, path),) = plan.models
+        manifest = cached_manifest(path)
+        part = manifest.part(plan.part) if manifest is not None else None
+        return [
+            open_session(path, config.runtime, options, shared_arena=plan.shared_arena, part=part)
+        ]
+    wholes: list[Session] = [
         open_session(path, config.runtime, options, shared_arena=plan.shared_arena)
         for _, path in plan.models
     ]
+    parts: list[Session] = []
+    for _, path in plan.models if plan.with_parts else ():
+        manifest = cached_manifest(path)
+        for part in manifest.parts if manifest is not None else ():
+            parts.append(
+                open_session(
+                    path, config.runtime, options, shared_arena=plan.shared_arena, part=part
+                )
+            )
+    return wholes + parts
+
+
+def _feeds_for(plan: BenchPlan, sessions: list[Session]) -> list[dict[str, np.ndarray]]:
+    """Each session's feeds: the plan's (or random ones) for each whole; for a part, the same
+    arrays as its whole's, those it reads (parts follow their wholes, one model per plan)."""
+    count = len(plan.models)
+    wholes = plan.feeds or [random_feeds(session.inputs) for session in sessions[:count]]
+    whole = wholes[0] if wholes else {}
+    parts = [
+        {spec.name: whole[spec.name] for spec in session.inputs} for session in sessions[count:]
+    ]
+    return [*wholes, *parts]
 
 
 def _load_once(plan: BenchPlan, config: BenchConfig) -> int:
@@ -199,8 +236,8 @@ def _load_once(plan: BenchPlan, config: BenchConfig) -> int:
     (code pages the run touched first are file-backed, not counted)."""
     before = status_bytes().get("RssAnon", 0)
     sessions = _open_all(plan, config)
-    for session, feeds in zip(sessions, plan.feeds or [None] * len(sessions), strict=True):
-        session.run(feeds if feeds is not None else random_feeds(session.inputs))
+    for session, feeds in zip(sessions, _feeds_for(plan, sessions), strict=True):
+        session.run(feeds)
         session.close()
     del sessions
     gc.collect()

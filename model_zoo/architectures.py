@@ -245,3 +245,69 @@ def segmentation_head(channels: int = 128) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(channels, 64, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(64, 21, 1)
     )
+
+
+# An OCR-like trio, shaped like the real ones an edge OCR box fuses: a large text detector on a
+# page, a tiny angle classifier and a CRNN recognizer on text crops, each on its own input.
+class TextDetector(nn.Module):
+    """DB-like: a ResNet trunk at 1/16, upsampled back to 1/4 for a text probability map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(_conv_bn(3, 32, 3, 2), nn.ReLU(inplace=True))
+        self.down = nn.Sequential(
+            BasicBlock(32, 64, 2), BasicBlock(64, 128, 2), BasicBlock(128, 256, 2)
+        )
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(256, 64, 2, 2),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(64, 32, 2, 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 1, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.up(self.down(self.stem(x))))
+
+
+def text_angle_classifier() -> nn.Module:
+    """A tiny CNN: is a text crop upside down?"""
+    return nn.Sequential(
+        _conv_bn(3, 16, 3, 2),
+        nn.ReLU(inplace=True),
+        _conv_bn(16, 32, 3, 2),
+        nn.ReLU(inplace=True),
+        _conv_bn(32, 64, 3, 2),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 2),
+    )
+
+
+class TextRecognizer(nn.Module):
+    """CRNN: convolutions collapse a text line's height, a bidirectional LSTM reads its width,
+    and a linear layer gives per-column character logits."""
+
+    def __init__(self, classes: int = 97, hidden: int = 96):
+        super().__init__()
+        self.features = nn.Sequential(
+            _conv_bn(3, 32, 3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2, 2),
+            _conv_bn(32, 64, 3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2, 2),
+            _conv_bn(64, 128, 3),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d((2, 1), (2, 1)),
+            _conv_bn(128, 128, 3),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d((1, None)),
+        )
+        self.rnn = nn.LSTM(128, hidden, bidirectional=True, batch_first=True)
+        self.classify = nn.Linear(2 * hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        columns = self.features(x).squeeze(2).transpose(1, 2)  # batch, width, channels
+        return self.classify(self.rnn(columns)[0])

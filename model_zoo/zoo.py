@@ -100,9 +100,16 @@ CATALOGUE: dict[str, ZooModel] = {
             "mask",
             shares_trunk=True,
         ),
+        ZooModel("text_detector", arch.TextDetector, "page", (1, 3, 480, 480), "probability"),
+        ZooModel("text_angle_cls", arch.text_angle_classifier, "crop", (1, 3, 48, 192), "angle"),
+        ZooModel("text_recognizer", arch.TextRecognizer, "line", (1, 3, 48, 320), "characters"),
     )
 }
-ALIASES = {"heads": ("head0", "head1"), "resnet_heads": ("resnet_head0", "resnet_head1")}
+ALIASES = {
+    "heads": ("head0", "head1"),
+    "resnet_heads": ("resnet_head0", "resnet_head1"),
+    "ocr": ("text_detector", "text_angle_cls", "text_recognizer"),
+}
 
 
 def expand_names(names: list[str]) -> list[str]:

@@ -18,6 +18,13 @@ so no fused bundle copies one that another bundle holds.
 
 `--stack` builds the fused bundles with `fuse --stack`: a function's models of one architecture
 run as one wider model.
+
+`--overlapping` replays another workload, where functions call overlapping subsets of the same
+bundles: three groups of related models (the OCR-like trio; head0 and head1 on one backbone;
+resnet18 and squeezenet1_1 on one image) and eight functions, some calling a whole group (a
+page through the OCR trio) and some a part of one (the classifier and recognizer alone on text
+lines; one head). Grouped, each group is one bundle and a function that calls part of it runs
+those models' parts (`OVERLAPPING_FUNCTIONS`, `OVERLAPPING_GROUPS`).
 """
 
 from __future__ import annotations
@@ -71,6 +78,35 @@ def own_weights(models_dir: Path, functions_file: Path) -> list[str]:
     return specs
 
 
+OVERLAPPING_GROUPS = {
+    "ocr": ["text_detector", "text_angle_cls", "text_recognizer"],
+    "scene": ["head0", "head1"],
+    "imagenet": ["resnet18", "squeezenet1_1"],
+}
+OVERLAPPING_FUNCTIONS = {
+    "ocr_page": ["text_detector", "text_angle_cls", "text_recognizer"],
+    "ocr_lines": ["text_angle_cls", "text_recognizer"],
+    "find_text": ["text_detector"],
+    "scene_both": ["head0", "head1"],
+    "classify": ["head0"],
+    "segment": ["head1"],
+    "imagenet_pair": ["resnet18", "squeezenet1_1"],
+    "tag": ["squeezenet1_1"],
+}
+
+
+def overlapping(models_dir: Path, work_dir: Path) -> list[str]:
+    """The overlapping workload's models as NAME=PATH, then its --functions and --fused-groups
+    files (written into `work_dir`) as options."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    functions, groups = work_dir / "functions.json", work_dir / "groups.json"
+    functions.write_text(json.dumps(OVERLAPPING_FUNCTIONS, indent=2) + "\n", encoding="utf-8")
+    groups.write_text(json.dumps(OVERLAPPING_GROUPS, indent=2) + "\n", encoding="utf-8")
+    names = sorted({model for members in OVERLAPPING_GROUPS.values() for model in members})
+    specs = [f"{name}={export(name, models_dir)}" for name in names]
+    return [*specs, "--functions", str(functions), "--fused-groups", str(groups)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400)
@@ -85,9 +121,17 @@ def main() -> None:
     parser.add_argument(
         "--stack", action="store_true", help="build the fused bundles with fuse --stack"
     )
+    parser.add_argument(
+        "--overlapping",
+        action="store_true",
+        help="functions that call overlapping subsets of three groups of models",
+    )
     args = parser.parse_args()
     command = [sys.executable, "-m", "fusedinf_cc", "simulate"]
-    if args.own_weights:
+    if args.overlapping:
+        work_dir = args.work_dir / "overlapping"
+        command += overlapping(args.work_dir / "models", work_dir)
+    elif args.own_weights:
         work_dir = args.work_dir / "own-weights"
         functions_file = work_dir / "functions.json"
         command += own_weights(args.work_dir / "models", functions_file)
@@ -106,7 +150,8 @@ def main() -> None:
         "--work-dir",
         str(work_dir / "fused"),
     ]
-    if not args.own_weights:  # with own weights, each function's models form its own group
+    # Own weights share no model, so nothing groups; the overlapping workload names its groups.
+    if not (args.own_weights or args.overlapping):
         command += ["--fused-groups", "auto"]
     if args.json:
         command += ["--json", str(args.json)]

@@ -152,8 +152,10 @@ def test_build_verifies_writes_and_then_skips_unchanged_bundles(project):
         "pair.onnx.manifest.json",
         "pair.ort",
         "pair.ort.manifest.json",
-        "pair.part-a.onnx",  # what a request for model a runs (an .ort has no parts)
+        "pair.part-a.onnx",  # what a request for model a runs
+        "pair.part-a.ort",
         "pair.part-b.onnx",
+        "pair.part-b.ort",
     ]
     data = json.loads(report.read_text())
     assert data["ok"] and {b["status"] for b in data["bundles"]} == {"built"}

@@ -85,10 +85,31 @@ def test_a_model_request_runs_its_part_on_its_own_inputs(tmp_path, sources, aot)
     assert cache.stats.misses == 1 and cache.stats.sessions_opened == 2
 
 
-def test_a_bundle_without_parts_still_serves_a_model(tmp_path, sources):
-    """`--single-file` writes no parts: a model's request runs the whole graph, other models
-    on zeros (here the picky one fails on them, in one line)."""
-    artifact = _built(sources, tmp_path / "pair.onnx", single_file=True)
+def test_an_ort_format_bundle_has_parts_of_its_own_format(tmp_path, sources):
+    artifact = _built(sources, tmp_path / "pair.ort")
+    manifest = read_manifest(tmp_path / "pair.ort.manifest.json")
+    assert [part.path for part in manifest.parts] == ["pair.part-a.ort", "pair.part-picky.ort"]
+    assert sorted(p.name for p in tmp_path.glob("pair.part-*")) == [
+        "pair.part-a.ort",
+        "pair.part-picky.ort",
+    ]  # the .onnx cuts they were optimised from are not left behind
+    cache = EngineCache(1 << 30)
+    cache.register(artifact)
+    x = np.random.default_rng(5).standard_normal((1, 64)).astype(np.float32)
+    got = cache.run("a", {"x": x})["y"]
+    assert cache.sessions("pair") == ["a"]
+    assert got.tobytes() == cache.run("pair", _whole_feeds(x))["a/y"].tobytes()
+    assert run_cli("verify", artifact).returncode == 0
+
+
+@pytest.mark.parametrize("options", [{"single_file": True}, {"parts": False}])
+def test_a_bundle_without_parts_still_serves_a_model(tmp_path, sources, options):
+    """`--single-file` and `--no-parts` write no parts (and a rebuild removes an earlier
+    build's): a model's request runs the whole graph, other models on zeros (here the picky
+    one fails on them, in one line)."""
+    _built(sources, tmp_path / "pair.onnx")
+    assert (tmp_path / "pair.part-a.onnx").is_file()
+    artifact = _built(sources, tmp_path / "pair.onnx", **options)
     assert read_manifest(tmp_path / "pair.onnx.manifest.json").parts == []
     assert not list(tmp_path.glob("pair.part-*"))
     cache = EngineCache(1 << 30)
@@ -151,12 +172,12 @@ def test_a_changed_part_is_refused_and_leaves_nothing_loaded(tmp_path, sources):
     onnx.save(model, part)
     cache = EngineCache(1 << 30)
     bundle = cache.register(artifact)
-    with pytest.raises(UserInputError, match=r"part pair\.part-a\.onnx differs"):
+    with pytest.raises(UserInputError, match=r"part 'pair\.part-a\.onnx' \(model 'a'\) differs"):
         cache.run("a", {"x": np.ones((1, 64), np.float32)})
     # Nothing of the bundle stays counted (the shared arena may: it never shrinks).
     assert cache.resident() == [] and cache.accounted_bytes <= bundle.footprint.activation_bytes
     part.unlink()
-    with pytest.raises(UserInputError, match=r"part pair\.part-a\.onnx \(model 'a'\) is missing"):
+    with pytest.raises(UserInputError, match=r"part 'pair\.part-a\.onnx' \(model 'a'\) is missing"):
         cache.run("a", {"x": np.ones((1, 64), np.float32)})
     # The whole still serves the bundle's own requests.
     x = np.ones((1, 64), np.float32)
@@ -225,3 +246,19 @@ def test_bench_model_compares_its_part_with_the_model_built_alone(tmp_path, sour
     assert alone["name"] == "a" and alone["path"].endswith("a.aot.onnx")
     unknown = run_cli("bench", "--fused", artifact, "--model", "nope", "--runs", "1")
     assert unknown.returncode == 2 and "no model 'nope'" in unknown.stderr
+
+
+def test_a_bundle_spec_can_ask_for_no_parts(tmp_path):
+    builders.save(builders.affine(0, width=32), tmp_path / "a.onnx")
+    builders.save(builders.affine(1, width=32), tmp_path / "b.onnx")
+    dist = build_dist(
+        tmp_path,
+        '[bundles.pair]\nmodels = { a = "a.onnx", b = "b.onnx" }\ntargets = ["onnx", "ort"]\n'
+        "parts = false\n",
+    )
+    assert not list((dist / "pair").glob("*.part-*"))
+    (tmp_path / "fusedinf.toml").write_text(
+        '[bundles.pair]\nmodels = { a = "a.onnx" }\nparts = "no"\n'
+    )
+    result = run_cli("bundle", "build", tmp_path / "fusedinf.toml", "--out", tmp_path / "d2")
+    assert result.returncode == 2 and "parts is true or false" in result.stderr

@@ -57,6 +57,15 @@ AOT = Annotated[
         "graph work and memory-maps the weights, shared between processes. Not portable.",
     ),
 ]
+NO_PARTS = Annotated[
+    bool,
+    typer.Option(
+        "--no-parts",
+        help="Write no per-model parts: a request for one model then runs the whole bundle "
+        "(for bundles only ever asked whole; parts of a portable or .ort bundle hold copies of "
+        "their weights in memory, and of an .ort one on disk too).",
+    ),
+]
 
 
 BACKEND = Annotated[
@@ -95,6 +104,7 @@ def fusion_options(
     stack: bool,
     single_file: bool,
     aot: bool,
+    no_parts: bool = False,
 ) -> dict[str, Any]:
     """The fusion flags that `fuse` and `bench` share, as `build_fused` keywords."""
     return {
@@ -105,4 +115,5 @@ def fusion_options(
         "stack": stack,
         "single_file": single_file,
         "aot": aot,
+        "parts": not no_parts,
     }

@@ -12,6 +12,7 @@ from fusedinf_cc.cli.base import (
     AOT,
     NO_CSE,
     NO_DEDUP,
+    NO_PARTS,
     SHARE_INPUT,
     SHARE_INPUTS,
     SINGLE_FILE,
@@ -37,6 +38,7 @@ def fuse(
     stack: STACK = False,
     single_file: SINGLE_FILE = False,
     aot: AOT = False,
+    no_parts: NO_PARTS = False,
     explain: Annotated[bool, typer.Option("--explain", help="Print what every pass did.")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="[engine] Allow FP16 kernels.")] = False,
     int8: Annotated[
@@ -133,7 +135,9 @@ def fuse(
             output,
             engine=engine,
             progress=on_phase,
-            **fusion_options(share_input, share_inputs, no_dedup, no_cse, stack, single_file, aot),
+            **fusion_options(
+                share_input, share_inputs, no_dedup, no_cse, stack, single_file, aot, no_parts
+            ),
         )
     if explain:
         console.print(pass_table(manifest.passes))

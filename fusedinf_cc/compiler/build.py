@@ -27,7 +27,7 @@ SHARE_MODES = ("auto", "none")
 def build_fused(model_specs: Sequence[str], output: Path, **options: Any) -> Manifest:
     """Fuse `[NAME=]PATH` models into `output` (its suffix picks the backend); return the manifest.
     `options` are `build_fused_all`'s keywords (sharing, dedup, cse, stack, single_file,
-    aot, engine)."""
+    aot, parts, engine)."""
     (manifest,) = build_fused_all(model_specs, [output], **options)
     return manifest
 
@@ -43,6 +43,7 @@ def build_fused_all(
     stack: bool = False,
     single_file: bool = False,
     aot: bool = False,
+    parts: bool = True,
     engine: EngineOptions | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[Manifest]:
@@ -74,7 +75,9 @@ def build_fused_all(
         stack=stack,
     )
     fused = fuse(sources, options)
-    build_options = BuildOptions(single_file=single_file, aot=aot, engine=engine, progress=progress)
+    build_options = BuildOptions(
+        single_file=single_file, aot=aot, parts=parts, engine=engine, progress=progress
+    )
     return [
         target.build(fused, output, build_options)
         for target, output in zip(targets, outputs, strict=True)

@@ -42,11 +42,12 @@ def write_parts(staged_model: Path, manifest: Manifest, out_path: Path) -> list[
     graph (one model; a stacked layer that reads them all) gets no part: the whole is it."""
     import onnx
 
+    manifest.parts = []  # its own list: one fused model's manifests share the rest
     if len(manifest.models) < 2:
         return []
     model = onnx.load(str(staged_model), load_external_data=False)
     graph = model.graph
-    written = []
+    written, records = [], []
     for entry in manifest.models:
         nodes, needed = cone(graph.node, entry.outputs.values())
         if len(nodes) == len(graph.node):
@@ -59,7 +60,7 @@ def write_parts(staged_model: Path, manifest: Manifest, out_path: Path) -> list[
             raise UserInputError(
                 f"{out_path.parent}: cannot write {path.name} there ({error.strerror})"
             ) from None
-        manifest.parts.append(
+        records.append(
             PartRecord(
                 model=entry.name,
                 path=path.name,
@@ -76,6 +77,7 @@ def write_parts(staged_model: Path, manifest: Manifest, out_path: Path) -> list[
             )
         )
         written.append(path)
+    manifest.parts = records
     return written
 
 

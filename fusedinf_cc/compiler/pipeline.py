@@ -134,11 +134,14 @@ def _measure(state: FusionState) -> tuple[int, int, int]:
     )
 
 
-def write_fused(fused: FusedModel, out_path: Path, *, single_file: bool = False) -> Manifest:
+def write_fused(
+    fused: FusedModel, out_path: Path, *, single_file: bool = False, parts: bool = True
+) -> Manifest:
     """Write the fused ONNX model and `<out>.manifest.json`; return the manifest as written.
 
     Weights go to `<out>.data` once they are large enough for that to pay off at load time (see
-    `model_io.EXTERNAL_DATA_THRESHOLD_BYTES`), unless `single_file` asks for one file.
+    `model_io.EXTERNAL_DATA_THRESHOLD_BYTES`), unless `single_file` asks for one file. With
+    `parts` (and not one file), each model's part is written beside it (`compiler/parts.py`).
     """
     manifest = embed_manifest(fused, out_path)
     with staging_dir(out_path) as staging:
@@ -146,12 +149,15 @@ def write_fused(fused: FusedModel, out_path: Path, *, single_file: bool = False)
             fused.model, out_path, external_data=False if single_file else None, staging=staging
         )
         # One file was asked for: no parts beside it (a model's request then runs the whole).
-        parts = [] if single_file else write_parts(staged[-1], manifest, out_path)
+        written_parts = (
+            write_parts(staged[-1], manifest, out_path) if parts and not single_file else []
+        )
         manifest = finish_manifest(
             manifest, fused, out_path, staged, backend="onnxruntime", staging=staging
         )
         commit_staged(
-            [*staged, *parts, staging / manifest_path_for(out_path).name], out_path.parent
+            [*staged, *written_parts, staging / manifest_path_for(out_path).name],
+            out_path.parent,
         )
     if len(staged) == 1:  # one file now: a side file of an earlier build is no longer its own
         out_path.with_name(external_data_name(out_path)).unlink(missing_ok=True)
@@ -179,6 +185,7 @@ def embed_manifest(fused: FusedModel, out_path: Path) -> Manifest:
             dataclasses.replace(entry, source=os.path.relpath(entry.source, out_folder))
             for entry in fused.manifest.models
         ],
+        parts=[],  # each artifact's own: one fused model may be built into several
     )
     fused.model.metadata_props[METADATA_KEY] = manifest.to_json(reproducible=True)
     return manifest

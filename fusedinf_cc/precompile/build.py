@@ -167,6 +167,7 @@ def _build_into(bundle: BundleSpec, folder: Path, key: str) -> BundleResult:
         cse=bundle.cse,
         stack=bundle.stack,
         aot=bundle.aot,
+        parts=bundle.parts,
         engine=(
             parse_engine_options(**bundle.engine)
             if "engine" in bundle.targets and bundle.engine

@@ -6,6 +6,7 @@
     targets = ["onnx", "engine"]
     aot = false                     # true: the onnx target is optimised for this CPU class
     stack = false                   # true: models of one architecture run as one (fuse --stack)
+    parts = true                    # false: no per-model parts (fuse --no-parts)
     engine = { fp16 = true, mem_pool_size = "workspace:1GiB" }
     verify = { rtol = 1e-3, atol = 1e-3 }
 
@@ -46,6 +47,7 @@ _BUNDLE_KEYS = {
     "cse",
     "stack",
     "aot",
+    "parts",
     "inputs",
 }
 # Engine options and the TOML type each takes (the text forms are the CLI's flags).
@@ -84,6 +86,7 @@ class BundleSpec:
     cse: bool = True
     stack: bool = False
     aot: bool = False
+    parts: bool = True  # each model's part beside the onnx/ort targets (`compiler/parts.py`)
     engine: dict[str, Any] = field(default_factory=dict)
     rtol: float = DEFAULT_TOLERANCE["rtol"]
     atol: float = DEFAULT_TOLERANCE["atol"]
@@ -102,6 +105,7 @@ class BundleSpec:
             "cse": self.cse,
             "stack": self.stack,
             "aot": self.aot,
+            "parts": self.parts,
             "engine": {k: str(v) if isinstance(v, Path) else v for k, v in self.engine.items()},
             "rtol": self.rtol,
             "atol": self.atol,
@@ -195,7 +199,8 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
         raise UserInputError(
             f"{where.key('verify', name)}: verify = {{ rtol = 1e-5, atol = 1e-5 }}"
         )
-    for flag, default in (("dedup", True), ("cse", True), ("stack", False), ("aot", False)):
+    flags = (("dedup", True), ("cse", True), ("stack", False), ("aot", False), ("parts", True))
+    for flag, default in flags:
         if not isinstance(table.get(flag, default), bool):
             raise UserInputError(f"{where.key(flag, name)}: {flag} is true or false")
     if table.get("aot", False) and "onnx" not in targets:
@@ -220,6 +225,7 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
         cse=table.get("cse", True),
         stack=table.get("stack", False),
         aot=table.get("aot", False),
+        parts=table.get("parts", True),
         engine=engine,
         rtol=check_tolerance(tolerance.get("rtol", DEFAULT_RTOL), where.key("verify", name)),
         atol=check_tolerance(tolerance.get("atol", DEFAULT_ATOL), where.key("verify", name)),

@@ -136,6 +136,7 @@ class CacheStats:
     peak_accounted_bytes: int = 0
     loads_by_bundle: dict[str, int] = field(default_factory=dict)
     sessions_opened: int = 0  # a bundle's first session, and each further part or whole
+    models_opened: int = 0  # the models those sessions serve: a whole all of its, a part one
 
 
 @dataclass
@@ -431,6 +432,8 @@ class EngineCache:
             with self._condition:
                 entry.sessions[key] = session
                 self.stats.sessions_opened += 1
+                serves = 1 if key is not None else len(entry.bundle.models())
+                self.stats.models_opened += max(1, serves)
                 self.stats.seconds_loading += seconds
                 if len(entry.sessions) == 1:  # the bundle has just become resident
                     entry.cost_seconds = seconds
@@ -630,25 +633,24 @@ def check_side_file(path: Path, artifact: Artifact) -> None:
         return
     if not artifact.external_data:
         raise UserInputError(f"{path}: its manifest records a weights file's digest but no file")
-    side_file = path.with_name(artifact.external_data)
-    if not side_file.is_file():
-        raise UserInputError(f"{path}: its weights file {artifact.external_data!r} is missing")
-    if sha256_file(side_file) != artifact.external_data_sha256:
-        raise UserInputError(
-            f"{path}: its weights file {side_file.name} differs from the one it was built with "
-            "(an interrupted or partial copy?); rebuild or copy the artifact again"
-        )
+    name = artifact.external_data
+    _check_built_with(path, name, artifact.external_data_sha256, f"weights file {name!r}")
 
 
 def check_part_file(artifact: Path, part: PartRecord) -> None:
     """Refuse a part file that is missing or is not the one built with the artifact."""
-    path = artifact.with_name(part.path)
+    what = f"part {part.path!r} (model {part.model!r})"
+    _check_built_with(artifact, part.path, part.sha256, what)
+
+
+def _check_built_with(artifact: Path, name: str, digest: str, what: str) -> None:
+    path = artifact.with_name(name)
     if not path.is_file():
-        raise UserInputError(f"{artifact}: its part {part.path} (model {part.model!r}) is missing")
-    if sha256_file(path) != part.sha256:
+        raise UserInputError(f"{artifact}: its {what} is missing")
+    if sha256_file(path) != digest:
         raise UserInputError(
-            f"{artifact}: its part {part.path} differs from the one it was built with; rebuild "
-            "or copy the artifact again"
+            f"{artifact}: its {what} differs from the one it was built with (an interrupted "
+            "or partial copy?); rebuild or copy the artifact again"
         )
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from fusedinf_cc.artifacts.manifest import Manifest, manifest_path_for
 from fusedinf_cc.backends.cpu_target import this_cpu
 from fusedinf_cc.backends.onnxruntime import INSTALL_HINT, LOG_ERRORS_ONLY, import_onnxruntime
 from fusedinf_cc.backends.runtimes import CPU_PROVIDER, ORT_FORMAT_SUFFIX
 from fusedinf_cc.common.errors import BackendUnavailableError, UserInputError, first_line
-from fusedinf_cc.common.files import commit_staged, external_data_name, staging_dir
-from fusedinf_cc.compiler.parts import write_parts
+from fusedinf_cc.common.files import commit_staged, external_data_name, sha256_file, staging_dir
+from fusedinf_cc.compiler.parts import part_file_name, write_parts
 from fusedinf_cc.compiler.pipeline import (
     FusedModel,
     embed_manifest,
@@ -29,16 +30,17 @@ ORT_FORMAT_MAX_BYTES = 2**31 - 2**26  # flatbuffers' 2 GiB, less room for the gr
 AOT_INLINE_MAX_BYTES = 1024
 
 
-def build_ort_format(fused: FusedModel, out_path: Path) -> Manifest:
+def build_ort_format(fused: FusedModel, out_path: Path, *, parts: bool = True) -> Manifest:
     """Optimise the fused model with ONNX Runtime now and keep the result as `.ort`."""
     if weight_bytes(fused.model) > ORT_FORMAT_MAX_BYTES:
         raise UserInputError(
             f"{out_path}: the ORT format holds at most 2 GiB; write .onnx for models this large"
         )
-    return _optimise_ahead_of_time(fused, out_path, {"session.save_model_format": "ORT"}, "ort")
+    config = {"session.save_model_format": "ORT"}
+    return _optimise_ahead_of_time(fused, out_path, config, "ort", parts=parts)
 
 
-def build_aot_onnx(fused: FusedModel, out_path: Path) -> Manifest:
+def build_aot_onnx(fused: FusedModel, out_path: Path, *, parts: bool = True) -> Manifest:
     """Optimise the fused model with ONNX Runtime now and keep the result as ONNX, its weights
     (reordered for this CPU's kernels) in `<out>.data`.
 
@@ -54,7 +56,9 @@ def build_aot_onnx(fused: FusedModel, out_path: Path) -> Manifest:
             AOT_INLINE_MAX_BYTES
         ),
     }
-    return _optimise_ahead_of_time(fused, out_path, config, "onnx", data_name=data_name)
+    return _optimise_ahead_of_time(
+        fused, out_path, config, "onnx", data_name=data_name, parts=parts
+    )
 
 
 def _optimise_ahead_of_time(
@@ -64,6 +68,7 @@ def _optimise_ahead_of_time(
     artifact_format: str,
     *,
     data_name: str | None = None,
+    parts: bool = True,
 ) -> Manifest:
     """Let ONNX Runtime optimise the fused model fully, for this CPU, and save what it built.
     The manifest records the CPU class, which loading checks (`cpu_target`)."""
@@ -72,25 +77,16 @@ def _optimise_ahead_of_time(
     with staging_dir(out_path) as staging:
         staged_onnx = staging / "fused.onnx"
         save_model_atomic(fused.model, staged_onnx)
-        options = ort.SessionOptions()
-        options.log_severity_level = LOG_ERRORS_ONLY
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = str(staging / out_path.name)
-        for key, value in save_config.items():
-            options.add_session_config_entry(key, value)
-        try:
-            ort.InferenceSession(str(staged_onnx), options, providers=[CPU_PROVIDER])
-        except Exception as error:  # onnxruntime raises its own exception types per failure
-            raise UserInputError(
-                f"{out_path}: ONNX Runtime cannot load the fused model to optimise it "
-                f"({first_line(error)})"
-            ) from None
+        _save_optimised(ort, staged_onnx, staging / out_path.name, save_config, out_path)
         staged = [staging / out_path.name]
         if data_name and (staging / data_name).is_file():
             staged.insert(0, staging / data_name)  # the side file first: see commit_staged
             manifest.weights = external_weight_records(staged[-1], data_name)
-        # `.ort` holds its weights inline, and its graph is ONNX Runtime's flatbuffer: no parts.
-        parts = write_parts(staged[-1], manifest, out_path) if artifact_format == "onnx" else []
+        written_parts = []
+        if parts and artifact_format == "onnx":
+            written_parts = write_parts(staged[-1], manifest, out_path)
+        elif parts:
+            written_parts = _ort_format_parts(ort, staged_onnx, manifest, out_path, save_config)
         manifest = finish_manifest(
             manifest,
             fused,
@@ -106,12 +102,50 @@ def _optimise_ahead_of_time(
             staging=staging,
         )
         commit_staged(
-            [*staged, *parts, staging / manifest_path_for(out_path).name], out_path.parent
+            [*staged, *written_parts, staging / manifest_path_for(out_path).name],
+            out_path.parent,
         )
     if data_name and len(staged) == 1:
         (out_path.parent / data_name).unlink(missing_ok=True)
     remove_stale_parts(out_path, manifest)
     return manifest
+
+
+def _save_optimised(
+    ort: Any, source: Path, target: Path, save_config: Mapping[str, str], out_path: Path
+) -> None:
+    """Have ONNX Runtime optimise `source` fully for this CPU and save the result at `target`."""
+    options = ort.SessionOptions()
+    options.log_severity_level = LOG_ERRORS_ONLY
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(target)
+    for key, value in save_config.items():
+        options.add_session_config_entry(key, value)
+    try:
+        ort.InferenceSession(str(source), options, providers=[CPU_PROVIDER])
+    except Exception as error:  # onnxruntime raises its own exception types per failure
+        raise UserInputError(
+            f"{out_path}: ONNX Runtime cannot load the fused model to optimise it "
+            f"({first_line(error)})"
+        ) from None
+
+
+def _ort_format_parts(
+    ort: Any, staged_onnx: Path, manifest: Manifest, out_path: Path, save_config: Mapping[str, str]
+) -> list[Path]:
+    """Each model's part of an `.ort` artifact, itself an `.ort` file. The ORT format keeps its
+    weights inline and cannot be cut from Python, so each part is cut from the fused model
+    and optimised on its own: a part holds its own copy of its weights, on disk and, like the
+    whole, in memory (the loader counts it)."""
+    cuts = write_parts(staged_onnx, manifest, out_path.with_suffix(".onnx"))
+    parts = []
+    for record, cut in zip(manifest.parts, cuts, strict=True):
+        part = cut.with_name(part_file_name(out_path, record.model))
+        _save_optimised(ort, cut, part, save_config, out_path)
+        record.path, record.weights = part.name, []
+        record.sha256, record.size_bytes = sha256_file(part), part.stat().st_size
+        parts.append(part)
+    return parts
 
 
 class OnnxRuntimeTarget:
@@ -136,7 +170,7 @@ class OnnxRuntimeTarget:
     ) -> Manifest:
         options = options or BuildOptions()
         if out_path.suffix == ORT_FORMAT_SUFFIX:
-            return build_ort_format(fused, out_path)
+            return build_ort_format(fused, out_path, parts=options.parts)
         if options.aot:
-            return build_aot_onnx(fused, out_path)
-        return write_fused(fused, out_path, single_file=options.single_file)
+            return build_aot_onnx(fused, out_path, parts=options.parts)
+        return write_fused(fused, out_path, single_file=options.single_file, parts=options.parts)

@@ -241,6 +241,7 @@ def test_a_function_that_calls_part_of_a_group_runs_those_models_parts(small_mod
     result = replay(trace, plan, total_footprint(plan), "belady")
     # One bundle, loaded once: the parts and the whole open inside it, never another copy.
     assert result.misses == 1 and result.hits == 3 * (2 + 1 + 1) - 1
+    assert result.models_loaded == 2 + 1 + 3  # the parts of m0, m1 and m2, then the whole
 
 
 def test_simulate_command_with_a_trace_and_functions(small_models, tmp_path):

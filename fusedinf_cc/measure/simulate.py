@@ -326,7 +326,7 @@ class ReplayResult:
     requests: int
     hits: int
     misses: int
-    models_loaded: int  # what the misses brought: a fused bundle's load brings all its models
+    models_loaded: int  # what the opened sessions serve: a whole bundle all its models, a part one
     evictions: int
     seconds_loading: float
     p50_ms: float
@@ -374,10 +374,7 @@ def replay(
         requests=len(requests),
         hits=stats.hits,
         misses=stats.misses,
-        models_loaded=sum(
-            loads * max(1, len(deployment.bundles[name].models()))
-            for name, loads in stats.loads_by_bundle.items()
-        ),
+        models_loaded=stats.models_opened,
         evictions=stats.evictions,
         seconds_loading=stats.seconds_loading,
         p50_ms=float(np.percentile(latencies, 50)),

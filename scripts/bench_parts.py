@@ -1,7 +1,8 @@
 """A request for one model of a fused bundle against that model as its own bundle.
 
-    python scripts/bench_parts.py [--sets ocr,resnet_squeezenet,heads] [--kinds aot,portable]
-                                  [--rounds 15] [--requests 20] [--json FILE]
+    python scripts/bench_parts.py [--sets ocr,resnet_squeezenet,heads,stacked]
+                                  [--kinds aot,portable] [--rounds 15] [--requests 20]
+                                  [--json FILE]
 
 For each set of zoo models and each kind of artifact it builds the fused bundle (`fuse`, the
 models on their own inputs, or sharing one with `--share-inputs auto`) and every model alone as a
@@ -17,7 +18,8 @@ every part adds to the loaded whole, against the bundle's footprint as the loade
 Sets: `ocr` is the OCR-like trio (a detector on a 480x480 page, a small angle classifier on
 48x192 crops, a CRNN recognizer on 48x320 lines, each on its own input); `resnet_squeezenet` is
 resnet18 and squeezenet1_1 on one shared image; `heads` is head0 and head1, whose common backbone
-`cse` computes once (a head's part includes it).
+`cse` computes once (a head's part includes it); `stacked` is two mobilenet_v3_small of other
+weights, fused with `--stack` (a model's part includes the stacked layers, which compute both).
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ from fusedinf_cc.runtime.feeds import random_feeds  # noqa: E402
 from fusedinf_cc.runtime.loader import EngineCache  # noqa: E402
 from model_zoo.zoo import export  # noqa: E402
 
+# Set -> (zoo models, `ARCH-vK` for weight variant K; --share-inputs; --stack).
 SETS = {
-    "ocr": (("text_detector", "text_angle_cls", "text_recognizer"), "none"),
-    "resnet_squeezenet": (("resnet18", "squeezenet1_1"), "auto"),
-    "heads": (("head0", "head1"), "auto"),
+    "ocr": (("text_detector", "text_angle_cls", "text_recognizer"), "none", False),
+    "resnet_squeezenet": (("resnet18", "squeezenet1_1"), "auto", False),
+    "heads": (("head0", "head1"), "auto", False),
+    "stacked": (("mobilenet_v3_small-v1", "mobilenet_v3_small-v2"), "auto", True),
 }
 BUDGET = 8 << 30
 
@@ -66,19 +70,27 @@ print(json.dumps({"rss_anon": after[0] - before[0], "pss": after[1] - before[1]}
 """
 
 
-def build(models: tuple[str, ...], share: str, kind: str, folder: Path) -> tuple[Path, dict]:
+def build(
+    models: tuple[str, ...], share: str, stack: bool, kind: str, folder: Path
+) -> tuple[Path, dict]:
     """The fused bundle of `models` and each model alone, as `kind` artifacts."""
     folder.mkdir(parents=True, exist_ok=True)
     aot = kind == "aot"
     suffix = ".aot.onnx" if aot else ".onnx"
-    paths = {name: export(name, REPO / ".cache" / "zoo" / "opset17") for name in models}
+    paths = {name: _export(name) for name in models}
     fused = folder / f"fused{suffix}"
-    build_fused([f"{n}={p}" for n, p in paths.items()], fused, share_inputs=share, aot=aot)
+    specs = [f"{n}={p}" for n, p in paths.items()]
+    build_fused(specs, fused, share_inputs=share, aot=aot, stack=stack)
     alone = {}
     for name, path in paths.items():
         alone[name] = folder / f"{name}{suffix}"
         build_fused([f"{name}={path}"], alone[name], aot=aot)
     return fused, alone
+
+
+def _export(name: str) -> Path:
+    architecture, _, variant = name.partition("-v")
+    return export(architecture, REPO / ".cache" / "zoo" / "opset17", variant=int(variant or 0))
 
 
 def _median_ms(cache: EngineCache, name: str, feeds: dict, requests: int) -> float:
@@ -91,8 +103,8 @@ def _median_ms(cache: EngineCache, name: str, feeds: dict, requests: int) -> flo
 
 
 def measure_set(set_name: str, kind: str, rounds: int, requests: int, work: Path) -> dict:
-    models, share = SETS[set_name]
-    fused, alone = build(models, share, kind, work / set_name / kind)
+    models, share, stack = SETS[set_name]
+    fused, alone = build(models, share, stack, kind, work / set_name / kind)
     in_bundle, on_their_own, whole_only = (EngineCache(BUDGET) for _ in range(3))
     bundle = in_bundle.register(fused, name="bundle")
     whole_only.register(fused, name="bundle")

@@ -1,12 +1,13 @@
 """A request for one model of a fused bundle against that model as its own bundle.
 
     python scripts/bench_parts.py [--sets ocr,resnet_squeezenet,heads,stacked]
-                                  [--kinds aot,portable] [--rounds 15] [--requests 20]
+                                  [--kinds aot,portable,ort] [--rounds 15] [--requests 20]
                                   [--json FILE]
 
-For each set of zoo models and each kind of artifact it builds the fused bundle (`fuse`, the
-models on their own inputs, or sharing one with `--share-inputs auto`) and every model alone as a
-bundle of the same kind. Then, in one process and through the loader (`EngineCache`: pooled
+For each set of zoo models and each kind of artifact (`--aot`, portable `.onnx`, `.ort`) it
+builds the fused bundle (`fuse`, the models on their own inputs, or sharing one with
+`--share-inputs auto`) and every model alone as a bundle of the same kind. Then, in one
+process and through the loader (`EngineCache`: pooled
 weights, the shared arena), round by round and in alternating order, it times `requests`
 requests of each model inside the fused bundle (which runs its part) and of the same model on
 its own bundle, and of the whole bundle in a cache that has only ever opened the whole (as
@@ -76,7 +77,7 @@ def build(
     """The fused bundle of `models` and each model alone, as `kind` artifacts."""
     folder.mkdir(parents=True, exist_ok=True)
     aot = kind == "aot"
-    suffix = ".aot.onnx" if aot else ".onnx"
+    suffix = {"aot": ".aot.onnx", "portable": ".onnx", "ort": ".ort"}[kind]
     paths = {name: _export(name) for name in models}
     fused = folder / f"fused{suffix}"
     specs = [f"{n}={p}" for n, p in paths.items()]
@@ -191,7 +192,7 @@ def _line(row: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default=",".join(SETS))
-    parser.add_argument("--kinds", default="aot,portable")
+    parser.add_argument("--kinds", default="aot,portable,ort")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "parts")

@@ -54,6 +54,10 @@ def _feeds(width: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
     return {"x": np.random.default_rng(seed).standard_normal((1, width)).astype(np.float32)}
 
 
+def _whole_feeds(bundle: str) -> dict[str, np.ndarray]:
+    return {f"{bundle}_{half}/x": _feeds()["x"] for half in ("a", "b")}
+
+
 def test_warmup_model_is_a_valid_one_node_model():
     model = onnx.load_from_string(WARMUP_MODEL)
     onnx.checker.check_model(model, full_check=True)
@@ -67,8 +71,8 @@ def test_lru_evicts_the_least_recently_used_idle_bundle(three_bundles):
     cache = EngineCache(sum(sizes) - sizes[0] + _arena(bundles), "lru")
     for bundle in bundles:
         cache.register(bundle)
-    for name in ("red_a", "green_a", "red_b", "blue_a"):
-        cache.run(name, _feeds())
+    for name in ("red", "green", "red", "blue"):  # whole bundles: each costs its footprint
+        cache.run(name, _whole_feeds(name))
     assert cache.evictions == ["green"]
     assert sorted(cache.resident()) == ["blue", "red"]
     assert (cache.stats.hits, cache.stats.misses) == (1, 3)

@@ -262,3 +262,55 @@ def test_a_bundle_spec_can_ask_for_no_parts(tmp_path):
     )
     result = run_cli("bundle", "build", tmp_path / "fusedinf.toml", "--out", tmp_path / "d2")
     assert result.returncode == 2 and "parts is true or false" in result.stderr
+
+
+@pytest.fixture
+def large_pair(tmp_path: Path) -> Path:
+    """An `--aot` bundle of two models of 4.6 MiB of weights each."""
+    sources = {
+        name: builders.save(builders.affine(seed, width=1100), tmp_path / f"{name}.onnx")
+        for seed, name in enumerate("ab")
+    }
+    return _built(sources, tmp_path / "large.onnx", aot=True)
+
+
+def test_the_budget_counts_the_sessions_a_bundle_holds(tmp_path, large_pair):
+    bundle = open_bundle(large_pair)
+    assert set(bundle.footprint.parts) == {"a", "b"}  # measured beside the whole
+    arena = bundle.footprint.activation_bytes
+    part, weights = bundle.session_cost("a", pooled=True)
+    whole, all_weights = bundle.session_cost(None, pooled=True)
+    assert set(weights) < set(all_weights)  # the part maps its model's weights only
+    assert part + sum(weights.values()) < whole + sum(all_weights.values())
+    cache = EngineCache(bundle.footprint.alone_bytes)  # room for the whole, not much more
+    cache.register(bundle)
+    x = np.ones((1, 1100), np.float32)
+    cache.run("a", {"x": x})
+    assert cache.accounted_bytes == part + sum(weights.values()) + arena
+    # The whole does not fit beside the part: the bundle's idle part closes, the bundle stays.
+    cache.run("large", {"a/x": x, "b/x": x})
+    assert cache.sessions("large") == ["large"] and cache.evictions == []
+    assert cache.stats.peak_accounted_bytes <= cache.budget_bytes
+
+
+def test_a_part_fits_beside_another_bundle_where_its_whole_would_not(tmp_path, large_pair):
+    other = _built(
+        {"c": builders.save(builders.affine(7, width=1100), tmp_path / "c.onnx"),
+         "d": builders.save(builders.affine(8, width=1100), tmp_path / "d.onnx")},
+        tmp_path / "other.onnx", aot=True,
+    )  # fmt: skip
+    first, second = open_bundle(large_pair), open_bundle(other)
+    part, weights = second.session_cost("c", pooled=True)
+    whole_private, whole_weights = first.session_cost(None, pooled=True)
+    arena = max(first.footprint.activation_bytes, second.footprint.activation_bytes)
+    cache = EngineCache(whole_private + sum(whole_weights.values()) + part
+                        + sum(weights.values()) + arena)  # fmt: skip
+    cache.register(first)
+    cache.register(second)
+    x = np.ones((1, 1100), np.float32)
+    cache.run("large", {"a/x": x, "b/x": x})
+    cache.run("c", {"x": x})
+    assert sorted(cache.resident()) == ["large", "other"] and cache.evictions == []
+    cache.run("other", {"c/x": x, "d/x": x})  # its whole does not fit beside the first
+    assert cache.evictions == ["large"]
+    assert cache.stats.peak_accounted_bytes <= cache.budget_bytes

@@ -209,17 +209,18 @@ def test_the_budget_counts_a_shared_weight_once(overlapping):
 
 
 def test_an_eviction_is_weighed_by_the_bytes_it_would_free(overlapping):
-    ab, ac, alone = (_Entry(open_bundle(overlapping[n])) for n in ("ab", "ac", "alone"))
-    for entry in (ab, ac, alone):
-        entry.shared = dict(entry.bundle.shared_weights)
-    squeeze = set(alone.shared)
+    ab, ac, alone = (
+        _Entry(open_bundle(overlapping[n]), keys={None}) for n in ("ab", "ac", "alone")
+    )  # each with its whole open
+    (ab_private, ab_shared), (alone_private, alone_shared) = ab.cost({None}), alone.cost({None})
+    assert ab_shared == ab.bundle.shared_weights
     _weigh_freeable([ab, alone], staying=[ab, ac, alone])
     # Every squeezenet weight stays with another bundle: each frees only what it alone holds.
-    assert alone.freeable == alone.private_size
-    own = sum(size for digest, size in ab.shared.items() if digest not in squeeze)
-    assert ab.freeable == ab.private_size + own
+    assert alone.freeable == alone_private
+    own = sum(size for digest, size in ab_shared.items() if digest not in alone_shared)
+    assert ab.freeable == ab_private + own
     _weigh_freeable([ab], staying=[ab])  # nothing else resident: all of it goes
-    assert ab.freeable == ab.private_size + sum(ab.shared.values())
+    assert ab.freeable == ab_private + sum(ab_shared.values())
 
 
 def test_real_memory_of_two_resident_bundles_stays_within_the_shared_budget(overlapping):

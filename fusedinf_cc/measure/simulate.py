@@ -385,9 +385,11 @@ def replay(
 
 
 def total_footprint(deployment: Deployment) -> int:
-    """Every bundle of `deployment` resident at once: their footprints and one activation arena."""
+    """Every bundle of `deployment` resident at once, each with its parts: their footprints and
+    one activation arena."""
     footprints = [bundle.footprint for bundle in deployment.bundles.values()]
-    return sum(footprint.measured_bytes for footprint in footprints) + arena_bytes(footprints)
+    everything = sum(f.measured_bytes + sum(f.parts.values()) for f in footprints)
+    return everything + arena_bytes(footprints)
 
 
 def parse_budget(text: str, reference_bytes: int) -> int:

@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,8 @@ from fusedinf_cc.runtime.worker import BenchConfig, BenchPlan, run_in_fresh_proc
 _MEASURE_CONFIG = BenchConfig("fused", spinning=False, execution="sequential")
 # Recorded with every footprint; raised whenever what a loaded session holds changes (warm
 # process and shared arena: 1; ahead-of-time sessions without packed copies: 2; shared-arena
-# sessions without a memory pattern: 3; every model's part loaded beside the whole: 4), so that
-# a footprint measured the older way is measured again.
+# sessions without a memory pattern: 3; what each model's part adds beside the whole: 4), so
+# that a footprint measured the older way is measured again.
 FOOTPRINT_METHOD = 4
 
 
@@ -49,6 +49,9 @@ class Footprint:
     resident_bytes: int  # RSS it keeps after a request
     load_seconds: float  # file to first result
     activation_bytes: int = 0  # what its requests need from the shared activation arena
+    # What each model's part adds beside the loaded whole, by model (peak RSS): its own
+    # structures, and the weight copies a portable or `.ort` part holds.
+    parts: dict[str, int] = field(default_factory=dict)
 
     @property
     def alone_bytes(self) -> int:
@@ -61,6 +64,7 @@ class Footprint:
             "resident_bytes": self.resident_bytes,
             "load_seconds": self.load_seconds,
             "activation_bytes": self.activation_bytes,
+            "parts": dict(self.parts),
             "method": FOOTPRINT_METHOD,
         }
 
@@ -78,8 +82,14 @@ class Footprint:
             return None
         if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
             return None
+        parts = record.get("parts", {})
+        if not isinstance(parts, dict) or not all(
+            isinstance(model, str) and type(size) is int and 0 <= size < 2**62
+            for model, size in parts.items()
+        ):
+            return None
         measured, resident, activation = sizes
-        return cls(measured, resident, float(seconds), activation)  # type: ignore[arg-type]
+        return cls(measured, resident, float(seconds), activation, dict(parts))  # type: ignore[arg-type]
 
 
 def default_cache_dir() -> Path:
@@ -156,8 +166,7 @@ def measure_footprint(
     artifact: Path, feeds: Mapping[str, np.ndarray] | None = None, *, with_parts: bool = True
 ) -> Footprint:
     """Load `artifact` and run one request in a new interpreter (on `feeds`, else on random
-    inputs); report what it cost. `with_parts`: with every model's part loaded and run too,
-    the most a loader holds for the bundle (what the budget counts)."""
+    inputs); report what it cost. `with_parts`: then what each model's part adds beside it."""
     plan = BenchPlan(
         models=[(artifact.stem, artifact)],
         feeds=None if feeds is None else [dict(feeds)],
@@ -174,6 +183,7 @@ def measure_footprint(
         resident_bytes=max(0, result.resident_rss_bytes - result.baseline_rss_bytes),
         load_seconds=result.load_s,
         activation_bytes=result.activation_bytes,
+        parts=result.part_bytes,
     )
 
 

@@ -86,6 +86,31 @@ class Bundle:
             return {}
         return shared_bytes_by_digest(self.manifest.weights)
 
+    def session_cost(self, key: str | None, pooled: bool) -> tuple[int, dict[str, int]]:
+        """(private bytes, pooled weights by digest) of the session for `key`: the whole
+        (None), whose footprint was measured, or a model's part, which maps its share of the
+        whole's weights and adds what was measured beside the whole. A part never measured
+        (a footprint from elsewhere) is counted as the whole."""
+        shared = self.shared_weights if pooled else {}
+        whole = max(0, self.footprint.measured_bytes - sum(shared.values())), shared
+        added = self.footprint.parts.get(key) if key is not None else None
+        if added is None:
+            return whole
+        weights = self._part_weights[key]  # type: ignore[index]
+        if added + sum(weights.values()) > self.footprint.measured_bytes:
+            return whole  # a part runs a subset of the whole: it holds no more (noise aside)
+        return (added, weights) if pooled else (added + sum(weights.values()), {})
+
+    @functools.cached_property
+    def _part_weights(self) -> dict[str, dict[str, int]]:
+        """Each part's share of the whole's side-file weights, by digest."""
+        records = self.manifest.weights if self.manifest else []
+        shares = {}
+        for model, part in self.parts.items():
+            reads = set(part.weights)
+            shares[model] = shared_bytes_by_digest(r for r in records if r.name in reads)
+        return shares
+
 
 def open_bundle(
     path: Path,
@@ -144,14 +169,15 @@ class _Entry:
     bundle: Bundle
     # What it runs: None for the whole bundle, a model's name for that model's part.
     sessions: dict[str | None, Session] = field(default_factory=dict)
-    reserved: bool = False  # resident: its footprint is counted in the budget
+    # The sessions counted in the budget: those open, and those being opened.
+    keys: set[str | None] = field(default_factory=set)
     pins: int = 0
     opening: threading.Lock = field(default_factory=threading.Lock)
     frequency: int = 0
     priority: float = 0.0
     base: float = 0.0
     cost_seconds: float = 0.0
-    shared: dict[str, int] = field(default_factory=dict)  # pooled weights: digest -> bytes
+    pooled: bool = True  # its ahead-of-time weights come from the process's pool
     activation: int = 0  # what one request needs from the activation arena
     freeable: int | None = None  # what evicting it frees now; set before a victim is chosen
 
@@ -164,18 +190,22 @@ class _Entry:
         """What the policy weighs: the bytes its eviction would free, or its footprint."""
         return self.bundle.footprint.measured_bytes if self.freeable is None else self.freeable
 
-    @property
-    def private_size(self) -> int:
-        """What this bundle alone adds: its footprint less the pooled weights it maps."""
-        return max(0, self.bundle.footprint.measured_bytes - sum(self.shared.values()))
+    def cost(self, keys: set[str | None]) -> tuple[int, dict[str, int]]:
+        """(private bytes, pooled weights by digest) of these sessions of the bundle."""
+        private, shared = 0, {}
+        for key in keys:
+            own, weights = self.bundle.session_cost(key, self.pooled)
+            private += own
+            shared.update(weights)
+        return private, shared
 
     @property
     def held(self) -> bool:
-        return self.reserved
+        return bool(self.keys)
 
     @property
     def idle(self) -> bool:
-        return self.reserved and self.pins == 0
+        return self.held and self.pins == 0
 
 
 class EngineCache:
@@ -262,7 +292,7 @@ class EngineCache:
             self._entries[bundle.name] = _Entry(
                 bundle,
                 cost_seconds=bundle.footprint.load_seconds,
-                shared=bundle.shared_weights if self._pool_weights else {},
+                pooled=self._pool_weights,
                 activation=bundle.footprint.activation_bytes,
             )
             for model in bundle.models():
@@ -350,7 +380,7 @@ class EngineCache:
             entry = self._entries[bundle_name]
             while entry.pins > 0:
                 self._condition.wait()
-            if not entry.reserved:
+            if not entry.held:
                 return False
             self._evict(entry)
             self._condition.notify_all()
@@ -391,7 +421,11 @@ class EngineCache:
         for `model` (None: the whole bundle) runs on it, opened now if it is not yet."""
         with self._condition:
             entry = self._entries[bundle_name]
-            while not self._make_room(entry):  # a hit may need more of the arena, too
+            key = model.name if model is not None and model.name in entry.bundle.parts else None
+            while True:
+                resident = entry.held
+                if self._make_room(entry, key):  # a hit may need a part or more arena
+                    break
                 if not any(e.pins for e in self._entries.values()):
                     # Nothing in flight can free room: waiting would never end.
                     raise UserInputError(
@@ -401,18 +435,22 @@ class EngineCache:
                     )
                 self._condition.wait()  # pins hold the room
             entry.pins += 1
-            if entry.reserved:
+            if resident:
                 self.stats.hits += 1
                 self.policy.touch(entry)
             else:
-                entry.reserved = True
-                self.stats.peak_accounted_bytes = max(
-                    self.stats.peak_accounted_bytes, self._bytes_held()
-                )
-        key = model.name if model is not None and model.name in entry.bundle.parts else None
+                self.stats.misses += 1
+                loads = self.stats.loads_by_bundle
+                loads[entry.bundle.name] = loads.get(entry.bundle.name, 0) + 1
+            self.stats.peak_accounted_bytes = max(
+                self.stats.peak_accounted_bytes, self._bytes_held()
+            )
         try:
             return entry, self._session_for(entry, key)
         except BaseException:
+            with self._condition:
+                if key not in entry.sessions:
+                    entry.keys.discard(key)  # nothing of a failed open stays counted
             self._release(entry)
             raise
 
@@ -435,34 +473,39 @@ class EngineCache:
                 serves = 1 if key is not None else len(entry.bundle.models())
                 self.stats.models_opened += max(1, serves)
                 self.stats.seconds_loading += seconds
+                private, shared = entry.bundle.session_cost(key, entry.pooled)
+                self.stats.bytes_loaded += private + sum(shared.values())
                 if len(entry.sessions) == 1:  # the bundle has just become resident
                     entry.cost_seconds = seconds
-                    self.stats.misses += 1
-                    self.stats.bytes_loaded += entry.bundle.footprint.measured_bytes
-                    loads = self.stats.loads_by_bundle
-                    loads[entry.bundle.name] = loads.get(entry.bundle.name, 0) + 1
                     self.policy.touch(entry)
         return session
 
-    def _make_room(self, newcomer: _Entry) -> bool:
-        """Evict idle bundles until `newcomer` (resident or not) fits with the arena its
-        request needs; False (evicting nothing) when pinned bundles leave no room even with
-        every idle one gone."""
+    def _make_room(self, newcomer: _Entry, key: str | None) -> bool:
+        """Evict idle bundles until `newcomer` (resident or not), with its session for `key`,
+        fits with the arena its request needs, and count that session; False (evicting
+        nothing) when pinned bundles leave no room even with every idle one gone."""
         arena = max(self._arena_bytes, newcomer.activation) if self._share_arena else 0
-        if newcomer.held and arena == self._arena_bytes:
-            return True  # a hit that needs no more arena: nothing to account
+        if key in newcomer.keys and arena == self._arena_bytes:
+            return True  # a hit that needs no more memory: nothing to account
+        wanted = newcomer.keys | {key}
         held = [e for e in self._entries.values() if e.held and e is not newcomer]
         idle = [e for e in held if e.idle]
         busy = [e for e in held if not e.idle]
-        if self._bytes_of([*busy, newcomer], arena) > self.budget_bytes:
-            return False
+        if self._bytes_of([*busy, newcomer], arena, newcomer, wanted) > self.budget_bytes:
+            if newcomer.pins or wanted == {key}:
+                return False
+            # Its own idle sessions may be what leaves no room: keep only the one asked for.
+            self._close_sessions(newcomer, [k for k in newcomer.keys if k != key])
+            wanted = newcomer.keys | {key}
+            if self._bytes_of([*busy, newcomer], arena, newcomer, wanted) > self.budget_bytes:
+                return False
         # Freed memory is handed back (malloc_trim) only where a victim's weights lay in the
         # heap. An ahead-of-time bundle maps its weights and holds 2-3.5 MiB of its own, which
         # the next load reuses: trimming that cost a request 1 ms an eviction, up to 5, and
         # lowered no peak. A portable bundle's freed weights would leave holes the allocator
         # keeps: without a trim the process grew 46% past its budget.
         freed_heap = False
-        while self._bytes_of([*held, newcomer], arena) > self.budget_bytes:
+        while self._bytes_of([*held, newcomer], arena, newcomer, wanted) > self.budget_bytes:
             _weigh_freeable(idle, [*held, newcomer])
             victim = self.policy.victim(idle)
             idle.remove(victim)
@@ -471,23 +514,43 @@ class EngineCache:
             freed_heap = freed_heap or not victim.bundle.shared_weights
         if freed_heap:
             release_freed_memory()
+        newcomer.keys = wanted
         self._arena_bytes = arena
         return True
 
-    def _bytes_of(self, entries: Sequence[_Entry], arena: int) -> int:
-        """Memory `entries` hold together: each one's own bytes, each pooled weight once, and
-        the activations: the shared arena once, or each bundle's own."""
+    def _bytes_of(
+        self,
+        entries: Sequence[_Entry],
+        arena: int,
+        newcomer: _Entry | None = None,
+        wanted: set[str | None] | None = None,
+    ) -> int:
+        """Memory `entries` hold together (`newcomer` with the sessions `wanted`, the rest
+        with those they count): each session's own bytes, each pooled weight once, and the
+        activations: the shared arena once, or each session's own."""
         weights: dict[str, int] = {}
+        own = activations = 0
         for entry in entries:
-            weights.update(entry.shared)
-        own = sum(entry.private_size for entry in entries) + sum(weights.values())
-        if self._share_arena:
-            return own + arena
-        return own + sum(entry.activation for entry in entries)
+            keys = wanted if entry is newcomer and wanted is not None else entry.keys
+            private, shared = entry.cost(keys)
+            own += private
+            weights.update(shared)
+            activations += entry.activation * len(keys)
+        own += sum(weights.values())
+        return own + (arena if self._share_arena else activations)
 
     def _bytes_held(self) -> int:
         held = [e for e in self._entries.values() if e.held]
         return self._bytes_of(held, self._arena_bytes)
+
+    def _close_sessions(self, entry: _Entry, keys: Sequence[str | None]) -> None:
+        """Close some sessions of an idle bundle, which stays resident with the rest."""
+        for key in keys:
+            session = entry.sessions.pop(key, None)
+            if session is not None:
+                session.close()
+            entry.keys.discard(key)
+        release_freed_memory()
 
     def _evict(self, entry: _Entry) -> None:
         """Close every session the bundle holds, the whole's and its parts'."""
@@ -495,15 +558,15 @@ class EngineCache:
         for session in entry.sessions.values():
             session.close()
         entry.sessions.clear()
-        entry.reserved = False
+        entry.keys.clear()
         self.stats.evictions += 1
         self.policy.evicted(entry)
 
     def _release(self, entry: _Entry) -> None:
         with self._condition:
             entry.pins -= 1
-            if entry.pins == 0 and entry.reserved and not entry.sessions:
-                entry.reserved = False  # its load failed: nothing of it stays counted
+            if entry.pins == 0 and not entry.sessions:
+                entry.keys.clear()  # its load failed: nothing of it stays counted
             self._condition.notify_all()
 
     def reset_stats(self) -> None:
@@ -535,15 +598,17 @@ class EngineCache:
 
 
 def _weigh_freeable(idle: Sequence[_Entry], staying: Sequence[_Entry]) -> None:
-    """Set what evicting each idle entry would free: its own bytes and the pooled weights no
-    other entry of `staying` (which includes it) holds."""
+    """Set what evicting each idle entry would free: its sessions' own bytes and the pooled
+    weights no other entry of `staying` (which includes it) holds."""
+    costs = {id(entry): entry.cost(entry.keys) for entry in staying}
     holders: dict[str, int] = {}
-    for entry in staying:
-        for digest in entry.shared:
+    for _, shared in costs.values():
+        for digest in shared:
             holders[digest] = holders.get(digest, 0) + 1
     for entry in idle:
-        alone = sum(size for digest, size in entry.shared.items() if holders[digest] == 1)
-        entry.freeable = entry.private_size + alone
+        private, shared = costs[id(entry)]
+        alone = sum(size for digest, size in shared.items() if holders[digest] == 1)
+        entry.freeable = private + alone
 
 
 def least_budget(footprints: Sequence[Footprint]) -> int:

@@ -75,8 +75,8 @@ class BenchPlan:
     warm_load: bool = False
     # Activations from the process's one arena (`register_shared_arena`), as in the loader.
     shared_arena: bool = False
-    # Open every model's part of each artifact beside the whole and run each once per request,
-    # as a loader that has served the whole and each model does (`runtime/loader.py`).
+    # After the timed requests, open each part of the plan's one artifact beside the whole and
+    # measure what each adds (`VariantResult.part_bytes`): what the loader budgets a part with.
     with_parts: bool = False
     # Open only this model's part of the plan's one artifact (the whole where it has none):
     # what a request for that model runs (`bench --model`).
@@ -95,6 +95,7 @@ class VariantResult:
     resident_rss_bytes: int = 0  # after the last request
     activation_bytes: int = 0  # with warm_load and shared_arena: what the shared arena kept
     gpu_bytes: int | None = None  # GPU memory in use beyond the baseline (None: no GPU runtime)
+    part_bytes: dict[str, int] = field(default_factory=dict)  # with_parts: peak RSS each adds
     p50_ms_by_round: list[float] = field(default_factory=list)  # when merged from rounds
     # The spread between rounds: glibc's heap layout alone moves a process's peak by up to
     # 12 MiB between identical rounds (docs/benchmarks.md).
@@ -178,7 +179,7 @@ def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
     if pool is not None:
         pool.shutdown()
     artifact_bytes = sum(_artifact_bytes(path) for _, path in plan.models)
-    return VariantResult(
+    result = VariantResult(
         config=config,
         load_s=load_s,
         latencies_ms=latencies,
@@ -190,10 +191,13 @@ def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
         gpu_bytes=gpu_bytes,
         activation_bytes=activation_bytes,
     )
+    if plan.with_parts:
+        result.part_bytes = _part_increments(plan, config, feeds_per_model[0])
+    return result
 
 
 def _open_all(plan: BenchPlan, config: BenchConfig) -> list[Session]:
-    """A session per model of the plan, then (`with_parts`) one per part of each."""
+    """A session per model of the plan (or the one model's part the plan names)."""
     options = _session_options(config)
     if plan.part is not None:
         ((_, path),) = plan.models
@@ -202,32 +206,37 @@ def _open_all(plan: BenchPlan, config: BenchConfig) -> list[Session]:
         return [
             open_session(path, config.runtime, options, shared_arena=plan.shared_arena, part=part)
         ]
-    wholes: list[Session] = [
+    return [
         open_session(path, config.runtime, options, shared_arena=plan.shared_arena)
         for _, path in plan.models
     ]
-    parts: list[Session] = []
-    for _, path in plan.models if plan.with_parts else ():
-        manifest = cached_manifest(path)
-        for part in manifest.parts if manifest is not None else ():
-            parts.append(
-                open_session(
-                    path, config.runtime, options, shared_arena=plan.shared_arena, part=part
-                )
-            )
-    return wholes + parts
 
 
 def _feeds_for(plan: BenchPlan, sessions: list[Session]) -> list[dict[str, np.ndarray]]:
-    """Each session's feeds: the plan's (or random ones) for each whole; for a part, the same
-    arrays as its whole's, those it reads (parts follow their wholes, one model per plan)."""
-    count = len(plan.models)
-    wholes = plan.feeds or [random_feeds(session.inputs) for session in sessions[:count]]
-    whole = wholes[0] if wholes else {}
-    parts = [
-        {spec.name: whole[spec.name] for spec in session.inputs} for session in sessions[count:]
-    ]
-    return [*wholes, *parts]
+    return plan.feeds or [random_feeds(session.inputs) for session in sessions]
+
+
+def _part_increments(
+    plan: BenchPlan, config: BenchConfig, whole_feeds: dict[str, np.ndarray]
+) -> dict[str, int]:
+    """Open and run each part of the plan's one artifact beside its loaded whole, one after
+    another, on the whole's arrays; the peak RSS each adds, by model. With the whole loaded,
+    an `--aot` part's pooled weights are already mapped: what it adds is its own (the loader
+    adds the weights it maps by digest); a portable or `.ort` part adds its weight copies too."""
+    ((_, path),) = plan.models
+    manifest = cached_manifest(path)
+    options = _session_options(config)
+    increments, opened = {}, []
+    for part in manifest.parts if manifest is not None else ():
+        before = status_bytes().get("VmRSS", 0)
+        reset_peak_rss()  # where the kernel refuses, the increment is only overstated
+        session = open_session(
+            path, config.runtime, options, shared_arena=plan.shared_arena, part=part
+        )
+        session.run({spec.name: whole_feeds[spec.name] for spec in session.inputs})
+        increments[part.model] = max(0, status_bytes().get("VmHWM", 0) - before)
+        opened.append(session)  # held, as a loader holds them
+    return increments
 
 
 def _load_once(plan: BenchPlan, config: BenchConfig) -> int:

@@ -406,17 +406,20 @@ def parse_budget(text: str, reference_bytes: int) -> int:
 def replay_budget(text: str, plans: Sequence[Deployment]) -> tuple[int, str | None]:
     """The budget `text` asks for, in bytes, and a notice when it was changed. A percentage is
     of the first (unfused) deployment's total footprint, and is raised to the least budget under
-    which every bundle of every deployment can load; an absolute size is taken as given, and
-    registering a bundle that cannot fit under it is refused."""
+    which every bundle of every deployment can load with all its parts; an absolute size is
+    taken as given, and registering a bundle that cannot fit under it is refused."""
     budget_bytes = parse_budget(text, total_footprint(plans[0]))
     if not text.strip().endswith("%"):
         return budget_bytes, None
-    floor = max(least_budget([b.footprint for b in plan.bundles.values()]) for plan in plans)
+    floor = max(
+        least_budget([b.footprint for b in plan.bundles.values()], every_session=True)
+        for plan in plans
+    )
     if budget_bytes >= floor:
         return budget_bytes, None
     notice = (
         f"--budget {text} is {format_bytes(budget_bytes)}, below the largest bundle with its "
-        f"activations; using {format_bytes(floor)}"
+        f"parts and activations; using {format_bytes(floor)}"
     )
     return floor, notice
 

@@ -469,6 +469,7 @@ class EngineCache:
             seconds = time.perf_counter() - started
             with self._condition:
                 entry.sessions[key] = session
+                entry.keys.add(key)  # counted (again, if a failed open beside it uncounted it)
                 self.stats.sessions_opened += 1
                 serves = 1 if key is not None else len(entry.bundle.models())
                 self.stats.models_opened += max(1, serves)
@@ -611,10 +612,14 @@ def _weigh_freeable(idle: Sequence[_Entry], staying: Sequence[_Entry]) -> None:
         entry.freeable = private + alone
 
 
-def least_budget(footprints: Sequence[Footprint]) -> int:
+def least_budget(footprints: Sequence[Footprint], *, every_session: bool = False) -> int:
     """The least budget under which each of these bundles can load with a shared arena: the
-    largest bundle beside the largest arena (which the loader never shrinks)."""
-    largest = max((footprint.measured_bytes for footprint in footprints), default=0)
+    largest bundle beside the largest arena (which the loader never shrinks). `every_session`:
+    with all its parts open too, so that no bundle closes its own sessions to open another."""
+    largest = max(
+        (f.measured_bytes + (sum(f.parts.values()) if every_session else 0) for f in footprints),
+        default=0,
+    )
     return largest + arena_bytes(footprints)
 
 

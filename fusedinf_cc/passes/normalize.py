@@ -1,9 +1,13 @@
 """normalize: bring every source model to one default-domain opset and one IR version.
 
-The target is the highest default-domain opset among the models; older models go through onnx's
-version converter. That converter works on protobuf, so this pass converts at its own boundary:
-large weights are swapped for weightless external references before serialising, so converting
-a model never copies its weights, and the original tensors are put back afterwards.
+The target is the highest default-domain opset among the models that use that domain; older
+ones go through onnx's version converter, and a conversion that would change a model's inputs or
+outputs is refused. A model with no default-domain operator (an `ai.onnx.ml`-only export, such
+as sklearn's) needs no conversion. `ai.onnx.ml` imported at two versions takes the newer one
+where every older node's schema is the same there. The converter works on protobuf, so this
+pass converts at its own boundary: large weights are swapped for weightless external references
+before serialising, so converting a model never copies its weights, and the original tensors are
+put back afterwards.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from fusedinf_cc.onnx_io.model_io import SMALL_TENSOR_BYTES, SourceModel
 from fusedinf_cc.passes.base import FusionState, PassContext, PassOutcome
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
+ML_DOMAIN = "ai.onnx.ml"
 
 
 def default_opset(model: ir.Model) -> int:
@@ -29,7 +34,11 @@ class Normalize:
 
     def run(self, state: FusionState, ctx: PassContext) -> PassOutcome:
         members = state.members
-        target = max(default_opset(member.model) for member in members)
+        using = [member for member in members if _uses_default_domain(member.model)]
+        if using:
+            target = max(default_opset(member.model) for member in using)
+        else:  # no default-domain operator anywhere: the opset released with their ML domain
+            target = _released_with_ml(members)
         newest_known = onnx.defs.onnx_opset_version()
         if target > newest_known:
             newest = max(members, key=lambda member: default_opset(member.model))
@@ -37,9 +46,9 @@ class Normalize:
                 f"model {newest.name!r} uses opset {target}, newer than this onnx knows "
                 f"({newest_known}); upgrade onnx"
             )
+        converted = _align_ml_domain(members)
         _check_custom_domains(members)
-        converted = []
-        for member in members:
+        for member in using:
             current = default_opset(member.model)
             if current != target:
                 member.model = _convert(member, target)
@@ -51,6 +60,68 @@ class Normalize:
         if converted:
             detail += "; converted " + ", ".join(converted)
         return PassOutcome(changed=bool(converted), detail=detail)
+
+
+def _uses_default_domain(model: ir.Model) -> bool:
+    """Whether any node (in subgraphs and local functions too) is a default-domain operator."""
+    nodes = [*ir.traversal.RecursiveGraphIterator(model.graph)]
+    for function in model.functions.values():
+        nodes.extend(function)
+    return any(node.domain in DEFAULT_DOMAINS for node in nodes)
+
+
+# The oldest default-domain opset ONNX Runtime guarantees to run.
+_OLDEST_RUNTIME_OPSET = 7
+
+
+def _released_with_ml(members: list[SourceModel]) -> int:
+    """The default-domain opset of the first onnx release with the models' `ai.onnx.ml`
+    version (the pair their exporter would have written), at least one ONNX Runtime runs."""
+    ml = max(member.model.graph.opset_imports.get(ML_DOMAIN, 1) for member in members)
+    for _release, _ir, default, ml_version, *_ in onnx.helper.VERSION_TABLE:
+        if ml_version is not None and ml_version >= ml:
+            return max(int(default), _OLDEST_RUNTIME_OPSET)
+    return onnx.defs.onnx_opset_version()
+
+
+def _align_ml_domain(members: list[SourceModel]) -> list[str]:
+    """Import `ai.onnx.ml` at the newest version any model imports, where every `ai.onnx.ml`
+    node of an older model has the same schema at that version; refuse, naming the node and
+    its operator, where one does not. Returns what changed."""
+    versions = {
+        member.name: member.model.graph.opset_imports[ML_DOMAIN]
+        for member in members
+        if ML_DOMAIN in member.model.graph.opset_imports
+    }
+    if len(set(versions.values())) < 2:
+        return []
+    newest = max(versions.values())
+    changed = []
+    for member in members:
+        version = versions.get(member.name)
+        if version is None or version == newest:
+            continue
+        for node in ir.traversal.RecursiveGraphIterator(member.model.graph):
+            if node.domain != ML_DOMAIN:
+                continue
+            if _since(node.op_type, version) != _since(node.op_type, newest):
+                where = f" (node {node.name!r})" if node.name else ""
+                raise MergeError(
+                    f"model {member.name!r}: {ML_DOMAIN} operator {node.op_type}{where} changed "
+                    f"between {ML_DOMAIN} versions {version} and {newest}, which another model "
+                    f"imports; re-export it at {ML_DOMAIN} {newest}"
+                )
+        member.model.graph.opset_imports[ML_DOMAIN] = newest
+        member.model.opset_imports[ML_DOMAIN] = newest
+        changed.append(f"{member.name} {ML_DOMAIN} {version}->{newest}")
+    return changed
+
+
+def _since(op_type: str, version: int) -> int | None:
+    try:
+        return onnx.defs.get_schema(op_type, version, ML_DOMAIN).since_version
+    except onnx.defs.SchemaError:
+        return None
 
 
 def _check_custom_domains(members: list[SourceModel]) -> None:
@@ -82,7 +153,56 @@ def _convert(member: SourceModel, target: int) -> ir.Model:
         _restore_tensors(model, detached)
     converted = ir.serde.deserialize_model(converted_proto)
     _restore_tensors(converted, detached)
+    _check_interface_kept(member, converted, target)
     return converted
+
+
+def _check_interface_kept(member: SourceModel, converted: ir.Model, target: int) -> None:
+    """Refuse a conversion that changed the model's inputs or outputs (names, types, shapes):
+    an operator whose meaning changed between the opsets (an opset-8 `Scan` had a batch axis)
+    would give a fused model that no longer takes what its source takes."""
+    before, after = _interface(member.model), _interface(converted)
+    if before == after:
+        return
+    changed = next(
+        name for name in sorted(set(before) | set(after)) if before.get(name) != after.get(name)
+    )
+    source = default_opset(member.model)
+    touching = [
+        node
+        for node in member.model.graph
+        if changed in {value.name for value in [*node.inputs, *node.outputs] if value is not None}
+    ]
+    upgraded = sorted(
+        {
+            f"{node.op_type}" + (f" (node {node.name!r})" if node.name else "")
+            for node in touching
+            if node.domain in DEFAULT_DOMAINS
+            and _default_since(node.op_type, source) != _default_since(node.op_type, target)
+        }
+    )
+    ops = (
+        f" by operator {', '.join(upgraded)}, whose definition changed between them"
+        if upgraded
+        else ""
+    )
+    raise MergeError(
+        f"model {member.name!r}: converting it from opset {source} to {target} changes "
+        f"{changed!r} from {before.get(changed, 'nothing')} to {after.get(changed, 'nothing')}"
+        f"{ops}; re-export the model at opset {target}"
+    )
+
+
+def _interface(model: ir.Model) -> dict[str, str]:
+    values = [*model.graph.inputs, *model.graph.outputs]
+    return {value.name or "": f"{value.type} {value.shape}" for value in values}
+
+
+def _default_since(op_type: str, version: int) -> int | None:
+    try:
+        return onnx.defs.get_schema(op_type, version).since_version
+    except onnx.defs.SchemaError:
+        return None
 
 
 def _detach_large_tensors(model: ir.Model) -> dict[str, ir.TensorProtocol]:

@@ -1,0 +1,167 @@
+"""Valid models of the kinds ONNX's own conformance cases hold, fused and checked against their
+expected outputs (computed here, not taken from ONNX Runtime)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from fusedinf_cc.artifacts.manifest import read_manifest
+from fusedinf_cc.common.errors import MergeError
+from fusedinf_cc.compiler.build import build_fused
+from tests import builders
+from tests.conftest import run_cli
+
+ML = "ai.onnx.ml"
+X = np.array([[0.1, 0.6, 0.5, 0.9]], np.float32)
+
+
+def binarizer(ml_version: int) -> onnx.ModelProto:
+    """y = x > 0.5: an `ai.onnx.ml`-only model, as sklearn exports them (no default domain)."""
+    graph = helper.make_graph(
+        [helper.make_node("Binarizer", ["x"], ["y"], domain=ML, threshold=0.5)],
+        "binarizer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(ML, ml_version)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def label_encoder_v1() -> onnx.ModelProto:
+    """`LabelEncoder` as ai.onnx.ml 1 defined it (classes_strings); version 2 redefined it."""
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "LabelEncoder",
+                ["x"],
+                ["y"],
+                domain=ML,
+                classes_strings=["a", "b"],
+                default_int64=-1,
+            )
+        ],
+        "encoder",
+        [helper.make_tensor_value_info("x", TensorProto.STRING, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(ML, 1)])
+    model.ir_version = 8
+    return model
+
+
+def scan_opset8() -> onnx.ModelProto:
+    """A running sum with the opset-8 `Scan`, whose inputs carry a batch axis that opset 9
+    removed: converting it changes the model's interface."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["sum_in", "next"], ["sum_out"]),
+            helper.make_node("Identity", ["sum_out"], ["scan_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("sum_in", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("next", TensorProto.FLOAT, [2]),
+        ],
+        [
+            helper.make_tensor_value_info("sum_out", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("scan_out", TensorProto.FLOAT, [2]),
+        ],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Scan", ["", "initial", "x"], ["y", "z"], num_scan_inputs=1, body=body)],
+        "scan",
+        [
+            helper.make_tensor_value_info("initial", TensorProto.FLOAT, [1, 2]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 3, 2]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)])
+    model.ir_version = 4
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _run(path, feeds):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+
+
+def test_a_model_of_ml_operators_only_fuses_without_conversion(tmp_path):
+    ml = builders.save(binarizer(1), tmp_path / "ml.onnx")
+    affine = builders.save(builders.affine(0, width=4), tmp_path / "affine.onnx")
+    out = tmp_path / "fused.onnx"
+    manifest = build_fused([f"ml={ml}", f"affine={affine}"], out)
+    assert "converted" not in manifest.passes[0].detail  # nothing to convert
+    imports = {o.domain: o.version for o in onnx.load(out).opset_import}
+    assert imports == {"": 17, ML: 1}
+    got = _run(out, {"ml/x": X, "affine/x": X})
+    np.testing.assert_array_equal(got["ml/y"], (X > 0.5).astype(np.float32))
+    weight, bias = (onnx.numpy_helper.to_array(t) for t in onnx.load(affine).graph.initializer)
+    np.testing.assert_allclose(got["affine/y"], np.maximum(X @ weight + bias, 0), rtol=1e-6)
+    assert run_cli("verify", out).returncode == 0
+
+
+def test_models_that_all_import_only_the_ml_domain_fuse(tmp_path):
+    first = builders.save(binarizer(1), tmp_path / "first.onnx")
+    second = builders.save(binarizer(1), tmp_path / "second.onnx")
+    out = tmp_path / "fused.onnx"
+    build_fused([f"first={first}", f"second={second}"], out)
+    # The default opset of the release that brought ai.onnx.ml 1, raised to one ONNX Runtime
+    # guarantees; only what the passes themselves add can use it.
+    assert {o.domain: o.version for o in onnx.load(out).opset_import} == {"": 7, ML: 1}
+    got = _run(out, {"first/x": X, "second/x": X})
+    assert all(np.array_equal(v, (X > 0.5).astype(np.float32)) for v in got.values())
+
+
+def test_the_ml_domain_at_two_versions_takes_the_newer_where_no_schema_changed(tmp_path):
+    old = builders.save(binarizer(1), tmp_path / "old.onnx")
+    new = builders.save(binarizer(3), tmp_path / "new.onnx")
+    out = tmp_path / "fused.onnx"
+    manifest = build_fused([f"old={old}", f"new={new}"], out)
+    assert f"old {ML} 1->3" in manifest.passes[0].detail
+    assert {o.domain: o.version for o in onnx.load(out).opset_import}[ML] == 3
+    got = _run(out, {"old/x": X, "new/x": X})
+    assert all(np.array_equal(v, (X > 0.5).astype(np.float32)) for v in got.values())
+
+
+def test_the_ml_domain_at_two_versions_is_refused_where_a_schema_changed(tmp_path):
+    old = tmp_path / "old.onnx"
+    onnx.save(label_encoder_v1(), old)
+    new = builders.save(binarizer(4), tmp_path / "new.onnx")
+    with pytest.raises(MergeError, match=rf"operator LabelEncoder changed between {ML} versions 1"):
+        build_fused([f"old={old}", f"new={new}"], tmp_path / "fused.onnx")
+
+
+def test_a_conversion_that_changes_a_models_interface_is_refused(tmp_path):
+    scan = builders.save(scan_opset8(), tmp_path / "scan.onnx")
+    affine = builders.save(builders.affine(0, width=4), tmp_path / "affine.onnx")
+    out = tmp_path / "fused.onnx"
+    result = run_cli("fuse", f"scan={scan}", f"affine={affine}", "-o", out)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert "changes 'initial' from FLOAT [1,2] to FLOAT [2] by operator Scan" in result.stderr
+    assert not out.exists()
+    # Alone, it runs as exported: the running sums over its three steps.
+    initial = np.zeros((1, 2), np.float32)
+    steps = np.arange(6, dtype=np.float32).reshape(1, 3, 2)
+    got = _run(scan, {"initial": initial, "x": steps})
+    np.testing.assert_array_equal(got["z"], np.cumsum(steps, axis=1))
+
+
+def test_models_at_older_opsets_still_convert_and_match(tmp_path):
+    old = builders.save(builders.affine(1, width=4, opset=11), tmp_path / "old.onnx")
+    new = builders.save(builders.affine(2, width=4), tmp_path / "new.onnx")
+    out = tmp_path / "fused.onnx"
+    manifest = build_fused([f"old={old}", f"new={new}"], out)
+    assert "converted old 11->17" in manifest.passes[0].detail
+    assert read_manifest(tmp_path / "fused.onnx.manifest.json").opset == 17
+    assert run_cli("verify", out).returncode == 0

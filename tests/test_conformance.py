@@ -211,3 +211,35 @@ def test_a_check_failure_that_no_source_shares_is_not_excused(tmp_path):
     (member,) = load_sources([("affine", affine)])
     failure = "[ShapeInferenceError] Inference error(s): (op_type:MatMul): incompatible shapes"
     assert _sources_failing_alike([member], failure) == []
+
+
+def test_opset_picks_the_common_opset_up_or_down(tmp_path):
+    relu = builders.save(builders.affine(0, width=4), tmp_path / "affine.onnx")  # opset 17
+    ml = builders.save(binarizer(1), tmp_path / "ml.onnx")
+    for opset in (15, 21):
+        out = tmp_path / f"at{opset}.onnx"
+        assert run_cli("fuse", relu, ml, "-o", out, "--opset", opset).returncode == 0
+        assert {o.domain: o.version for o in onnx.load(out).opset_import}[""] == opset
+        got = _run(out, {"affine/x": X, "ml/x": X})
+        np.testing.assert_array_equal(got["ml/y"], (X > 0.5).astype(np.float32))
+        assert run_cli("verify", out).returncode == 0
+    newest = onnx.defs.onnx_opset_version()
+    result = run_cli("fuse", relu, ml, "-o", tmp_path / "bad.onnx", "--opset", newest + 1)
+    assert result.returncode == 2 and f"choose an opset from 1 to {newest}" in result.stderr
+    # Down to where onnx's converter has no adapter: one line naming the operator.
+    result = run_cli("fuse", relu, ml, "-o", tmp_path / "low.onnx", "--opset", 13)
+    assert result.returncode == 2 and "cannot be converted from opset 17 to 13" in result.stderr
+    assert not (tmp_path / "bad.onnx").exists() and not (tmp_path / "low.onnx").exists()
+
+
+def test_a_bundle_spec_names_its_opset(tmp_path):
+    from tests.conftest import build_dist
+
+    builders.save(builders.affine(0, width=4), tmp_path / "a.onnx")
+    builders.save(builders.affine(1, width=4, opset=13), tmp_path / "b.onnx")
+    dist = build_dist(
+        tmp_path, '[bundles.pair]\nmodels = { a = "a.onnx", b = "b.onnx" }\nopset = 18\n'
+    )
+    assert {o.domain: o.version for o in onnx.load(dist / "pair" / "pair.onnx").opset_import} == {
+        "": 18
+    }

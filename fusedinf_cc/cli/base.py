@@ -57,6 +57,14 @@ AOT = Annotated[
         "graph work and memory-maps the weights, shared between processes. Not portable.",
     ),
 ]
+OPSET = Annotated[
+    int | None,
+    typer.Option(
+        "--opset",
+        help="Convert every model to this default-domain opset, up or down where onnx's "
+        "converter can (default: the highest the models use). Pick one your runtime runs.",
+    ),
+]
 NO_PARTS = Annotated[
     bool,
     typer.Option(
@@ -105,6 +113,7 @@ def fusion_options(
     single_file: bool,
     aot: bool,
     no_parts: bool = False,
+    opset: int | None = None,
 ) -> dict[str, Any]:
     """The fusion flags that `fuse` and `bench` share, as `build_fused` keywords."""
     return {
@@ -116,4 +125,5 @@ def fusion_options(
         "single_file": single_file,
         "aot": aot,
         "parts": not no_parts,
+        "opset": opset,
     }

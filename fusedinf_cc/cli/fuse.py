@@ -13,6 +13,7 @@ from fusedinf_cc.cli.base import (
     NO_CSE,
     NO_DEDUP,
     NO_PARTS,
+    OPSET,
     SHARE_INPUT,
     SHARE_INPUTS,
     SINGLE_FILE,
@@ -39,6 +40,7 @@ def fuse(
     single_file: SINGLE_FILE = False,
     aot: AOT = False,
     no_parts: NO_PARTS = False,
+    opset: OPSET = None,
     explain: Annotated[bool, typer.Option("--explain", help="Print what every pass did.")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="[engine] Allow FP16 kernels.")] = False,
     int8: Annotated[
@@ -136,7 +138,15 @@ def fuse(
             engine=engine,
             progress=on_phase,
             **fusion_options(
-                share_input, share_inputs, no_dedup, no_cse, stack, single_file, aot, no_parts
+                share_input,
+                share_inputs,
+                no_dedup,
+                no_cse,
+                stack,
+                single_file,
+                aot,
+                no_parts,
+                opset,
             ),
         )
     if explain:

@@ -26,8 +26,8 @@ SHARE_MODES = ("auto", "none")
 
 def build_fused(model_specs: Sequence[str], output: Path, **options: Any) -> Manifest:
     """Fuse `[NAME=]PATH` models into `output` (its suffix picks the backend); return the manifest.
-    `options` are `build_fused_all`'s keywords (sharing, dedup, cse, stack, single_file,
-    aot, parts, engine)."""
+    `options` are `build_fused_all`'s keywords (sharing, dedup, cse, stack, opset,
+    single_file, aot, parts, engine)."""
     (manifest,) = build_fused_all(model_specs, [output], **options)
     return manifest
 
@@ -41,6 +41,7 @@ def build_fused_all(
     dedup: bool = True,
     cse: bool = True,
     stack: bool = False,
+    opset: int | None = None,
     single_file: bool = False,
     aot: bool = False,
     parts: bool = True,
@@ -73,6 +74,7 @@ def build_fused_all(
         dedup=dedup,
         cse=cse,
         stack=stack,
+        opset=opset,
     )
     fused = fuse(sources, options)
     build_options = BuildOptions(

@@ -33,6 +33,9 @@ class FusionOptions:
     dedup: bool = True
     cse: bool = True
     stack: bool = False
+    # The default-domain opset every model is converted to (up or down); None: the highest
+    # among the models that use the domain.
+    opset: int | None = None
 
 
 @dataclass

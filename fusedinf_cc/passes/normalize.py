@@ -35,7 +35,9 @@ class Normalize:
     def run(self, state: FusionState, ctx: PassContext) -> PassOutcome:
         members = state.members
         using = [member for member in members if _uses_default_domain(member.model)]
-        if using:
+        if ctx.options.opset is not None:
+            target = _check_asked_opset(ctx.options.opset)
+        elif using:
             target = max(default_opset(member.model) for member in using)
         else:  # no default-domain operator anywhere: the opset released with their ML domain
             target = _released_with_ml(members)
@@ -60,6 +62,13 @@ class Normalize:
         if converted:
             detail += "; converted " + ", ".join(converted)
         return PassOutcome(changed=bool(converted), detail=detail)
+
+
+def _check_asked_opset(opset: int) -> int:
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not 1 <= opset <= newest:
+        raise MergeError(f"--opset {opset!r}: choose an opset from 1 to {newest} (this onnx's)")
+    return opset
 
 
 def _uses_default_domain(model: ir.Model) -> bool:

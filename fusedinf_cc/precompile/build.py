@@ -168,6 +168,7 @@ def _build_into(bundle: BundleSpec, folder: Path, key: str) -> BundleResult:
         stack=bundle.stack,
         aot=bundle.aot,
         parts=bundle.parts,
+        opset=bundle.opset,
         engine=(
             parse_engine_options(**bundle.engine)
             if "engine" in bundle.targets and bundle.engine

@@ -7,6 +7,7 @@
     aot = false                     # true: the onnx target is optimised for this CPU class
     stack = false                   # true: models of one architecture run as one (fuse --stack)
     parts = true                    # false: no per-model parts (fuse --no-parts)
+    opset = 17                      # convert every model to this opset (fuse --opset)
     engine = { fp16 = true, mem_pool_size = "workspace:1GiB" }
     verify = { rtol = 1e-3, atol = 1e-3 }
 
@@ -48,6 +49,7 @@ _BUNDLE_KEYS = {
     "stack",
     "aot",
     "parts",
+    "opset",
     "inputs",
 }
 # Engine options and the TOML type each takes (the text forms are the CLI's flags).
@@ -87,6 +89,7 @@ class BundleSpec:
     stack: bool = False
     aot: bool = False
     parts: bool = True  # each model's part beside the onnx/ort targets (`compiler/parts.py`)
+    opset: int | None = None  # the default-domain opset to convert every model to (`--opset`)
     engine: dict[str, Any] = field(default_factory=dict)
     rtol: float = DEFAULT_TOLERANCE["rtol"]
     atol: float = DEFAULT_TOLERANCE["atol"]
@@ -106,6 +109,7 @@ class BundleSpec:
             "stack": self.stack,
             "aot": self.aot,
             "parts": self.parts,
+            "opset": self.opset,
             "engine": {k: str(v) if isinstance(v, Path) else v for k, v in self.engine.items()},
             "rtol": self.rtol,
             "atol": self.atol,
@@ -207,6 +211,9 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
         raise UserInputError(
             f'{where.key("aot", name)}: aot optimises the onnx target; add "onnx" to targets'
         )
+    opset = table.get("opset")
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 1):
+        raise UserInputError(f"{where.key('opset', name)}: opset is a whole number, e.g. 17")
     inputs = table.get("inputs")
     if inputs is not None:
         if not isinstance(inputs, str):
@@ -226,6 +233,7 @@ def _bundle(name: str, table: Any, base: Path, where: _Locator) -> BundleSpec:
         stack=table.get("stack", False),
         aot=table.get("aot", False),
         parts=table.get("parts", True),
+        opset=opset,
         engine=engine,
         rtol=check_tolerance(tolerance.get("rtol", DEFAULT_RTOL), where.key("verify", name)),
         atol=check_tolerance(tolerance.get("atol", DEFAULT_ATOL), where.key("verify", name)),

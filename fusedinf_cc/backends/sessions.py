@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fusedinf_cc.artifacts.integrity import check_part_file
 from fusedinf_cc.artifacts.manifest import PartRecord
 from fusedinf_cc.backends.base import Session
 from fusedinf_cc.backends.cpu_target import check_optimised_for_here
@@ -58,8 +59,8 @@ def open_session(
     `share_weights`: keep a portable artifact's weights in its mapped side file, shared between
     processes (`SHARED_WEIGHTS_OPTIONS`, at a latency cost); an ahead-of-time artifact keeps
     them there anyway, so for it this changes nothing. `part`: open that model's part of the
-    artifact at `path` instead of the whole (its file beside `path`, its weights the whole's,
-    from the same side file and pool)."""
+    artifact at `path` instead of the whole (its file beside `path`, checked against its
+    digest; its weights the whole's, from the same side file and pool)."""
     check_runtime(runtime)
     check_weight_streaming(path, weight_streaming_budget)
     if isinstance(path, Path) and is_engine(path):
@@ -77,6 +78,8 @@ def open_session(
         options = _with_shared_weights(options)
     shared_weights: list[tuple[str, SharedWeight]] = []
     model_file = path if part is None or not isinstance(path, Path) else path.with_name(part.path)
+    if part is not None and isinstance(path, Path):
+        check_part_file(path, part)
     if isinstance(path, Path):
         data_file, records = artifact_weights(path)
         if part is not None:

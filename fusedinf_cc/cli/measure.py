@@ -91,7 +91,7 @@ def bench(
 
     from fusedinf_cc.cli.tables import bench_configs_table, bench_summary_table
     from fusedinf_cc.compiler.build import build_fused
-    from fusedinf_cc.measure.bench import bench_artifact, default_configs
+    from fusedinf_cc.measure.bench import bench_artifact, default_configs, one_model_configs
     from fusedinf_cc.measure.plot import plot_report, pyplot
 
     check_runtime(backend)
@@ -125,8 +125,8 @@ def bench(
                 ),
             )
         configs = default_configs(threads, backend)
-        if model is not None:  # one model on each side: nothing runs beside it
-            configs = [config for config in configs if config.execution == "sequential"]
+        if model is not None:
+            configs = one_model_configs(configs)
         with Progress(console=error_console, transient=True) as progress:
             task = progress.add_task("benchmarking", total=len(configs) * rounds)
             report = bench_artifact(

@@ -42,7 +42,6 @@ def write_parts(staged_model: Path, manifest: Manifest, out_path: Path) -> list[
     graph (one model; a stacked layer that reads them all) gets no part: the whole is it."""
     import onnx
 
-    manifest.parts = []  # its own list: one fused model's manifests share the rest
     if len(manifest.models) < 2:
         return []
     model = onnx.load(str(staged_model), load_external_data=False)

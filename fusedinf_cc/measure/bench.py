@@ -29,6 +29,7 @@ from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, TENSORRT, is_engine
 from fusedinf_cc.backends.sessions import open_session
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.versions import tool_versions
+from fusedinf_cc.compiler.build import build_fused
 from fusedinf_cc.compiler.targets.tensorrt import build_source_engine
 from fusedinf_cc.measure.verify import source_path
 from fusedinf_cc.onnx_io.model_io import load_model, save_model_atomic
@@ -84,6 +85,12 @@ def default_configs(threads: int = 0, runtime: str = DEFAULT_RUNTIME) -> list[Be
         for spin in spinning
         for variant in ("separate", "fused")
     ]
+
+
+def one_model_configs(configs: Sequence[BenchConfig]) -> list[BenchConfig]:
+    """The configurations that mean something for one model on each side (`--model`): nothing
+    runs beside it, so the concurrent ones repeat the sequential ones."""
+    return [config for config in configs if config.execution == "sequential"]
 
 
 def round_order(configs: Sequence[BenchConfig], rounds: int) -> list[BenchConfig]:
@@ -160,11 +167,8 @@ def bench_artifact(
             scratch,
             runs=runs,
             warmup=warmup,
-            configs=[
-                c
-                for c in configs or default_configs(threads, runtime)
-                if c.execution == "sequential"
-            ],
+            manifest=manifest,
+            configs=one_model_configs(configs or default_configs(threads, runtime)),
             rounds=rounds,
             runtime=runtime,
             on_config_done=on_config_done,
@@ -213,6 +217,7 @@ def _bench_model(
     fused_feeds: dict[str, np.ndarray],
     scratch: Path,
     *,
+    manifest: Manifest,
     runs: int,
     warmup: int,
     configs: list[BenchConfig],
@@ -222,7 +227,6 @@ def _bench_model(
 ) -> BenchReport:
     """One model's request in the fused artifact ("fused": its part, or the whole where the
     artifact has none) against the model built alone as the same kind of artifact."""
-    manifest = manifest_for_artifact(fused_path)
     alone = build_alone(fused_path, manifest, entry, scratch)
     part = None if is_engine(fused_path) else manifest.part(entry.name)
     read = part.inputs if part is not None else list(fused_feeds)
@@ -263,8 +267,6 @@ def _alone_feeds(
 def build_alone(fused_path: Path, manifest: Manifest, entry: ModelEntry, scratch: Path) -> Path:
     """The model of `entry` built on its own as the kind of artifact `fused_path` is (an
     engine with the same options; `.ort`; `--aot`; portable `.onnx`), in `scratch`."""
-    from fusedinf_cc.compiler.build import build_fused
-
     source = source_path(fused_path, manifest, entry)
     scratch.mkdir(parents=True, exist_ok=True)
     if is_engine(fused_path):

@@ -104,11 +104,8 @@ def _run_parts(
     artifact_path: Path, manifest: Manifest, feeds: Mapping[str, np.ndarray], runtime: str
 ) -> dict[str, dict[str, np.ndarray]]:
     """Each model's part (what a request for that model runs) on the same inputs."""
-    from fusedinf_cc.runtime.loader import check_part_file
-
     outputs = {}
     for part in manifest.parts:
-        check_part_file(artifact_path, part)
         session = open_session(artifact_path, runtime, part=part)
         outputs[part.model] = session.run({spec.name: feeds[spec.name] for spec in session.inputs})
         session.close()

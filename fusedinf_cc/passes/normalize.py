@@ -113,22 +113,22 @@ def _align_ml_domain(members: list[SourceModel]) -> list[str]:
         for node in ir.traversal.RecursiveGraphIterator(member.model.graph):
             if node.domain != ML_DOMAIN:
                 continue
-            if _since(node.op_type, version) != _since(node.op_type, newest):
+            if _since(node.op_type, version, ML_DOMAIN) != _since(node.op_type, newest, ML_DOMAIN):
                 where = f" (node {node.name!r})" if node.name else ""
                 raise MergeError(
                     f"model {member.name!r}: {ML_DOMAIN} operator {node.op_type}{where} changed "
                     f"between {ML_DOMAIN} versions {version} and {newest}, which another model "
                     f"imports; re-export it at {ML_DOMAIN} {newest}"
                 )
-        member.model.graph.opset_imports[ML_DOMAIN] = newest
         member.model.opset_imports[ML_DOMAIN] = newest
         changed.append(f"{member.name} {ML_DOMAIN} {version}->{newest}")
     return changed
 
 
-def _since(op_type: str, version: int) -> int | None:
+def _since(op_type: str, version: int, domain: str = "") -> int | None:
+    """The version of `domain` that defined `op_type` as it stands at `version`."""
     try:
-        return onnx.defs.get_schema(op_type, version, ML_DOMAIN).since_version
+        return onnx.defs.get_schema(op_type, version, domain).since_version
     except onnx.defs.SchemaError:
         return None
 
@@ -187,7 +187,7 @@ def _check_interface_kept(member: SourceModel, converted: ir.Model, target: int)
             f"{node.op_type}" + (f" (node {node.name!r})" if node.name else "")
             for node in touching
             if node.domain in DEFAULT_DOMAINS
-            and _default_since(node.op_type, source) != _default_since(node.op_type, target)
+            and _since(node.op_type, source) != _since(node.op_type, target)
         }
     )
     ops = (
@@ -205,13 +205,6 @@ def _check_interface_kept(member: SourceModel, converted: ir.Model, target: int)
 def _interface(model: ir.Model) -> dict[str, str]:
     values = [*model.graph.inputs, *model.graph.outputs]
     return {value.name or "": f"{value.type} {value.shape}" for value in values}
-
-
-def _default_since(op_type: str, version: int) -> int | None:
-    try:
-        return onnx.defs.get_schema(op_type, version).since_version
-    except onnx.defs.SchemaError:
-        return None
 
 
 def _detach_large_tensors(model: ir.Model) -> dict[str, ir.TensorProtocol]:

@@ -8,9 +8,9 @@ that one load; a bundle larger than the whole budget is refused when registered.
 
 A request for one model of a bundle runs that model's part (`compiler/parts.py`), not the whole
 graph: each bundle holds up to one session for the whole and one per model asked for, each
-opened when first needed and all closed together when the bundle is evicted. The footprint a
-bundle is budgeted with is measured with the whole and every part loaded, so whichever sessions
-a bundle holds, it holds no more than it is counted for.
+opened when first needed and all closed together when the bundle is evicted. The budget counts
+the sessions a bundle holds: the whole at its measured footprint, a part at what it was measured
+to add beside the whole plus the pooled weights it maps.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from fusedinf_cc.artifacts.index import shipped_inputs
+from fusedinf_cc.artifacts.integrity import check_side_file
 from fusedinf_cc.artifacts.manifest import (
-    Artifact,
     Manifest,
     ModelEntry,
     PartRecord,
@@ -67,6 +67,9 @@ class Bundle:
     artifact: Path
     manifest: Manifest | None
     footprint: Footprint
+    _costs: dict[tuple[str | None, bool], tuple[int, dict[str, int]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def models(self) -> dict[str, ModelEntry]:
         return {entry.name: entry for entry in self.manifest.models} if self.manifest else {}
@@ -90,16 +93,23 @@ class Bundle:
         """(private bytes, pooled weights by digest) of the session for `key`: the whole
         (None), whose footprint was measured, or a model's part, which maps its share of the
         whole's weights and adds what was measured beside the whole. A part never measured
-        (a footprint from elsewhere) is counted as the whole."""
+        (a footprint from elsewhere) is counted as the whole. Weighed on every swap, so
+        worked out once per session."""
+        if (key, pooled) not in self._costs:
+            self._costs[key, pooled] = self._session_cost(key, pooled)
+        return self._costs[key, pooled]
+
+    def _session_cost(self, key: str | None, pooled: bool) -> tuple[int, dict[str, int]]:
         shared = self.shared_weights if pooled else {}
         whole = max(0, self.footprint.measured_bytes - sum(shared.values())), shared
         added = self.footprint.parts.get(key) if key is not None else None
         if added is None:
             return whole
         weights = self._part_weights[key]  # type: ignore[index]
-        if added + sum(weights.values()) > self.footprint.measured_bytes:
+        mapped = sum(weights.values())
+        if added + mapped > self.footprint.measured_bytes:
             return whole  # a part runs a subset of the whole: it holds no more (noise aside)
-        return (added, weights) if pooled else (added + sum(weights.values()), {})
+        return (added, weights) if pooled else (added + mapped, {})
 
     @functools.cached_property
     def _part_weights(self) -> dict[str, dict[str, int]]:
@@ -220,7 +230,7 @@ class EngineCache:
         pool_weights: bool = True,
         share_arena: bool = True,
         runtime: str = DEFAULT_RUNTIME,
-        session_factory: Callable[[Path, PartRecord | None], Session] | None = None,
+        session_factory: Callable[..., Session] | None = None,
     ):
         """`policy`: a name from `POLICIES`, or what makes a policy (e.g. a clairvoyant one
         for a replay). `share_weights`: keep weights in the memory-mapped external data file,
@@ -231,8 +241,8 @@ class EngineCache:
         once, at the most one request has needed; requests then run one at a time (on a CPU
         one inference already uses every core). Without it, every resident bundle keeps its
         own activation memory, is counted with it, and requests run concurrently.
-        `session_factory(artifact, part)`: what opens a bundle's whole (part None) or one
-        model's part (`open_session`'s `part`)."""
+        `session_factory(artifact, part=...)`: what opens a bundle's whole (part None) or
+        one model's part (`open_session`'s `part`)."""
         if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
             raise UserInputError(
                 f"the memory budget must be a positive number of bytes, not {budget_bytes!r}"
@@ -244,19 +254,13 @@ class EngineCache:
         self.policy: CachePolicy = self._new_policy()
         self.stats = CacheStats()
         self.evictions: list[str] = []  # bundle names, in eviction order
-        checked_runtime = check_runtime(runtime)
-
-        def open_pooled(path: Path, part: PartRecord | None) -> Session:
-            return open_session(
-                path,
-                runtime=checked_runtime,
-                share_weights=share_weights,
-                weight_pool=DEFAULT_POOL if pool_weights else None,
-                shared_arena=share_arena,
-                part=part,
-            )
-
-        self._session_factory = session_factory or open_pooled
+        self._session_factory = session_factory or functools.partial(
+            open_session,
+            runtime=check_runtime(runtime),
+            share_weights=share_weights,
+            weight_pool=DEFAULT_POOL if pool_weights else None,
+            shared_arena=share_arena,
+        )
         self._pool_weights = pool_weights
         self._share_arena = share_arena
         self._arena_bytes = 0  # the shared arena as accounted: it grows and never shrinks
@@ -463,9 +467,7 @@ class EngineCache:
                 return session
             part = entry.bundle.parts[key] if key is not None else None
             started = time.perf_counter()
-            if part is not None:
-                check_part_file(entry.bundle.artifact, part)
-            session = self._session_factory(entry.bundle.artifact, part)
+            session = self._session_factory(entry.bundle.artifact, part=part)
             seconds = time.perf_counter() - started
             with self._condition:
                 entry.sessions[key] = session
@@ -637,15 +639,11 @@ def run_once(
     # the representative inputs its dist folder ships, if any.
     given = _whole_feeds(feeds_path if model is None else None)
     bundle = open_bundle(artifact, feeds=given or _whole_feeds(shipped_inputs(artifact)))
-
-    def factory(path: Path, part: PartRecord | None) -> Session:
-        return open_session(
-            path,
-            runtime=check_runtime(runtime),
-            weight_streaming_budget=weight_streaming_budget,
-            part=part,
-        )
-
+    factory = functools.partial(
+        open_session,
+        runtime=check_runtime(runtime),
+        weight_streaming_budget=weight_streaming_budget,
+    )
     cache = EngineCache(max(bundle.footprint.alone_bytes, 1), session_factory=factory)
     cache.register(bundle)
     name = model or bundle.name
@@ -694,34 +692,6 @@ def _byte_count(record: Mapping[str, object], key: str, where: Path) -> int:
     if type(value) is not int or not 0 <= value < 2**62:
         raise UserInputError(f"{where}: footprint.{key} is {value!r}, not a number of bytes")
     return value
-
-
-def check_side_file(path: Path, artifact: Artifact) -> None:
-    """Refuse an artifact whose side file is missing or is not the one it was built with (an
-    interrupted overwrite, a copy from another build): it would load and answer wrongly."""
-    if not artifact.external_data_sha256:
-        return
-    if not artifact.external_data:
-        raise UserInputError(f"{path}: its manifest records a weights file's digest but no file")
-    name = artifact.external_data
-    _check_built_with(path, name, artifact.external_data_sha256, f"weights file {name!r}")
-
-
-def check_part_file(artifact: Path, part: PartRecord) -> None:
-    """Refuse a part file that is missing or is not the one built with the artifact."""
-    what = f"part {part.path!r} (model {part.model!r})"
-    _check_built_with(artifact, part.path, part.sha256, what)
-
-
-def _check_built_with(artifact: Path, name: str, digest: str, what: str) -> None:
-    path = artifact.with_name(name)
-    if not path.is_file():
-        raise UserInputError(f"{artifact}: its {what} is missing")
-    if sha256_file(path) != digest:
-        raise UserInputError(
-            f"{artifact}: its {what} differs from the one it was built with (an interrupted "
-            "or partial copy?); rebuild or copy the artifact again"
-        )
 
 
 def _is_solo(bundle: Bundle) -> bool:

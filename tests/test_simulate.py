@@ -13,6 +13,7 @@ import pytest
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import sha256_file
 from fusedinf_cc.measure.simulate import (
+    Call,
     FutureUses,
     Request,
     TraceSpec,
@@ -23,11 +24,14 @@ from fusedinf_cc.measure.simulate import (
     read_trace,
     replay,
     replay_budget,
+    route,
     synthetic_functions,
     synthetic_trace,
     total_footprint,
+    trace_functions,
     write_trace,
 )
+from fusedinf_cc.runtime.footprint import arena_bytes
 from fusedinf_cc.runtime.loader import least_budget
 from fusedinf_cc.runtime.policies import Clairvoyant
 from tests import builders
@@ -224,14 +228,14 @@ def test_grouped_deployment_loads_each_model_once_per_request(small_models, tmp_
     grouped = plans[-1]
     assert grouped.name == "grouped"
     assert sorted(grouped.bundles) == ["g00", "m2", "m3"]
-    assert grouped.calls == {"fa": ["g00", "m2"], "fb": ["g00", "m3"]}
+    assert grouped.calls == {"fa": [Call("g00"), Call("m2")], "fb": [Call("g00"), Call("m3")]}
     assert sorted(grouped.bundles["g00"].models()) == ["m0", "m1"]
     trace = [Request(0.01 * i, "fa" if i % 2 else "fb") for i in range(10)]
     result = replay(trace, grouped, total_footprint(grouped), "lru")
     assert result.misses == 3 and result.hits == 2 * len(trace) - 3
     assert result.models_loaded == 4  # g00 brings m0 and m1 at once
-    with pytest.raises(UserInputError, match="is in groups"):
-        deployments(small_models, functions, tmp_path / "w", {"a": ["m0", "m1"], "b": ["m1", "m2"]})
+    with pytest.raises(UserInputError, match="needs distinct, known models"):
+        deployments(small_models, functions, tmp_path / "w", {"a": ["m0", "m9"]})
 
 
 def test_a_function_that_calls_part_of_a_group_runs_those_models_parts(small_models, tmp_path):
@@ -239,7 +243,11 @@ def test_a_function_that_calls_part_of_a_group_runs_those_models_parts(small_mod
     groups = {"g": ["m0", "m1", "m2"]}
     (plan,) = [d for d in deployments(small_models, functions, tmp_path / "w", groups)
                if d.name == "grouped"]  # fmt: skip
-    assert plan.calls == {"all": ["g"], "some": ["m0", "m1"], "one": ["m2"]}
+    assert plan.calls == {
+        "all": [Call("g")],
+        "some": [Call("g", "m0"), Call("g", "m1")],
+        "one": [Call("g", "m2")],
+    }
     trace = [Request(0.01 * i, name) for i, name in enumerate(["some", "one", "all"] * 3)]
     result = replay(trace, plan, total_footprint(plan), "belady")
     # One bundle, loaded once: the parts and the whole open inside it, never another copy.
@@ -293,3 +301,76 @@ def test_simulate_command_with_a_trace_and_functions(small_models, tmp_path):
     assert result.returncode == 2 and "--trace TRACE.csv or --synthetic" in result.stderr
     result = run_cli("simulate", *models, "--synthetic", "--policy", "lru,mru")
     assert result.returncode == 2 and "--policy: unknown mru" in result.stderr
+
+
+def test_route_picks_the_fewest_bundles_wholes_before_parts():
+    bundles = {"big": ["m0", "m1", "m2"], "pair": ["m0", "m1"], "m3": ["m3"]}
+    calls = route({"fa": ["m0", "m1"], "fb": ["m2", "m3"], "fc": ["m1", "m2"]}, bundles)
+    assert calls["fa"] == [Call("pair")]  # covers as much as big, and runs whole
+    assert calls["fb"] == [Call("big", "m2"), Call("m3")]
+    assert calls["fc"] == [Call("big", "m1"), Call("big", "m2")]
+    with pytest.raises(UserInputError, match="which no bundle holds"):
+        route({"fd": ["m9"]}, bundles)
+
+
+def test_a_model_in_two_bundles_runs_in_the_one_its_function_is_routed_to(small_models, tmp_path):
+    functions = {"left": ["m0", "m1"], "right": ["m1", "m2"], "solo": ["m1"]}
+    groups = {"ga": ["m0", "m1"], "gb": ["m1", "m2"]}
+    (plan,) = [d for d in deployments(small_models, functions, tmp_path / "w", groups, aot=True)
+               if d.name == "grouped"]  # fmt: skip
+    assert plan.calls == {"left": [Call("ga")], "right": [Call("gb")], "solo": [Call("ga", "m1")]}
+    trace = [Request(0.01 * i, name) for i, name in enumerate(["left", "right", "solo"] * 4)]
+    result = replay(trace, plan, total_footprint(plan), "lru")
+    assert result.misses == 2 and result.hits == len(trace) - 2
+    # Both bundles and m1's part resident hold m1's weights once: the pool maps them once.
+    ga, gb = (plan.bundles[name].footprint for name in ("ga", "gb"))
+    everything = ga.measured_bytes + ga.parts["m1"] + gb.measured_bytes + arena_bytes([ga, gb])
+    m1_weights = sum(plan.bundles["gb"].session_cost("m1", True)[1].values())
+    assert result.peak_accounted_bytes <= everything - m1_weights
+
+
+def test_a_trace_that_names_models_defines_its_functions(small_models, tmp_path):
+    trace = tmp_path / "calls.csv"
+    trace.write_text("timestamp,models\n0.2,m1+m0\n0.1,m2\n0.3,m0+m1+m0\n", encoding="utf-8")
+    requests = read_trace(trace)
+    assert [r.function for r in requests] == ["m2", "m0+m1", "m0+m1"]
+    assert trace_functions(requests) == {"m2": ["m2"], "m0+m1": ["m0", "m1"]}
+    again = tmp_path / "again.csv"
+    write_trace(requests, again)
+    assert read_trace(again) == requests
+    assert trace_functions([Request(0.0, "fa")]) is None
+    trace.write_text("timestamp,models\n0.1,m0++m1\n", encoding="utf-8")
+    with pytest.raises(UserInputError, match="name them as a"):
+        read_trace(trace)
+
+
+def test_simulate_replays_a_bundle_spec_whose_bundles_share_a_model(small_models, tmp_path):
+    trace = tmp_path / "calls.csv"
+    rows = ["m0+m1", "m1+m2", "m3"] * 5
+    trace.write_text(
+        "timestamp,models\n" + "".join(f"{0.02 * i},{row}\n" for i, row in enumerate(rows)),
+        encoding="utf-8",
+    )
+    spec = tmp_path / "fusedinf.toml"
+    spec.write_text(
+        "[bundles.ga]\n"
+        f'models = {{ m0 = "{small_models["m0"]}", m1 = "{small_models["m1"]}" }}\n'
+        "[bundles.gb]\n"
+        f'models = {{ m1 = "{small_models["m1"]}", m2 = "{small_models["m2"]}" }}\n',
+        encoding="utf-8",
+    )
+    models = [f"{name}={path}" for name, path in small_models.items()]
+    report = tmp_path / "sim.json"
+    common = ["--trace", trace, "--budget", "100%", "--work-dir", tmp_path / "work", "--aot"]
+    result = run_cli("simulate", *models, *common, "--fused-groups", spec, "--json", report)
+    assert result.returncode == 0, result.stderr
+    grouped = [r for r in json.loads(report.read_text())["results"] if r["deployment"] == "grouped"]
+    # ga, gb and m3 alone, each loaded once and then resident: every other call is a hit.
+    assert [(r["misses"], r["hits"]) for r in grouped] == [(3, len(rows) - 3)] * 2
+    few = [f"m{i}={small_models[f'm{i}']}" for i in (0, 1, 3)]
+    result = run_cli("simulate", *few, *common, "--fused-groups", spec)
+    assert result.returncode == 2 and "models not given: m2" in result.stderr.strip()
+    functions = tmp_path / "functions.json"
+    functions.write_text(json.dumps({"fa": ["m0"]}))
+    result = run_cli("simulate", *models, *common, "--functions", functions)
+    assert result.returncode == 2 and "give no --functions" in result.stderr

@@ -248,8 +248,8 @@ def simulate(
         str | None,
         typer.Option(
             "--fused-groups",
-            help="Also replay a bundle per group: auto (models always called together) or "
-            'JSON {"group": ["model", ...]}.',
+            help="Also replay a bundle per group: auto (models always called together), "
+            'JSON {"group": ["model", ...]}, or a fusedinf.toml (e.g. one `plan` wrote).',
         ),
     ] = None,
     aot: Annotated[
@@ -276,8 +276,8 @@ def simulate(
         replay,
         replay_budget,
         results_json,
-        synthetic_functions,
         synthetic_trace,
+        workload_functions,
         write_trace,
     )
 
@@ -294,14 +294,9 @@ def simulate(
     if rate <= 0 or requests < 1:
         raise UserInputError("--rate must be positive and --requests at least 1")
     workload = TraceSpec(requests=requests, seed=seed, rate_per_s=rate)
-    if functions is not None:
-        function_map = read_name_lists(functions, "--functions", "fn")
-    else:
-        function_map = synthetic_functions(sorted(specs), workload)
-    replayed = read_trace(trace) if trace else synthetic_trace(sorted(function_map), workload)
-    missing = {r.function for r in replayed} - set(function_map)
-    if missing:
-        raise UserInputError(f"the trace names unknown functions: {sorted(missing)}")
+    given = read_trace(trace) if trace else None
+    function_map = workload_functions(given, functions, lambda: sorted(specs), workload)
+    replayed = given or synthetic_trace(sorted(function_map), workload)
     policies = [p.strip() for p in policy.split(",") if p.strip()]
     check_policies(policies)
     groups = None
@@ -309,6 +304,8 @@ def simulate(
         groups = auto_groups(function_map) or None
         if groups is None:
             error_console.print("--fused-groups auto: no models are always called together")
+    elif fused_groups is not None and fused_groups.endswith(".toml"):
+        groups = spec_groups(Path(fused_groups), specs)
     elif fused_groups is not None:
         groups = read_name_lists(Path(fused_groups), "--fused-groups (auto or a file)", "group")
     plans = deployments(specs, function_map, work_dir, groups, aot=aot, stack=stack)
@@ -338,3 +335,15 @@ def simulate(
         }
         write_text_atomic(json_out, results_json(results, extra))
         console.print(f"wrote {json_out}")
+
+
+def spec_groups(path: Path, models: dict[str, Path]) -> dict[str, list[str]]:
+    """The groups a bundle spec (`plan`'s output) deploys: each bundle's models, which must be
+    among the models given (a model may sit in several bundles)."""
+    from fusedinf_cc.precompile.spec import read_spec
+
+    groups = {name: sorted(b.models) for name, b in read_spec(path).bundles.items()}
+    unknown = sorted({m for members in groups.values() for m in members} - set(models))
+    if unknown:
+        raise UserInputError(f"--fused-groups {path}: models not given: {', '.join(unknown)}")
+    return groups

@@ -21,12 +21,14 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from fusedinf_cc.artifacts.manifest import cached_manifest
+from fusedinf_cc.backends.base import TensorSpec
 from fusedinf_cc.common.errors import UserInputError, first_line
 from fusedinf_cc.common.files import sha256_file, write_text_atomic
 from fusedinf_cc.common.sizes import format_bytes, parse_size
@@ -42,6 +44,9 @@ from fusedinf_cc.runtime.procmem import status_bytes
 class Request:
     arrival_s: float
     function: str
+    # The models the request calls, where the trace names them rather than a function (the
+    # function is then named after them: "a+b").
+    models: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,23 +87,43 @@ def synthetic_trace(functions: Sequence[str], spec: TraceSpec) -> list[Request]:
 
 
 def read_trace(path: Path) -> list[Request]:
-    """CSV with a header `timestamp,function` (seconds, any origin), one request per row."""
+    """CSV with a header `timestamp,function` (seconds, any origin), one request per row; or
+    `timestamp,models`, each row naming the models a request calls (`a+b+c`)."""
     try:
         with open(path, newline="", encoding="utf-8") as stream:
-            rows = list(csv.DictReader(stream))
+            reader = csv.DictReader(stream)
+            columns = set(reader.fieldnames or ())
+            rows = list(reader)
     except FileNotFoundError:
         raise UserInputError(f"{path}: no such trace") from None
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise UserInputError(f"{path}: not a CSV trace ({first_line(error)})") from None
+    expected = "expected columns timestamp,function or timestamp,models"
     try:
-        requests = [Request(float(row["timestamp"]), row["function"].strip()) for row in rows]
+        if "models" in columns and "function" not in columns:
+            requests = [_model_call(float(row["timestamp"]), row["models"]) for row in rows]
+        else:
+            requests = [Request(float(row["timestamp"]), row["function"].strip()) for row in rows]
     except (KeyError, ValueError, AttributeError) as error:
-        raise UserInputError(f"{path}: expected columns timestamp,function ({error})") from None
+        raise UserInputError(f"{path}: {expected} ({first_line(error)})") from None
     if not requests:
-        raise UserInputError(
-            f"{path}: no requests (expected a header timestamp,function, then rows)"
-        )
+        raise UserInputError(f"{path}: no requests ({expected}, then rows)")
     return sorted(requests, key=lambda request: request.arrival_s)
+
+
+def _model_call(arrival_s: float, text: str) -> Request:
+    models = tuple(dict.fromkeys(name.strip() for name in text.split("+")))
+    if not all(models):
+        raise ValueError(f"models {text!r}: name them as a+b+c")
+    return Request(arrival_s, "+".join(sorted(models)), models)
+
+
+def trace_functions(requests: Sequence[Request]) -> dict[str, list[str]] | None:
+    """The functions a trace that names models defines (one per set of models called
+    together); None for a trace that names functions."""
+    if not all(request.models for request in requests):
+        return None
+    return {r.function: sorted(r.models) for r in requests}  # type: ignore[arg-type]
 
 
 def read_name_lists(path: Path, flag: str, key: str) -> dict[str, list[str]]:
@@ -116,23 +141,58 @@ def read_name_lists(path: Path, flag: str, key: str) -> dict[str, list[str]]:
     return loaded
 
 
+def workload_functions(
+    trace: Sequence[Request] | None,
+    functions_file: Path | None,
+    models: Callable[[], Sequence[str]],
+    spec: TraceSpec,
+) -> dict[str, list[str]]:
+    """Which models each function of the workload calls: those a trace that names models
+    calls, else `functions_file`'s, else drawn from `models()`. Every function the trace
+    names must be known."""
+    named = trace_functions(trace) if trace else None
+    if named is not None:
+        if functions_file is not None:
+            raise UserInputError(
+                "--functions: the trace names the models each request calls; give no --functions"
+            )
+        return named
+    if functions_file is not None:
+        functions = read_name_lists(functions_file, "--functions", "fn")
+    else:
+        functions = synthetic_functions(models(), spec)
+    missing = {r.function for r in trace or ()} - set(functions)
+    if missing:
+        raise UserInputError(f"the trace names unknown functions: {sorted(missing)}")
+    return functions
+
+
 def write_trace(requests: Sequence[Request], path: Path) -> None:
     """The trace as `read_trace` reads it, written whole or not at all."""
     text = io.StringIO(newline="")
     writer = csv.writer(text)
-    writer.writerow(["timestamp", "function"])
+    by_models = trace_functions(requests) is not None
+    writer.writerow(["timestamp", "models" if by_models else "function"])
     for request in requests:
-        writer.writerow([f"{request.arrival_s:.6f}", request.function])
+        called = "+".join(request.models) if by_models else request.function  # type: ignore[arg-type]
+        writer.writerow([f"{request.arrival_s:.6f}", called])
     write_text_atomic(path, text.getvalue())
+
+
+class Call(NamedTuple):
+    """What one request runs on one bundle: the whole (model None) or one model's part."""
+
+    bundle: str
+    model: str | None = None
 
 
 @dataclass(frozen=True)
 class Deployment:
-    """Bundles to register, and per function the bundle names one request runs."""
+    """Bundles to register, and per function what one of its requests runs."""
 
     name: str
     bundles: dict[str, Bundle]  # opened once: footprints measured once
-    calls: dict[str, list[str]]
+    calls: dict[str, list[Call]]
 
 
 def auto_groups(functions: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -157,50 +217,80 @@ def grouped_deployment(
     work_dir: Path,
     aot: bool = False,
     stack: bool = False,
+    name: str = "grouped",
 ) -> Deployment:
-    """A bundle per group (fused) and per model in no group; a request runs the bundles that
-    hold its function's models."""
-    owner: dict[str, str] = {}
+    """A bundle per group (fused; a model may sit in several groups) and per used model in
+    none; a request runs what `route` picks."""
     for group, members in groups.items():
         unknown = set(members) - set(models)
-        if unknown or len(members) < 2:
+        if unknown or not members or len(set(members)) < len(members):
             raise UserInputError(
-                f"--fused-groups: group {group!r} needs two or more known models "
+                f"--fused-groups: group {group!r} needs distinct, known models "
                 f"(unknown: {sorted(unknown)})"
             )
-        for model in members:
-            if model in owner:
-                raise UserInputError(
-                    f"--fused-groups: model {model!r} is in groups {owner[model]!r} and {group!r}"
-                )
-            owner[model] = group
+        if group in models and members != [group]:
+            raise UserInputError(f"--fused-groups: group {group!r} has a model's name")
     bundles = {}
     for group, members in groups.items():
+        if members == [group]:  # a model alone, under its own name
+            bundles[group] = open_bundle(_single(models, group, work_dir, aot), name=group)
+            continue
         key = hashlib.sha256(",".join(sorted(members)).encode()).hexdigest()[:12]
         out = _built(models, members, work_dir / f"group-{key}", aot, stack)
         bundles[group] = open_bundle(out, name=group)
-    used = sorted({m for members in functions.values() for m in members})
-    for model in used:
-        if model not in owner:
-            bundles[model] = open_bundle(_single(models, model, work_dir, aot), name=model)
-    return Deployment("grouped", bundles, grouped_calls(functions, groups))
+    members_of = solo_completed(groups, functions)
+    for model in set(members_of) - set(bundles):
+        bundles[model] = open_bundle(_single(models, model, work_dir, aot), name=model)
+    return Deployment(name, bundles, route(functions, members_of))
 
 
-def grouped_calls(
-    functions: dict[str, list[str]], groups: dict[str, list[str]]
+def _preference(members: set[str], remaining: set[str], name: str) -> tuple[int, bool, int, str]:
+    """How `route` ranks a bundle for the models a function still needs (least is best)."""
+    return (-len(members & remaining), not members <= remaining, len(members), name)
+
+
+def solo_completed(
+    groups: dict[str, list[str]], functions: dict[str, list[str]]
 ) -> dict[str, list[str]]:
-    """What each function's request runs: a group it uses whole as one bundle request, else
-    each model it uses by name (which runs that model's part of its group's bundle), and each
-    model in no group as its own bundle."""
-    owner = {model: group for group, members in groups.items() for model in members}
-    calls = {}
+    """`groups`, and a bundle of its own (named after it) for each used model in none."""
+    grouped = {model for members in groups.values() for model in members}
+    used = sorted({m for members in functions.values() for m in members} - grouped)
+    return {**groups, **{model: [model] for model in used}}
+
+
+def route(functions: dict[str, list[str]], bundles: dict[str, list[str]]) -> dict[str, list[Call]]:
+    """What each function's request runs, fixed ahead of time: the fewest bundles that hold
+    its models, each run whole where the function uses all of it (one session) and else by
+    the parts of the models it uses. Between bundles that cover as much, a whole beats parts
+    and a smaller bundle a larger one."""
+    holders: dict[str, list[str]] = {}
+    for bundle, members in bundles.items():
+        for model in members:
+            holders.setdefault(model, []).append(bundle)
+    calls: dict[str, list[Call]] = {}
     for function, used in functions.items():
-        names: list[str] = []
-        for model in used:
-            group = owner.get(model)
-            whole = group is not None and set(groups[group]) <= set(used)
-            names.append(group if whole else model)  # type: ignore[arg-type]
-        calls[function] = list(dict.fromkeys(names))
+        remaining = set(used)
+        chosen: list[tuple[str, set[str]]] = []
+        while remaining:
+            candidates = {b for model in remaining for b in holders.get(model, [])}
+            if not candidates:
+                raise UserInputError(
+                    f"function {function!r} uses {sorted(remaining)}, which no bundle holds"
+                )
+
+            best = min(candidates, key=lambda b: _preference(set(bundles[b]), remaining, b))
+            covered = set(bundles[best]) & remaining
+            chosen.append((best, covered))
+            remaining -= covered
+        order = {model: index for index, model in enumerate(used)}
+        chosen.sort(key=lambda pick: min(order[m] for m in pick[1]))
+        function_calls = []
+        for bundle, covered in chosen:
+            if covered == set(bundles[bundle]):
+                function_calls.append(Call(bundle))
+            else:
+                function_calls += [Call(bundle, m) for m in used if m in covered]
+        calls[function] = function_calls
     return calls
 
 
@@ -230,12 +320,12 @@ def deployments(
         Deployment(
             "unfused",
             {m: open_bundle(_single(models, m, work_dir, aot), name=m) for m in used_models},
-            {f: list(used) for f, used in functions.items()},
+            {f: [Call(m) for m in used] for f, used in functions.items()},
         ),
         Deployment(
             "fused",
             {f: open_bundle(path, name=f) for f, path in fused.items()},
-            {f: [f] for f in functions},
+            {f: [Call(f)] for f in functions},
         ),
     ]
     if groups is not None:
@@ -339,15 +429,12 @@ def replay(
     requests: Sequence[Request], deployment: Deployment, budget_bytes: int, policy: str
 ) -> ReplayResult:
     check_policies([policy])
-    bundle_of = {
-        model: name for name, bundle in deployment.bundles.items() for model in bundle.models()
-    } | {name: name for name in deployment.bundles}
-    future = FutureUses([bundle_of[b] for r in requests for b in deployment.calls[r.function]])
+    future = FutureUses([c.bundle for r in requests for c in deployment.calls[r.function]])
     cache = EngineCache(budget_bytes, _policy_for(policy, future))
     for bundle in deployment.bundles.values():
         cache.register(bundle)
-    called = dict.fromkeys(name for names in deployment.calls.values() for name in names)
-    feeds = {name: random_feeds(cache.input_specs(name)) for name in called}
+    called = dict.fromkeys(call for calls in deployment.calls.values() for call in calls)
+    feeds = {call: random_feeds(_call_specs(cache, call)) for call in called}
     cache.close()  # reading input specs loaded bundles: start the replay cold
     cache.reset_stats()
     baseline = status_bytes().get("VmRSS", 0)
@@ -358,14 +445,17 @@ def replay(
     for request in requests:
         start = max(request.arrival_s, server_free_at)
         began = time.perf_counter()
-        for bundle in deployment.calls[request.function]:
+        for call in deployment.calls[request.function]:
             future.now = next(steps)
-            cache.run(bundle, feeds[bundle])
+            if call.model is None:
+                cache.run(call.bundle, feeds[call])
+            else:
+                cache.run(call.model, feeds[call], bundle=call.bundle)
         service = time.perf_counter() - began
         server_free_at = start + service
         latencies.append((server_free_at - request.arrival_s) * 1000.0)
         peak_rss = max(peak_rss, status_bytes().get("VmRSS", 0))
-    stats = cache.stats
+    stats = replace(cache.stats)  # as the replay left them: closing evicts what stays
     cache.close()
     return ReplayResult(
         deployment=deployment.name,
@@ -382,6 +472,12 @@ def replay(
         peak_accounted_bytes=stats.peak_accounted_bytes,
         peak_rss_growth_bytes=peak_rss - baseline,
     )
+
+
+def _call_specs(cache: EngineCache, call: Call) -> list[TensorSpec]:
+    if call.model is None:
+        return cache.input_specs(call.bundle)
+    return cache.input_specs(call.model, bundle=call.bundle)
 
 
 def total_footprint(deployment: Deployment) -> int:

@@ -323,10 +323,13 @@ class EngineCache:
         name: str,
         feeds: Mapping[str, np.ndarray],
         outputs: Sequence[str] | None = None,
+        *,
+        bundle: str | None = None,
     ) -> dict[str, np.ndarray]:
         """Run bundle `name` (feeds by fused names) or model `name` (feeds by its own names);
-        a model's request runs its part of the bundle where the bundle has one."""
-        bundle_name, model = self._resolve(name)
+        a model's request runs its part of the bundle where the bundle has one. `bundle`:
+        the bundle whose copy of model `name` runs, for a model that sits in several."""
+        bundle_name, model = self._resolve(name, bundle)
         entry, session = self._acquire(bundle_name, model)
         try:
             if model is None:
@@ -348,14 +351,16 @@ class EngineCache:
         finally:
             self._release(entry)
 
-    def input_specs(self, name: str) -> list[TensorSpec]:
+    def input_specs(self, name: str, *, bundle: str | None = None) -> list[TensorSpec]:
         """The inputs a request for `name` takes, named as the caller names them."""
-        return self.specs(name)[0]
+        return self.specs(name, bundle=bundle)[0]
 
-    def specs(self, name: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        """(inputs, outputs) of bundle or model `name`, named as the caller names them
-        (loading what a request for it runs, if it is not resident)."""
-        bundle_name, model = self._resolve(name)
+    def specs(
+        self, name: str, *, bundle: str | None = None
+    ) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """(inputs, outputs) of bundle or model `name` (of `bundle`, where given), named as
+        the caller names them (loading what a request for it runs, if it is not resident)."""
+        bundle_name, model = self._resolve(name, bundle)
         entry, session = self._acquire(bundle_name, model)
         try:
             inputs, outputs = list(session.inputs), list(session.outputs)
@@ -370,10 +375,10 @@ class EngineCache:
             [replace(s, name=own_outputs[s.name]) for s in outputs if s.name in own_outputs],
         )
 
-    def load(self, name: str) -> None:
+    def load(self, name: str, *, bundle: str | None = None) -> None:
         """Make what a request for `name` runs resident now (a bundle, or a model's part of
         one), evicting as needed."""
-        bundle_name, model = self._resolve(name)
+        bundle_name, model = self._resolve(name, bundle)
         self._release(self._acquire(bundle_name, model)[0])
 
     def unload(self, name: str) -> bool:
@@ -405,8 +410,14 @@ class EngineCache:
         with self._condition:
             return [key or bundle_name for key in self._entries[bundle_name].sessions]
 
-    def _resolve(self, name: str) -> tuple[str, ModelEntry | None]:
+    def _resolve(self, name: str, bundle: str | None = None) -> tuple[str, ModelEntry | None]:
+        """(bundle, model or None for the whole) that a request for `name` runs."""
         with self._condition:
+            if bundle is not None:
+                entry = self._entries.get(bundle)
+                if entry is None or name not in entry.bundle.models():
+                    raise UserInputError(f"bundle {bundle!r} has no model named {name!r}")
+                return bundle, entry.bundle.models()[name]
             if name in self._entries:
                 bundle = self._entries[name].bundle
                 return name, (bundle.models()[name] if _is_solo(bundle) else None)

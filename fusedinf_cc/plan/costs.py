@@ -1,0 +1,236 @@
+"""What a session of any grouping would cost, predicted from a few real bundles.
+
+Replaying a trace with real bundles takes seconds per candidate grouping; a search needs
+thousands. So the planner measures real bundles once (every model alone, and some groups of
+models, fused), and predicts any other group from its members:
+
+- a group's whole session: the members' costs summed, less what fusing saves per model beyond
+  the first (one session's fixed cost in memory, load time and run time), fitted by least
+  squares on the measured groups; its pooled weights are the union of its members' (one copy
+  per distinct weight, as the weight pool holds them);
+- a model's part of a group: the model alone, scaled by what parts were measured to cost
+  against their models alone.
+
+Load and run seconds are measured in this process through the loader itself, as a replay
+counts them (session open; one request, warm), not in the fresh process a footprint is
+measured in.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from fusedinf_cc.runtime.feeds import random_feeds
+from fusedinf_cc.runtime.loader import Bundle, EngineCache
+
+
+@dataclass(frozen=True)
+class SessionCost:
+    """One session as the loader counts it."""
+
+    private_bytes: int
+    weights: tuple[tuple[str, int], ...]  # pooled weights: (digest, bytes)
+    activation_bytes: int
+    load_seconds: float
+    run_seconds: float
+
+    @property
+    def bytes(self) -> int:
+        return self.private_bytes + sum(size for _, size in self.weights)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A real bundle's sessions: the whole, and each model's part it has."""
+
+    models: frozenset[str]
+    whole: SessionCost
+    parts: dict[str, SessionCost] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Savings:
+    """What fusing saves per model beyond the first, in one whole session."""
+
+    private_bytes: float = 0.0
+    load_seconds: float = 0.0
+    run_seconds: float = 0.0
+    activation: float = 1.0  # share of the members' other activations a group adds
+
+
+@dataclass(frozen=True)
+class PartScale:
+    """A model's part over the model alone."""
+
+    private_bytes: float = 1.0
+    load_seconds: float = 1.0
+    run_seconds: float = 1.0
+
+
+def measure_bundle(bundle: Bundle, pooled: bool, rounds: int = 3, runs: int = 5) -> Measured:
+    """Open, run and close each of `bundle`'s sessions `rounds` times through a loader holding
+    only it; the medians of load and (warm) run seconds, the bytes the loader counts."""
+    cache = EngineCache(max(bundle.footprint.alone_bytes * 4, 1 << 20), pool_weights=pooled)
+    cache.register(bundle)
+    solo = list(bundle.models()) == [bundle.name] or not bundle.models()
+    keys: list[str | None] = [None] + ([] if solo else sorted(bundle.parts))
+    costs: dict[str | None, SessionCost] = {}
+    try:
+        for key in keys:
+            names = (bundle.name, None) if key is None else (key, bundle.name)
+            feeds = random_feeds(cache.input_specs(names[0], bundle=names[1]))
+            loads, runs_s = [], []
+            for _ in range(rounds):
+                cache.unload(bundle.name)
+                before = cache.stats.seconds_loading
+                cache.load(names[0], bundle=names[1])
+                loads.append(cache.stats.seconds_loading - before)
+                for _ in range(runs):
+                    started = time.perf_counter()
+                    cache.run(names[0], feeds, bundle=names[1])
+                    runs_s.append(time.perf_counter() - started)
+            private, shared = bundle.session_cost(key, pooled)
+            costs[key] = SessionCost(
+                private,
+                tuple(sorted(shared.items())),
+                bundle.footprint.activation_bytes,
+                statistics.median(loads),
+                statistics.median(runs_s),
+            )
+    finally:
+        cache.close()
+    members = frozenset(bundle.models()) or frozenset({bundle.name})
+    parts = {key: cost for key, cost in costs.items() if key is not None}
+    return Measured(members, costs[None], parts)
+
+
+class CostModel:
+    """Predicted sessions for any group of the measured models."""
+
+    def __init__(
+        self,
+        alone: Mapping[str, SessionCost],
+        savings: Savings = Savings(),
+        part_scale: PartScale = PartScale(),
+        measured: Iterable[Measured] = (),
+    ):
+        self.alone = dict(alone)
+        self.savings = savings
+        self.part_scale = part_scale
+        # Groups measured for real are not predicted: their own numbers are used.
+        self._measured = {m.models: m for m in measured if len(m.models) > 1}
+        self._wholes: dict[frozenset[str], SessionCost] = {}
+        self._parts: dict[tuple[frozenset[str], str], SessionCost] = {}
+
+    @classmethod
+    def fitted(cls, alone: Mapping[str, Measured], groups: Sequence[Measured]) -> CostModel:
+        """Fit savings and part scales on the measured `groups` against their `alone` members."""
+        singles = {name: measured.whole for name, measured in alone.items()}
+        savings = Savings(
+            private_bytes=_saved(groups, singles, lambda c: c.private_bytes),
+            load_seconds=_saved(groups, singles, lambda c: c.load_seconds),
+            run_seconds=_saved(groups, singles, lambda c: c.run_seconds),
+            activation=_activation_share(groups, singles),
+        )
+        pairs = [(part, singles[name]) for g in groups for name, part in g.parts.items()]
+        scale = PartScale(
+            private_bytes=_ratio(pairs, lambda c: c.private_bytes),
+            load_seconds=_ratio(pairs, lambda c: c.load_seconds),
+            run_seconds=_ratio(pairs, lambda c: c.run_seconds),
+        )
+        return cls(singles, savings, scale, groups)
+
+    def whole(self, members: frozenset[str]) -> SessionCost:
+        """The whole session of a bundle of `members` (one model: the model alone)."""
+        cost = self._wholes.get(members)
+        if cost is None:
+            cost = self._wholes[members] = self._predict_whole(members)
+        return cost
+
+    def part(self, members: frozenset[str], model: str) -> SessionCost:
+        """`model`'s part of the bundle of `members`."""
+        cost = self._parts.get((members, model))
+        if cost is None:
+            cost = self._parts[members, model] = self._predict_part(members, model)
+        return cost
+
+    def _predict_whole(self, members: frozenset[str]) -> SessionCost:
+        if len(members) == 1:
+            return self.alone[next(iter(members))]
+        if members in self._measured:
+            return self._measured[members].whole
+        costs = [self.alone[name] for name in sorted(members)]
+        extra = len(costs) - 1
+        saved = self.savings
+        activations = sorted(cost.activation_bytes for cost in costs)
+        weights = dict(weight for cost in costs for weight in cost.weights)
+        return SessionCost(
+            private_bytes=max(
+                int(sum(c.private_bytes for c in costs) - extra * saved.private_bytes),
+                max(c.private_bytes for c in costs),
+            ),
+            weights=tuple(sorted(weights.items())),
+            activation_bytes=int(activations[-1] + saved.activation * sum(activations[:-1])),
+            load_seconds=max(
+                sum(c.load_seconds for c in costs) - extra * saved.load_seconds,
+                max(c.load_seconds for c in costs),
+            ),
+            run_seconds=max(
+                sum(c.run_seconds for c in costs) - extra * saved.run_seconds,
+                max(c.run_seconds for c in costs),
+            ),
+        )
+
+    def _predict_part(self, members: frozenset[str], model: str) -> SessionCost:
+        measured = self._measured.get(members)
+        if measured is not None and model in measured.parts:
+            return measured.parts[model]
+        alone, scale = self.alone[model], self.part_scale
+        return SessionCost(
+            private_bytes=int(alone.private_bytes * scale.private_bytes),
+            weights=alone.weights,
+            activation_bytes=alone.activation_bytes,
+            load_seconds=alone.load_seconds * scale.load_seconds,
+            run_seconds=alone.run_seconds * scale.run_seconds,
+        )
+
+    def to_record(self) -> dict:
+        """What was fitted, for the report."""
+        return {
+            "savings_per_extra_model": vars(self.savings),
+            "part_over_alone": vars(self.part_scale),
+            "measured_groups": sorted(sorted(members) for members in self._measured),
+        }
+
+
+def _saved(groups: Sequence[Measured], singles: Mapping[str, SessionCost], value) -> float:
+    """Least squares for `whole = sum(members) - (k - 1) * saved`, never below zero."""
+    numerator = denominator = 0.0
+    for group in groups:
+        extra = len(group.models) - 1
+        if extra < 1:
+            continue
+        summed = sum(value(singles[name]) for name in group.models)
+        numerator += extra * (summed - value(group.whole))
+        denominator += extra * extra
+    return max(0.0, numerator / denominator) if denominator else 0.0
+
+
+def _activation_share(groups: Sequence[Measured], singles: Mapping[str, SessionCost]) -> float:
+    """Least squares for `arena = largest + share * the others'`, between 0 and 1."""
+    numerator = denominator = 0.0
+    for group in groups:
+        sizes = sorted(singles[name].activation_bytes for name in group.models)
+        others = sum(sizes[:-1])
+        numerator += others * (group.whole.activation_bytes - sizes[-1])
+        denominator += others * others
+    return min(1.0, max(0.0, numerator / denominator)) if denominator else 1.0
+
+
+def _ratio(pairs: Sequence[tuple[SessionCost, SessionCost]], value) -> float:
+    """Summed measured over summed alone, 1 where nothing was measured."""
+    alone = sum(value(single) for _, single in pairs)
+    return sum(value(part) for part, _ in pairs) / alone if alone > 0 else 1.0

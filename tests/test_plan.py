@@ -1,0 +1,115 @@
+"""plan: the cost model fitted on real bundles, and replays on predicted sessions."""
+
+from __future__ import annotations
+
+import pytest
+
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.measure.simulate import Request, deployments, replay, route
+from fusedinf_cc.plan.costs import CostModel, Measured, SessionCost, measure_bundle
+from fusedinf_cc.plan.predict import predict
+from fusedinf_cc.runtime.loader import least_budget
+from tests import builders
+
+
+def _cost(private, load, run, activation=100, weights=()):
+    return SessionCost(private, tuple(weights), activation, load, run)
+
+
+def test_fitting_recovers_what_fusing_saves_per_extra_model():
+    alone = {
+        name: Measured(frozenset({name}), _cost(1000 * (i + 1), 0.01 * (i + 1), 0.002 * (i + 1)))
+        for i, name in enumerate("abcd")
+    }
+
+    def fused(names):
+        costs = [alone[n].whole for n in names]
+        extra = len(names) - 1
+        return Measured(
+            frozenset(names),
+            _cost(
+                sum(c.private_bytes for c in costs) - 300 * extra,
+                sum(c.load_seconds for c in costs) - 0.004 * extra,
+                sum(c.run_seconds for c in costs) - 0.001 * extra,
+                activation=100 + 50 * extra,
+            ),
+            {
+                n: _cost(alone[n].whole.private_bytes * 2, alone[n].whole.load_seconds, 0)
+                for n in names
+            },
+        )
+
+    model = CostModel.fitted(alone, [fused("ab"), fused("bcd")])
+    assert model.savings.private_bytes == pytest.approx(300)
+    assert model.savings.load_seconds == pytest.approx(0.004)
+    assert model.savings.run_seconds == pytest.approx(0.001)
+    assert model.savings.activation == pytest.approx(0.5)
+    assert model.part_scale.private_bytes == pytest.approx(2.0)
+    assert model.part_scale.run_seconds == 0.0
+    # A measured group is its measurement; another is predicted from its members.
+    assert model.whole(frozenset("ab")) == fused("ab").whole
+    predicted = model.whole(frozenset("acd"))
+    assert predicted.private_bytes == 1000 + 3000 + 4000 - 600
+    assert predicted.load_seconds == pytest.approx(0.08 - 0.008)
+    assert model.part(frozenset("acd"), "c").private_bytes == 6000
+
+
+def test_pooled_weights_of_a_group_count_once():
+    shared = ("digest-backbone", 5000)
+    alone = {
+        "h0": Measured(frozenset({"h0"}), _cost(100, 0.01, 0.01, weights=[shared, ("w0", 10)])),
+        "h1": Measured(frozenset({"h1"}), _cost(100, 0.01, 0.01, weights=[shared, ("w1", 10)])),
+    }
+    whole = CostModel.fitted(alone, []).whole(frozenset({"h0", "h1"}))
+    assert whole.bytes == 200 + 5000 + 20
+
+
+@pytest.fixture(scope="module")
+def small_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("plan")
+    return {
+        f"m{i}": builders.save(builders.affine(i, width=128), folder / f"m{i}.onnx")
+        for i in range(4)
+    }
+
+
+def test_a_predicted_replay_counts_what_the_real_loader_counts(small_models, tmp_path):
+    functions = {"fa": ["m0", "m1"], "fb": ["m1", "m2", "m3"], "fc": ["m3"]}
+    unfused, fused = deployments(small_models, functions, tmp_path / "work", aot=True)
+    measured = {
+        name: measure_bundle(b, pooled=True, rounds=2, runs=2)
+        for name, b in unfused.bundles.items()
+    }
+    groups = [measure_bundle(b, pooled=True, rounds=2, runs=2) for b in fused.bundles.values()]
+    costs = CostModel.fitted(measured, groups)
+    assert all(m.whole.load_seconds > 0 and m.whole.run_seconds > 0 for m in measured.values())
+    assert sorted(groups[1].parts) == ["m1", "m2", "m3"]
+    trace = [Request(0.01 * i, ("fa", "fb", "fc", "fb")[i % 4]) for i in range(40)]
+    # The least budget every bundle registers under: room for the largest, so some swap.
+    budget = max(least_budget([b.footprint for b in d.bundles.values()]) for d in (unfused, fused))
+    for deployment in (unfused, fused):
+        members = {
+            n: frozenset(b.models()) or frozenset({n}) for n, b in deployment.bundles.items()
+        }
+        calls = route(functions, {n: sorted(m) for n, m in members.items()})
+        assert calls == deployment.calls
+        real = replay(trace, deployment, budget, "lru")
+        guess = predict(trace, members, calls, costs, budget, "lru", deployment.name)
+        # The same bytes under the same policy: the same loads and evictions, exactly.
+        assert (guess.hits, guess.misses, guess.evictions) == (
+            real.hits,
+            real.misses,
+            real.evictions,
+        )
+        assert real.evictions > 0 and guess.models_loaded == real.models_loaded
+        assert guess.peak_accounted_bytes == real.peak_accounted_bytes
+        assert guess.seconds_loading > 0 and guess.p99_ms >= guess.p50_ms > 0
+    with pytest.raises(UserInputError, match="does not fit the budget"):
+        predict(
+            [Request(0.0, "fb")],
+            {"fb": frozenset({"m1", "m2", "m3"})},
+            {"fb": []},
+            costs,
+            1000,
+            "lru",
+        )

@@ -18,6 +18,7 @@ measured in.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,9 +38,17 @@ class SessionCost:
     load_seconds: float
     run_seconds: float
 
+    @functools.cached_property
+    def weight_bytes(self) -> int:
+        return sum(size for _, size in self.weights)
+
+    @functools.cached_property
+    def digests(self) -> frozenset[str]:
+        return frozenset(digest for digest, _ in self.weights)
+
     @property
     def bytes(self) -> int:
-        return self.private_bytes + sum(size for _, size in self.weights)
+        return self.private_bytes + self.weight_bytes
 
 
 @dataclass(frozen=True)

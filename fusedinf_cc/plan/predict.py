@@ -56,6 +56,8 @@ class _Memory:
         self.private = 0
         self.weights = 0
         self._holders: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}
+        self._shared: set[str] = set()  # digests more than one session holds: few
 
     def add(self, cost: SessionCost) -> None:
         self.private += cost.private_bytes
@@ -63,6 +65,9 @@ class _Memory:
             count = self._holders.get(digest, 0)
             if count == 0:
                 self.weights += size
+                self._sizes[digest] = size
+            elif count == 1:
+                self._shared.add(digest)
             self._holders[digest] = count + 1
 
     def remove(self, cost: SessionCost) -> None:
@@ -71,9 +76,11 @@ class _Memory:
             count = self._holders[digest] - 1
             if count == 0:
                 self.weights -= size
-                del self._holders[digest]
+                del self._holders[digest], self._sizes[digest]
             else:
                 self._holders[digest] = count
+                if count == 1:
+                    self._shared.discard(digest)
 
     def added_by(self, costs: Sequence[SessionCost]) -> int:
         """Bytes these sessions would add to what is held."""
@@ -86,6 +93,10 @@ class _Memory:
 
     def freed_by(self, costs: Sequence[SessionCost]) -> int:
         """Bytes closing these sessions (all of one bundle) would free."""
+        if len(costs) == 1:  # the common case, without walking every weight
+            cost = costs[0]
+            kept = sum(self._sizes[d] for d in self._shared if d in cost.digests)
+            return cost.bytes - kept
         own: dict[str, int] = {}
         sizes: dict[str, int] = {}
         for cost in costs:

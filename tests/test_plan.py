@@ -8,6 +8,7 @@ from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.measure.simulate import Request, deployments, replay, route
 from fusedinf_cc.plan.costs import CostModel, Measured, SessionCost, measure_bundle
 from fusedinf_cc.plan.predict import predict
+from fusedinf_cc.plan.search import named, search
 from fusedinf_cc.runtime.loader import least_budget
 from tests import builders
 
@@ -113,3 +114,29 @@ def test_a_predicted_replay_counts_what_the_real_loader_counts(small_models, tmp
             1000,
             "lru",
         )
+
+
+def test_search_fuses_models_called_together_and_keeps_others_apart():
+    # Fusing saves most of a session's fixed cost: a group called together loads and runs
+    # cheaper fused, while a model fused with one it is never called with only costs memory.
+    alone = {
+        name: Measured(
+            frozenset({name}),
+            _cost(4 << 20, 0.02, 0.01, activation=1 << 20, weights=[(name, 8 << 20)]),
+        )
+        for name in ("a", "b", "c", "d")
+    }
+    pair = Measured(
+        frozenset("ab"), _cost(5 << 20, 0.025, 0.012, 1 << 20, [("a", 8 << 20), ("b", 8 << 20)])
+    )
+    costs = CostModel.fitted(alone, [pair])
+    functions = {"both": ["a", "b"], "c": ["c"], "d": ["d"], "cd": ["c", "d"]}
+    names = ["both", "c", "both", "d", "both", "c", "both", "d"] * 25 + ["cd"]
+    trace = [Request(0.05 * i, name) for i, name in enumerate(names)]
+    budget = 2 * (12 << 20) + (1 << 20) + (13 << 20)  # a, b or the pair, beside one of c, d
+    found = search(trace, functions, costs, budget, "lru", pooled=True, seconds=20)
+    assert frozenset("ab") in found.best.grouping
+    assert not any({"c", "d"} <= bundle for bundle in found.best.grouping)
+    assert found.best.score < min(found.unfused.score, found.fused.score)
+    assert found.evaluated >= 3
+    assert named(found.best.grouping)["g00"] == frozenset("ab")

@@ -1,0 +1,190 @@
+"""Search groupings of models on predicted replays.
+
+A grouping is a set of bundles, each a set of models; every model a function calls sits in at
+least one, and with pooled weights a model may sit in several. Each is judged by a predicted
+replay of the planning trace (`predict`) against the two fixed deployments, unfused (a bundle
+per model) and fused (a bundle per function): its loading seconds over the better of theirs
+plus its p99 latency over the better of theirs, so 2.0 ties the best of both and less beats it.
+
+The search starts from both, then merges the pair of bundles that requests call together most
+often (by Jaccard over requests), one pair at a time, judging each grouping on the way; from
+the best seen it climbs: merge two co-called bundles, move a model out of its bundle, and with
+pooled weights give a hot function a bundle of its own or drop a bundle whose models all sit in
+others, taking the best move that helps until none does or time runs out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.measure.simulate import ReplayResult, Request, route
+from fusedinf_cc.plan.costs import CostModel
+from fusedinf_cc.plan.predict import predict
+
+Grouping = frozenset[frozenset[str]]
+
+
+def named(grouping: Grouping) -> dict[str, frozenset[str]]:
+    """Bundle names for a grouping: a model alone keeps its name, groups are g00, g01, ..."""
+    solos = {next(iter(b)): b for b in grouping if len(b) == 1}
+    groups = sorted((b for b in grouping if len(b) > 1), key=lambda b: sorted(b))
+    return {**solos, **{f"g{index:02d}": b for index, b in enumerate(groups)}}
+
+
+@dataclass(frozen=True)
+class Judged:
+    grouping: Grouping
+    score: float
+    result: ReplayResult
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    best: Judged
+    unfused: Judged
+    fused: Judged
+    evaluated: int
+    seconds: float
+
+
+class _Judge:
+    """Predicted replays of groupings, each judged once."""
+
+    def __init__(self, requests, functions, costs, budget, policy):
+        self.requests, self.functions = requests, functions
+        self.costs, self.budget, self.policy = costs, budget, policy
+        self.reference = (1.0, 1.0)
+        self._seen: dict[Grouping, Judged | None] = {}
+
+    def __call__(self, grouping: Grouping) -> Judged | None:
+        if grouping not in self._seen:
+            self._seen[grouping] = self._judge(grouping)
+        return self._seen[grouping]
+
+    @property
+    def evaluated(self) -> int:
+        return len(self._seen)
+
+    def _judge(self, grouping: Grouping) -> Judged | None:
+        bundles = named(grouping)
+        calls = route(self.functions, {name: sorted(m) for name, m in bundles.items()})
+        try:
+            result = predict(self.requests, bundles, calls, self.costs, self.budget, self.policy)
+        except UserInputError:
+            return None  # a bundle that cannot fit the budget
+        loading, p99 = self.reference
+        score = result.seconds_loading / loading + result.p99_ms / p99
+        return Judged(grouping, score, result)
+
+    def rescore(self, judged: Judged) -> Judged:
+        """`judged` against the current reference (set once the baselines are judged)."""
+        loading, p99 = self.reference
+        score = judged.result.seconds_loading / loading + judged.result.p99_ms / p99
+        self._seen[judged.grouping] = rescored = Judged(judged.grouping, score, judged.result)
+        return rescored
+
+
+def search(
+    requests: Sequence[Request],
+    functions: Mapping[str, Sequence[str]],
+    costs: CostModel,
+    budget_bytes: int,
+    policy: str,
+    *,
+    pooled: bool,
+    seconds: float = 30.0,
+    progress: Callable[[int], None] | None = None,
+) -> SearchResult:
+    """The best grouping found within `seconds`; `progress(evaluated)` after each step."""
+    started = time.perf_counter()
+    fns = {name: list(models) for name, models in functions.items()}
+    judge = _Judge(requests, fns, costs, budget_bytes, policy)
+    used = sorted({m for models in fns.values() for m in models})
+    unfused_g: Grouping = frozenset(frozenset({m}) for m in used)
+    fused_g: Grouping = frozenset(frozenset(models) for models in fns.values())
+    unfused, fused = judge(unfused_g), judge(fused_g)
+    if unfused is None:
+        raise UserInputError("a model alone does not fit the budget")
+    baselines = [j for j in (unfused, fused) if j is not None]
+    judge.reference = (
+        max(min(j.result.seconds_loading for j in baselines), 1e-9),
+        max(min(j.result.p99_ms for j in baselines), 1e-9),
+    )
+    unfused = judge.rescore(unfused)
+    fused = judge.rescore(fused) if fused is not None else unfused
+    called = Counter(frozenset(fns[r.function]) for r in requests)
+    best = min((unfused, fused), key=lambda j: j.score)
+    for grouping in _agglomerated(unfused_g, called):
+        judged = judge(grouping)
+        if judged is not None and judged.score < best.score:
+            best = judged
+        if progress:
+            progress(judge.evaluated)
+        if time.perf_counter() - started > seconds / 2:
+            break
+    while time.perf_counter() - started < seconds:
+        moves = [judge(g) for g in _moves(best.grouping, called, fns, pooled)]
+        better = [j for j in moves if j is not None and j.score < best.score - 1e-9]
+        if progress:
+            progress(judge.evaluated)
+        if not better:
+            break
+        best = min(better, key=lambda j: j.score)
+    return SearchResult(best, unfused, fused, judge.evaluated, time.perf_counter() - started)
+
+
+def _together(grouping: Grouping, called: Counter) -> Counter:
+    """Requests that call models of both bundles, by pair of bundles."""
+    pairs: Counter = Counter()
+    for models, count in called.items():
+        touched = sorted((b for b in grouping if b & models), key=sorted)
+        for a, b in itertools.combinations(touched, 2):
+            pairs[a, b] += count
+    return pairs
+
+
+def _agglomerated(start: Grouping, called: Counter):
+    """Groupings from merging, one pair at a time, the bundles most often called together
+    relative to how often either is called."""
+    grouping = start
+    while True:
+        pairs = _together(grouping, called)
+        if not pairs:
+            return
+        uses = Counter()
+        for models, count in called.items():
+            for bundle in grouping:
+                if bundle & models:
+                    uses[bundle] += count
+        (a, b), _ = max(
+            pairs.items(),
+            key=lambda item: (item[1] / (uses[item[0][0]] + uses[item[0][1]] - item[1]), item[1]),
+        )
+        grouping = (grouping - {a, b}) | {a | b}
+        yield grouping
+
+
+def _moves(grouping: Grouping, called: Counter, functions, pooled: bool) -> list[Grouping]:
+    """Neighbouring groupings: merges of the most co-called pairs, a model moved out of its
+    bundle, and with pooled weights a hot function's own bundle or a redundant bundle dropped."""
+    moves = []
+    for (a, b), _ in _together(grouping, called).most_common(8):
+        moves.append((grouping - {a, b}) | {a | b})
+    for bundle in sorted((b for b in grouping if len(b) > 1), key=sorted):
+        for model in sorted(bundle):
+            rest = (grouping - {bundle}) | {bundle - {model}}
+            held = any(model in b for b in rest)
+            moves.append(rest if held else rest | {frozenset({model})})
+    if pooled:
+        hot = [models for models, _ in called.most_common(6) if models not in grouping]
+        moves += [grouping | {models} for models in hot[:4] if len(models) > 1]
+        for bundle in grouping:
+            rest = grouping - {bundle}
+            if all(any(m in b for b in rest) for m in bundle):
+                moves.append(rest)
+    return moves

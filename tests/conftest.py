@@ -31,6 +31,18 @@ def footprint_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield folder
 
 
+@pytest.fixture(scope="module")
+def small_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Four small distinct models (m0..m3) for replays: fast to build, load and run."""
+    from tests import builders
+
+    folder = tmp_path_factory.mktemp("small-models")
+    return {
+        f"m{i}": builders.save(builders.affine(i, width=128), folder / f"m{i}.onnx")
+        for i in range(4)
+    }
+
+
 @pytest.fixture(scope="session")
 def zoo() -> Callable[..., Path]:
     """`zoo("resnet18", opset=11)` -> path of that export, made once per cache."""

@@ -10,7 +10,6 @@ from fusedinf_cc.plan.costs import CostModel, Measured, SessionCost, measure_bun
 from fusedinf_cc.plan.predict import predict
 from fusedinf_cc.plan.search import named, search
 from fusedinf_cc.runtime.loader import least_budget
-from tests import builders
 
 
 def _cost(private, load, run, activation=100, weights=()):
@@ -63,15 +62,6 @@ def test_pooled_weights_of_a_group_count_once():
     }
     whole = CostModel.fitted(alone, []).whole(frozenset({"h0", "h1"}))
     assert whole.bytes == 200 + 5000 + 20
-
-
-@pytest.fixture(scope="module")
-def small_models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("plan")
-    return {
-        f"m{i}": builders.save(builders.affine(i, width=128), folder / f"m{i}.onnx")
-        for i in range(4)
-    }
 
 
 def test_a_predicted_replay_counts_what_the_real_loader_counts(small_models, tmp_path):

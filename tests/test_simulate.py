@@ -103,15 +103,6 @@ def test_budget_parsing():
         parse_budget("lots", 0)
 
 
-@pytest.fixture(scope="module")
-def small_models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sim")
-    return {
-        f"m{i}": builders.save(builders.affine(i, width=128), folder / f"m{i}.onnx")
-        for i in range(4)
-    }
-
-
 def test_replay_counts_one_call_per_bundle_a_function_runs(small_models, tmp_path):
     functions = {"fa": ["m0", "m1"], "fb": ["m1", "m2", "m3"]}
     unfused, fused = deployments(small_models, functions, tmp_path / "work")

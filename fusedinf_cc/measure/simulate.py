@@ -28,7 +28,6 @@ from typing import NamedTuple
 import numpy as np
 
 from fusedinf_cc.artifacts.manifest import cached_manifest
-from fusedinf_cc.backends.base import TensorSpec
 from fusedinf_cc.common.errors import UserInputError, first_line
 from fusedinf_cc.common.files import sha256_file, write_text_atomic
 from fusedinf_cc.common.sizes import format_bytes, parse_size
@@ -185,6 +184,11 @@ class Call(NamedTuple):
     bundle: str
     model: str | None = None
 
+    @property
+    def name(self) -> str:
+        """What the loader is asked for, with `bundle=`: the model, or the bundle itself."""
+        return self.model or self.bundle
+
 
 @dataclass(frozen=True)
 class Deployment:
@@ -217,7 +221,6 @@ def grouped_deployment(
     work_dir: Path,
     aot: bool = False,
     stack: bool = False,
-    name: str = "grouped",
 ) -> Deployment:
     """A bundle per group (fused; a model may sit in several groups) and per used model in
     none; a request runs what `route` picks."""
@@ -241,7 +244,7 @@ def grouped_deployment(
     members_of = solo_completed(groups, functions)
     for model in set(members_of) - set(bundles):
         bundles[model] = open_bundle(_single(models, model, work_dir, aot), name=model)
-    return Deployment(name, bundles, route(functions, members_of))
+    return Deployment("grouped", bundles, route(functions, members_of))
 
 
 def _preference(members: set[str], remaining: set[str], name: str) -> tuple[int, bool, int, str]:
@@ -434,7 +437,9 @@ def replay(
     for bundle in deployment.bundles.values():
         cache.register(bundle)
     called = dict.fromkeys(call for calls in deployment.calls.values() for call in calls)
-    feeds = {call: random_feeds(_call_specs(cache, call)) for call in called}
+    feeds = {
+        call: random_feeds(cache.input_specs(call.name, bundle=call.bundle)) for call in called
+    }
     cache.close()  # reading input specs loaded bundles: start the replay cold
     cache.reset_stats()
     baseline = status_bytes().get("VmRSS", 0)
@@ -447,10 +452,7 @@ def replay(
         began = time.perf_counter()
         for call in deployment.calls[request.function]:
             future.now = next(steps)
-            if call.model is None:
-                cache.run(call.bundle, feeds[call])
-            else:
-                cache.run(call.model, feeds[call], bundle=call.bundle)
+            cache.run(call.name, feeds[call], bundle=call.bundle)
         service = time.perf_counter() - began
         server_free_at = start + service
         latencies.append((server_free_at - request.arrival_s) * 1000.0)
@@ -472,12 +474,6 @@ def replay(
         peak_accounted_bytes=stats.peak_accounted_bytes,
         peak_rss_growth_bytes=peak_rss - baseline,
     )
-
-
-def _call_specs(cache: EngineCache, call: Call) -> list[TensorSpec]:
-    if call.model is None:
-        return cache.input_specs(call.bundle)
-    return cache.input_specs(call.model, bundle=call.bundle)
 
 
 def total_footprint(deployment: Deployment) -> int:

@@ -84,22 +84,20 @@ def measure_bundle(bundle: Bundle, pooled: bool, rounds: int = 3, runs: int = 5)
     only it; the medians of load and (warm) run seconds, the bytes the loader counts."""
     cache = EngineCache(max(bundle.footprint.alone_bytes * 4, 1 << 20), pool_weights=pooled)
     cache.register(bundle)
-    solo = list(bundle.models()) == [bundle.name] or not bundle.models()
-    keys: list[str | None] = [None] + ([] if solo else sorted(bundle.parts))
     costs: dict[str | None, SessionCost] = {}
     try:
-        for key in keys:
-            names = (bundle.name, None) if key is None else (key, bundle.name)
-            feeds = random_feeds(cache.input_specs(names[0], bundle=names[1]))
+        for key in [None, *sorted(bundle.parts)]:  # a bundle of one model has no parts
+            name = key or bundle.name
+            feeds = random_feeds(cache.input_specs(name, bundle=bundle.name))
             loads, runs_s = [], []
             for _ in range(rounds):
                 cache.unload(bundle.name)
                 before = cache.stats.seconds_loading
-                cache.load(names[0], bundle=names[1])
+                cache.load(name, bundle=bundle.name)
                 loads.append(cache.stats.seconds_loading - before)
                 for _ in range(runs):
                     started = time.perf_counter()
-                    cache.run(names[0], feeds, bundle=names[1])
+                    cache.run(name, feeds, bundle=bundle.name)
                     runs_s.append(time.perf_counter() - started)
             private, shared = bundle.session_cost(key, pooled)
             costs[key] = SessionCost(

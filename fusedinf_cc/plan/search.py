@@ -77,15 +77,16 @@ class _Judge:
             result = predict(self.requests, bundles, calls, self.costs, self.budget, self.policy)
         except UserInputError:
             return None  # a bundle that cannot fit the budget
+        return Judged(grouping, self._score(result), result)
+
+    def _score(self, result: ReplayResult) -> float:
         loading, p99 = self.reference
-        score = result.seconds_loading / loading + result.p99_ms / p99
-        return Judged(grouping, score, result)
+        return result.seconds_loading / loading + result.p99_ms / p99
 
     def rescore(self, judged: Judged) -> Judged:
         """`judged` against the current reference (set once the baselines are judged)."""
-        loading, p99 = self.reference
-        score = judged.result.seconds_loading / loading + judged.result.p99_ms / p99
-        self._seen[judged.grouping] = rescored = Judged(judged.grouping, score, judged.result)
+        rescored = Judged(judged.grouping, self._score(judged.result), judged.result)
+        self._seen[judged.grouping] = rescored
         return rescored
 
 

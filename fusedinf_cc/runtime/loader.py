@@ -328,7 +328,8 @@ class EngineCache:
     ) -> dict[str, np.ndarray]:
         """Run bundle `name` (feeds by fused names) or model `name` (feeds by its own names);
         a model's request runs its part of the bundle where the bundle has one. `bundle`:
-        the bundle whose copy of model `name` runs, for a model that sits in several."""
+        the bundle whose copy of model `name` runs, for a model that sits in several (`name`
+        equal to `bundle`: that bundle)."""
         bundle_name, model = self._resolve(name, bundle)
         entry, session = self._acquire(bundle_name, model)
         try:
@@ -413,7 +414,7 @@ class EngineCache:
     def _resolve(self, name: str, bundle: str | None = None) -> tuple[str, ModelEntry | None]:
         """(bundle, model or None for the whole) that a request for `name` runs."""
         with self._condition:
-            if bundle is not None:
+            if bundle is not None and name != bundle:  # a model of that bundle
                 entry = self._entries.get(bundle)
                 if entry is None or name not in entry.bundle.models():
                     raise UserInputError(f"bundle {bundle!r} has no model named {name!r}")

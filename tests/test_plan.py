@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.measure.simulate import Request, deployments, replay, route
+from fusedinf_cc.measure.simulate import Deployment, Request, deployments, replay, route
 from fusedinf_cc.plan.costs import CostModel, Measured, SessionCost, measure_bundle
 from fusedinf_cc.plan.predict import predict
 from fusedinf_cc.plan.search import named, search
-from fusedinf_cc.runtime.loader import least_budget
+from fusedinf_cc.runtime.loader import Bundle, least_budget
 
 
 def _cost(private, load, run, activation=100, weights=()):
@@ -64,9 +66,29 @@ def test_pooled_weights_of_a_group_count_once():
     assert whole.bytes == 200 + 5000 + 20
 
 
+def _remeasured(deployment: Deployment, wider: str, extra_arena: int) -> Deployment:
+    """`deployment` (of single models) with its footprints set: every bundle the size of the
+    first, and `wider`'s requests need `extra_arena` more than the others'."""
+    first = next(iter(deployment.bundles.values())).footprint
+    bundles = {}
+    for name, bundle in deployment.bundles.items():
+        footprint = replace(
+            bundle.footprint,
+            measured_bytes=first.measured_bytes,
+            activation_bytes=first.activation_bytes + (extra_arena if name == wider else 0),
+        )
+        bundles[name] = Bundle(bundle.name, bundle.artifact, bundle.manifest, footprint)
+    return Deployment(deployment.name, bundles, deployment.calls)
+
+
 def test_a_predicted_replay_counts_what_the_real_loader_counts(small_models, tmp_path):
     functions = {"fa": ["m0", "m1"], "fb": ["m1", "m2", "m3"], "fc": ["m3"]}
     unfused, fused = deployments(small_models, functions, tmp_path / "work", aot=True)
+    # Footprints as a machine may measure them: models of one size, m2's requests needing a
+    # wider arena. A replay starts with the arena that wide (it opened every session for its
+    # feeds): two models would fit beside the others' arena, one fits beside m2's.
+    unfused = _remeasured(unfused, wider="m2", extra_arena=64 << 10)
+    one = unfused.bundles["m0"].footprint
     measured = {
         name: measure_bundle(b, pooled=True, rounds=2, runs=2)
         for name, b in unfused.bundles.items()
@@ -76,9 +98,13 @@ def test_a_predicted_replay_counts_what_the_real_loader_counts(small_models, tmp
     assert all(m.whole.load_seconds > 0 and m.whole.run_seconds > 0 for m in measured.values())
     assert sorted(groups[1].parts) == ["m1", "m2", "m3"]
     trace = [Request(0.01 * i, ("fa", "fb", "fc", "fb")[i % 4]) for i in range(40)]
-    # The least budget every bundle registers under: room for the largest, so some swap.
-    budget = max(least_budget([b.footprint for b in d.bundles.values()]) for d in (unfused, fused))
+    budgets = {
+        unfused.name: 2 * one.measured_bytes + one.activation_bytes + (32 << 10),
+        # The least budget every bundle registers under: room for the largest, so some swap.
+        fused.name: least_budget([b.footprint for b in fused.bundles.values()]),
+    }
     for deployment in (unfused, fused):
+        budget = budgets[deployment.name]
         members = {
             n: frozenset(b.models()) or frozenset({n}) for n, b in deployment.bundles.items()
         }

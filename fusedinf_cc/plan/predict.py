@@ -6,7 +6,8 @@ loader's own policy objects until it fits the budget beside the shared activatio
 runs. Sessions are `CostModel` predictions and time is counted, not measured, so one replay of
 thousands of requests takes milliseconds. The accounting follows `EngineCache`: a bundle holds
 its whole and its models' parts as sessions, pooled weights count once while any session holds
-them, the arena grows to the largest request and never shrinks, a bundle whose next session
+them, the arena grows to the largest request and never shrinks (and a replay starts with it
+grown: it opened every called session for its feeds), a bundle whose next session
 does not fit beside its own idle ones closes those first.
 """
 
@@ -131,9 +132,16 @@ def predict(
                 f"bundle {name!r} ({', '.join(sorted(members))}) does not fit the budget"
             )
         entries[name] = _Resident(name, members, whole.bytes, whole.activation_bytes)
+    order = {entry.name: i for i, entry in enumerate(entries.values())}
     memory = _Memory()
     resident: dict[str, _Resident] = {}
-    arena = 0
+    # A replay opens every called session once for its feeds before it starts: the arena it
+    # starts with has grown to the largest of them. A request needs its bundle's arena, parts
+    # too (what the loader counts).
+    arena = max(
+        (entries[call.bundle].activation for called in calls.values() for call in called),
+        default=0,
+    )
     hits = misses = evictions = models_loaded = 0
     loading = peak = 0.0
     server_free_at = 0.0
@@ -148,9 +156,13 @@ def predict(
             key = None if call.model is None or len(entry.members) == 1 else call.model
             session = costs.whole(entry.members) if key is None else costs.part(entry.members, key)
             was_resident = entry.name in resident
-            needed_arena = max(arena, session.activation_bytes)
+            needed_arena = max(arena, entry.activation)
             if key not in entry.sessions:
-                others = [e for e in resident.values() if e is not entry]
+                # In the order bundles registered, as the loader offers them: a policy that
+                # weighs two victims alike takes the first.
+                others = sorted(
+                    (e for e in resident.values() if e is not entry), key=lambda e: order[e.name]
+                )
                 if _alone_bytes([*entry.sessions.values(), session]) + needed_arena > budget_bytes:
                     if not entry.sessions:
                         raise UserInputError(f"bundle {entry.name!r} does not fit the budget")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -11,7 +12,9 @@ from fusedinf_cc.measure.simulate import Deployment, Request, deployments, repla
 from fusedinf_cc.plan.costs import CostModel, Measured, SessionCost, measure_bundle
 from fusedinf_cc.plan.predict import predict
 from fusedinf_cc.plan.search import named, search
+from fusedinf_cc.precompile.spec import read_spec
 from fusedinf_cc.runtime.loader import Bundle, least_budget
+from tests.conftest import run_cli
 
 
 def _cost(private, load, run, activation=100, weights=()):
@@ -156,3 +159,68 @@ def test_search_fuses_models_called_together_and_keeps_others_apart():
     assert found.best.score < min(found.unfused.score, found.fused.score)
     assert found.evaluated >= 3
     assert named(found.best.grouping)["g00"] == frozenset("ab")
+
+
+def _calls_trace(path, rows, every=0.02):
+    path.write_text(
+        "timestamp,models\n" + "".join(f"{every * i:.3f},{row}\n" for i, row in enumerate(rows)),
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_plan_writes_a_spec_that_bundle_build_and_simulate_take(small_models, tmp_path):
+    trace = _calls_trace(tmp_path / "calls.csv", ["m0+m1", "m2", "m0+m1", "m3", "m1+m2"] * 12)
+    models = [f"{name}={path}" for name, path in small_models.items()]
+    spec, report = tmp_path / "fusedinf.toml", tmp_path / "plan.json"
+    common = ["--trace", trace, "--work-dir", tmp_path / "work", "--aot", "--policy", "lru"]
+    result = run_cli(
+        "plan", *models, *common, "--budget", "100%", "-o", spec, "--json", report,
+        "--replays", "1", "--search-seconds", "3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "held-out" in result.stdout and f"wrote {spec}" in result.stdout
+    record = json.loads(report.read_text())
+    deployed = read_spec(spec).groups()
+    assert deployed == record["bundles"]
+    assert {m for members in deployed.values() for m in members} == set(small_models)
+    assert not set(deployed) & set(small_models)  # a spec's bundle never has a model's name
+    assert (record["planning_requests"], record["held_out_requests"]) == (30, 30)
+    held_out = {e["deployment"]: e for e in record["held_out"]}
+    assert set(held_out) == {"unfused", "fused", "plan"}
+    for evaluation in held_out.values():
+        (replayed,) = evaluation["replayed"]
+        assert replayed["requests"] == evaluation["predicted"]["requests"] == 30
+    # Every model alone was measured for real: under LRU the prediction counts its loads.
+    unfused = held_out["unfused"]
+    assert unfused["predicted"]["misses"] == unfused["replayed"][0]["misses"] > 0
+    assert set(record["over_better_baseline"]) == {"loading_seconds", "p99_ms"}
+    # The spec is what `bundle build` builds and `simulate` replays, unchanged.
+    built = run_cli("bundle", "build", spec, "--out", tmp_path / "dist")
+    assert built.returncode == 0, built.stderr
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir() if p.is_dir()) == sorted(deployed)
+    replayed = run_cli("simulate", *models, *common, "--budget", "100%", "--fused-groups", spec)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "grouped" in replayed.stdout
+
+
+@pytest.mark.parametrize(
+    ("rows", "extra", "message"),
+    [
+        (["m0+m9"] * 4, [], "models not given: m9"),
+        (["m0+m1"] * 4, ["--budget", "1KiB"], "below the largest model"),
+        (["m0+m1"] * 4, ["--holdout", "1"], "--holdout 1: a share of the trace"),
+        ([], [], "no requests"),
+    ],
+)
+def test_plan_refuses_bad_input_in_one_line_and_writes_nothing(
+    small_models, tmp_path, rows, extra, message
+):
+    trace = _calls_trace(tmp_path / "calls.csv", rows)
+    models = [f"{name}={path}" for name, path in small_models.items()]
+    spec = tmp_path / "fusedinf.toml"
+    args = ["--trace", trace, "--budget", "100%", "-o", spec, "--work-dir", tmp_path / "work"]
+    result = run_cli("plan", *models, *args, "--replays", "0", *extra)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not spec.exists()

@@ -322,10 +322,16 @@ def test_a_model_in_two_bundles_runs_in_the_one_its_function_is_routed_to(small_
 
 def test_a_trace_that_names_models_defines_its_functions(small_models, tmp_path):
     trace = tmp_path / "calls.csv"
-    trace.write_text("timestamp,models\n0.2,m1+m0\n0.1,m2\n0.3,m0+m1+m0\n", encoding="utf-8")
+    trace.write_text("timestamp,models\n0.2,m1+m0\n0.1,m1\n0.3,m0+m1+m0\n", encoding="utf-8")
     requests = read_trace(trace)
-    assert [r.function for r in requests] == ["m2", "m0+m1", "m0+m1"]
-    assert trace_functions(requests) == {"m2": ["m2"], "m0+m1": ["m0", "m1"]}
+    assert [r.function for r in requests] == ["m1", "m0+m1", "m0+m1"]
+    functions = trace_functions(requests)
+    assert functions == {"m1": ["m1"], "m0+m1": ["m0", "m1"]}
+    # One bundle per function: m1 alone, named after it, beside a bundle that holds m1 too.
+    _, fused = deployments(small_models, functions, tmp_path / "w", aot=True)
+    assert fused.calls == {"m1": [Call("m1")], "m0+m1": [Call("m0+m1")]}
+    result = replay(requests, fused, total_footprint(fused), "lru")
+    assert (result.misses, result.hits) == (2, 1)
     again = tmp_path / "again.csv"
     write_trace(requests, again)
     assert read_trace(again) == requests

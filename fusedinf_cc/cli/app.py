@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from fusedinf_cc import __version__
-from fusedinf_cc.cli import bundle, fuse, measure, run, serve
+from fusedinf_cc.cli import bundle, fuse, measure, plan, run, serve
 from fusedinf_cc.cli.base import console
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ app.command()(measure.bench)
 app.command()(measure.verify)
 app.command("run")(run.run_command)
 app.command()(measure.simulate)
+app.command("plan")(plan.plan_command)
 app.command("check")(fuse.check_command)
 
 bundle_app = typer.Typer(

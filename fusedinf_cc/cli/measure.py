@@ -342,7 +342,7 @@ def spec_groups(path: Path, models: dict[str, Path]) -> dict[str, list[str]]:
     among the models given (a model may sit in several bundles)."""
     from fusedinf_cc.precompile.spec import read_spec
 
-    groups = {name: sorted(b.models) for name, b in read_spec(path).bundles.items()}
+    groups = read_spec(path).groups()
     unknown = sorted({m for members in groups.values() for m in members} - set(models))
     if unknown:
         raise UserInputError(f"--fused-groups {path}: models not given: {', '.join(unknown)}")

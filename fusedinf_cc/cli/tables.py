@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the reports' types only: a table module must not load what 
     from fusedinf_cc.measure.bench import BenchReport
     from fusedinf_cc.measure.simulate import ReplayResult
     from fusedinf_cc.measure.verify import VerifyReport
+    from fusedinf_cc.plan.planner import Evaluation, Plan
 
 
 def simulation_table(results: list[ReplayResult]) -> Table:
@@ -49,6 +50,56 @@ def simulation_table(results: list[ReplayResult]) -> Table:
             format_bytes(r.peak_rss_growth_bytes),
         )
     return table
+
+
+def plan_bundles_table(plan: Plan) -> Table:
+    """The plan's bundles: their models and predicted footprints (with an arena)."""
+    table = Table("bundle", "models", "footprint", title="plan")
+    for name, members in plan.bundles.items():
+        table.add_row(name, ", ".join(members), format_bytes(plan.bundle_bytes[name]))
+    return table
+
+
+def plan_table(plan: Plan) -> Table:
+    """Each deployment on the held-out requests: predicted, then replayed (the median, and the
+    range over the replays)."""
+    table = Table(
+        "deployment",
+        "bundles",
+        "misses",
+        "loading s",
+        "p50 ms",
+        "p99 ms",
+        title=(
+            f"{plan.held_out_requests} held-out requests (planned on {plan.planning_requests}), "
+            f"budget {format_bytes(plan.budget_bytes)}, {plan.search.best.result.policy}: "
+            "predicted / replayed"
+        ),
+    )
+    for evaluation in plan.evaluations:
+        if evaluation.predicted is None or evaluation.left_out:
+            why = evaluation.left_out or "not judged"
+            table.add_row(evaluation.deployment, str(evaluation.bundles), Text(why), "", "", "")
+            continue
+        table.add_row(
+            evaluation.deployment,
+            str(evaluation.bundles),
+            _predicted_replayed(evaluation, lambda r: r.misses, "{:.0f}"),
+            _predicted_replayed(evaluation, lambda r: r.seconds_loading, "{:.2f}"),
+            _predicted_replayed(evaluation, lambda r: r.p50_ms, "{:.1f}"),
+            _predicted_replayed(evaluation, lambda r: r.p99_ms, "{:.1f}"),
+        )
+    return table
+
+
+def _predicted_replayed(evaluation: Evaluation, value: Callable, form: str) -> str:
+    predicted = form.format(value(evaluation.predicted)) if evaluation.predicted else "-"
+    median, spread = evaluation.median(value), evaluation.spread(value)
+    if median is None or spread is None:
+        return f"{predicted} / -"
+    low, high = spread
+    ranged = f" ({form.format(low)}-{form.format(high)})" if len(evaluation.replayed) > 1 else ""
+    return f"{predicted} / {form.format(median)}{ranged}"
 
 
 def summary_lines(summary: ModelSummary) -> list[RenderableType]:

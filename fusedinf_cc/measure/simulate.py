@@ -233,18 +233,30 @@ def grouped_deployment(
             )
         if group in models and members != [group]:
             raise UserInputError(f"--fused-groups: group {group!r} has a model's name")
-    bundles = {}
-    for group, members in groups.items():
-        if members == [group]:  # a model alone, under its own name
-            bundles[group] = open_bundle(_single(models, group, work_dir, aot), name=group)
-            continue
-        key = hashlib.sha256(",".join(sorted(members)).encode()).hexdigest()[:12]
-        out = _built(models, members, work_dir / f"group-{key}", aot, stack)
-        bundles[group] = open_bundle(out, name=group)
+    bundles = {
+        group: group_bundle(models, members, group, work_dir, aot, stack)
+        for group, members in groups.items()
+    }
     members_of = solo_completed(groups, functions)
     for model in set(members_of) - set(bundles):
         bundles[model] = open_bundle(_single(models, model, work_dir, aot), name=model)
     return Deployment("grouped", bundles, route(functions, members_of))
+
+
+def group_bundle(
+    models: dict[str, Path],
+    members: Sequence[str],
+    name: str,
+    work_dir: Path,
+    aot: bool = False,
+    stack: bool = False,
+) -> Bundle:
+    """The bundle of `members` under `name`: one model as the unfused deployment opens it, more
+    fused (built once per set of models and reused)."""
+    if len(members) == 1:
+        return open_bundle(_single(models, members[0], work_dir, aot), name=name)
+    key = hashlib.sha256(",".join(sorted(members)).encode()).hexdigest()[:12]
+    return open_bundle(_built(models, members, work_dir / f"group-{key}", aot, stack), name=name)
 
 
 def _preference(members: set[str], remaining: set[str], name: str) -> tuple[int, bool, int, str]:

@@ -31,7 +31,7 @@ Grouping = frozenset[frozenset[str]]
 
 def named(grouping: Grouping) -> dict[str, frozenset[str]]:
     """Bundle names for a grouping: a model alone keeps its name, groups are g00, g01, ..."""
-    solos = {next(iter(b)): b for b in grouping if len(b) == 1}
+    solos = {next(iter(b)): b for b in sorted((b for b in grouping if len(b) == 1), key=sorted)}
     groups = sorted((b for b in grouping if len(b) > 1), key=lambda b: sorted(b))
     return {**solos, **{f"g{index:02d}": b for index, b in enumerate(groups)}}
 

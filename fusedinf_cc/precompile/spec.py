@@ -122,6 +122,10 @@ class Spec:
     path: Path
     bundles: dict[str, BundleSpec]
 
+    def groups(self) -> dict[str, list[str]]:
+        """Each bundle's models, by bundle: what a replay deploys."""
+        return {name: sorted(bundle.models) for name, bundle in self.bundles.items()}
+
 
 def read_spec(path: Path) -> Spec:
     """Parse and check a spec file; the first mistake raises a one-line error with its line."""

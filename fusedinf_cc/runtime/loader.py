@@ -285,11 +285,15 @@ class EngineCache:
             self._check_fits(bundle)
             # Bundle names are unique and never another bundle's model; one model may sit in
             # several bundles (a model shared by several functions), which only makes it
-            # ambiguous. A bundle of one model may carry that model's name: both mean the model.
-            own = set(bundle.models()) - {bundle.name} if _is_solo(bundle) else bundle.models()
-            clashes = ({bundle.name} & (set(self._entries) | set(self._model_index))) | (
-                set(own) & (set(self._entries) | {bundle.name})
-            )
+            # ambiguous. A bundle of one model may carry that model's name: both mean the model,
+            # and a request for it runs that bundle, the model alone, however many hold it.
+            solos = {name for name, entry in self._entries.items() if _is_solo(entry.bundle)}
+            if _is_solo(bundle):
+                clashes = {bundle.name} & set(self._entries)
+            else:
+                clashes = ({bundle.name} & (set(self._entries) | set(self._model_index))) | (
+                    set(bundle.models()) & ((set(self._entries) - solos) | {bundle.name})
+                )
             if clashes:
                 raise UserInputError(f"names already registered: {', '.join(sorted(clashes))}")
             # GDSF's cost starts as the load time measured with the footprint.

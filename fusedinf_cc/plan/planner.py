@@ -1,0 +1,361 @@
+"""plan: the bundles for a trace and a budget, chosen on predictions and checked on real ones.
+
+1. Calibrate: build every called model alone and the hottest functions' groups (a few), and
+   measure each through the loader (`costs.measure_bundle`); fit the cost model on them.
+2. Search groupings on predicted replays of the planning part of the trace (`search`).
+3. Name the plan's bundles as a bundle spec names them (never a model's name).
+4. Evaluate: build the plan, unfused (a bundle per model) and fused (a bundle per function)
+   for real, and replay each on the held-out part of the trace, `replays` times, alternating,
+   beside the prediction for the same requests: how far the cost model was from the loader.
+
+The held-out part is the end of the trace: the plan is judged on requests it never saw.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.sizes import format_bytes
+from fusedinf_cc.measure.simulate import (
+    Call,
+    Deployment,
+    ReplayResult,
+    Request,
+    deployments,
+    group_bundle,
+    parse_budget,
+    replay,
+    route,
+)
+from fusedinf_cc.plan.costs import CostModel, measure_bundle
+from fusedinf_cc.plan.predict import predict
+from fusedinf_cc.plan.search import Grouping, SearchResult, named, search
+from fusedinf_cc.runtime.footprint import Footprint
+from fusedinf_cc.runtime.loader import least_budget
+
+# What a stage reports as it goes: (stage, done, total).
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    budget: str  # 512MiB, or a percentage of every model alone
+    policy: str = "gdsf"
+    aot: bool = False
+    stack: bool = False
+    holdout: float = 0.5  # the share of the trace, at its end, the plan is judged on
+    replays: int = 3  # real replays of each deployment on the held-out part; 0: none
+    search_seconds: float = 20.0
+    calibration_groups: int = 8  # the hottest functions' groups measured for real
+    work_dir: Path = Path(".fusedinf-plan")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One deployment on the held-out requests: predicted, and replayed for real."""
+
+    deployment: str
+    bundles: int
+    predicted: ReplayResult | None
+    replayed: list[ReplayResult] = field(default_factory=list)
+    left_out: str | None = None  # why it was not replayed (or predicted)
+
+    def median(self, value: Callable[[ReplayResult], float]) -> float | None:
+        return statistics.median(value(r) for r in self.replayed) if self.replayed else None
+
+    def spread(self, value: Callable[[ReplayResult], float]) -> tuple[float, float] | None:
+        values = [value(r) for r in self.replayed]
+        return (min(values), max(values)) if values else None
+
+
+@dataclass(frozen=True)
+class Plan:
+    bundles: dict[str, list[str]]  # spec name -> models
+    bundle_bytes: dict[str, int]  # predicted: its whole session with its arena
+    budget_bytes: int
+    planning_requests: int
+    held_out_requests: int
+    search: SearchResult
+    costs: CostModel
+    evaluations: list[Evaluation]
+    seconds: dict[str, float]
+    notices: tuple[str, ...] = ()
+
+    def evaluation(self, deployment: str) -> Evaluation | None:
+        return next((e for e in self.evaluations if e.deployment == deployment), None)
+
+    def over_baselines(self) -> dict[str, float]:
+        """The plan's loading seconds and p99 over the better baseline's (unfused or fused,
+        each metric its own better), replayed where all were, else predicted."""
+        judged = [e for e in self.evaluations if e.left_out is None]
+        plan = next((e for e in judged if e.deployment == "plan"), None)
+        baselines = [e for e in judged if e.deployment != "plan"]
+        if plan is None or not baselines:
+            return {}
+        replayed = self.replayed
+        ratios = {}
+        for metric, value in (
+            ("loading_seconds", lambda r: r.seconds_loading),
+            ("p99_ms", lambda r: r.p99_ms),
+        ):
+            measured = [
+                e.median(value) if replayed else value(e.predicted) for e in (plan, *baselines)
+            ]
+            best = min(measured[1:])  # type: ignore[type-var]
+            ratios[metric] = measured[0] / best if best else float("inf")  # type: ignore[operator]
+        return ratios
+
+    @property
+    def replayed(self) -> bool:
+        """Whether every deployment judged (not left out) was replayed for real."""
+        judged = [e for e in self.evaluations if e.left_out is None]
+        return bool(judged) and all(e.replayed for e in judged)
+
+    def to_record(self) -> dict:
+        def judged(j) -> dict:
+            return {"bundles": sorted(sorted(b) for b in j.grouping), "score": j.score}
+
+        return {
+            "bundles": self.bundles,
+            "bundle_bytes": self.bundle_bytes,
+            "budget_bytes": self.budget_bytes,
+            "planning_requests": self.planning_requests,
+            "held_out_requests": self.held_out_requests,
+            "search": {
+                "evaluated": self.search.evaluated,
+                "seconds": self.search.seconds,
+                "plan": judged(self.search.best),
+                "unfused": judged(self.search.unfused),
+                "fused": judged(self.search.fused),
+                # Predicted on the planning requests, what the search judged by.
+                "planning_predicted": asdict(self.search.best.result),
+            },
+            "cost_model": self.costs.to_record(),
+            "held_out": [
+                {
+                    "deployment": e.deployment,
+                    "bundles": e.bundles,
+                    "predicted": asdict(e.predicted) if e.predicted else None,
+                    "replayed": [asdict(r) for r in e.replayed],
+                    "left_out": e.left_out,
+                }
+                for e in self.evaluations
+            ],
+            "over_better_baseline": self.over_baselines(),
+            "seconds": self.seconds,
+        }
+
+
+def split_trace(requests: Sequence[Request], holdout: float) -> tuple[list[Request], list[Request]]:
+    """The planning requests and the held-out ones (the trace's last `holdout` share); with no
+    holdout both are the whole trace."""
+    if not 0.0 <= holdout < 1.0:
+        raise UserInputError(f"--holdout {holdout:g}: a share of the trace, from 0 up to 1")
+    if holdout == 0.0:
+        return list(requests), list(requests)
+    cut = round(len(requests) * (1.0 - holdout))
+    if cut < 1 or cut >= len(requests):
+        raise UserInputError(
+            f"--holdout {holdout:g} leaves no requests to plan on or to judge the plan on "
+            f"({len(requests)} in the trace)"
+        )
+    return list(requests[:cut]), list(requests[cut:])
+
+
+def hottest_groups(
+    requests: Sequence[Request], functions: Mapping[str, Sequence[str]], count: int
+) -> list[list[str]]:
+    """The model sets of the `count` most requested functions that call two models or more."""
+    calls = Counter(frozenset(functions[r.function]) for r in requests)
+    hot = [models for models, _ in calls.most_common() if len(models) > 1]
+    return [sorted(models) for models in hot[:count]]
+
+
+def spec_names(grouping: Grouping, models: Sequence[str]) -> dict[str, list[str]]:
+    """Bundle names a spec takes: groups g00, g01, ...; a model alone `<model>-alone` (a spec's
+    bundle never has one of its models' names), none of them a model's name."""
+    taken = set(models)
+    names: dict[str, list[str]] = {}
+    ordered = sorted(named(grouping).items(), key=lambda item: (len(item[1]) == 1, item[0]))
+    for name, members in ordered:
+        if len(members) == 1:
+            name = f"{name}-alone"
+        while name in taken or name in names:
+            name = f"{name}-bundle"
+        names[name] = sorted(members)
+    return names
+
+
+def calibrate(
+    models: dict[str, Path],
+    functions: Mapping[str, Sequence[str]],
+    planning: Sequence[Request],
+    settings: PlanSettings,
+    report: Progress,
+) -> tuple[CostModel, int, str | None]:
+    """The cost model fitted on every called model alone and the hottest functions' groups,
+    measured for real; the budget in bytes, and a notice where it was raised."""
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    used = sorted({m for called in functions.values() for m in called})
+    groups = hottest_groups(planning, functions, settings.calibration_groups)
+    steps = iter(range(2 * len(used) + 2 * len(groups)))
+    singles = {}
+    for model in used:
+        report("calibrating", next(steps), 2 * len(used) + 2 * len(groups))
+        singles[model] = group_bundle(models, [model], model, settings.work_dir, settings.aot)
+    budget_bytes, notice = _budget(settings.budget, [b.footprint for b in singles.values()])
+    bundles = dict(singles)
+    for index, members in enumerate(groups):
+        report("calibrating", next(steps), 2 * len(used) + 2 * len(groups))
+        bundles[f"calibration{index}"] = group_bundle(
+            models, members, f"calibration{index}", settings.work_dir, settings.aot, settings.stack
+        )
+    measured = {}
+    for name, bundle in bundles.items():
+        report("calibrating", next(steps), 2 * len(used) + 2 * len(groups))
+        measured[name] = measure_bundle(bundle, settings.aot)
+    report("calibrating", 1, 1)
+    alone = {model: measured[model] for model in used}
+    measured_groups = [m for name, m in measured.items() if name not in singles]
+    return CostModel.fitted(alone, measured_groups), budget_bytes, notice
+
+
+def plan(
+    models: dict[str, Path],
+    functions: dict[str, list[str]],
+    requests: Sequence[Request],
+    settings: PlanSettings,
+    progress: Progress | None = None,
+) -> Plan:
+    """Choose the bundles for `requests` under the budget, then judge them on real bundles."""
+    report = progress or (lambda stage, done, total: None)
+    planning, held_out = split_trace(requests, settings.holdout)
+    pooled = settings.aot  # only ahead-of-time bundles pool weights across bundles
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    costs, budget_bytes, notice = calibrate(models, functions, planning, settings, report)
+    seconds["calibrate"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    found = search(
+        planning,
+        functions,
+        costs,
+        budget_bytes,
+        settings.policy,
+        pooled=pooled,
+        seconds=settings.search_seconds,
+        progress=lambda evaluated: report("searching", evaluated, 0),
+    )
+    seconds["search"] = time.perf_counter() - started
+    bundles = spec_names(found.best.grouping, sorted(models))
+
+    started = time.perf_counter()
+    evaluations = evaluate(
+        models, functions, held_out, bundles, costs, budget_bytes, settings, report
+    )
+    seconds["evaluate"] = time.perf_counter() - started
+    return Plan(
+        bundles=bundles,
+        bundle_bytes={
+            name: _with_arena(costs, frozenset(members)) for name, members in bundles.items()
+        },
+        budget_bytes=budget_bytes,
+        planning_requests=len(planning),
+        held_out_requests=len(held_out),
+        search=found,
+        costs=costs,
+        evaluations=evaluations,
+        seconds=seconds,
+        notices=(notice,) if notice else (),
+    )
+
+
+def evaluate(
+    models: dict[str, Path],
+    functions: dict[str, list[str]],
+    held_out: Sequence[Request],
+    bundles: dict[str, list[str]],
+    costs: CostModel,
+    budget_bytes: int,
+    settings: PlanSettings,
+    report: Progress,
+) -> list[Evaluation]:
+    """Unfused, fused and the plan on the held-out requests: predicted, and replayed for real
+    `replays` times each, alternating (drift in the machine's speed falls on all alike). A
+    deployment with a bundle that cannot fit the budget is left out."""
+    used = sorted({m for called in functions.values() for m in called})
+    by_model = {f: [Call(m) for m in called] for f, called in functions.items()}
+    layouts: dict[str, tuple[dict[str, list[str]], dict[str, list[Call]]]] = {
+        "unfused": ({m: [m] for m in used}, by_model),
+        "fused": (dict(functions), {f: [Call(f)] for f in functions}),
+        "plan": (bundles, route(functions, bundles)),
+    }
+    evaluations: dict[str, Evaluation] = {}
+    for name, (layout, calls) in layouts.items():
+        members = {bundle: frozenset(models_of) for bundle, models_of in layout.items()}
+        try:
+            predicted = predict(
+                held_out, members, calls, costs, budget_bytes, settings.policy, name
+            )
+        except UserInputError as error:  # a bundle that cannot fit the budget
+            evaluations[name] = Evaluation(name, len(members), None, left_out=str(error))
+            continue
+        evaluations[name] = Evaluation(name, len(members), predicted)
+    if settings.replays < 1:
+        return list(evaluations.values())
+    report("building", 0, 1)
+    built = deployments(
+        models, functions, settings.work_dir, bundles, aot=settings.aot, stack=settings.stack
+    )
+    real = {
+        name: Deployment(name, d.bundles, d.calls)
+        for name, d in zip(layouts, built, strict=True)
+        if evaluations[name].predicted is not None
+    }
+    total, done = settings.replays * len(real), 0
+    for _ in range(settings.replays):
+        for name in list(real):
+            report("replaying", done, total)
+            done += 1
+            if name not in real:
+                continue
+            try:
+                evaluations[name].replayed.append(
+                    replay(held_out, real[name], budget_bytes, settings.policy)
+                )
+            except UserInputError as error:  # e.g. a bundle measured larger than predicted
+                del real[name]
+                evaluations[name].replayed.clear()
+                evaluations[name] = replace(evaluations[name], left_out=str(error))
+    report("replaying", total, total)
+    return list(evaluations.values())
+
+
+def _with_arena(costs: CostModel, members: frozenset[str]) -> int:
+    whole = costs.whole(members)
+    return whole.bytes + whole.activation_bytes
+
+
+def _budget(text: str, footprints: Sequence[Footprint]) -> tuple[int, str | None]:
+    """`text` in bytes and a notice when it was changed. A percentage is of every model alone
+    held at once, raised to the least budget every model loads under (the largest beside the
+    largest arena), as `simulate` raises it; a size below that is refused."""
+    everything = sum(f.measured_bytes + sum(f.parts.values()) for f in footprints)
+    budget_bytes = parse_budget(text, everything + max(f.activation_bytes for f in footprints))
+    floor = least_budget(footprints)
+    if budget_bytes >= floor:
+        return budget_bytes, None
+    below = (
+        f"--budget {text} is {format_bytes(budget_bytes)}, below the largest model beside "
+        f"its activations ({format_bytes(floor)})"
+    )
+    if not text.strip().endswith("%"):
+        raise UserInputError(below)
+    return floor, f"{below}; using {format_bytes(floor)}"

@@ -19,6 +19,14 @@ so no fused bundle copies one that another bundle holds.
 `--stack` builds the fused bundles with `fuse --stack`: a function's models of one architecture
 run as one wider model.
 
+`--drifting` replays a third: twelve functions over nine zoo models, calling overlapping subsets
+(`DRIFTING_FUNCTIONS`), with popularity that drifts over the trace: Zipf(1.1) over one ranking
+of the functions at the start, another at the end, mixed linearly between.
+
+`--plan` runs `fusedinf-cc plan` on the workload instead (its trace written to a file): the
+plan is searched on the first half and replayed beside unfused and fused on the second,
+`--replays` times each.
+
 `--overlapping` replays another workload, where functions call overlapping subsets of the same
 bundles: three groups of related models (the OCR-like trio; head0 and head1 on one backbone;
 resnet18 and squeezenet1_1 on one image) and eight functions, some calling a whole group (a
@@ -38,7 +46,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fusedinf_cc.measure.simulate import TraceSpec, synthetic_functions  # noqa: E402
+import numpy as np  # noqa: E402
+
+from fusedinf_cc.measure.simulate import (  # noqa: E402
+    Request,
+    TraceSpec,
+    synthetic_functions,
+    synthetic_trace,
+    write_trace,
+)
 from model_zoo.zoo import export  # noqa: E402
 
 POOL = ("resnet18", "mobilenet_v3_small", "squeezenet1_1", "transformer_encoder", "head0", "head1")
@@ -107,6 +123,68 @@ def overlapping(models_dir: Path, work_dir: Path) -> list[str]:
     return [*specs, "--functions", str(functions), "--fused-groups", str(groups)]
 
 
+DRIFTING_FUNCTIONS = {
+    "ocr_page": ["text_detector", "text_angle_cls", "text_recognizer"],
+    "ocr_lines": ["text_angle_cls", "text_recognizer"],
+    "read_sign": ["text_detector", "text_recognizer"],
+    "find_text": ["text_detector"],
+    "scene_both": ["head0", "head1"],
+    "classify": ["head0"],
+    "segment": ["head1"],
+    "imagenet_pair": ["resnet18", "squeezenet1_1"],
+    "tag": ["squeezenet1_1"],
+    "mobile_tag": ["mobilenet_v3_small", "squeezenet1_1"],
+    "caption": ["resnet18", "transformer_encoder"],
+    "embed": ["transformer_encoder"],
+}
+
+
+def drifting_trace(functions: list[str], spec: TraceSpec) -> list[Request]:
+    """Poisson arrivals; popularity Zipf(s) over `functions` in their order at the start and
+    over another order (drawn with the seed) at the end, mixed linearly in between."""
+    rng = np.random.default_rng(spec.seed + 2)
+    zipf = np.arange(1, len(functions) + 1, dtype=float) ** -spec.zipf_s
+    zipf /= zipf.sum()
+    start, end = zipf, zipf[np.argsort(rng.permutation(len(functions)))]
+    arrivals = np.cumsum(rng.exponential(1.0 / spec.rate_per_s, size=spec.requests))
+    requests = []
+    for index, arrival in enumerate(arrivals):
+        mix = index / max(spec.requests - 1, 1)
+        picked = rng.choice(len(functions), p=(1 - mix) * start + mix * end)
+        requests.append(Request(float(arrival), functions[picked]))
+    return requests
+
+
+def drifting(models_dir: Path, work_dir: Path, requests: int) -> list[str]:
+    """The drifting workload's models as NAME=PATH, then its --trace and --functions."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    functions, trace = work_dir / "functions.json", work_dir / "trace.csv"
+    functions.write_text(json.dumps(DRIFTING_FUNCTIONS, indent=2) + "\n", encoding="utf-8")
+    write_trace(drifting_trace(list(DRIFTING_FUNCTIONS), TraceSpec(requests=requests)), trace)
+    names = sorted({model for called in DRIFTING_FUNCTIONS.values() for model in called})
+    specs = [f"{name}={export(name, models_dir)}" for name in names]
+    return [*specs, "--trace", str(trace), "--functions", str(functions)]
+
+
+def synthetic_files(command: list[str], work_dir: Path, requests: int) -> list[str]:
+    """`command` (a `simulate` command line) with the trace `--synthetic` would draw written
+    to a file, as `plan` reads it: its functions are `--functions`' where given, else drawn
+    from the models as `simulate` draws them."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    spec = TraceSpec(requests=requests)
+    if "--functions" in command:
+        at = command.index("--functions")
+        calls = json.loads(Path(command[at + 1]).read_text(encoding="utf-8"))
+        command = command[:at] + command[at + 2 :]
+    else:
+        names = [arg.split("=", 1)[0] for arg in command if "=" in arg and arg[0] != "-"]
+        calls = synthetic_functions(sorted(names), spec)
+    functions, trace = work_dir / "functions.json", work_dir / "trace.csv"
+    functions.write_text(json.dumps(calls, indent=2) + "\n", encoding="utf-8")
+    write_trace(synthetic_trace(sorted(calls), spec), trace)
+    return [*command, "--trace", str(trace), "--functions", str(functions)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400)
@@ -114,7 +192,9 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "simulate")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--aot", action="store_true", help="build every bundle with fuse --aot")
-    parser.add_argument("--policy", default="lru,gdsf,belady", help="policies to replay")
+    parser.add_argument(
+        "--policy", help="policies to replay (lru,gdsf,belady); --plan: the one (gdsf)"
+    )
     parser.add_argument(
         "--own-weights", action="store_true", help="no model shared between functions"
     )
@@ -126,33 +206,49 @@ def main() -> None:
         action="store_true",
         help="functions that call overlapping subsets of three groups of models",
     )
+    parser.add_argument(
+        "--drifting",
+        action="store_true",
+        help="functions calling overlapping subsets, their popularity drifting over the trace",
+    )
+    parser.add_argument("--plan", action="store_true", help="run `plan` on the workload")
+    parser.add_argument("--replays", type=int, default=3, help="--plan: real replays of each")
     args = parser.parse_args()
-    command = [sys.executable, "-m", "fusedinf_cc", "simulate"]
-    if args.overlapping:
+    command = [sys.executable, "-m", "fusedinf_cc", "plan" if args.plan else "simulate"]
+    models_dir = args.work_dir / "models"
+    traced = False  # whether the workload's trace is a file
+    if args.drifting:
+        work_dir = args.work_dir / "drifting"
+        command += drifting(models_dir, work_dir, args.requests)
+        traced = True
+    elif args.overlapping:
         work_dir = args.work_dir / "overlapping"
-        command += overlapping(args.work_dir / "models", work_dir)
+        command += overlapping(models_dir, work_dir)
     elif args.own_weights:
         work_dir = args.work_dir / "own-weights"
         functions_file = work_dir / "functions.json"
-        command += own_weights(args.work_dir / "models", functions_file)
+        command += own_weights(models_dir, functions_file)
         command += ["--functions", str(functions_file)]
     else:
         work_dir = args.work_dir
-        command += shared_pool(args.work_dir / "models")
-    command += [
-        "--synthetic",
-        "--requests",
-        str(args.requests),
-        "--budget",
-        args.budget,
-        "--policy",
-        args.policy,
-        "--work-dir",
-        str(work_dir / "fused"),
-    ]
-    # Own weights share no model, so nothing groups; the overlapping workload names its groups.
-    if not (args.own_weights or args.overlapping):
-        command += ["--fused-groups", "auto"]
+        command += shared_pool(models_dir)
+    if args.plan:
+        if "--fused-groups" in command:  # a plan chooses the groups itself
+            at = command.index("--fused-groups")
+            command = command[:at] + command[at + 2 :]
+        if not traced:
+            command = synthetic_files(command, work_dir / "plan", args.requests)
+        command += ["--policy", args.policy or "gdsf", "--replays", str(args.replays)]
+        (work_dir / "plan").mkdir(parents=True, exist_ok=True)
+        command += ["-o", str(work_dir / "plan" / "fusedinf.toml")]
+    else:
+        if not traced:
+            command += ["--synthetic", "--requests", str(args.requests)]
+        command += ["--policy", args.policy or "lru,gdsf,belady"]
+        # Own weights share no model, so nothing groups; the other workloads name theirs.
+        if not (args.own_weights or args.overlapping or args.drifting):
+            command += ["--fused-groups", "auto"]
+    command += ["--budget", args.budget, "--work-dir", str(work_dir / "fused")]
     if args.json:
         command += ["--json", str(args.json)]
     if args.aot:

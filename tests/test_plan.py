@@ -8,7 +8,14 @@ from dataclasses import replace
 import pytest
 
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.measure.simulate import Deployment, Request, deployments, replay, route
+from fusedinf_cc.measure.simulate import (
+    Call,
+    Deployment,
+    Request,
+    deployments,
+    replay,
+    route,
+)
 from fusedinf_cc.plan.costs import CostModel, Measured, SessionCost, measure_bundle
 from fusedinf_cc.plan.predict import predict
 from fusedinf_cc.plan.search import named, search
@@ -67,6 +74,27 @@ def test_pooled_weights_of_a_group_count_once():
     }
     whole = CostModel.fitted(alone, []).whole(frozenset({"h0", "h1"}))
     assert whole.bytes == 200 + 5000 + 20
+
+
+def test_predicted_loads_scatter_as_measured_and_the_first_run_after_one_is_cold():
+    alone = {name: Measured(frozenset({name}), _cost(1 << 20, 0.01, 0.001)) for name in ("a", "b")}
+    trace = [Request(0.1 * i, "ab"[i % 2]) for i in range(400)]  # one model fits: every call loads
+    steady = CostModel(alone={n: m.whole for n, m in alone.items()})
+    jittery = CostModel(alone={n: m.whole for n, m in alone.items()}, load_jitter=[1, 1, 1, 9])
+    bundles = {n: frozenset({n}) for n in "ab"}
+    calls = {n: [Call(n)] for n in "ab"}
+    budget = (1 << 20) + 200
+    calm, scattered = (predict(trace, bundles, calls, c, budget, "lru") for c in (steady, jittery))
+    assert calm.misses == scattered.misses == 400
+    assert calm.seconds_loading == pytest.approx(400 * 0.01)
+    # A quarter of the loads take 9x: three times the loading seconds, and a 9x tail.
+    assert scattered.seconds_loading / calm.seconds_loading == pytest.approx(3.0, rel=0.2)
+    assert scattered.p99_ms == pytest.approx(9 * 0.01 * 1000 + 1, rel=0.05)
+    assert scattered.p50_ms == pytest.approx(calm.p50_ms)
+    # The first request after a load runs cold: every call here pays it.
+    cold = {n: replace(m.whole, cold_seconds=0.005) for n, m in alone.items()}
+    slow = predict(trace, bundles, calls, CostModel(alone=cold), budget, "lru")
+    assert slow.p50_ms == pytest.approx(calm.p50_ms + 5.0)
 
 
 def _remeasured(deployment: Deployment, wider: str, extra_arena: int) -> Deployment:

@@ -11,6 +11,11 @@ models, fused), and predicts any other group from its members:
 - a model's part of a group: the model alone, scaled by what parts were measured to cost
   against their models alone.
 
+A load's seconds scatter: on a busy machine one load in twenty may take several times the
+median. Every load measured is kept as a ratio over its session's median, and a predicted load
+draws its factor from those ratios, so that predicted loading seconds are a sum like the
+replay's and the predicted p99 sees the tail.
+
 Load and run seconds are measured in this process through the loader itself, as a replay
 counts them (session open; one request, warm), not in the fresh process a footprint is
 measured in.
@@ -36,7 +41,9 @@ class SessionCost:
     weights: tuple[tuple[str, int], ...]  # pooled weights: (digest, bytes)
     activation_bytes: int
     load_seconds: float
-    run_seconds: float
+    run_seconds: float  # a warm request
+    # What the first request after a load takes beyond a warm one (allocations, cold caches).
+    cold_seconds: float = 0.0
 
     @functools.cached_property
     def weight_bytes(self) -> int:
@@ -58,6 +65,8 @@ class Measured:
     models: frozenset[str]
     whole: SessionCost
     parts: dict[str, SessionCost] = field(default_factory=dict)
+    # Each load measured over its session's median: how loads scatter on this machine.
+    load_ratios: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,37 +90,42 @@ class PartScale:
 
 def measure_bundle(bundle: Bundle, pooled: bool, rounds: int = 3, runs: int = 5) -> Measured:
     """Open, run and close each of `bundle`'s sessions `rounds` times through a loader holding
-    only it; the medians of load and (warm) run seconds, the bytes the loader counts."""
+    only it; the medians of load, first-run and warm-run seconds, the bytes the loader
+    counts."""
     cache = EngineCache(max(bundle.footprint.alone_bytes * 4, 1 << 20), pool_weights=pooled)
     cache.register(bundle)
     costs: dict[str | None, SessionCost] = {}
+    ratios: list[float] = []
     try:
         for key in [None, *sorted(bundle.parts)]:  # a bundle of one model has no parts
             name = key or bundle.name
             feeds = random_feeds(cache.input_specs(name, bundle=bundle.name))
-            loads, runs_s = [], []
+            loads, first, warm = [], [], []
             for _ in range(rounds):
                 cache.unload(bundle.name)
                 before = cache.stats.seconds_loading
                 cache.load(name, bundle=bundle.name)
                 loads.append(cache.stats.seconds_loading - before)
-                for _ in range(runs):
+                for run in range(max(runs, 2)):
                     started = time.perf_counter()
                     cache.run(name, feeds, bundle=bundle.name)
-                    runs_s.append(time.perf_counter() - started)
+                    (warm if run else first).append(time.perf_counter() - started)
             private, shared = bundle.session_cost(key, pooled)
+            median = statistics.median(loads)
+            ratios += [load / median for load in loads] if median > 0 else []
             costs[key] = SessionCost(
                 private,
                 tuple(sorted(shared.items())),
                 bundle.footprint.activation_bytes,
-                statistics.median(loads),
-                statistics.median(runs_s),
+                median,
+                statistics.median(warm),
+                max(0.0, statistics.median(first) - statistics.median(warm)),
             )
     finally:
         cache.close()
     members = frozenset(bundle.models()) or frozenset({bundle.name})
     parts = {key: cost for key, cost in costs.items() if key is not None}
-    return Measured(members, costs[None], parts)
+    return Measured(members, costs[None], parts, tuple(ratios))
 
 
 class CostModel:
@@ -123,12 +137,16 @@ class CostModel:
         savings: Savings = Savings(),
         part_scale: PartScale = PartScale(),
         measured: Iterable[Measured] = (),
+        load_jitter: Sequence[float] = (),
     ):
         self.alone = dict(alone)
         self.savings = savings
         self.part_scale = part_scale
         # Groups measured for real are not predicted: their own numbers are used.
         self._measured = {m.models: m for m in measured if len(m.models) > 1}
+        # Loads over their median, as measured: a predicted load draws its scatter from
+        # these, so a replay's tail (a load that took several times the median) is predicted.
+        self.load_jitter = tuple(load_jitter)
         self._wholes: dict[frozenset[str], SessionCost] = {}
         self._parts: dict[tuple[frozenset[str], str], SessionCost] = {}
 
@@ -148,7 +166,8 @@ class CostModel:
             load_seconds=_ratio(pairs, lambda c: c.load_seconds),
             run_seconds=_ratio(pairs, lambda c: c.run_seconds),
         )
-        return cls(singles, savings, scale, groups)
+        jitter = [r for m in (*alone.values(), *groups) for r in m.load_ratios]
+        return cls(singles, savings, scale, groups, jitter)
 
     def whole(self, members: frozenset[str]) -> SessionCost:
         """The whole session of a bundle of `members` (one model: the model alone)."""
@@ -189,6 +208,7 @@ class CostModel:
                 sum(c.run_seconds for c in costs) - extra * saved.run_seconds,
                 max(c.run_seconds for c in costs),
             ),
+            cold_seconds=sum(c.cold_seconds for c in costs),
         )
 
     def _predict_part(self, members: frozenset[str], model: str) -> SessionCost:
@@ -202,6 +222,7 @@ class CostModel:
             activation_bytes=alone.activation_bytes,
             load_seconds=alone.load_seconds * scale.load_seconds,
             run_seconds=alone.run_seconds * scale.run_seconds,
+            cold_seconds=alone.cold_seconds * scale.run_seconds,
         )
 
     def to_record(self) -> dict:
@@ -210,6 +231,7 @@ class CostModel:
             "savings_per_extra_model": vars(self.savings),
             "part_over_alone": vars(self.part_scale),
             "measured_groups": sorted(sorted(members) for members in self._measured),
+            "load_over_median": _quantiles(self.load_jitter),
         }
 
 
@@ -241,3 +263,12 @@ def _ratio(pairs: Sequence[tuple[SessionCost, SessionCost]], value) -> float:
     """Summed measured over summed alone, 1 where nothing was measured."""
     alone = sum(value(single) for _, single in pairs)
     return sum(value(part) for part, _ in pairs) / alone if alone > 0 else 1.0
+
+
+def _quantiles(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    return {
+        f"p{q}": ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] for q in (50, 90, 99)
+    }

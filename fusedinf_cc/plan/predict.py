@@ -13,7 +13,8 @@ does not fit beside its own idle ones closes those first.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -133,6 +134,7 @@ def predict(
             )
         entries[name] = _Resident(name, members, whole.bytes, whole.activation_bytes)
     order = {entry.name: i for i, entry in enumerate(entries.values())}
+    scatter = _scatter(costs.load_jitter)
     memory = _Memory()
     resident: dict[str, _Resident] = {}
     # A replay opens every called session once for its feeds before it starts: the arena it
@@ -157,7 +159,8 @@ def predict(
             session = costs.whole(entry.members) if key is None else costs.part(entry.members, key)
             was_resident = entry.name in resident
             needed_arena = max(arena, entry.activation)
-            if key not in entry.sessions:
+            opened = key not in entry.sessions
+            if opened:
                 # In the order bundles registered, as the loader offers them: a policy that
                 # weighs two victims alike takes the first.
                 others = sorted(
@@ -190,18 +193,19 @@ def predict(
                 entry.sessions[key] = session
                 memory.add(session)
                 resident[entry.name] = entry
-                service += session.load_seconds
-                loading += session.load_seconds
+                seconds = session.load_seconds * next(scatter)
+                service += seconds
+                loading += seconds
                 models_loaded += 1 if key is not None else len(entry.members)
                 if len(entry.sessions) == 1:
-                    entry.cost_seconds = session.load_seconds
+                    entry.cost_seconds = seconds
                     made.touch(entry)
             else:
                 hits += 1
                 made.touch(entry)
                 arena = needed_arena
             peak = max(peak, memory.private + memory.weights + arena)
-            service += session.run_seconds
+            service += session.run_seconds + (session.cold_seconds if opened else 0.0)
         start = max(request.arrival_s, server_free_at)
         server_free_at = start + service
         latencies.append((server_free_at - request.arrival_s) * 1000.0)
@@ -228,3 +232,13 @@ def _fits(memory: _Memory, sessions: Sequence[SessionCost], arena: int, budget: 
 
 def _alone_bytes(sessions: Sequence[SessionCost]) -> int:
     return _Memory().added_by(sessions)
+
+
+def _scatter(ratios: Sequence[float]) -> Iterator[float]:
+    """Each load's measured-over-median factor, drawn (seeded) from `ratios`: 1 with none."""
+    if not ratios:
+        yield from itertools.repeat(1.0)
+    rng = np.random.default_rng(0)
+    pool = np.asarray(ratios, dtype=float)
+    while True:
+        yield from pool[rng.integers(0, len(pool), size=1024)].tolist()

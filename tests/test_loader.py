@@ -79,6 +79,20 @@ def test_lru_evicts_the_least_recently_used_idle_bundle(three_bundles):
     assert cache.stats.peak_accounted_bytes <= cache.budget_bytes
 
 
+def test_the_loaders_sessions_do_not_spin_between_requests(three_bundles):
+    # Idle sessions' spinning threads took the cores from the running one (architecture.md).
+    cache = EngineCache(1 << 30)
+    for path in three_bundles:
+        cache.register(open_bundle(path))
+    for name in ("red", "green"):
+        cache.run(name, _whole_feeds(name))
+    for name in ("red", "green"):
+        options = cache._entries[name].sessions[None]._session.get_session_options()
+        for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+            assert options.get_session_config_entry(key) == "0"
+    cache.close()
+
+
 @dataclass
 class _Cached:
     size: int

@@ -36,6 +36,7 @@ from fusedinf_cc.artifacts.manifest import (
     read_manifest,
 )
 from fusedinf_cc.backends.base import Session, TensorSpec
+from fusedinf_cc.backends.onnxruntime import NO_SPINNING_OPTIONS
 from fusedinf_cc.backends.sessions import (
     DEFAULT_RUNTIME,
     check_runtime,
@@ -257,6 +258,7 @@ class EngineCache:
         self._session_factory = session_factory or functools.partial(
             open_session,
             runtime=check_runtime(runtime),
+            options=NO_SPINNING_OPTIONS,  # idle sessions' threads must not take the cores
             share_weights=share_weights,
             weight_pool=DEFAULT_POOL if pool_weights else None,
             shared_arena=share_arena,

@@ -29,8 +29,10 @@ from fusedinf_cc.measure.simulate import (
     Request,
     deployments,
     group_bundle,
+    grouped_deployment,
     parse_budget,
     replay,
+    replay_budget,
     route,
 )
 from fusedinf_cc.plan.costs import CostModel, measure_bundle
@@ -198,9 +200,12 @@ def calibrate(
     planning: Sequence[Request],
     settings: PlanSettings,
     report: Progress,
+    baselines: Sequence[Deployment] | None = None,
 ) -> tuple[CostModel, int, str | None]:
     """The cost model fitted on every called model alone and the hottest functions' groups,
-    measured for real; the budget in bytes, and a notice where it was raised."""
+    measured for real; the budget in bytes, and a notice where it was raised. A percentage is
+    raised as `simulate` raises it: until every bundle of the `baselines` (unfused and fused,
+    built) loads with all its parts, or without them until the predicted fused bundles do."""
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     used = sorted({m for called in functions.values() for m in called})
     groups = hottest_groups(planning, functions, settings.calibration_groups)
@@ -223,7 +228,19 @@ def calibrate(
     report("calibrating", 1, 1)
     alone = {model: measured[model] for model in used}
     measured_groups = [m for name, m in measured.items() if name not in singles]
-    return CostModel.fitted(alone, measured_groups), budget_bytes, notice
+    costs = CostModel.fitted(alone, measured_groups)
+    if baselines is not None and settings.budget.strip().endswith("%"):
+        budget_bytes, raised = replay_budget(settings.budget, baselines)
+        return costs, budget_bytes, raised or notice
+    floor = _fused_floor(costs, functions)
+    if settings.budget.strip().endswith("%") and budget_bytes < floor:
+        # As `simulate` raises a percentage: the fused baseline must load too.
+        notice = (
+            f"--budget {settings.budget} is {format_bytes(budget_bytes)}; using "
+            f"{format_bytes(floor)}, where one bundle per function loads with its parts"
+        )
+        budget_bytes = floor
+    return costs, budget_bytes, notice
 
 
 def plan(
@@ -239,7 +256,15 @@ def plan(
     pooled = settings.aot  # only ahead-of-time bundles pool weights across bundles
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    costs, budget_bytes, notice = calibrate(models, functions, planning, settings, report)
+    baselines = None
+    if settings.replays > 0:  # built first: a percentage budget is raised until they load
+        report("building", 0, 1)
+        baselines = deployments(
+            models, functions, settings.work_dir, aot=settings.aot, stack=settings.stack
+        )
+    costs, budget_bytes, notice = calibrate(
+        models, functions, planning, settings, report, baselines
+    )
     seconds["calibrate"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -258,7 +283,7 @@ def plan(
 
     started = time.perf_counter()
     evaluations = evaluate(
-        models, functions, held_out, bundles, costs, budget_bytes, settings, report
+        models, functions, held_out, bundles, costs, budget_bytes, settings, report, baselines
     )
     seconds["evaluate"] = time.perf_counter() - started
     return Plan(
@@ -286,10 +311,12 @@ def evaluate(
     budget_bytes: int,
     settings: PlanSettings,
     report: Progress,
+    baselines: Sequence[Deployment] | None = None,
 ) -> list[Evaluation]:
-    """Unfused, fused and the plan on the held-out requests: predicted, and replayed for real
-    `replays` times each, alternating (drift in the machine's speed falls on all alike). A
-    deployment with a bundle that cannot fit the budget is left out."""
+    """Unfused, fused and the plan on the held-out requests: predicted, and (given the built
+    `baselines`, unfused and fused) replayed for real `replays` times each, alternating (drift
+    in the machine's speed falls on all alike). A deployment with a bundle that cannot fit the
+    budget is left out."""
     used = sorted({m for called in functions.values() for m in called})
     by_model = {f: [Call(m) for m in called] for f, called in functions.items()}
     layouts: dict[str, tuple[dict[str, list[str]], dict[str, list[Call]]]] = {
@@ -308,15 +335,16 @@ def evaluate(
             evaluations[name] = Evaluation(name, len(members), None, left_out=str(error))
             continue
         evaluations[name] = Evaluation(name, len(members), predicted)
-    if settings.replays < 1:
+    if settings.replays < 1 or baselines is None:
         return list(evaluations.values())
     report("building", 0, 1)
-    built = deployments(
-        models, functions, settings.work_dir, bundles, aot=settings.aot, stack=settings.stack
+    planned = grouped_deployment(
+        models, functions, bundles, settings.work_dir, settings.aot, settings.stack
     )
+    built = [*baselines, Deployment("plan", planned.bundles, planned.calls)]
     real = {
-        name: Deployment(name, d.bundles, d.calls)
-        for name, d in zip(layouts, built, strict=True)
+        name: deployment
+        for name, deployment in zip(layouts, built, strict=True)
         if evaluations[name].predicted is not None
     }
     total, done = settings.replays * len(real), 0
@@ -341,6 +369,19 @@ def evaluate(
 def _with_arena(costs: CostModel, members: frozenset[str]) -> int:
     whole = costs.whole(members)
     return whole.bytes + whole.activation_bytes
+
+
+def _fused_floor(costs: CostModel, functions: Mapping[str, Sequence[str]]) -> int:
+    """The least budget, predicted, under which each function's own bundle loads with all its
+    parts open beside the largest arena (what `simulate` raises a percentage budget to)."""
+    largest = arena = 0
+    for called in functions.values():
+        members = frozenset(called)
+        whole = costs.whole(members)
+        parts = [costs.part(members, m).private_bytes for m in members] if len(members) > 1 else []
+        largest = max(largest, whole.bytes + sum(parts))
+        arena = max(arena, whole.activation_bytes)
+    return largest + arena
 
 
 def _budget(text: str, footprints: Sequence[Footprint]) -> tuple[int, str | None]:

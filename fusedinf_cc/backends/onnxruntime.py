@@ -6,6 +6,7 @@ which execution providers exist. On a machine without a GPU only the CPU provide
 
 from __future__ import annotations
 
+import functools
 import importlib
 import threading
 from collections.abc import Mapping, Sequence
@@ -98,6 +99,21 @@ def import_onnxruntime() -> ModuleType:
         if _interrupted(error):  # Ctrl-C during the import, which onnxruntime re-raised
             raise KeyboardInterrupt from None
         raise BackendUnavailableError(f"ONNX Runtime is not installed; {INSTALL_HINT}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_kernel_versions() -> dict[tuple[str, str], tuple[tuple[int, int], ...]]:
+    """The installed ONNX Runtime's CPU kernels: (domain, operator) -> the operator versions
+    each implements, as (first, last)."""
+    import_onnxruntime()
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    kernels: dict[tuple[str, str], set[tuple[int, int]]] = {}
+    for kernel in state.get_all_opkernel_def():
+        if kernel.provider == CPU_PROVIDER:
+            key = (kernel.domain or "", kernel.op_name)
+            kernels.setdefault(key, set()).add(tuple(kernel.version_range))
+    return {key: tuple(sorted(ranges)) for key, ranges in kernels.items()}
 
 
 def _interrupted(error: BaseException | None) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import warnings
 from types import FrameType
 
 INTERRUPTED_EXIT_CODE = 130
@@ -22,6 +23,7 @@ def main() -> None:
     way out, and a previous output stays as it was."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
         signal.signal(signum, _interrupt)
+    warnings.showwarning = _one_line_warning
     try:
         from fusedinf_cc.cli.app import app
 
@@ -36,6 +38,16 @@ def main() -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
             signal.signal(signum, signal.SIG_IGN)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """The project's own warnings as one line on stderr; any other as Python prints it."""
+    from fusedinf_cc.common.errors import FusedInfWarning
+
+    if issubclass(category, FusedInfWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _interrupted() -> None:

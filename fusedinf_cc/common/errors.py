@@ -25,3 +25,8 @@ class MergeError(FusedInfError):
 
 class BackendUnavailableError(FusedInfError):
     """The backend a target needs is not installed here (exit 2)."""
+
+
+class FusedInfWarning(UserWarning):
+    """Something the user should know that does not stop the command: the CLI prints it as
+    one line; a library caller gets it through `warnings`."""

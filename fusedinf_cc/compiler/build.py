@@ -16,6 +16,7 @@ from fusedinf_cc.backends.tensorrt.options import EngineOptions
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.names import parse_model_spec
 from fusedinf_cc.compiler.pipeline import fuse
+from fusedinf_cc.compiler.runtime_support import warn_if_the_runtime_cannot_run
 from fusedinf_cc.compiler.targets import BuildOptions, target_for_output
 from fusedinf_cc.onnx_io.model_io import check_output_path, load_sources
 from fusedinf_cc.passes.base import FusionOptions
@@ -77,6 +78,8 @@ def build_fused_all(
         opset=opset,
     )
     fused = fuse(sources, options)
+    if any(output.suffix.lower() in (".onnx", ".ort") for output in outputs):
+        warn_if_the_runtime_cannot_run(fused.model)
     build_options = BuildOptions(
         single_file=single_file, aot=aot, parts=parts, engine=engine, progress=progress
     )

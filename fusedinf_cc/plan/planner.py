@@ -1,12 +1,14 @@
 """plan: the bundles for a trace and a budget, chosen on predictions and checked on real ones.
 
+0. With real replays to come, build unfused (a bundle per model) and fused (a bundle per
+   function) first: a percentage budget is raised until they load, as `simulate` raises it.
 1. Calibrate: build every called model alone and the hottest functions' groups (a few), and
    measure each through the loader (`costs.measure_bundle`); fit the cost model on them.
 2. Search groupings on predicted replays of the planning part of the trace (`search`).
 3. Name the plan's bundles as a bundle spec names them (never a model's name).
-4. Evaluate: build the plan, unfused (a bundle per model) and fused (a bundle per function)
-   for real, and replay each on the held-out part of the trace, `replays` times, alternating,
-   beside the prediction for the same requests: how far the cost model was from the loader.
+4. Evaluate: build the plan, and replay it, unfused and fused on the held-out part of the
+   trace, `replays` times, alternating, beside the prediction for the same requests: how far
+   the cost model was from the loader.
 
 The held-out part is the end of the trace: the plan is judged on requests it never saw.
 """
@@ -88,9 +90,6 @@ class Plan:
     evaluations: list[Evaluation]
     seconds: dict[str, float]
     notices: tuple[str, ...] = ()
-
-    def evaluation(self, deployment: str) -> Evaluation | None:
-        return next((e for e in self.evaluations if e.deployment == deployment), None)
 
     def over_baselines(self) -> dict[str, float]:
         """The plan's loading seconds and p99 over the better baseline's (unfused or fused,

@@ -8,9 +8,9 @@ plus its p99 latency over the better of theirs, so 2.0 ties the best of both and
 
 The search starts from both, then merges the pair of bundles that requests call together most
 often (by Jaccard over requests), one pair at a time, judging each grouping on the way; from
-the best seen it climbs: merge two co-called bundles, move a model out of its bundle, and with
-pooled weights give a hot function a bundle of its own or drop a bundle whose models all sit in
-others, taking the best move that helps until none does or time runs out.
+the three best seen it climbs: merge two co-called bundles, move a model out of its bundle, and
+with pooled weights give a hot function a bundle of its own or drop a bundle whose models all
+sit in others, taking the best move that helps until none does or time runs out.
 """
 
 from __future__ import annotations
@@ -119,24 +119,43 @@ def search(
     unfused = judge.rescore(unfused)
     fused = judge.rescore(fused) if fused is not None else unfused
     called = Counter(frozenset(fns[r.function]) for r in requests)
-    best = min((unfused, fused), key=lambda j: j.score)
+    seen = [unfused, fused]
     for grouping in _agglomerated(unfused_g, called):
         judged = judge(grouping)
-        if judged is not None and judged.score < best.score:
-            best = judged
+        if judged is not None:
+            seen.append(judged)
         if progress:
             progress(judge.evaluated)
         if time.perf_counter() - started > seconds / 2:
             break
-    while time.perf_counter() - started < seconds:
-        moves = [judge(g) for g in _moves(best.grouping, called, fns, pooled)]
+    # Climb from the few best distinct starts, not only the best: a climb stops at the first
+    # grouping no single move improves, and another start may lead past it.
+    starts = sorted({j.grouping: j for j in seen}.values(), key=lambda j: j.score)[:RESTARTS]
+    best = starts[0]
+    for start in starts:
+        if time.perf_counter() - started >= seconds:
+            break
+        reached = _climb(start, judge, called, fns, pooled, started + seconds, progress)
+        if reached.score < best.score:
+            best = reached
+    return SearchResult(best, unfused, fused, judge.evaluated, time.perf_counter() - started)
+
+
+RESTARTS = 3
+
+
+def _climb(start: Judged, judge: _Judge, called, functions, pooled, deadline, progress) -> Judged:
+    """The best move from `start`, again and again, until none helps or `deadline` passes."""
+    best = start
+    while time.perf_counter() < deadline:
+        moves = [judge(g) for g in _moves(best.grouping, called, functions, pooled)]
         better = [j for j in moves if j is not None and j.score < best.score - 1e-9]
         if progress:
             progress(judge.evaluated)
         if not better:
             break
         best = min(better, key=lambda j: j.score)
-    return SearchResult(best, unfused, fused, judge.evaluated, time.perf_counter() - started)
+    return best
 
 
 def _together(grouping: Grouping, called: Counter) -> Counter:

@@ -73,13 +73,16 @@ def _case(test) -> Case | None:
     )
 
 
+def _session(model: bytes | str) -> ort.InferenceSession:
+    """A CPU session whose failures are only raised, not also logged."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def _runs_alone(case: Case) -> bool:
     try:
-        options = ort.SessionOptions()
-        options.log_severity_level = 4
-        session = ort.InferenceSession(
-            case.model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        session = _session(case.model.SerializeToString())
         got = session.run(list(case.outputs), case.inputs)
     except Exception:  # the runtime refuses the case: not one to fuse
         return False
@@ -111,9 +114,7 @@ def fuse_pair(first: Case, second: Case, folder: Path) -> str:
         return f"crashed: {type(error).__name__}: {error}"
     feeds = {f"{n}/{k}": v for n, c in (("a", first), ("b", second)) for k, v in c.inputs.items()}
     try:
-        options = ort.SessionOptions()
-        options.log_severity_level = 4
-        session = ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
+        session = _session(str(out))
         fed = {i.name for i in session.get_inputs()}
         names = [o.name for o in session.get_outputs()]
         results = session.run(None, {k: v for k, v in feeds.items() if k in fed})

@@ -98,9 +98,6 @@ def plan_command(
             "timestamp,models)"
         )
     function_map = workload_functions(requests, functions, lambda: sorted(specs), TraceSpec())
-    unknown = sorted({m for c in function_map.values() for m in c} - set(specs))
-    if unknown:
-        raise UserInputError(f"the trace calls models not given: {', '.join(unknown)}")
     settings = PlanSettings(
         budget=budget,
         policy=policy,

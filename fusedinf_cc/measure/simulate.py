@@ -33,7 +33,7 @@ from fusedinf_cc.common.files import sha256_file, write_text_atomic
 from fusedinf_cc.common.sizes import format_bytes, parse_size
 from fusedinf_cc.compiler.build import build_fused
 from fusedinf_cc.runtime.feeds import random_feeds
-from fusedinf_cc.runtime.footprint import arena_bytes
+from fusedinf_cc.runtime.footprint import Footprint, arena_bytes
 from fusedinf_cc.runtime.loader import Bundle, EngineCache, least_budget, open_bundle
 from fusedinf_cc.runtime.policies import POLICIES, CachePolicy, Clairvoyant
 from fusedinf_cc.runtime.procmem import status_bytes
@@ -239,7 +239,7 @@ def grouped_deployment(
     }
     members_of = solo_completed(groups, functions)
     for model in set(members_of) - set(bundles):
-        bundles[model] = open_bundle(_single(models, model, work_dir, aot), name=model)
+        bundles[model] = group_bundle(models, [model], model, work_dir, aot)
     return Deployment("grouped", bundles, route(functions, members_of))
 
 
@@ -334,7 +334,7 @@ def deployments(
     plans = [
         Deployment(
             "unfused",
-            {m: open_bundle(_single(models, m, work_dir, aot), name=m) for m in used_models},
+            {m: group_bundle(models, [m], m, work_dir, aot) for m in used_models},
             {f: [Call(m) for m in used] for f, used in functions.items()},
         ),
         Deployment(
@@ -491,7 +491,11 @@ def replay(
 def total_footprint(deployment: Deployment) -> int:
     """Every bundle of `deployment` resident at once, each with its parts: their footprints and
     one activation arena."""
-    footprints = [bundle.footprint for bundle in deployment.bundles.values()]
+    return held_at_once([bundle.footprint for bundle in deployment.bundles.values()])
+
+
+def held_at_once(footprints: Sequence[Footprint]) -> int:
+    """These bundles resident at once, each with its parts, beside one activation arena."""
     everything = sum(f.measured_bytes + sum(f.parts.values()) for f in footprints)
     return everything + arena_bytes(footprints)
 

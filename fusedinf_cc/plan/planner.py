@@ -32,6 +32,7 @@ from fusedinf_cc.measure.simulate import (
     deployments,
     group_bundle,
     grouped_deployment,
+    held_at_once,
     parse_budget,
     replay,
     replay_budget,
@@ -209,15 +210,21 @@ def calibrate(
     used = sorted({m for called in functions.values() for m in called})
     groups = hottest_groups(planning, functions, settings.calibration_groups)
     steps = iter(range(2 * len(used) + 2 * len(groups)))
+    # The baselines, where built, hold every model alone and every function's group already.
+    unfused, fused = baselines or (None, None)
+    alone_built = unfused.bundles if unfused else {}
+    groups_built = {frozenset(functions[f]): b for f, b in fused.bundles.items()} if fused else {}
     singles = {}
     for model in used:
         report("calibrating", next(steps), 2 * len(used) + 2 * len(groups))
-        singles[model] = group_bundle(models, [model], model, settings.work_dir, settings.aot)
+        singles[model] = alone_built.get(model) or group_bundle(
+            models, [model], model, settings.work_dir, settings.aot
+        )
     budget_bytes, notice = _budget(settings.budget, [b.footprint for b in singles.values()])
     bundles = dict(singles)
     for index, members in enumerate(groups):
         report("calibrating", next(steps), 2 * len(used) + 2 * len(groups))
-        bundles[f"calibration{index}"] = group_bundle(
+        bundles[f"calibration{index}"] = groups_built.get(frozenset(members)) or group_bundle(
             models, members, f"calibration{index}", settings.work_dir, settings.aot, settings.stack
         )
     measured = {}
@@ -251,6 +258,9 @@ def plan(
 ) -> Plan:
     """Choose the bundles for `requests` under the budget, then judge them on real bundles."""
     report = progress or (lambda stage, done, total: None)
+    unknown = sorted({m for called in functions.values() for m in called} - set(models))
+    if unknown:
+        raise UserInputError(f"the trace calls models not given: {', '.join(unknown)}")
     planning, held_out = split_trace(requests, settings.holdout)
     pooled = settings.aot  # only ahead-of-time bundles pool weights across bundles
     seconds: dict[str, float] = {}
@@ -351,8 +361,6 @@ def evaluate(
         for name in list(real):
             report("replaying", done, total)
             done += 1
-            if name not in real:
-                continue
             try:
                 evaluations[name].replayed.append(
                     replay(held_out, real[name], budget_bytes, settings.policy)
@@ -387,8 +395,7 @@ def _budget(text: str, footprints: Sequence[Footprint]) -> tuple[int, str | None
     """`text` in bytes and a notice when it was changed. A percentage is of every model alone
     held at once, raised to the least budget every model loads under (the largest beside the
     largest arena), as `simulate` raises it; a size below that is refused."""
-    everything = sum(f.measured_bytes + sum(f.parts.values()) for f in footprints)
-    budget_bytes = parse_budget(text, everything + max(f.activation_bytes for f in footprints))
+    budget_bytes = parse_budget(text, held_at_once(footprints))
     floor = least_budget(footprints)
     if budget_bytes >= floor:
         return budget_bytes, None

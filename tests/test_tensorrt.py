@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper
 
@@ -20,14 +21,24 @@ from fusedinf_cc.backends.tensorrt.compat import (
     IncompatibleEngineError,
     check_engine_compatible,
 )
+from fusedinf_cc.backends.tensorrt.names import check_supported_tensorrt
 from fusedinf_cc.backends.tensorrt.options import (
     EngineOptions,
     build_profiles,
+    check_for_tensorrt,
     parse_engine_options,
     parse_mem_pool_sizes,
 )
 from fusedinf_cc.backends.tensorrt.parser_errors import ParserIssue, parser_error
-from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.errors import BackendUnavailableError, UserInputError
+from fusedinf_cc.common.tolerances import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    FP16_ATOL,
+    FP16_RTOL,
+    default_tolerances,
+)
+from fusedinf_cc.compiler.targets.tensorrt import model_for_builder, precision_record
 from fusedinf_cc.compiler.tensorrt_support import check_tensorrt_support, support_table
 from tests import builders
 from tests.conftest import run_cli
@@ -49,9 +60,6 @@ def test_mem_pool_sizes_take_trtexec_names_and_units():
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        ({"strongly_typed": True, "fp16": True}, "drop --fp16/--int8"),
-        ({"weight_streaming": True}, "--weight-streaming needs --strongly-typed"),
-        ({"int8": True}, "--int8 needs --calib-cache"),
         ({"builder_opt_level": 6}, "use 0 to 5"),
         ({"hardware_compatibility": "turing+"}, "use one of none, ampere+"),
         ({"min_shapes": "x:1x8", "max_shapes": "x:4x8"}, "must name the same inputs"),
@@ -70,6 +78,41 @@ def test_mem_pool_sizes_take_trtexec_names_and_units():
 def test_option_mistakes_are_one_line_errors(flags, message):
     with pytest.raises(UserInputError, match=message):
         parse_engine_options(**flags)
+
+
+@pytest.mark.parametrize(
+    ("flags", "version", "message"),
+    [
+        ({"strongly_typed": True, "fp16": True}, "10.3.0", "drop --fp16/--int8"),
+        ({"weight_streaming": True}, "10.16.1.11", "--weight-streaming needs --strongly-typed"),
+        ({"int8": True}, "10.3.0", "--int8 needs --calib-cache"),
+        ({"hardware_compatibility": "same-compute-capability"}, "10.8.0", "needs TensorRT 10.9"),
+        ({"int8": True, "calib_cache": "CACHE"}, "11.4.0.106", "has no INT8 calibrators"),
+    ],
+)
+def test_what_one_tensorrt_version_cannot_build_is_refused_in_one_line(
+    tmp_path, flags, version, message
+):
+    cache = tmp_path / "calib.cache"
+    cache.write_bytes(b"TRT-1001-EntropyCalibration2\n")
+    flags = {key: cache if value == "CACHE" else value for key, value in flags.items()}
+    options = parse_engine_options(**flags)
+    with pytest.raises(UserInputError, match=message):
+        check_for_tensorrt(options, version)
+
+
+@pytest.mark.parametrize(
+    ("flags", "version"),
+    [
+        ({"strongly_typed": True, "fp16": True}, "11.4.0.106"),  # 11: fp16 is the graph's
+        ({"weight_streaming": True}, "11.0.0"),  # 11: every network is strongly typed
+        ({"int8": True}, "11.4.0.106"),  # 11: scales from Q/DQ nodes, checked at build
+        ({"hardware_compatibility": "same-compute-capability"}, "10.9.0.34"),
+        ({"fp16": True, "hardware_compatibility": "ampere+"}, "10.3.0"),
+    ],
+)
+def test_what_a_tensorrt_version_can_build_passes(flags, version):
+    check_for_tensorrt(parse_engine_options(**flags), version)
 
 
 def test_calibration_cache_must_exist_and_go_with_int8(tmp_path):
@@ -414,7 +457,7 @@ def test_gpu_providers_missing_from_onnxruntime_are_named(tmp_path):
 # on a GPU with TensorRT -------------------------------------------------------------------------
 def _gpu_reason() -> str | None:
     if NO_TENSORRT:
-        return "needs the tensorrt package (JetPack, or NVIDIA's pip index)"
+        return "needs the tensorrt package (JetPack on a Jetson, or `pip install tensorrt`)"
     try:
         from fusedinf_cc.backends.tensorrt.device import open_device
 
@@ -506,6 +549,30 @@ def test_weight_streaming_engine_runs_under_a_small_budget(tmp_path):
 
 
 @needs_gpu
+def test_an_fp16_engine_verifies_at_fp16_tolerances(tmp_path):
+    """TensorRT 10 sets the FP16 flag; 11 builds the graph converted to FP16."""
+    a = builders.save(builders.affine(0), tmp_path / "a.onnx")
+    b = builders.save(builders.small_cnn(1), tmp_path / "b.onnx")
+    out = tmp_path / "half.engine"
+    result = run_cli("fuse", a, b, "-o", out, "--fp16")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(out.with_name(out.name + ".manifest.json").read_text())
+    assert manifest["build_options"]["fp16"] is True
+    verify = run_cli("verify", out)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"rtol={FP16_RTOL:g}" in verify.stdout
+
+
+@needs_gpu
+def test_a_version_compatible_engine_builds_and_runs(tmp_path):
+    a = builders.save(builders.affine(0), tmp_path / "a.onnx")
+    out = tmp_path / "vc.engine"
+    result = run_cli("fuse", a, "-o", out, "--version-compatible")
+    assert result.returncode == 0, result.stderr
+    assert run_cli("verify", out).returncode == 0
+
+
+@needs_gpu
 def test_bench_compares_a_fused_engine_with_engines_of_its_sources(tmp_path):
     a = builders.save(builders.affine(0), tmp_path / "a.onnx")
     b = builders.save(builders.affine(1), tmp_path / "b.onnx")
@@ -519,3 +586,97 @@ def test_bench_compares_a_fused_engine_with_engines_of_its_sources(tmp_path):
     data = json.loads(report.read_text())
     assert data["environment"]["backend"] == "tensorrt"
     assert all(c["gpu_bytes"] is not None for c in data["configs"])
+
+
+# TensorRT 10 and 11: versions, and precision from the graph ------------------------------------
+@pytest.mark.parametrize("version", ["8.6.2", "10.2.0", "12.0.0", "unknown"])
+def test_an_unsupported_tensorrt_is_refused_naming_the_range(version):
+    with pytest.raises(BackendUnavailableError, match=r"TensorRT 10\.3 to 11\.x"):
+        check_supported_tensorrt(version)
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "10.16.1.11", "11.4.0.106", "10.7.0.post1"])
+def test_a_supported_tensorrt_passes(version):
+    check_supported_tensorrt(version)
+
+
+def _fused(tmp_path: Path) -> ir.Model:
+    a = builders.save(builders.affine(0, batch="n"), tmp_path / "a.onnx")
+    b = builders.save(builders.small_cnn(1), tmp_path / "b.onnx")
+    out = tmp_path / "fused.onnx"
+    result = run_cli("fuse", a, b, "-o", out)
+    assert result.returncode == 0, result.stderr
+    return ir.load(out)
+
+
+def test_fp16_for_tensorrt_11_converts_the_graph_and_keeps_its_interface(tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="runs both graphs on ONNX Runtime")
+    fused = _fused(tmp_path)
+    half = model_for_builder(fused, EngineOptions(fp16=True), "11.4.0.106", "fused.engine")
+    assert model_for_builder(fused, EngineOptions(fp16=True), "10.3.0", "f.engine") is fused
+
+    def interface(model: ir.Model) -> list[tuple[str, ir.DataType | None]]:
+        return [(v.name, v.dtype) for v in [*model.graph.inputs, *model.graph.outputs]]
+
+    assert interface(half) == interface(fused)
+    weights = [v.const_value.dtype for v in half.graph.initializers.values() if v.const_value]
+    assert ir.DataType.FLOAT16 in weights and ir.DataType.FLOAT not in weights
+    half_path = tmp_path / "half.onnx"
+    ir.save(half, half_path)
+    sessions = [
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for path in (tmp_path / "fused.onnx", half_path)
+    ]
+    rng = np.random.default_rng(0)
+    feeds = {
+        i.name: rng.standard_normal([d if isinstance(d, int) else 2 for d in i.shape]).astype(
+            np.float32
+        )
+        for i in sessions[0].get_inputs()
+    }
+    runs = [
+        dict(zip([o.name for o in s.get_outputs()], s.run(None, feeds), strict=True))
+        for s in sessions
+    ]
+    full, reduced = runs
+    for name, expected in full.items():
+        assert reduced[name].dtype == np.float32
+        np.testing.assert_allclose(reduced[name], expected, rtol=FP16_RTOL, atol=FP16_ATOL)
+    # FP16 is not FP32: the defaults would fail what FP16's tolerances pass.
+    assert not all(
+        np.allclose(reduced[name], expected, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL)
+        for name, expected in full.items()
+    )
+    assert default_tolerances({"fp16": True}) == (FP16_RTOL, FP16_ATOL)
+    assert default_tolerances({"fp16": False}) == (DEFAULT_RTOL, DEFAULT_ATOL)
+
+
+def test_int8_for_tensorrt_11_needs_qdq_nodes(tmp_path):
+    fused = _fused(tmp_path)
+    with pytest.raises(UserInputError, match="takes its scales from Q/DQ nodes"):
+        model_for_builder(fused, EngineOptions(int8=True), "11.4.0.106", "fused.engine")
+    scale, zero = builders.tensor("s", np.float32(0.05)), builders.tensor("z", np.int8(0))
+    quantized = builders.make_model(
+        [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", FLOAT, [4])],
+        [helper.make_tensor_value_info("y", FLOAT, [4])],
+        [scale, zero],
+    )
+    model = ir.serde.deserialize_model(quantized)
+    kept = model_for_builder(model, EngineOptions(int8=True), "11.4.0.106", "q.engine")
+    assert kept is model
+
+
+def test_the_manifest_says_where_precision_came_from():
+    assert precision_record(EngineOptions(fp16=True), "11.4.0.106") == {
+        "precision_from": "fp16 graph"
+    }
+    assert precision_record(EngineOptions(fp16=True), "10.3.0") == {
+        "precision_from": "builder flags"
+    }
+    assert precision_record(EngineOptions(strongly_typed=True), "10.3.0") == {
+        "precision_from": "graph types"
+    }

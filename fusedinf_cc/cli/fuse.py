@@ -42,9 +42,11 @@ def fuse(
     no_parts: NO_PARTS = False,
     opset: OPSET = None,
     explain: Annotated[bool, typer.Option("--explain", help="Print what every pass did.")] = False,
-    fp16: Annotated[bool, typer.Option("--fp16", help="[engine] Allow FP16 kernels.")] = False,
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="[engine] FP16 (TensorRT 11: the graph made FP16).")
+    ] = False,
     int8: Annotated[
-        bool, typer.Option("--int8", help="[engine] Allow INT8 kernels (needs --calib-cache).")
+        bool, typer.Option("--int8", help="[engine] INT8 (10: --calib-cache; 11: Q/DQ nodes).")
     ] = False,
     calib_cache: Annotated[
         Path | None, typer.Option("--calib-cache", help="[engine] INT8 calibration cache.")
@@ -76,7 +78,7 @@ def fuse(
     ] = None,
     version_compatible: Annotated[
         bool,
-        typer.Option("--version-compatible", help="[engine] Runs on later TensorRT 10.x too."),
+        typer.Option("--version-compatible", help="[engine] Runs on later TensorRT of its major."),
     ] = False,
     hardware_compatibility: Annotated[
         str,
@@ -87,7 +89,7 @@ def fuse(
     weight_streaming: Annotated[
         bool,
         typer.Option(
-            "--weight-streaming", help="[engine] Stream weights (needs --strongly-typed)."
+            "--weight-streaming", help="[engine] Stream weights (10: needs --strongly-typed)."
         ),
     ] = False,
 ) -> None:

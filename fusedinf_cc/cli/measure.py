@@ -28,7 +28,7 @@ from fusedinf_cc.cli.base import (
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import check_output_file, write_text_atomic
 from fusedinf_cc.common.shapes import parse_shapes
-from fusedinf_cc.common.tolerances import DEFAULT_ATOL, DEFAULT_RTOL
+from fusedinf_cc.common.tolerances import DEFAULT_ATOL, DEFAULT_RTOL, FP16_ATOL, FP16_RTOL
 
 
 @reports_errors
@@ -170,15 +170,26 @@ def verify(
     shapes: Annotated[
         str | None, typer.Option("--shapes", help="Dynamic dims: NAME:1x3x224x224,...")
     ] = None,
-    rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance.")] = DEFAULT_RTOL,
-    atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance.")] = DEFAULT_ATOL,
+    rtol: Annotated[
+        float | None,
+        typer.Option(
+            "--rtol", help=f"Relative tolerance [default: {DEFAULT_RTOL:g}; FP16: {FP16_RTOL:g}]."
+        ),
+    ] = None,
+    atol: Annotated[
+        float | None,
+        typer.Option(
+            "--atol", help=f"Absolute tolerance [default: {DEFAULT_ATOL:g}; FP16: {FP16_ATOL:g}]."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0,
     backend: BACKEND = DEFAULT_RUNTIME,
 ) -> None:
     """Check that every fused output equals the separate source model's output.
 
     The sources always run on ONNX Runtime's CPU provider, the reference; the fused artifact
-    runs on --backend (an engine on TensorRT). FP16 engines need looser --rtol/--atol.
+    runs on --backend (an engine on TensorRT). An FP16 engine is checked at FP16 tolerances
+    unless --rtol/--atol say otherwise.
     """
     from fusedinf_cc.cli.tables import verify_table
     from fusedinf_cc.measure.verify import verify_artifact
@@ -200,7 +211,7 @@ def verify(
     parts = sum(comparison.part for comparison in report.comparisons)
     also = f", and so do the {parts} model parts" if parts else ""
     outputs = len(report.comparisons) - parts
-    console.print(f"all {outputs} outputs match{also} (rtol={rtol:g}, atol={atol:g})")
+    console.print(f"all {outputs} outputs match{also} (rtol={report.rtol:g}, atol={report.atol:g})")
 
 
 @reports_errors

@@ -8,6 +8,17 @@ from fusedinf_cc.common.errors import UserInputError
 
 DEFAULT_RTOL = 1e-5
 DEFAULT_ATOL = 1e-5
+# An FP16 engine rounds every activation to 11 significant bits (about 5e-4 relative), and the
+# error grows with depth; 1e-2 is the tolerance TensorRT's own FP16 checks (Polygraphy) use.
+FP16_RTOL = 1e-2
+FP16_ATOL = 1e-2
+
+
+def default_tolerances(build_options: dict[str, object]) -> tuple[float, float]:
+    """(rtol, atol) for an artifact built with these options, when none are given."""
+    if build_options.get("fp16"):
+        return FP16_RTOL, FP16_ATOL
+    return DEFAULT_RTOL, DEFAULT_ATOL
 
 
 def check_tolerance(value: object, what: str) -> float:

@@ -63,6 +63,11 @@ def build_fused_all(
         raise UserInputError(
             f"{outputs[0]}: TensorRT options (--fp16, --shapes, ...) apply to .engine outputs only"
         )
+    build_options = BuildOptions(
+        single_file=single_file, aot=aot, parts=parts, engine=engine, progress=progress
+    )
+    for target in targets:
+        target.check(build_options)
     specs = [parse_model_spec(spec) for spec in model_specs]
     for output in outputs:
         check_output_path(output, [path for _, path in specs])
@@ -80,9 +85,6 @@ def build_fused_all(
     fused = fuse(sources, options)
     if any(output.suffix.lower() in (".onnx", ".ort") for output in outputs):
         warn_if_the_runtime_cannot_run(fused.model)
-    build_options = BuildOptions(
-        single_file=single_file, aot=aot, parts=parts, engine=engine, progress=progress
-    )
     return [
         target.build(fused, output, build_options)
         for target, output in zip(targets, outputs, strict=True)

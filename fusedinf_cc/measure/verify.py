@@ -18,7 +18,7 @@ from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME
 from fusedinf_cc.backends.sessions import open_session
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import sha256_file
-from fusedinf_cc.common.tolerances import DEFAULT_ATOL, DEFAULT_RTOL, check_tolerance
+from fusedinf_cc.common.tolerances import check_tolerance, default_tolerances
 from fusedinf_cc.runtime.feeds import load_feeds, random_feeds
 
 
@@ -56,14 +56,18 @@ def verify_artifact(
     *,
     feeds_path: Path | None = None,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
-    rtol: float = DEFAULT_RTOL,
-    atol: float = DEFAULT_ATOL,
+    rtol: float | None = None,
+    atol: float | None = None,
     seed: int = 0,
     runtime: str = DEFAULT_RUNTIME,
 ) -> VerifyReport:
-    """Compare each fused output with the output of the separate source model it came from."""
-    rtol, atol = check_tolerance(rtol, "--rtol"), check_tolerance(atol, "--atol")
+    """Compare each fused output with the output of the separate source model it came from.
+
+    A tolerance not given is the artifact's default: FP16 engines get FP16's."""
     manifest = manifest_for_artifact(artifact_path)
+    default_rtol, default_atol = default_tolerances(manifest.build_options)
+    rtol = check_tolerance(default_rtol if rtol is None else rtol, "--rtol")
+    atol = check_tolerance(default_atol if atol is None else atol, "--atol")
     if not manifest.models:
         raise UserInputError(f"{artifact_path}: its manifest names no model; nothing to verify")
     fused = open_session(artifact_path, runtime)

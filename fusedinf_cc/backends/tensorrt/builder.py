@@ -1,16 +1,25 @@
-"""Build a serialized TensorRT engine from a fused ONNX file (TensorRT 10 Python API)."""
+"""Build a serialized TensorRT engine from an ONNX file (TensorRT 10.3 to 11.x Python API).
+
+The two majors differ in how precision is chosen. TensorRT 10 builds a weakly typed network
+unless asked, and `--fp16`/`--int8` are builder flags (INT8 scales from a calibration cache).
+TensorRT 11 builds every network strongly typed: precision comes from the graph's own types and
+Q/DQ nodes, so the compiler hands it an FP16 graph for `--fp16` (`compiler/targets/tensorrt.py`)
+and no flag is set here.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from fusedinf_cc.backends.tensorrt.compat import EngineTarget
 from fusedinf_cc.backends.tensorrt.device import open_device
+from fusedinf_cc.backends.tensorrt.names import TENSORRT, parse_version
 from fusedinf_cc.backends.tensorrt.options import (
     HARDWARE_COMPATIBILITY,
     MEMORY_POOLS,
@@ -18,11 +27,13 @@ from fusedinf_cc.backends.tensorrt.options import (
     ShapeProfile,
 )
 from fusedinf_cc.backends.tensorrt.parser_errors import EngineBuildError, ParserIssue, parser_error
-from fusedinf_cc.backends.tensorrt.runtime import here, import_tensorrt, logger
+from fusedinf_cc.backends.tensorrt.runtime import device_memory_bytes, here, import_tensorrt, logger
+from fusedinf_cc.common.errors import FusedInfWarning
 from fusedinf_cc.common.files import staging_dir
 
 # (phase name, steps done, steps in the phase); phases nest, as TensorRT reports them.
 ProgressCallback = Callable[[str, int, int], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,28 +56,42 @@ def build_engine(
 ) -> EngineBuild:
     """Parse, configure, build, and write `engine_path` atomically (temp file, then rename)."""
     trt = import_tensorrt()
+    major = parse_version(TENSORRT.name(trt, "__version__"))[0]
     device = open_device()
-    builder = trt.Builder(logger(trt))
+    builder = TENSORRT.name(trt, "Builder")(logger(trt))
     flags = 0
-    if options.strongly_typed:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger(trt))
+    if options.strongly_typed and major == 10:  # 11: every network is strongly typed
+        flags |= 1 << int(TENSORRT.name(trt, "NetworkDefinitionCreationFlag.STRONGLY_TYPED"))
+    network = _made(TENSORRT.attr(builder, "Builder.create_network")(flags), "a network")
+    parser = TENSORRT.name(trt, "OnnxParser")(network, logger(trt))
     # From the file, so that TensorRT finds external weights beside it.
-    if not parser.parse_from_file(str(onnx_path)):
-        issues = [
-            ParserIssue.from_parser_error(parser.get_error(i)) for i in range(parser.num_errors)
-        ]
+    if not TENSORRT.attr(parser, "OnnxParser.parse_from_file")(str(onnx_path)):
+        get_error = TENSORRT.attr(parser, "OnnxParser.get_error")
+        count = TENSORRT.attr(parser, "OnnxParser.num_errors")
+        issues = [ParserIssue.from_parser_error(get_error(i)) for i in range(count)]
         raise parser_error(onnx_path.name, issues)
-    config = builder.create_builder_config()
-    _configure(trt, builder, config, options, profiles)
+    config = _made(TENSORRT.attr(builder, "Builder.create_builder_config")(), "a builder config")
+    _configure(trt, major, builder, config, options, profiles)
     timing_cache = _attach_timing_cache(config, options.timing_cache)
     if on_progress is not None:
-        config.progress_monitor = _progress_monitor(trt, on_progress)
-    serialized = builder.build_serialized_network(network, config)
+        monitor = _progress_monitor(trt, on_progress)
+        TENSORRT.set_attr(config, "IBuilderConfig.progress_monitor", monitor)
+    build = TENSORRT.attr(builder, "Builder.build_serialized_network")
+    serialized = build(network, config)
     if serialized is None:
         raise EngineBuildError(
             f"TensorRT could not build an engine from {onnx_path.name} (its log above says why)"
+        )
+    # Read the engine back before writing it: its device memory goes into the manifest, and a
+    # plan this TensorRT cannot read back must not be left behind as if it were built.
+    runtime = TENSORRT.name(trt, "Runtime")(logger(trt))
+    if options.version_compatible:  # such a plan carries the runtime code that reads it
+        TENSORRT.set_attr(runtime, "Runtime.engine_host_code_allowed", True)
+    engine = TENSORRT.attr(runtime, "Runtime.deserialize_cuda_engine")(memoryview(serialized))
+    if engine is None:
+        raise EngineBuildError(
+            f"TensorRT built an engine from {onnx_path.name} but cannot deserialize it (its log "
+            "above says why)"
         )
     with staging_dir(engine_path) as staging:
         staged = staging / engine_path.name
@@ -75,10 +100,9 @@ def build_engine(
     if timing_cache is not None and options.timing_cache is not None:
         with staging_dir(options.timing_cache) as staging:
             staged = staging / options.timing_cache.name
-            staged.write_bytes(memoryview(timing_cache.serialize()))
+            serialize = TENSORRT.attr(timing_cache, "ITimingCache.serialize")
+            staged.write_bytes(memoryview(serialize()))
             os.replace(staged, options.timing_cache)
-    engine = trt.Runtime(logger(trt)).deserialize_cuda_engine(memoryview(serialized))
-    device_memory = getattr(engine, "device_memory_size_v2", None)
     target = here(device, trt)
     return EngineBuild(
         target=EngineTarget(
@@ -89,69 +113,90 @@ def build_engine(
             hardware_compatibility=options.hardware_compatibility,
         ),
         engine_bytes=engine_path.stat().st_size,
-        device_memory_bytes=int(
-            device_memory if device_memory is not None else engine.device_memory_size
-        ),
-        streamable_weight_bytes=int(getattr(engine, "streamable_weights_size", 0)),
+        device_memory_bytes=device_memory_bytes(engine),
+        streamable_weight_bytes=int(TENSORRT.attr(engine, "ICudaEngine.streamable_weights_size")),
         gpu_memory_bytes=device.info.total_memory_bytes,
     )
 
 
+def _made(value: T | None, what: str) -> T:
+    """TensorRT returns None where it cannot make something; say so in one line."""
+    if value is None:
+        raise EngineBuildError(f"TensorRT could not create {what} (its log above says why)")
+    return value
+
+
 def _configure(
     trt: ModuleType,
+    major: int,
     builder: Any,
     config: Any,
     options: EngineOptions,
     profiles: Sequence[ShapeProfile],
 ) -> None:
+    set_flag = TENSORRT.attr(config, "IBuilderConfig.set_flag")
+    set_pool = TENSORRT.attr(config, "IBuilderConfig.set_memory_pool_limit")
     for pool, size in options.mem_pool_sizes.items():
-        config.set_memory_pool_limit(getattr(trt.MemoryPoolType, MEMORY_POOLS[pool]), size)
-    if options.fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    if options.int8:
-        config.set_flag(trt.BuilderFlag.INT8)
-        assert options.calib_cache is not None
-        config.int8_calibrator = _cache_calibrator(trt, options.calib_cache)
+        set_pool(TENSORRT.name(trt, MEMORY_POOLS[pool]), size)
+    if major == 10:  # 11 takes precision from the graph (see the module's docstring)
+        if options.fp16:
+            set_flag(TENSORRT.name(trt, "BuilderFlag.FP16"))
+        if options.int8:
+            set_flag(TENSORRT.name(trt, "BuilderFlag.INT8"))
+            assert options.calib_cache is not None
+            calibrator = _cache_calibrator(trt, options.calib_cache)
+            TENSORRT.set_attr(config, "IBuilderConfig.int8_calibrator", calibrator)
     if options.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        set_flag(TENSORRT.name(trt, "BuilderFlag.VERSION_COMPATIBLE"))
     if options.weight_streaming:
-        config.set_flag(trt.BuilderFlag.WEIGHT_STREAMING)
+        set_flag(TENSORRT.name(trt, "BuilderFlag.WEIGHT_STREAMING"))
     if options.builder_opt_level is not None:
-        config.builder_optimization_level = options.builder_opt_level
-    if options.hardware_compatibility != "none":
-        level = getattr(
-            trt.HardwareCompatibilityLevel,
-            HARDWARE_COMPATIBILITY[options.hardware_compatibility],
-            None,
-        )
-        if level is None:
-            raise EngineBuildError(
-                f"--hardware-compatibility {options.hardware_compatibility}: TensorRT "
-                f"{trt.__version__} does not offer it"
-            )
-        config.hardware_compatibility_level = level
+        level = options.builder_opt_level
+        TENSORRT.set_attr(config, "IBuilderConfig.builder_optimization_level", level)
+    compatibility = HARDWARE_COMPATIBILITY[options.hardware_compatibility]
+    if compatibility is not None:
+        level = TENSORRT.name(trt, compatibility)
+        TENSORRT.set_attr(config, "IBuilderConfig.hardware_compatibility_level", level)
     if profiles:
-        profile = builder.create_optimization_profile()
+        create = TENSORRT.attr(builder, "Builder.create_optimization_profile")
+        profile = _made(create(), "an optimization profile")
+        set_shape = TENSORRT.attr(profile, "IOptimizationProfile.set_shape")
         for shape in profiles:
-            profile.set_shape(shape.name, shape.min, shape.opt, shape.max)
-        config.add_optimization_profile(profile)
+            set_shape(shape.name, shape.min, shape.opt, shape.max)
+        TENSORRT.attr(config, "IBuilderConfig.add_optimization_profile")(profile)
 
 
 def _attach_timing_cache(config: Any, path: Path | None) -> Any:
-    """Start from the cache file if it exists; the build adds to it and it is written back."""
+    """Start from the cache file if it exists; the build adds to it and it is written back.
+
+    A cache from another GPU or TensorRT version is refused by TensorRT (`set_timing_cache`
+    returns False); the build then starts a fresh cache, which replaces the file.
+    """
     if path is None:
         return None
-    cache = config.create_timing_cache(path.read_bytes() if path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    create = TENSORRT.attr(config, "IBuilderConfig.create_timing_cache")
+    attach = TENSORRT.attr(config, "IBuilderConfig.set_timing_cache")
+    cache = _made(create(path.read_bytes() if path.is_file() else b""), "a timing cache")
+    if not attach(cache, ignore_mismatch=False):
+        warnings.warn(
+            f"--timing-cache {path} was made by another GPU or TensorRT version; this build "
+            "starts a fresh cache and writes it there",
+            FusedInfWarning,
+            stacklevel=2,
+        )
+        cache = _made(create(b""), "a timing cache")
+        if not attach(cache, ignore_mismatch=False):
+            raise EngineBuildError(f"TensorRT refused even a fresh timing cache for {path}")
     return cache
 
 
 def _cache_calibrator(trt: ModuleType, cache_path: Path) -> Any:
-    """An INT8 calibrator that only replays scales from a calibration cache."""
+    """An INT8 calibrator that only replays scales from a calibration cache (TensorRT 10)."""
+    base = TENSORRT.name(trt, "IInt8EntropyCalibrator2")
 
-    class CacheCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
+    class CacheCalibrator(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
+            base.__init__(self)
             self._cache = cache_path.read_bytes()
 
         def get_batch_size(self) -> int:
@@ -170,9 +215,11 @@ def _cache_calibrator(trt: ModuleType, cache_path: Path) -> Any:
 
 
 def _progress_monitor(trt: ModuleType, on_progress: ProgressCallback) -> Any:
-    class Monitor(trt.IProgressMonitor):  # type: ignore[misc, name-defined]
+    base = TENSORRT.name(trt, "IProgressMonitor")
+
+    class Monitor(base):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
-            trt.IProgressMonitor.__init__(self)
+            base.__init__(self)
             self._totals: dict[str, int] = {}
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from fusedinf_cc.backends.tensorrt.names import CUDA_RUNTIME
 from fusedinf_cc.common.errors import BackendUnavailableError
 
 NO_CUDA_HINT = (
@@ -98,7 +99,11 @@ class TorchDevice:
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> _TorchArray:
         # Allocate as bytes: every numpy dtype has a byte view, not every one a torch dtype.
         nbytes = max(1, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
-        return _TorchArray(self._torch.empty(nbytes, dtype=self._torch.uint8, device=self._device))
+        # On the engine's stream: torch's allocator may hand memory allocated on another stream
+        # to that stream's next kernel while the engine still writes into it.
+        with self._torch.cuda.stream(self._stream):
+            tensor = self._torch.empty(nbytes, dtype=self._torch.uint8, device=self._device)
+        return _TorchArray(tensor)
 
     def to_host(self, buffer: DeviceArray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         assert isinstance(buffer, _TorchArray)
@@ -113,12 +118,12 @@ class TorchDevice:
 
 class _CudaPythonArray:
     def __init__(self, runtime: ModuleType, ptr: int):
-        self._runtime = runtime
+        self._free = CUDA_RUNTIME.name(runtime, "cudaFree")
         self.ptr = ptr
 
     def __del__(self) -> None:
         if self.ptr:
-            self._runtime.cudaFree(self.ptr)
+            self._free(self.ptr)
             self.ptr = 0
 
 
@@ -127,16 +132,18 @@ class CudaPythonDevice:
 
     def __init__(self, runtime: ModuleType, index: int):
         self._rt = runtime
-        self._check(runtime.cudaSetDevice(index)[0], "cudaSetDevice")
-        error, properties = runtime.cudaGetDeviceProperties(index)
+        self._check(CUDA_RUNTIME.name(self._rt, "cudaSetDevice")(index)[0], "cudaSetDevice")
+        error, properties = CUDA_RUNTIME.name(self._rt, "cudaGetDeviceProperties")(index)
         self._check(error, "cudaGetDeviceProperties")
-        name = properties.name
+        name = CUDA_RUNTIME.attr(properties, "cudaDeviceProp.name")
+        major = CUDA_RUNTIME.attr(properties, "cudaDeviceProp.major")
+        minor = CUDA_RUNTIME.attr(properties, "cudaDeviceProp.minor")
         self.info = DeviceInfo(
             name=(name.decode() if isinstance(name, bytes) else str(name)).rstrip("\x00"),
-            compute_capability=f"{properties.major}.{properties.minor}",
-            total_memory_bytes=int(properties.totalGlobalMem),
+            compute_capability=f"{major}.{minor}",
+            total_memory_bytes=int(CUDA_RUNTIME.attr(properties, "cudaDeviceProp.totalGlobalMem")),
         )
-        error, stream = runtime.cudaStreamCreate()
+        error, stream = CUDA_RUNTIME.name(self._rt, "cudaStreamCreate")()
         self._check(error, "cudaStreamCreate")
         self._stream = stream
         self.stream_handle = int(stream)
@@ -146,18 +153,19 @@ class CudaPythonDevice:
             raise BackendUnavailableError(f"{call} failed ({error}): {NO_CUDA_HINT}")
 
     def _malloc(self, nbytes: int) -> _CudaPythonArray:
-        error, ptr = self._rt.cudaMalloc(max(1, nbytes))
+        error, ptr = CUDA_RUNTIME.name(self._rt, "cudaMalloc")(max(1, nbytes))
         self._check(error, "cudaMalloc")
         return _CudaPythonArray(self._rt, int(ptr))
 
     def to_device(self, array: np.ndarray) -> _CudaPythonArray:
         host = np.ascontiguousarray(array)
         buffer = self._malloc(host.nbytes)
-        kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        kind = CUDA_RUNTIME.name(self._rt, "cudaMemcpyKind.cudaMemcpyHostToDevice")
         # Synchronous copy: the host array may be freed as soon as this returns.
-        self._check(
-            self._rt.cudaMemcpy(buffer.ptr, host.ctypes.data, host.nbytes, kind)[0], "cudaMemcpy"
-        )
+        error = CUDA_RUNTIME.name(self._rt, "cudaMemcpy")(
+            buffer.ptr, host.ctypes.data, host.nbytes, kind
+        )[0]
+        self._check(error, "cudaMemcpy")
         return buffer
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> _CudaPythonArray:
@@ -165,8 +173,8 @@ class CudaPythonDevice:
 
     def to_host(self, buffer: DeviceArray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         host = np.empty(shape, dtype=dtype)
-        kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        error = self._rt.cudaMemcpyAsync(
+        kind = CUDA_RUNTIME.name(self._rt, "cudaMemcpyKind.cudaMemcpyDeviceToHost")
+        error = CUDA_RUNTIME.name(self._rt, "cudaMemcpyAsync")(
             host.ctypes.data, buffer.ptr, host.nbytes, kind, self._stream
         )[0]
         self._check(error, "cudaMemcpyAsync")
@@ -174,7 +182,8 @@ class CudaPythonDevice:
         return host
 
     def synchronize(self) -> None:
-        self._check(self._rt.cudaStreamSynchronize(self._stream)[0], "cudaStreamSynchronize")
+        error = CUDA_RUNTIME.name(self._rt, "cudaStreamSynchronize")(self._stream)[0]
+        self._check(error, "cudaStreamSynchronize")
 
 
 def device_memory_in_use(index: int = 0) -> int | None:
@@ -187,5 +196,5 @@ def device_memory_in_use(index: int = 0) -> int | None:
     runtime = _optional("cuda.bindings.runtime") or _optional("cuda.cudart")
     if runtime is None:
         return None
-    error, free, total = runtime.cudaMemGetInfo()
+    error, free, total = CUDA_RUNTIME.name(runtime, "cudaMemGetInfo")()
     return int(total - free) if int(error) == 0 else None

@@ -12,23 +12,25 @@ from pathlib import Path
 from typing import Any
 
 from fusedinf_cc.backends.base import TensorSpec
+from fusedinf_cc.backends.tensorrt.names import TENSORRT, parse_version
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.shapes import parse_shapes
 from fusedinf_cc.common.sizes import parse_size
 
 # trtexec's pool names -> tensorrt.MemoryPoolType members.
 MEMORY_POOLS = {
-    "workspace": "WORKSPACE",
-    "dlaSRAM": "DLA_MANAGED_SRAM",
-    "dlaLocalDRAM": "DLA_LOCAL_DRAM",
-    "dlaGlobalDRAM": "DLA_GLOBAL_DRAM",
-    "tacticSharedMem": "TACTIC_SHARED_MEMORY",
+    "workspace": "MemoryPoolType.WORKSPACE",
+    "dlaSRAM": "MemoryPoolType.DLA_MANAGED_SRAM",
+    "dlaLocalDRAM": "MemoryPoolType.DLA_LOCAL_DRAM",
+    "dlaGlobalDRAM": "MemoryPoolType.DLA_GLOBAL_DRAM",
+    "tacticSharedMem": "MemoryPoolType.TACTIC_SHARED_MEMORY",
 }
-# trtexec's --hardwareCompatibilityLevel values -> tensorrt.HardwareCompatibilityLevel members.
-HARDWARE_COMPATIBILITY = {
-    "none": "NONE",
-    "ampere+": "AMPERE_PLUS",
-    "same-compute-capability": "SAME_COMPUTE_CAPABILITY",
+# trtexec's --hardwareCompatibilityLevel values -> tensorrt.HardwareCompatibilityLevel members
+# (none: the level is left at TensorRT's default).
+HARDWARE_COMPATIBILITY: dict[str, str | None] = {
+    "none": None,
+    "ampere+": "HardwareCompatibilityLevel.AMPERE_PLUS",
+    "same-compute-capability": "HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY",
 }
 BUILDER_OPT_LEVELS = range(6)
 
@@ -144,17 +146,7 @@ def _flagged(flag: str, text: str | None) -> dict[str, tuple[int, ...]]:
 
 
 def _check_combinations(options: EngineOptions) -> None:
-    if options.strongly_typed and (options.fp16 or options.int8):
-        raise UserInputError(
-            "--strongly-typed takes every precision from the model's own types; drop --fp16/--int8"
-        )
-    if options.weight_streaming and not options.strongly_typed:
-        raise UserInputError("--weight-streaming needs --strongly-typed (TensorRT requires it)")
-    if options.int8 and options.calib_cache is None:
-        raise UserInputError(
-            "--int8 needs --calib-cache FILE (scales from a calibration run); a model with "
-            "Q/DQ nodes needs no --int8: build it with --strongly-typed"
-        )
+    """What is wrong whatever TensorRT builds it; `check_for_tensorrt` adds what depends on it."""
     if options.calib_cache is not None:
         if not options.int8:
             raise UserInputError("--calib-cache is only used with --int8")
@@ -187,6 +179,44 @@ def _check_combinations(options: EngineOptions) -> None:
     if both:
         raise UserInputError(
             f"{sorted(both)}: give an input either --shapes or --min/--opt/--max-shapes, not both"
+        )
+
+
+def check_for_tensorrt(options: EngineOptions, version: str) -> None:
+    """Refuse, in one line and before any model is read, what this TensorRT cannot build.
+
+    TensorRT 10 builds weakly typed networks unless told otherwise: FP16 and INT8 are builder
+    flags, INT8 scales come from a calibrator, and weight streaming needs a strongly typed
+    network. TensorRT 11 builds every network strongly typed and has no calibrators: `--fp16`
+    converts the graph to FP16, and INT8 comes only from Q/DQ nodes in the model.
+    """
+    major = parse_version(version)[0]
+    if major == 10:
+        if options.strongly_typed and (options.fp16 or options.int8):
+            raise UserInputError(
+                "--strongly-typed takes every precision from the model's own types; drop "
+                "--fp16/--int8"
+            )
+        if options.weight_streaming and not options.strongly_typed:
+            raise UserInputError(
+                "--weight-streaming needs --strongly-typed (TensorRT 10 requires it)"
+            )
+        if options.int8 and options.calib_cache is None:
+            raise UserInputError(
+                "--int8 needs --calib-cache FILE (scales from a calibration run); a model with "
+                "Q/DQ nodes needs no --int8: build it with --strongly-typed"
+            )
+    elif options.calib_cache is not None:
+        raise UserInputError(
+            f"--calib-cache: TensorRT {version} has no INT8 calibrators; it takes INT8 from "
+            "Q/DQ nodes in the model (quantize the sources first, then fuse with --int8)"
+        )
+    path = HARDWARE_COMPATIBILITY[options.hardware_compatibility]
+    if path is not None and not TENSORRT.has(path, version):
+        since = ".".join(map(str, TENSORRT.declared(path).since))
+        raise UserInputError(
+            f"--hardware-compatibility {options.hardware_compatibility} needs TensorRT "
+            f"{since} or later; this machine has {version}"
         )
 
 

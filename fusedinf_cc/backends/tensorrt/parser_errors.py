@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fusedinf_cc.backends.tensorrt.names import TENSORRT
 from fusedinf_cc.common.errors import FusedInfError
 
 SHOWN_ERRORS = 5
@@ -26,12 +27,13 @@ class ParserIssue:
 
     @classmethod
     def from_parser_error(cls, error: Any) -> ParserIssue:
-        """From a `tensorrt.IParserError` (node() is -1 when no node is to blame)."""
+        """From a `tensorrt.ParserError` (node() is -1 when no node is to blame)."""
+        desc = TENSORRT.attr(error, "ParserError.desc")()
         return cls(
-            node=int(error.node()),
-            node_name=str(error.node_name() or ""),
-            op=str(error.node_operator() or ""),
-            reason=str(error.desc()).strip().splitlines()[0] if error.desc() else "no reason given",
+            node=int(TENSORRT.attr(error, "ParserError.node")()),
+            node_name=str(TENSORRT.attr(error, "ParserError.node_name")() or ""),
+            op=str(TENSORRT.attr(error, "ParserError.node_operator")() or ""),
+            reason=str(desc).strip().splitlines()[0] if desc else "no reason given",
         )
 
     def describe(self) -> str:

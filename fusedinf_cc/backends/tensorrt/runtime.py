@@ -13,6 +13,7 @@ import numpy as np
 from fusedinf_cc.backends.base import TensorSpec
 from fusedinf_cc.backends.tensorrt.compat import EngineTarget, check_engine_compatible
 from fusedinf_cc.backends.tensorrt.device import CudaDevice, DeviceArray, open_device
+from fusedinf_cc.backends.tensorrt.names import TENSORRT, check_supported_tensorrt
 from fusedinf_cc.common.errors import BackendUnavailableError, UserInputError
 
 INSTALL_HINT = (
@@ -23,15 +24,18 @@ INSTALL_HINT = (
 
 
 def import_tensorrt() -> ModuleType:
+    """TensorRT, if a supported version is installed; one line saying what to install else."""
     try:
-        return importlib.import_module("tensorrt")
+        trt = importlib.import_module("tensorrt")
     except ImportError:
         raise BackendUnavailableError(INSTALL_HINT) from None
+    check_supported_tensorrt(str(TENSORRT.name(trt, "__version__")))
+    return trt
 
 
 def tensorrt_version() -> str | None:
     try:
-        return str(importlib.import_module("tensorrt").__version__)
+        return str(TENSORRT.name(importlib.import_module("tensorrt"), "__version__"))
     except ImportError:
         return None
 
@@ -44,7 +48,8 @@ class _Logger:
     @classmethod
     def get(cls, trt: ModuleType) -> Any:
         if cls.instance is None:
-            cls.instance = trt.Logger(trt.Logger.WARNING)
+            logger_class = TENSORRT.name(trt, "Logger")
+            cls.instance = logger_class(TENSORRT.name(trt, "Logger.WARNING"))
         return cls.instance
 
 
@@ -52,9 +57,14 @@ def logger(trt: ModuleType) -> Any:
     return _Logger.get(trt)
 
 
+def device_memory_bytes(engine: Any) -> int:
+    """Activation memory one execution context of `engine` needs, beyond the weights."""
+    return int(TENSORRT.attr(engine, "ICudaEngine.device_memory_size_v2"))
+
+
 def here(device: CudaDevice, trt: ModuleType) -> EngineTarget:
     return EngineTarget(
-        tensorrt=str(trt.__version__),
+        tensorrt=str(TENSORRT.name(trt, "__version__")),
         compute_capability=device.info.compute_capability,
         gpu=device.info.name,
     )
@@ -80,50 +90,59 @@ class TensorRTSession:
         self._device = open_device()
         if built_for is not None:
             check_engine_compatible(built_for, here(self._device, trt), engine_path.name)
-        runtime = trt.Runtime(logger(trt))
+        runtime = TENSORRT.name(trt, "Runtime")(logger(trt))
         if built_for is not None and built_for.version_compatible:
-            runtime.engine_host_code_allowed = True
+            TENSORRT.set_attr(runtime, "Runtime.engine_host_code_allowed", True)
         self._runtime = runtime
-        self._engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        deserialize = TENSORRT.attr(runtime, "Runtime.deserialize_cuda_engine")
+        self._engine = deserialize(engine_path.read_bytes())
         if self._engine is None:
             raise UserInputError(
-                f"{engine_path}: TensorRT {trt.__version__} cannot deserialize it (built by "
-                "another TensorRT version or for another GPU?); rebuild it here"
+                f"{engine_path}: TensorRT {here(self._device, trt).tensorrt} cannot deserialize "
+                "it (built by another TensorRT version or for another GPU?); rebuild it here"
             )
         if weight_streaming_budget is not None:
             self.set_weight_streaming_budget(weight_streaming_budget)
-        self._context = self._engine.create_execution_context()
-        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        is_input = {
-            name: self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT for name in names
-        }
+        self._context = TENSORRT.attr(self._engine, "ICudaEngine.create_execution_context")()
+        if self._context is None:
+            raise UserInputError(
+                f"{engine_path}: TensorRT could not create an execution context (out of GPU "
+                "memory? its log above says why)"
+            )
+        count = TENSORRT.attr(self._engine, "ICudaEngine.num_io_tensors")
+        tensor_name = TENSORRT.attr(self._engine, "ICudaEngine.get_tensor_name")
+        tensor_mode = TENSORRT.attr(self._engine, "ICudaEngine.get_tensor_mode")
+        input_mode = TENSORRT.name(trt, "TensorIOMode.INPUT")
+        names = [tensor_name(i) for i in range(count)]
+        is_input = {name: tensor_mode(name) == input_mode for name in names}
         self.inputs = [self._spec(name) for name in names if is_input[name]]
         self.outputs = [self._spec(name) for name in names if not is_input[name]]
 
     @property
     def device_memory_bytes(self) -> int:
         """Activation memory the context needs, beyond the weights."""
-        size = getattr(self._engine, "device_memory_size_v2", None)
-        return int(size if size is not None else self._engine.device_memory_size)
+        return device_memory_bytes(self._engine)
 
     def set_weight_streaming_budget(self, budget_bytes: int) -> None:
-        streamable = int(getattr(self._engine, "streamable_weights_size", 0))
+        streamable = int(TENSORRT.attr(self._engine, "ICudaEngine.streamable_weights_size"))
         if streamable <= 0:
             raise UserInputError(
                 "this engine cannot stream weights: build it with --strongly-typed "
                 "--weight-streaming"
             )
-        self._engine.weight_streaming_budget_v2 = min(budget_bytes, streamable)
+        budget = min(budget_bytes, streamable)
+        TENSORRT.set_attr(self._engine, "ICudaEngine.weight_streaming_budget_v2", budget)
 
     def _spec(self, name: str) -> TensorSpec:
-        trt_dtype = self._engine.get_tensor_dtype(name)
+        trt_dtype = TENSORRT.attr(self._engine, "ICudaEngine.get_tensor_dtype")(name)
         try:
-            dtype = np.dtype(self._trt.nptype(trt_dtype))
+            dtype = np.dtype(TENSORRT.name(self._trt, "nptype")(trt_dtype))
         except TypeError:
             raise UserInputError(
                 f"engine tensor {name!r} has type {trt_dtype}, which numpy cannot hold"
             ) from None
-        shape = tuple(int(dim) if dim >= 0 else None for dim in self._engine.get_tensor_shape(name))
+        dims = TENSORRT.attr(self._engine, "ICudaEngine.get_tensor_shape")(name)
+        shape = tuple(int(dim) if dim >= 0 else None for dim in dims)
         return TensorSpec(name=name, dtype=dtype, shape=shape)
 
     def run(
@@ -136,20 +155,23 @@ class TensorRTSession:
             raise UserInputError(
                 f"engine run: missing inputs {missing}, unknown outputs {sorted(unknown)}"
             )
+        set_input_shape = TENSORRT.attr(self._context, "IExecutionContext.set_input_shape")
+        set_address = TENSORRT.attr(self._context, "IExecutionContext.set_tensor_address")
+        get_shape = TENSORRT.attr(self._context, "IExecutionContext.get_tensor_shape")
         keep: list[DeviceArray] = []  # device buffers live until the stream is done with them
         for spec in self.inputs:
             array = np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
-            if not self._context.set_input_shape(spec.name, array.shape):
+            if not set_input_shape(spec.name, array.shape):
                 raise UserInputError(
                     f"input {spec.name!r}: shape {array.shape} is outside the engine's profile"
                 )
             buffer = self._device.to_device(array)
             keep.append(buffer)
-            self._context.set_tensor_address(spec.name, buffer.ptr)
+            set_address(spec.name, buffer.ptr)
         shapes: dict[str, tuple[int, ...]] = {}
         buffers: dict[str, DeviceArray] = {}
         for spec in self.outputs:  # every output must be bound, wanted or not
-            shape = tuple(int(dim) for dim in self._context.get_tensor_shape(spec.name))
+            shape = tuple(int(dim) for dim in get_shape(spec.name))
             if any(dim < 0 for dim in shape):
                 raise UserInputError(
                     f"output {spec.name!r} has a data-dependent shape, which this runtime "
@@ -157,8 +179,9 @@ class TensorRTSession:
                 )
             shapes[spec.name] = shape
             buffers[spec.name] = self._device.empty(shape, spec.dtype)
-            self._context.set_tensor_address(spec.name, buffers[spec.name].ptr)
-        if not self._context.execute_async_v3(self._device.stream_handle):
+            set_address(spec.name, buffers[spec.name].ptr)
+        execute = TENSORRT.attr(self._context, "IExecutionContext.execute_async_v3")
+        if not execute(self._device.stream_handle):
             raise UserInputError("TensorRT failed to enqueue the engine (see its log above)")
         dtypes = {spec.name: spec.dtype for spec in self.outputs}
         results = {

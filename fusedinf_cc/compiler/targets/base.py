@@ -39,4 +39,9 @@ class Target(Protocol):
 
     def available(self) -> bool: ...
 
+    def check(self, options: BuildOptions) -> None:
+        """Refuse options this target's installed toolchain cannot build, before any model
+        is read."""
+        ...
+
     def build(self, fused: FusedModel, out_path: Path, options: BuildOptions) -> Manifest: ...

@@ -165,6 +165,9 @@ class OnnxRuntimeTarget:
             return False
         return True
 
+    def check(self, options: BuildOptions) -> None:
+        return None  # every option this target takes is checked where it is parsed
+
     def build(
         self, fused: FusedModel, out_path: Path, options: BuildOptions | None = None
     ) -> Manifest:

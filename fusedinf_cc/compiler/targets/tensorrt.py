@@ -1,4 +1,9 @@
-"""The TensorRT target: fused ONNX -> `.engine`, built by `backends/tensorrt/builder.py`."""
+"""The TensorRT target: fused ONNX -> `.engine`, built by `backends/tensorrt/builder.py`.
+
+What the builder reads is the fused model as TensorRT 10 takes it; TensorRT 11, which takes
+precision only from the graph, gets an FP16 copy for `--fp16`, and `--int8` only for a graph
+with Q/DQ nodes (`backends/tensorrt/options.py` says why).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,20 @@ from fusedinf_cc.artifacts.manifest import Manifest, ModelEntry
 from fusedinf_cc.backends.base import TensorSpec
 from fusedinf_cc.backends.runtimes import ENGINE_SUFFIXES
 from fusedinf_cc.backends.tensorrt.builder import build_engine
-from fusedinf_cc.backends.tensorrt.options import EngineOptions, ShapeProfile, build_profiles
-from fusedinf_cc.backends.tensorrt.runtime import INSTALL_HINT, tensorrt_version
+from fusedinf_cc.backends.tensorrt.names import parse_version
+from fusedinf_cc.backends.tensorrt.options import (
+    EngineOptions,
+    ShapeProfile,
+    build_profiles,
+    check_for_tensorrt,
+)
+from fusedinf_cc.backends.tensorrt.runtime import INSTALL_HINT, import_tensorrt, tensorrt_version
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import staging_dir
 from fusedinf_cc.compiler.pipeline import FusedModel, embed_manifest, finish_manifest
 from fusedinf_cc.compiler.targets.base import BuildOptions
-from fusedinf_cc.onnx_io.model_io import save_model_atomic
+from fusedinf_cc.onnx_io.model_io import load_model, save_model_atomic
+from fusedinf_cc.passes.half import float16_copy, has_quantize_nodes
 
 
 def graph_input_specs(model: ir.Model) -> list[TensorSpec]:
@@ -43,6 +55,12 @@ class TensorRTTarget:
     def available(self) -> bool:
         return tensorrt_version() is not None
 
+    def check(self, options: BuildOptions) -> None:
+        """Before any model is read: a supported TensorRT, and options it can build."""
+        import_tensorrt()  # a supported version, or one line saying which are
+        version = str(tensorrt_version())
+        check_for_tensorrt(options.engine or EngineOptions(), version)
+
     def build(
         self, fused: FusedModel, out_path: Path, options: BuildOptions | None = None
     ) -> Manifest:
@@ -50,12 +68,14 @@ class TensorRTTarget:
         engine_options = options.engine or EngineOptions()
         # Profiles are checked against the fused inputs before TensorRT spends minutes.
         profiles = build_profiles(graph_input_specs(fused.model), engine_options)
+        version = str(tensorrt_version())
+        for_builder = model_for_builder(fused.model, engine_options, version, out_path.name)
         manifest = embed_manifest(fused, out_path)
         with staging_dir(out_path) as staging:
             staged_onnx = staging / "fused.onnx"
-            save_model_atomic(fused.model, staged_onnx)
+            save_model_atomic(for_builder, staged_onnx)
             built = build_engine(staged_onnx, out_path, engine_options, profiles, options.progress)
-        record = engine_options.to_record()
+        record = engine_options.to_record() | precision_record(engine_options, version)
         record["profiles"] = [
             {"input": p.name, "min": list(p.min), "opt": list(p.opt), "max": list(p.max)}
             for p in profiles
@@ -102,5 +122,34 @@ def build_source_engine(
         for p in record.get("profiles", [])
         if p["input"] in original_of
     ]
-    build_engine(source, engine_path, options, profiles)
+    version = str(tensorrt_version())
+    with staging_dir(engine_path) as staging:
+        for_builder = source
+        if parse_version(version)[0] > 10 and options.fp16:
+            for_builder = staging / source.name
+            save_model_atomic(float16_copy(load_model(source)), for_builder)
+        build_engine(for_builder, engine_path, options, profiles)
     return engine_path
+
+
+def model_for_builder(model: ir.Model, options: EngineOptions, version: str, name: str) -> ir.Model:
+    """The graph this TensorRT should parse for these options (the module's docstring)."""
+    if parse_version(version)[0] == 10:
+        return model
+    if options.int8 and not has_quantize_nodes(model):
+        raise UserInputError(
+            f"{name}: --int8 on TensorRT {version} takes its scales from Q/DQ nodes, and the "
+            "fused graph has none; quantize the sources first (NVIDIA's Model Optimizer, "
+            "`python -m modelopt.onnx.quantization`, or ONNX Runtime's quantize_static with "
+            "QuantFormat.QDQ), then fuse them"
+        )
+    return float16_copy(model) if options.fp16 else model
+
+
+def precision_record(options: EngineOptions, version: str) -> dict[str, str]:
+    """How the engine's precision was chosen, for the manifest (`verify` reads `fp16`)."""
+    if parse_version(version)[0] > 10:
+        return {"precision_from": "fp16 graph" if options.fp16 else "graph types"}
+    if options.fp16 or options.int8:
+        return {"precision_from": "builder flags"}
+    return {"precision_from": "graph types" if options.strongly_typed else "fp32"}

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Run the tests on a fresh machine: makes .venv, installs the project with the cpu, zoo and dev
-# extras (and plot, to test --plot), lints, checks the import layering, and runs pytest.
+# Run the tests on a fresh machine: makes .venv, installs the project with the cpu, zoo, dev,
+# serve and ray extras (and plot, to test --plot), lints, checks the import layering, and runs
+# pytest. Tests marked network fetch pinned wheels (TensorRT bindings, nvidia-pytriton) once into
+# .cache/.
 # Extra arguments go to pytest (e.g. -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/venv.sh "cpu,zoo,dev,plot,serve"
+source scripts/venv.sh "cpu,zoo,dev,plot,serve,ray"
 ruff check .
 ruff format --check .
 lint-imports  # the layers and contracts in .importlinter

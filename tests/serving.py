@@ -50,19 +50,31 @@ def serve_one_request(
         return outputs, log.read()
 
 
-def _ask(url: str, process: subprocess.Popen, log: IO[str], model: str, width: int) -> list:
-    deadline = time.monotonic() + 120
+def wait_until_ready(
+    url: str, process: subprocess.Popen, log: Callable[[], str], timeout_s: float = 120
+) -> None:
+    """Poll `url`'s KServe readiness until it answers 200; fail with the server's log if it
+    exits or takes longer than `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
-            log.seek(0)
-            raise AssertionError(f"serve exited: {log.read()}")
-        assert time.monotonic() < deadline, "serve did not become ready"
+            raise AssertionError(f"the server exited: {log()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the server was not ready in {timeout_s:.0f} s: {log()[-3000:]}")
         try:
             with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=5) as reply:
                 if reply.status == 200:
-                    break
+                    return
         except OSError:
             time.sleep(0.2)
+
+
+def _ask(url: str, process: subprocess.Popen, log: IO[str], model: str, width: int) -> list:
+    def text() -> str:
+        log.seek(0)
+        return log.read()
+
+    wait_until_ready(url, process, text)
     tensor = {"name": "x", "shape": [1, width], "datatype": "FP32", "data": [1.0] * width}
     request = urllib.request.Request(
         f"{url}/v2/models/{model}/infer",

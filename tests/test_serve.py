@@ -337,3 +337,20 @@ def _serve_and_fail(dist: Path, *extra: str) -> subprocess.CompletedProcess[str]
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--engine", "kserve"), "--engine 'kserve': use uvicorn or ray"),
+        (("--replicas", "2"), "need --engine ray"),
+        (("--engine", "ray", "--workers", "2"), "runs replicas, not workers: use --replicas"),
+        (("--engine", "ray", "--replicas", "3", "--max-replicas", "2"), "--max-replicas at least"),
+        (("--engine", "ray", "--replica-cpus", "-1"), "--replica-cpus must be >= 0"),
+    ],
+)
+def test_engine_options_are_checked_before_anything_starts(dist, extra, message):
+    result = _serve_and_fail(dist, *extra)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line

@@ -57,6 +57,26 @@ def serve_command(
             help="Open connections at most (default: from the file-descriptor limit).",
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="uvicorn (this process) or ray (Ray Serve replicas, docs/ray.md)."
+        ),
+    ] = "uvicorn",
+    replicas: Annotated[
+        int, typer.Option("--replicas", help="[ray] Replicas, each with --budget of its own.")
+    ] = 1,
+    max_replicas: Annotated[
+        int | None,
+        typer.Option("--max-replicas", help="[ray] Autoscale from --replicas up to this many."),
+    ] = None,
+    replica_cpus: Annotated[
+        float | None, typer.Option("--replica-cpus", help="[ray] CPUs Ray reserves per replica.")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="[ray] Join this cluster (default: start one here)."),
+    ] = None,
 ) -> None:
     """Serve every bundle over HTTP (KServe v2 / Triton protocol), loading on demand."""
     try:
@@ -68,6 +88,22 @@ def serve_command(
         raise BackendUnavailableError(SERVE_HINT) from None
     if workers < 1:
         raise UserInputError("--workers must be at least 1")
+    ray_given = replicas != 1 or any(
+        value is not None for value in (max_replicas, replica_cpus, ray_address)
+    )
+    if engine not in ("uvicorn", "ray"):
+        raise UserInputError(f"--engine {engine!r}: use uvicorn or ray")
+    if engine == "uvicorn" and ray_given:
+        raise UserInputError(
+            "--replicas, --max-replicas, --replica-cpus, --ray-address need --engine ray"
+        )
+    if engine == "ray":
+        if workers != 1:
+            raise UserInputError("--engine ray runs replicas, not workers: use --replicas")
+        if replicas < 1 or (max_replicas is not None and max_replicas < replicas):
+            raise UserInputError("--replicas must be at least 1, and --max-replicas at least that")
+        if replica_cpus is not None and replica_cpus < 0:
+            raise UserInputError("--replica-cpus must be >= 0")
     if not (header_timeout > 0 and body_timeout > 0):
         raise UserInputError("--header-timeout and --body-timeout must be positive")
     if max_connections is not None and max_connections < 1:
@@ -84,4 +120,19 @@ def serve_command(
         header_timeout_s=header_timeout,
         max_connections=max_connections,
     )
+    if engine == "ray":
+        from fusedinf_cc.serve.ray_engine import serve_on_ray
+        from fusedinf_cc.serve.server import check_address
+
+        check_address(host, port)
+        serve_on_ray(
+            config,
+            host=host,
+            port=port,
+            replicas=replicas,
+            max_replicas=max_replicas,
+            replica_cpus=replica_cpus,
+            address=ray_address,
+        )
+        return
     serve(config, host=host, port=port, workers=workers)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fusedinf_cc.artifacts.manifest import manifest_path_for, read_manifest
+from fusedinf_cc.backends.tensorrt.names import parse_version
 from fusedinf_cc.common.errors import FusedInfError
 
 AMPERE_COMPUTE_CAPABILITY = (8, 0)
@@ -70,7 +71,7 @@ def check_engine_compatible(built: EngineTarget, here: EngineTarget, engine_name
 
 
 def _version_problem(built: EngineTarget, here: EngineTarget) -> str | None:
-    built_version, here_version = _version(built.tensorrt), _version(here.tensorrt)
+    built_version, here_version = parse_version(built.tensorrt), parse_version(here.tensorrt)
     if built.version_compatible:
         if here_version[0] != built_version[0] or here_version < built_version:
             return (
@@ -84,7 +85,8 @@ def _version_problem(built: EngineTarget, here: EngineTarget) -> str | None:
 
 
 def _device_problem(built: EngineTarget, here: EngineTarget) -> str | None:
-    built_cc, here_cc = _version(built.compute_capability), _version(here.compute_capability)
+    built_cc = parse_version(built.compute_capability)
+    here_cc = parse_version(here.compute_capability)
     if built.hardware_compatibility == "ampere+":
         if here_cc < AMPERE_COMPUTE_CAPABILITY:
             return "a hardware-compatible engine needs an Ampere or newer GPU"
@@ -95,16 +97,6 @@ def _device_problem(built: EngineTarget, here: EngineTarget) -> str | None:
             "on any Ampere or newer GPU)"
         )
     return None
-
-
-def _version(text: str) -> tuple[int, ...]:
-    parts = []
-    for part in text.split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
 
 
 def _gpu(target: EngineTarget) -> str:

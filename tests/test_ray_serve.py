@@ -212,3 +212,11 @@ def _replica_metrics(url: str, replicas: set[str]) -> dict[str, dict[str, float]
         if replicas <= set(seen):
             break
     return seen
+
+
+def test_an_app_builder_without_a_dist_says_what_it_needs():
+    from fusedinf_cc.common.errors import UserInputError
+    from fusedinf_cc.serve.ray_engine import app_builder
+
+    with pytest.raises(UserInputError, match="args need dist"):
+        app_builder({"budget": "1GiB"})

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fusedinf_cc.common.errors import BackendUnavailableError
+from fusedinf_cc.common.errors import BackendUnavailableError, UserInputError
 from fusedinf_cc.serve.app import ServeConfig, create_app
 
 RAY_HINT = "serving on Ray needs Ray Serve: pip install 'fusedinf-cc[ray]'"
@@ -75,6 +75,8 @@ def app_builder(args: dict[str, Any]) -> Any:
     from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, check_runtime
     from fusedinf_cc.common.sizes import parse_size
 
+    if "dist" not in args:
+        raise UserInputError("the application's args need dist: the folder of built bundles")
     config = ServeConfig(
         dist=Path(str(args["dist"])),
         budget_bytes=parse_size(str(args.get("budget", "2GiB")), "budget"),

@@ -127,7 +127,8 @@ def build_source_engine(
         for_builder = source
         if parse_version(version)[0] > 10 and options.fp16:
             for_builder = staging / source.name
-            save_model_atomic(float16_copy(load_model(source)), for_builder)
+            model = model_for_builder(load_model(source), options, version, source.name)
+            save_model_atomic(model, for_builder)
         build_engine(for_builder, engine_path, options, profiles)
     return engine_path
 

@@ -16,7 +16,7 @@ from fusedinf_cc.measure.simulate import (
     replay,
     route,
 )
-from fusedinf_cc.plan.costs import CostModel, Measured, SessionCost, measure_bundle
+from fusedinf_cc.plan.costs import CostModel, Measured, SessionCost, measure_bundle, measure_bundles
 from fusedinf_cc.plan.predict import predict
 from fusedinf_cc.plan.search import named, search
 from fusedinf_cc.precompile.spec import read_spec
@@ -64,6 +64,26 @@ def test_fitting_recovers_what_fusing_saves_per_extra_model():
     assert predicted.private_bytes == 1000 + 3000 + 4000 - 600
     assert predicted.load_seconds == pytest.approx(0.08 - 0.008)
     assert model.part(frozenset("acd"), "c").private_bytes == 6000
+
+
+def test_a_budget_reckoned_from_predictions_allows_for_the_formulas_worst_shortfall():
+    from fusedinf_cc.plan.planner import _fused_floor
+
+    alone = {n: Measured(frozenset({n}), _cost(1000, 0.01, 0.01, activation=0)) for n in "abcd"}
+    # Two measured pairs: one holds exactly its members' bytes, one 10% more (the least squares
+    # saving between them is negative, so none is fitted).
+    groups = [
+        Measured(frozenset("ab"), _cost(2000, 0.02, 0.02, activation=0)),
+        Measured(frozenset("cd"), _cost(2200, 0.02, 0.02, activation=0)),
+    ]
+    model = CostModel.fitted(alone, groups)
+    assert model.savings.private_bytes == 0.0
+    assert model.bytes_margin == pytest.approx(1.1)
+    assert model.is_measured(frozenset("cd")) and not model.is_measured(frozenset("bc"))
+    # The measured group counts as measured; the predicted one, as much more as "cd" was.
+    assert _fused_floor(model, {"f": ["c", "d"]}) == 2200 + 2 * 1000
+    assert _fused_floor(model, {"f": ["b", "c"]}) == pytest.approx((2000 + 2 * 1000) * 1.1, abs=1)
+    assert CostModel.fitted(alone, groups[:1]).bytes_margin == 1.0
 
 
 def test_pooled_weights_of_a_group_count_once():
@@ -163,6 +183,22 @@ def test_a_predicted_replay_counts_what_the_real_loader_counts(small_models, tmp
         )
 
 
+def test_calibration_measures_the_bundles_in_turn(small_models, tmp_path):
+    """Every reload follows the other bundles' runs, as a miss under a budget does."""
+    unfused, fused = deployments(small_models, {"fa": ["m0", "m1"]}, tmp_path / "work", aot=True)
+    bundles = [unfused.bundles["m0"], fused.bundles["fa"], unfused.bundles["m1"]]
+    turns: list[str] = []
+    measured = measure_bundles(bundles, pooled=True, rounds=2, runs=2, done=turns.append)
+    assert turns == ["m0", "fa", "m1", "m0", "fa", "m1"]
+    assert [m.models for m in measured] == [{"m0"}, {"m0", "m1"}, {"m1"}]
+    assert sorted(measured[1].parts) == ["m0", "m1"] and measured[0].parts == {}
+    assert len(measured[1].load_ratios) == 2 * 3  # the whole and its two parts, each round
+    for cost in [m.whole for m in measured] + list(measured[1].parts.values()):
+        assert cost.load_seconds > 0 and cost.run_seconds > 0 and cost.cold_seconds >= 0
+    # What the loader counts for the part, as the bundle itself says.
+    assert measured[1].parts["m0"].private_bytes == bundles[1].session_cost("m0", True)[0]
+
+
 def test_search_fuses_models_called_together_and_keeps_others_apart():
     # Fusing saves most of a session's fixed cost: a group called together loads and runs
     # cheaper fused, while a model fused with one it is never called with only costs memory.
@@ -215,14 +251,19 @@ def test_plan_writes_a_spec_that_bundle_build_and_simulate_take(small_models, tm
     assert not set(deployed) & set(small_models)  # a spec's bundle never has a model's name
     assert (record["planning_requests"], record["held_out_requests"]) == (30, 30)
     held_out = {e["deployment"]: e for e in record["held_out"]}
-    assert set(held_out) == {"unfused", "fused", "plan"}
+    assert set(held_out) == {"unfused", "fused", "plan", "unfused, nothing evicted"}
     for evaluation in held_out.values():
         (replayed,) = evaluation["replayed"]
         assert replayed["requests"] == evaluation["predicted"]["requests"] == 30
     # Every model alone was measured for real: under LRU the prediction counts its loads.
     unfused = held_out["unfused"]
     assert unfused["predicted"]["misses"] == unfused["replayed"][0]["misses"] > 0
-    assert set(record["over_better_baseline"]) == {"loading_seconds", "p99_ms"}
+    # With no budget, each model loads once and stays: the reference for the tail.
+    unevicted = held_out["unfused, nothing evicted"]["replayed"][0]
+    assert unevicted["misses"] == len(small_models) and unevicted["evictions"] == 0
+    ratios = record["over_better_baseline"]
+    assert set(ratios) == {"loading_seconds", "p99_ms", "p99_nothing_evicted"}
+    assert "with nothing evicted (unfused), p99 is" in result.stdout
     # The spec is what `bundle build` builds and `simulate` replays, unchanged.
     built = run_cli("bundle", "build", spec, "--out", tmp_path / "dist")
     assert built.returncode == 0, built.stderr

@@ -136,6 +136,12 @@ def plan_command(
             f"plan over the better baseline ({measured}): loading seconds "
             f"{ratios['loading_seconds']:.2f}x, p99 {ratios['p99_ms']:.2f}x"
         )
+        if "p99_nothing_evicted" in ratios:
+            console.print(
+                f"with nothing evicted (unfused), p99 is {ratios['p99_nothing_evicted']:.2f}x the "
+                "better baseline's: a grouping wins back at most what swapping adds, unless "
+                "its fused sessions run faster"
+            )
     console.print(
         f"searched {chosen.search.evaluated} groupings in {chosen.search.seconds:.1f} s; "
         f"wrote {out}"

@@ -3,7 +3,8 @@
 0. With real replays to come, build unfused (a bundle per model) and fused (a bundle per
    function) first: a percentage budget is raised until they load, as `simulate` raises it.
 1. Calibrate: build every called model alone and the hottest functions' groups (a few), and
-   measure each through the loader (`costs.measure_bundle`); fit the cost model on them.
+   measure them through the loader, taking turns (`costs.measure_bundles`); fit the cost
+   model on them.
 2. Search groupings on predicted replays of the planning part of the trace (`search`).
 3. Name the plan's bundles as a bundle spec names them (never a model's name).
 4. Evaluate: build the plan, and replay it, unfused and fused on the held-out part of the
@@ -15,6 +16,7 @@ The held-out part is the end of the trace: the plan is judged on requests it nev
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections import Counter
@@ -38,12 +40,18 @@ from fusedinf_cc.measure.simulate import (
     replay_budget,
     route,
 )
-from fusedinf_cc.plan.costs import CostModel, measure_bundle
+from fusedinf_cc.plan.costs import CostModel, measure_bundles
 from fusedinf_cc.plan.predict import predict
 from fusedinf_cc.plan.search import Grouping, SearchResult, named, search
 from fusedinf_cc.runtime.footprint import Footprint
 from fusedinf_cc.runtime.loader import least_budget
 
+# The reference row: unfused with room for every model, so nothing is ever evicted. Its p99 is
+# what inference and queueing alone make; what a baseline has above it, swapping adds.
+NOTHING_EVICTED = "unfused, nothing evicted"
+UNLIMITED_BYTES = 1 << 62
+# Loads of each calibration bundle measured, taking turns with the others.
+MEASURING_ROUNDS = 3
 # What a stage reports as it goes: (stage, done, total).
 Progress = Callable[[str, int, int], None]
 
@@ -94,10 +102,13 @@ class Plan:
 
     def over_baselines(self) -> dict[str, float]:
         """The plan's loading seconds and p99 over the better baseline's (unfused or fused,
-        each metric its own better), replayed where all were, else predicted."""
+        each metric its own better), replayed where all were, else predicted; and the p99 with
+        nothing evicted over that same better p99 (`p99_nothing_evicted`): about how low a
+        grouping can bring it by swapping less."""
         judged = [e for e in self.evaluations if e.left_out is None]
         plan = next((e for e in judged if e.deployment == "plan"), None)
-        baselines = [e for e in judged if e.deployment != "plan"]
+        floor = next((e for e in judged if e.deployment == NOTHING_EVICTED), None)
+        baselines = [e for e in judged if e.deployment in ("unfused", "fused")]
         if plan is None or not baselines:
             return {}
         replayed = self.replayed
@@ -111,6 +122,9 @@ class Plan:
             ]
             best = min(measured[1:])  # type: ignore[type-var]
             ratios[metric] = measured[0] / best if best else float("inf")  # type: ignore[operator]
+            if metric == "p99_ms" and floor is not None and best:
+                lowest = floor.median(value) if replayed else value(floor.predicted)
+                ratios["p99_nothing_evicted"] = lowest / best  # type: ignore[operator]
         return ratios
 
     @property
@@ -209,28 +223,37 @@ def calibrate(
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     used = sorted({m for called in functions.values() for m in called})
     groups = hottest_groups(planning, functions, settings.calibration_groups)
-    steps = iter(range(2 * len(used) + 2 * len(groups)))
+    total = (1 + MEASURING_ROUNDS) * (len(used) + len(groups))  # build, then each round
+    steps = iter(range(total))
     # The baselines, where built, hold every model alone and every function's group already.
     unfused, fused = baselines or (None, None)
     alone_built = unfused.bundles if unfused else {}
     groups_built = {frozenset(functions[f]): b for f, b in fused.bundles.items()} if fused else {}
     singles = {}
     for model in used:
-        report("calibrating", next(steps), 2 * len(used) + 2 * len(groups))
+        report("calibrating", next(steps), total)
         singles[model] = alone_built.get(model) or group_bundle(
             models, [model], model, settings.work_dir, settings.aot
         )
     budget_bytes, notice = _budget(settings.budget, [b.footprint for b in singles.values()])
     bundles = dict(singles)
     for index, members in enumerate(groups):
-        report("calibrating", next(steps), 2 * len(used) + 2 * len(groups))
+        report("calibrating", next(steps), total)
         bundles[f"calibration{index}"] = groups_built.get(frozenset(members)) or group_bundle(
             models, members, f"calibration{index}", settings.work_dir, settings.aot, settings.stack
         )
-    measured = {}
-    for name, bundle in bundles.items():
-        report("calibrating", next(steps), 2 * len(used) + 2 * len(groups))
-        measured[name] = measure_bundle(bundle, settings.aot)
+    measured = dict(
+        zip(
+            bundles,
+            measure_bundles(
+                list(bundles.values()),
+                settings.aot,
+                rounds=MEASURING_ROUNDS,
+                done=lambda _: report("calibrating", next(steps), total),
+            ),
+            strict=True,
+        )
+    )
     report("calibrating", 1, 1)
     alone = {model: measured[model] for model in used}
     measured_groups = [m for name, m in measured.items() if name not in singles]
@@ -325,20 +348,23 @@ def evaluate(
     """Unfused, fused and the plan on the held-out requests: predicted, and (given the built
     `baselines`, unfused and fused) replayed for real `replays` times each, alternating (drift
     in the machine's speed falls on all alike). A deployment with a bundle that cannot fit the
-    budget is left out."""
+    budget is left out. Beside them, unfused with no budget (`NOTHING_EVICTED`): the tail that
+    inference and queueing alone make, below which only sessions that run faster fused go."""
     used = sorted({m for called in functions.values() for m in called})
     by_model = {f: [Call(m) for m in called] for f, called in functions.items()}
     layouts: dict[str, tuple[dict[str, list[str]], dict[str, list[Call]]]] = {
         "unfused": ({m: [m] for m in used}, by_model),
         "fused": (dict(functions), {f: [Call(f)] for f in functions}),
         "plan": (bundles, route(functions, bundles)),
+        NOTHING_EVICTED: ({m: [m] for m in used}, by_model),
     }
+    budgets = {name: budget_bytes for name in layouts} | {NOTHING_EVICTED: UNLIMITED_BYTES}
     evaluations: dict[str, Evaluation] = {}
     for name, (layout, calls) in layouts.items():
         members = {bundle: frozenset(models_of) for bundle, models_of in layout.items()}
         try:
             predicted = predict(
-                held_out, members, calls, costs, budget_bytes, settings.policy, name
+                held_out, members, calls, costs, budgets[name], settings.policy, name
             )
         except UserInputError as error:  # a bundle that cannot fit the budget
             evaluations[name] = Evaluation(name, len(members), None, left_out=str(error))
@@ -350,7 +376,12 @@ def evaluate(
     planned = grouped_deployment(
         models, functions, bundles, settings.work_dir, settings.aot, settings.stack
     )
-    built = [*baselines, Deployment("plan", planned.bundles, planned.calls)]
+    unfused = baselines[0]
+    built = [
+        *baselines,
+        Deployment("plan", planned.bundles, planned.calls),
+        Deployment(NOTHING_EVICTED, unfused.bundles, unfused.calls),
+    ]
     real = {
         name: deployment
         for name, deployment in zip(layouts, built, strict=True)
@@ -363,7 +394,7 @@ def evaluate(
             done += 1
             try:
                 evaluations[name].replayed.append(
-                    replay(held_out, real[name], budget_bytes, settings.policy)
+                    replay(held_out, real[name], budgets[name], settings.policy)
                 )
             except UserInputError as error:  # e.g. a bundle measured larger than predicted
                 del real[name]
@@ -386,7 +417,10 @@ def _fused_floor(costs: CostModel, functions: Mapping[str, Sequence[str]]) -> in
         members = frozenset(called)
         whole = costs.whole(members)
         parts = [costs.part(members, m).private_bytes for m in members] if len(members) > 1 else []
-        largest = max(largest, whole.bytes + sum(parts))
+        # A bundle never measured may hold more than predicted: as much more as the measured
+        # groups held at worst, so that building it later does not leave it out.
+        margin = 1.0 if costs.is_measured(members) else costs.bytes_margin
+        largest = max(largest, math.ceil((whole.bytes + sum(parts)) * margin))
         arena = max(arena, whole.activation_bytes)
     return largest + arena
 

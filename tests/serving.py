@@ -15,6 +15,32 @@ from pathlib import Path
 from typing import IO
 
 
+def swapping_budget(dist: Path, turns: Sequence[str]) -> int:
+    """A budget under which `serve DIST` holds what each turn's models need (a turn: the models
+    one client asks for, e.g. "ab"), but not every turn's at once, so alternating between turns
+    must swap. Worked out by the loader itself on the footprints the server will read (measured
+    now into the tests' footprint cache): halfway between the two, where measurement noise
+    cannot move either past it."""
+    from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME
+    from fusedinf_cc.runtime.loader import EngineCache
+    from fusedinf_cc.serve.app import register_dist
+
+    cache = EngineCache(2**40)
+    register_dist(cache, dist, DEFAULT_RUNTIME)
+    needs = []
+    for turn in turns:
+        for model in turn:
+            cache.load(model)
+        needs.append(cache.accounted_bytes)
+        cache.close()
+    for model in "".join(turns):
+        cache.load(model)
+    together = cache.accounted_bytes
+    cache.close()
+    assert max(needs) < together, (needs, together)
+    return (max(needs) + together) // 2
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -28,7 +28,7 @@ import pytest
 
 from tests import builders
 from tests.conftest import run_cli
-from tests.serving import free_port, wait_until_ready
+from tests.serving import free_port, swapping_budget, wait_until_ready
 
 pytest.importorskip("ray.serve", reason="needs Ray Serve (the ray extra)")
 ort = pytest.importorskip("onnxruntime", reason="runs the sources for the expected outputs")
@@ -54,30 +54,6 @@ def _dist(tmp_path: Path) -> Path:
     built = run_cli("bundle", "build", "fusedinf.toml", "--out", "dist", cwd=tmp_path)
     assert built.returncode == 0, built.stderr
     return tmp_path / "dist"
-
-
-def _one_bundle_budget(dist: Path) -> int:
-    """A replica budget that holds either bundle with both its models' parts open, but not both
-    bundles: worked out by the loader itself on the footprints the replicas will read (measured
-    now into the tests' footprint cache), so measurement noise cannot make both fit."""
-    from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME
-    from fusedinf_cc.runtime.loader import EngineCache
-    from fusedinf_cc.serve.app import register_dist
-
-    cache = EngineCache(2**40)
-    register_dist(cache, dist, DEFAULT_RUNTIME)
-    needs = []
-    for models in ("ab", "cd"):
-        for model in models:
-            cache.load(model)
-        needs.append(cache.accounted_bytes)
-        cache.close()
-    for model in "abcd":
-        cache.load(model)
-    both = cache.accounted_bytes
-    cache.close()
-    assert max(needs) < both, (needs, both)
-    return (max(needs) + both) // 2
 
 
 def _descendants(pid: int) -> dict[int, str]:
@@ -154,7 +130,7 @@ def _running(command: list[str], log: Path, url: str) -> Iterator[subprocess.Pop
 
 def test_ray_serve_replicas_answer_within_their_budgets_and_stop_cleanly(tmp_path):
     dist = _dist(tmp_path)
-    budget = _one_bundle_budget(dist)  # so alternating between the bundles swaps
+    budget = swapping_budget(dist, ["ab", "cd"])  # each bundle with its parts, not both
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "fusedinf_cc", "serve", str(dist), "--engine", "ray"]

@@ -22,8 +22,8 @@ from onnx import TensorProto, helper
 
 from fusedinf_cc.precompile.build import build_bundles
 from fusedinf_cc.precompile.spec import read_spec
-from fusedinf_cc.runtime.loader import open_bundle
 from tests import builders
+from tests.serving import swapping_budget
 
 http = pytest.importorskip("tritonclient.http", reason="needs tritonclient[http] (dev extra)")
 pytest.importorskip("starlette", reason="needs the serve extra")
@@ -241,13 +241,8 @@ def test_swaps_under_a_small_budget_with_concurrent_clients(dist, tmp_path):
     swapped = tmp_path / "dist"  # the two small bundles alone: "slow" would not fit
     for name in ("pair", "other"):
         shutil.copytree(dist / name, swapped / name)
-    footprints = [
-        open_bundle(swapped / name / f"{name}.onnx").footprint for name in ("pair", "other")
-    ]
-    # One bundle at a time, beside the one activation arena: every switch swaps.
-    budget = int(max(f.measured_bytes for f in footprints) * 1.2) + max(
-        f.activation_bytes for f in footprints
-    )
+    # One bundle's part at a time, beside the one activation arena: every switch swaps.
+    budget = swapping_budget(swapped, ["a", "c"])
     server = Server(swapped, "--budget", str(budget), "--policy", "lru")
     failures: list[BaseException] = []
     x = np.ones((1, 64), np.float32)

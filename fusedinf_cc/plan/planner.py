@@ -9,7 +9,8 @@
 3. Name the plan's bundles as a bundle spec names them (never a model's name).
 4. Evaluate: build the plan, and replay it, unfused and fused on the held-out part of the
    trace, `replays` times, alternating, beside the prediction for the same requests: how far
-   the cost model was from the loader.
+   the cost model was from the loader. Unfused is replayed once more with nothing evicted: what
+   a deployment's p99 has above that row's, swapping adds.
 
 The held-out part is the end of the trace: the plan is judged on requests it never saw.
 """

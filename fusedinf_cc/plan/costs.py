@@ -93,6 +93,17 @@ def measure_bundle(bundle: Bundle, pooled: bool, rounds: int = 3, runs: int = 5)
     return measure_bundles([bundle], pooled, rounds, runs)[0]
 
 
+@dataclass
+class _Timing:
+    """One session's samples: its loads, the first run after each, and the warm runs."""
+
+    key: str | None  # None: the whole bundle; else a model's part
+    feeds: dict
+    loads: list[float] = field(default_factory=list)
+    first: list[float] = field(default_factory=list)
+    warm: list[float] = field(default_factory=list)
+
+
 def measure_bundles(
     bundles: Sequence[Bundle],
     pooled: bool,
@@ -107,59 +118,61 @@ def measure_bundles(
     tables the others left. Reloading straight after closing measured a first run 0.1-1.4 ms
     over a warm one on the zoo models; after the others ran, 1-12 ms. `done(name)` after each
     bundle's round."""
-    sessions = []  # (bundle's position, bundle, its cache, key, feeds)
-    caches = []
+    turns: list[tuple[Bundle, EngineCache, list[_Timing]]] = []
     try:
-        for position, bundle in enumerate(bundles):
+        for bundle in bundles:
             cache = EngineCache(max(bundle.footprint.alone_bytes * 4, 1 << 20), pool_weights=pooled)
-            caches.append(cache)
+            timings: list[_Timing] = []
+            turns.append((bundle, cache, timings))
             cache.register(bundle)
             for key in [None, *sorted(bundle.parts)]:  # a bundle of one model has no parts
                 specs = cache.input_specs(key or bundle.name, bundle=bundle.name)
-                sessions.append((position, bundle, cache, key, random_feeds(specs)))
+                timings.append(_Timing(key, random_feeds(specs)))
             cache.unload(bundle.name)
-        samples: dict[int, tuple[list[float], list[float], list[float]]] = {
-            index: ([], [], []) for index in range(len(sessions))
-        }
         for _ in range(rounds):
-            for index, (position, bundle, cache, key, feeds) in enumerate(sessions):
-                name = key or bundle.name
-                loads, first, warm = samples[index]
-                before = cache.stats.seconds_loading
-                cache.load(name, bundle=bundle.name)
-                loads.append(cache.stats.seconds_loading - before)
-                for run in range(max(runs, 2)):
-                    started = time.perf_counter()
-                    cache.run(name, feeds, bundle=bundle.name)
-                    (warm if run else first).append(time.perf_counter() - started)
-                cache.unload(bundle.name)
-                if done and (index + 1 == len(sessions) or sessions[index + 1][0] != position):
+            for bundle, cache, timings in turns:
+                for timing in timings:
+                    _time_session(cache, bundle.name, timing, runs)
+                if done:
                     done(bundle.name)
     finally:
-        for cache in caches:
+        for _, cache, _ in turns:
             cache.close()
-    costs: dict[int, dict[str | None, SessionCost]] = {}
-    ratios: dict[int, list[float]] = {}
-    for index, (position, bundle, _, key, _) in enumerate(sessions):
-        loads, first, warm = samples[index]
-        private, shared = bundle.session_cost(key, pooled)
-        median = statistics.median(loads)
-        ratios.setdefault(position, []).extend(load / median for load in loads if median > 0)
-        costs.setdefault(position, {})[key] = SessionCost(
+    return [_measured(bundle, timings, pooled) for bundle, _, timings in turns]
+
+
+def _time_session(cache: EngineCache, bundle_name: str, timing: _Timing, runs: int) -> None:
+    """Load the session, run it `runs` times (at least twice) and close the bundle again."""
+    name = timing.key or bundle_name
+    before = cache.stats.seconds_loading
+    cache.load(name, bundle=bundle_name)
+    timing.loads.append(cache.stats.seconds_loading - before)
+    for run in range(max(runs, 2)):
+        started = time.perf_counter()
+        cache.run(name, timing.feeds, bundle=bundle_name)
+        (timing.warm if run else timing.first).append(time.perf_counter() - started)
+    cache.unload(bundle_name)
+
+
+def _measured(bundle: Bundle, timings: Sequence[_Timing], pooled: bool) -> Measured:
+    costs: dict[str | None, SessionCost] = {}
+    ratios: list[float] = []
+    for timing in timings:
+        private, shared = bundle.session_cost(timing.key, pooled)
+        median = statistics.median(timing.loads)
+        ratios += [load / median for load in timing.loads] if median > 0 else []
+        warm = statistics.median(timing.warm)
+        costs[timing.key] = SessionCost(
             private,
             tuple(sorted(shared.items())),
             bundle.footprint.activation_bytes,
             median,
-            statistics.median(warm),
-            max(0.0, statistics.median(first) - statistics.median(warm)),
+            warm,
+            max(0.0, statistics.median(timing.first) - warm),
         )
-    measured = []
-    for position, bundle in enumerate(bundles):
-        own = costs[position]
-        members = frozenset(bundle.models()) or frozenset({bundle.name})
-        parts = {key: cost for key, cost in own.items() if key is not None}
-        measured.append(Measured(members, own[None], parts, tuple(ratios[position])))
-    return measured
+    members = frozenset(bundle.models()) or frozenset({bundle.name})
+    parts = {key: cost for key, cost in costs.items() if key is not None}
+    return Measured(members, costs[None], parts, tuple(ratios))
 
 
 class CostModel:

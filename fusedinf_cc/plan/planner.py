@@ -353,11 +353,12 @@ def evaluate(
     inference and queueing alone make, below which only sessions that run faster fused go."""
     used = sorted({m for called in functions.values() for m in called})
     by_model = {f: [Call(m) for m in called] for f, called in functions.items()}
+    unfused_layout = ({m: [m] for m in used}, by_model)  # also the nothing-evicted row's
     layouts: dict[str, tuple[dict[str, list[str]], dict[str, list[Call]]]] = {
-        "unfused": ({m: [m] for m in used}, by_model),
+        "unfused": unfused_layout,
         "fused": (dict(functions), {f: [Call(f)] for f in functions}),
         "plan": (bundles, route(functions, bundles)),
-        NOTHING_EVICTED: ({m: [m] for m in used}, by_model),
+        NOTHING_EVICTED: unfused_layout,
     }
     budgets = {name: budget_bytes for name in layouts} | {NOTHING_EVICTED: UNLIMITED_BYTES}
     evaluations: dict[str, Evaluation] = {}

@@ -50,6 +50,14 @@ def _arena(bundles: list) -> int:
     return max(bundle.footprint.activation_bytes for bundle in bundles)
 
 
+def _room_for(count: int, bundles: list) -> int:
+    """A budget that holds the `count` largest of these bundles, the last of them as it loads
+    (its load's transient counted), beside the arena; never `count + 1` of them."""
+    sizes = sorted((b.footprint.measured_bytes for b in bundles), reverse=True)
+    loading = max(b.footprint.loading_bytes for b in bundles)
+    return sum(sizes[:count]) + loading + _arena(bundles)
+
+
 def _feeds(width: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
     return {"x": np.random.default_rng(seed).standard_normal((1, width)).astype(np.float32)}
 
@@ -66,9 +74,8 @@ def test_warmup_model_is_a_valid_one_node_model():
 
 def test_lru_evicts_the_least_recently_used_idle_bundle(three_bundles):
     bundles = [open_bundle(path) for path in three_bundles]
-    sizes = sorted(bundle.footprint.measured_bytes for bundle in bundles)
     # Any two fit, never all three; the activation arena is counted once, beside them.
-    cache = EngineCache(sum(sizes) - sizes[0] + _arena(bundles), "lru")
+    cache = EngineCache(_room_for(2, bundles), "lru")
     for bundle in bundles:
         cache.register(bundle)
     for name in ("red", "green", "red", "blue"):  # whole bundles: each costs its footprint
@@ -246,7 +253,7 @@ def test_concurrent_requests_under_a_small_budget(three_bundles):
     bundles = [open_bundle(path) for path in three_bundles]
     loads = _CountingLoads()
     # One bundle at a time, beside the activation arena.
-    budget = max(bundle.footprint.measured_bytes for bundle in bundles) + _arena(bundles)
+    budget = _room_for(1, bundles)
     cache = EngineCache(budget, "gdsf", session_factory=loads)
     for bundle in bundles:
         cache.register(bundle)
@@ -311,7 +318,8 @@ bundles = [open_bundle(p) for p in paths]
 sizes = sorted(b.footprint.measured_bytes for b in bundles)
 budget = int(sum(sizes) * budget_share)
 arena = max(b.footprint.activation_bytes for b in bundles)
-cache = EngineCache(max(budget, sizes[-1]) + arena, "lru")
+loading = max(b.footprint.loading_peak_bytes for b in bundles)
+cache = EngineCache(max(budget, loading) + arena, "lru")
 for b in bundles:
     cache.register(b)
 rng = np.random.default_rng(0)
@@ -398,3 +406,59 @@ def test_four_workers_share_one_copy_of_the_weights(tmp_path):
     shared = measure_workers(bundle, workers=4, share_weights=True, runs=2)
     # Four private copies against one shared: at least two copies' worth must be saved.
     assert shared.total_pss_bytes <= private.total_pss_bytes - 2 * weights, (private, shared)
+
+
+def _wide_convs(seed: int) -> onnx.ModelProto:
+    """Two 3x3 convolutions of 256 channels (4.5 MiB of weights): a portable session reorders
+    them into ONNX Runtime's blocked layout as it loads, a copy beside the originals."""
+    rng = np.random.default_rng(seed)
+    c = 256
+    return builders.make_model(
+        [
+            onnx.helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
+            onnx.helper.make_node("Relu", ["h"], ["r"]),
+            onnx.helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1]),
+        ],
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, c, 8, 8])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, c, 8, 8])],
+        [
+            builders.tensor(name, rng.standard_normal((c, c, 3, 3)).astype(np.float32))
+            for name in ("w1", "w2")
+        ],
+    )
+
+
+_HELD_PROBE = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from fusedinf_cc.runtime.feeds import random_feeds
+from fusedinf_cc.runtime.loader import EngineCache, open_bundle
+from fusedinf_cc.runtime.procmem import release_freed_memory, reset_peak_rss, status_bytes
+bundle = open_bundle(Path(sys.argv[1]))
+cache = EngineCache(bundle.footprint.alone_bytes, "lru")
+cache.register(bundle)
+feeds = random_feeds(cache.input_specs(bundle.name))  # starts the runtime, grows the arena
+cache.close()
+release_freed_memory()
+baseline = status_bytes()["VmRSS"]
+reset_peak_rss()
+cache.run(bundle.name, feeds)
+print(json.dumps({"held": status_bytes()["VmRSS"] - baseline,
+                  "peak": status_bytes()["VmHWM"] - baseline}))
+"""
+
+
+def test_a_portable_load_counts_its_transient_only_while_it_loads(tmp_path):
+    weights = 2 * 256 * 256 * 9 * 4
+    path = tmp_path / "bundle.onnx"
+    fuse_files([("convs", builders.save(_wide_convs(0), tmp_path / "convs.onnx"))], path)
+    footprint = open_bundle(path).footprint
+    # Loading holds the originals and their reordered copies at once; then frees the originals.
+    assert footprint.loading_bytes > weights, footprint
+    assert footprint.measured_bytes < 2 * weights, footprint
+    seen = run_probe(_HELD_PROBE, path)
+    # What stays counted is what stays resident, and the transient was real.
+    assert seen["held"] <= 1.15 * footprint.measured_bytes + (1 << 20), (seen, footprint)
+    assert seen["peak"] >= seen["held"] + weights, (seen, footprint)
+    assert seen["peak"] <= 1.2 * footprint.loading_peak_bytes + (2 << 20), (seen, footprint)

@@ -189,7 +189,8 @@ def test_the_budget_counts_a_shared_weight_once(overlapping):
     shared = sum(ab.shared_weights[d] for d in common)
     arena = max(ab.footprint.activation_bytes, ac.footprint.activation_bytes)
     together = ab.footprint.measured_bytes + ac.footprint.measured_bytes - shared + arena
-    cache = EngineCache(together + (shared // 2), "lru")  # too small unless shared counts once
+    loading = max(ab.footprint.loading_bytes, ac.footprint.loading_bytes)  # the one loading
+    cache = EngineCache(together + loading + (shared // 2), "lru")  # shared must count once
     for bundle in (ab, ac):
         cache.register(bundle)
         cache.load(bundle.name)
@@ -200,7 +201,7 @@ def test_the_budget_counts_a_shared_weight_once(overlapping):
     assert cache.accounted_bytes == ac.footprint.measured_bytes + arena
     cache.close()
 
-    unpooled = EngineCache(together + (shared // 2), "lru", pool_weights=False)
+    unpooled = EngineCache(together + loading + (shared // 2), "lru", pool_weights=False)
     for bundle in (ab, ac):
         unpooled.register(bundle)
         unpooled.load(bundle.name)
@@ -243,7 +244,8 @@ bundles = [open_bundle(Path(p)) for p in sys.argv[1:]]
 warm = OnnxRuntimeSession(WARMUP_MODEL, shared_arena=True)
 warm.run({"x": np.zeros((1, 8), np.float32)})
 arena = max(b.footprint.activation_bytes for b in bundles)
-cache = EngineCache(sum(b.footprint.measured_bytes for b in bundles) + arena, "lru")
+loading = max(b.footprint.loading_bytes for b in bundles)
+cache = EngineCache(sum(b.footprint.measured_bytes for b in bundles) + loading + arena, "lru")
 for b in bundles:
     cache.register(b)
 baseline = status_bytes()["VmRSS"]

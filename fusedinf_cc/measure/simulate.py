@@ -489,15 +489,16 @@ def replay(
 
 
 def total_footprint(deployment: Deployment) -> int:
-    """Every bundle of `deployment` resident at once, each with its parts: their footprints and
-    one activation arena."""
+    """Every bundle of `deployment` resident at once, each with its parts (`held_at_once`)."""
     return held_at_once([bundle.footprint for bundle in deployment.bundles.values()])
 
 
 def held_at_once(footprints: Sequence[Footprint]) -> int:
-    """These bundles resident at once, each with its parts, beside one activation arena."""
+    """These bundles resident at once, each with its parts, beside one activation arena and
+    the largest load's transient (a replay loads one bundle at a time)."""
     everything = sum(f.measured_bytes + sum(f.parts.values()) for f in footprints)
-    return everything + arena_bytes(footprints)
+    loading = max((f.loading_bytes for f in footprints), default=0)
+    return everything + loading + arena_bytes(footprints)
 
 
 def parse_budget(text: str, reference_bytes: int) -> int:

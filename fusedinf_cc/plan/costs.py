@@ -44,6 +44,7 @@ class SessionCost:
     run_seconds: float  # a warm request
     # What the first request after a load takes beyond a warm one (allocations, cold caches).
     cold_seconds: float = 0.0
+    loading_bytes: int = 0  # what its load needs beyond `bytes` while it loads
 
     @functools.cached_property
     def weight_bytes(self) -> int:
@@ -77,6 +78,7 @@ class Savings:
     load_seconds: float = 0.0
     run_seconds: float = 0.0
     activation: float = 1.0  # share of the members' other activations a group adds
+    loading_bytes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,8 @@ def _measured(bundle: Bundle, timings: Sequence[_Timing], pooled: bool) -> Measu
             median,
             warm,
             max(0.0, statistics.median(timing.first) - warm),
+            # A part's measured bytes are its peak beside the whole: its load included.
+            bundle.footprint.loading_bytes if timing.key is None else 0,
         )
     members = frozenset(bundle.models()) or frozenset({bundle.name})
     parts = {key: cost for key, cost in costs.items() if key is not None}
@@ -206,6 +210,7 @@ class CostModel:
             load_seconds=_saved(groups, singles, lambda c: c.load_seconds),
             run_seconds=_saved(groups, singles, lambda c: c.run_seconds),
             activation=_activation_share(groups, singles),
+            loading_bytes=_saved(groups, singles, lambda c: c.loading_bytes),
         )
         pairs = [(part, singles[name]) for g in groups for name, part in g.parts.items()]
         scale = PartScale(
@@ -274,6 +279,10 @@ class CostModel:
                 max(c.run_seconds for c in costs),
             ),
             cold_seconds=sum(c.cold_seconds for c in costs),
+            loading_bytes=max(
+                int(sum(c.loading_bytes for c in costs) - extra * saved.loading_bytes),
+                max(c.loading_bytes for c in costs),
+            ),
         )
 
     def _predict_part(self, members: frozenset[str], model: str) -> SessionCost:

@@ -422,7 +422,7 @@ def _fused_floor(costs: CostModel, functions: Mapping[str, Sequence[str]]) -> in
         # A bundle never measured may hold more than predicted: as much more as the measured
         # groups held at worst, so that building it later does not leave it out.
         margin = 1.0 if costs.is_measured(members) else costs.bytes_margin
-        largest = max(largest, math.ceil((whole.bytes + sum(parts)) * margin))
+        largest = max(largest, math.ceil((whole.bytes + whole.loading_bytes + sum(parts)) * margin))
         arena = max(arena, whole.activation_bytes)
     return largest + arena
 

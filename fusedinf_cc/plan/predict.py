@@ -6,9 +6,10 @@ loader's own policy objects until it fits the budget beside the shared activatio
 runs. Sessions are `CostModel` predictions and time is counted, not measured, so one replay of
 thousands of requests takes milliseconds. The accounting follows `EngineCache`: a bundle holds
 its whole and its models' parts as sessions, pooled weights count once while any session holds
-them, the arena grows to the largest request and never shrinks (and a replay starts with it
-grown: it opened every called session for its feeds), a bundle whose next session
-does not fit beside its own idle ones closes those first.
+them, a whole counts its load's transient until it is open, the arena grows to the largest
+request and never shrinks (and a replay starts with it grown: it opened every called session
+for its feeds), a bundle whose next session does not fit beside its own idle ones closes those
+first.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def predict(
     entries = {}
     for name, members in bundles.items():
         whole = costs.whole(members)
-        if whole.bytes + whole.activation_bytes > budget_bytes:
+        if whole.bytes + whole.loading_bytes + whole.activation_bytes > budget_bytes:
             raise UserInputError(
                 f"bundle {name!r} ({', '.join(sorted(members))}) does not fit the budget"
             )
@@ -166,14 +167,16 @@ def predict(
                 others = sorted(
                     (e for e in resident.values() if e is not entry), key=lambda e: order[e.name]
                 )
-                if _alone_bytes([*entry.sessions.values(), session]) + needed_arena > budget_bytes:
+                # A whole counts its load's transient until it is open.
+                room = needed_arena + session.loading_bytes
+                if _alone_bytes([*entry.sessions.values(), session]) + room > budget_bytes:
                     if not entry.sessions:
                         raise UserInputError(f"bundle {entry.name!r} does not fit the budget")
                     # Its own idle sessions are what leave no room: close them, as the loader does.
                     for cost in entry.sessions.values():
                         memory.remove(cost)
                     entry.sessions.clear()
-                while not _fits(memory, [session], needed_arena, budget_bytes) and others:
+                while not _fits(memory, [session], room, budget_bytes) and others:
                     for other in others:
                         other.freeable = memory.freed_by(list(other.sessions.values()))
                     victim = made.victim(others)
@@ -192,6 +195,7 @@ def predict(
                     misses += 1
                 entry.sessions[key] = session
                 memory.add(session)
+                peak = max(peak, memory.private + memory.weights + room)
                 resident[entry.name] = entry
                 seconds = session.load_seconds * next(scatter)
                 service += seconds

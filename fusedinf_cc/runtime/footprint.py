@@ -1,9 +1,12 @@
 """Measure what loading an artifact costs in memory and time, in a fresh process.
 
-The number the loader budgets with is the peak RSS the artifact adds to a warm serving process
-(load transients included), measured rather than guessed from file size: the runtime is started
-and the artifact loaded, run and dropped once before the baseline, so first-use costs are not
-charged to it. Activations come from the process's shared arena, as in the loader, and what
+The numbers the loader budgets with are what the artifact adds to a warm serving process,
+measured rather than guessed from file size: the RSS it keeps once loaded and run, with what its
+load freed handed back (`measured_bytes`), and what its load needs beyond that while it loads
+(`loading_bytes`: a portable session reorders its weights into new copies before it frees the
+originals, which for a resnet18 doubles its memory for the moment of its load). The runtime is
+started and the artifact loaded, run and dropped once before the baseline, so first-use costs
+are not charged to it. Activations come from the process's shared arena, as in the loader, and what
 that arena kept is recorded apart (`activation_bytes`): the loader counts it once, not per bundle.
 
 A footprint is measured once per artifact and machine and kept in a cache outside the model
@@ -38,30 +41,36 @@ from fusedinf_cc.runtime.worker import BenchConfig, BenchPlan, run_in_fresh_proc
 _MEASURE_CONFIG = BenchConfig("fused", spinning=False, execution="sequential")
 # Recorded with every footprint; raised whenever what a loaded session holds changes (warm
 # process and shared arena: 1; ahead-of-time sessions without packed copies: 2; shared-arena
-# sessions without a memory pattern: 3; what each model's part adds beside the whole: 4), so
-# that a footprint measured the older way is measured again.
-FOOTPRINT_METHOD = 4
+# sessions without a memory pattern: 3; what each model's part adds beside the whole: 4; held
+# apart from the load's transient: 5), so that a footprint measured the older way is measured
+# again.
+FOOTPRINT_METHOD = 5
 
 
 @dataclass(frozen=True)
 class Footprint:
-    measured_bytes: int  # peak RSS the artifact added: what the budget must hold
-    resident_bytes: int  # RSS it keeps after a request
+    measured_bytes: int  # RSS it holds once loaded, freed memory handed back: what stays counted
+    loading_bytes: int  # what its load needs beyond that, counted only while it loads
     load_seconds: float  # file to first result
     activation_bytes: int = 0  # what its requests need from the shared activation arena
-    # What each model's part adds beside the loaded whole, by model (peak RSS): its own
-    # structures, and the weight copies a portable or `.ort` part holds.
+    # What each model's part adds beside the loaded whole, by model (peak RSS, its load
+    # included): its own structures, and the weight copies a portable or `.ort` part holds.
     parts: dict[str, int] = field(default_factory=dict)
 
     @property
+    def loading_peak_bytes(self) -> int:
+        """What the whole needs at the moment it loads: itself and its load's transient."""
+        return self.measured_bytes + self.loading_bytes
+
+    @property
     def alone_bytes(self) -> int:
-        """What the bundle needs with nothing else loaded: itself and one request's arena."""
-        return self.measured_bytes + self.activation_bytes
+        """What the bundle needs with nothing else loaded: its load and one request's arena."""
+        return self.loading_peak_bytes + self.activation_bytes
 
     def to_record(self) -> dict[str, int | float]:
         return {
             "measured_bytes": self.measured_bytes,
-            "resident_bytes": self.resident_bytes,
+            "loading_bytes": self.loading_bytes,
             "load_seconds": self.load_seconds,
             "activation_bytes": self.activation_bytes,
             "parts": dict(self.parts),
@@ -74,9 +83,7 @@ class Footprint:
         version measured: a wrong type, a negative or non-finite number, an older method."""
         if not isinstance(record, dict) or record.get("method") != FOOTPRINT_METHOD:
             return None
-        sizes = [
-            record.get(key) for key in ("measured_bytes", "resident_bytes", "activation_bytes")
-        ]
+        sizes = [record.get(key) for key in ("measured_bytes", "loading_bytes", "activation_bytes")]
         seconds = record.get("load_seconds")
         if not all(type(size) is int and 0 <= size < 2**62 for size in sizes):
             return None
@@ -88,8 +95,8 @@ class Footprint:
             for model, size in parts.items()
         ):
             return None
-        measured, resident, activation = sizes
-        return cls(measured, resident, float(seconds), activation, dict(parts))  # type: ignore[arg-type]
+        measured, loading, activation = sizes
+        return cls(measured, loading, float(seconds), activation, dict(parts))  # type: ignore[arg-type]
 
 
 def default_cache_dir() -> Path:
@@ -178,9 +185,11 @@ def measure_footprint(
         with_parts=with_parts,
     )
     result = run_in_fresh_process(plan, _MEASURE_CONFIG)
+    kept = max(0, result.resident_rss_bytes - result.baseline_rss_bytes)
+    held = min(result.footprint_bytes, kept)
     return Footprint(
-        measured_bytes=result.footprint_bytes,
-        resident_bytes=max(0, result.resident_rss_bytes - result.baseline_rss_bytes),
+        measured_bytes=held,
+        loading_bytes=result.footprint_bytes - held,
         load_seconds=result.load_s,
         activation_bytes=result.activation_bytes,
         parts=result.part_bytes,
@@ -194,7 +203,7 @@ import numpy as np
 from fusedinf_cc.runtime.feeds import random_feeds
 from fusedinf_cc.runtime.loader import EngineCache, open_bundle
 bundle = open_bundle(Path(sys.argv[1]))
-cache = EngineCache(bundle.footprint.measured_bytes * 2, share_weights=sys.argv[2] == "1")
+cache = EngineCache(bundle.footprint.alone_bytes * 2, share_weights=sys.argv[2] == "1")
 cache.register(bundle)
 feeds = random_feeds(cache.input_specs(bundle.name))
 latencies = []

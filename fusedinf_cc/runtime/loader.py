@@ -108,7 +108,7 @@ class Bundle:
             return whole
         weights = self._part_weights[key]  # type: ignore[index]
         mapped = sum(weights.values())
-        if added + mapped > self.footprint.measured_bytes:
+        if added + mapped > self.footprint.loading_peak_bytes:
             return whole  # a part runs a subset of the whole: it holds no more (noise aside)
         return (added, weights) if pooled else (added + mapped, {})
 
@@ -156,7 +156,7 @@ def open_bundle(
         engine = _byte_count(known, "engine_bytes", sidecar) + _byte_count(
             known, "device_memory_bytes", sidecar
         )
-        footprint = Footprint(measured_bytes=engine, resident_bytes=engine, load_seconds=0.0)
+        footprint = Footprint(measured_bytes=engine, loading_bytes=0, load_seconds=0.0)
     else:
         footprint = (footprints or FootprintCache()).footprint(path, digest, feeds)
     return Bundle(name=name or path.stem, artifact=path, manifest=manifest, footprint=footprint)
@@ -499,6 +499,12 @@ class EngineCache:
                 if len(entry.sessions) == 1:  # the bundle has just become resident
                     entry.cost_seconds = seconds
                     self.policy.touch(entry)
+                if key is None and entry.bundle.footprint.loading_bytes:
+                    self._condition.notify_all()  # its transient is no longer counted
+        if key is None and not entry.bundle.shared_weights:
+            # A portable load freed the weights it copied: hand them back, as its footprint
+            # was measured, so that what stays counted is what stays resident.
+            release_freed_memory()
         return session
 
     def _make_room(self, newcomer: _Entry, key: str | None) -> bool:
@@ -547,14 +553,17 @@ class EngineCache:
         wanted: set[str | None] | None = None,
     ) -> int:
         """Memory `entries` hold together (`newcomer` with the sessions `wanted`, the rest
-        with those they count): each session's own bytes, each pooled weight once, and the
-        activations: the shared arena once, or each session's own."""
+        with those they count): each session's own bytes, each pooled weight once, the
+        transient of each whole still loading, and the activations: the shared arena once, or
+        each session's own."""
         weights: dict[str, int] = {}
         own = activations = 0
         for entry in entries:
             keys = wanted if entry is newcomer and wanted is not None else entry.keys
             private, shared = entry.cost(keys)
             own += private
+            if None in keys and None not in entry.sessions:  # counted, not yet open
+                own += entry.bundle.footprint.loading_bytes
             weights.update(shared)
             activations += entry.activation * len(keys)
         own += sum(weights.values())
@@ -637,7 +646,10 @@ def least_budget(footprints: Sequence[Footprint], *, every_session: bool = False
     largest bundle beside the largest arena (which the loader never shrinks). `every_session`:
     with all its parts open too, so that no bundle closes its own sessions to open another."""
     largest = max(
-        (f.measured_bytes + (sum(f.parts.values()) if every_session else 0) for f in footprints),
+        (
+            f.loading_peak_bytes + (sum(f.parts.values()) if every_session else 0)
+            for f in footprints
+        ),
         default=0,
     )
     return largest + arena_bytes(footprints)

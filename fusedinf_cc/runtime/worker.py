@@ -92,7 +92,9 @@ class VariantResult:
     artifact_bytes: int
     imported_compiler: bool = False
     baseline_rss_bytes: int = 0  # before loading anything: the interpreter and the runtime
-    resident_rss_bytes: int = 0  # after the last request
+    # After the last request, with what the loads freed handed back to the system: what the
+    # models hold once loaded (a portable load's transient weight copies gone).
+    resident_rss_bytes: int = 0
     activation_bytes: int = 0  # with warm_load and shared_arena: what the shared arena kept
     gpu_bytes: int | None = None  # GPU memory in use beyond the baseline (None: no GPU runtime)
     part_bytes: dict[str, int] = field(default_factory=dict)  # with_parts: peak RSS each adds
@@ -179,11 +181,13 @@ def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
     if pool is not None:
         pool.shutdown()
     artifact_bytes = sum(_artifact_bytes(path) for _, path in plan.models)
+    peak_rss = status_bytes().get("VmHWM", 0)
+    release_freed_memory()  # as the loader does after a portable load
     result = VariantResult(
         config=config,
         load_s=load_s,
         latencies_ms=latencies,
-        peak_rss_bytes=status_bytes().get("VmHWM", 0),
+        peak_rss_bytes=peak_rss,
         artifact_bytes=artifact_bytes,
         imported_compiler="onnx_ir" in sys.modules,
         baseline_rss_bytes=baseline,

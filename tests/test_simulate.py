@@ -106,6 +106,11 @@ def test_budget_parsing():
 def test_replay_counts_one_call_per_bundle_a_function_runs(small_models, tmp_path):
     functions = {"fa": ["m0", "m1"], "fb": ["m1", "m2", "m3"]}
     unfused, fused = deployments(small_models, functions, tmp_path / "work")
+    # Unfused models are built as bundles of one, as fused ones are: the deployments differ
+    # only in grouping, never in how a model's file was written.
+    for model, bundle in unfused.bundles.items():
+        assert bundle.artifact != small_models[model]
+        assert bundle.manifest is not None and list(bundle.models()) == [model]
     trace = [Request(0.01 * i, "fa" if i % 3 else "fb") for i in range(30)]
     # The least budget each deployment's bundles can all be registered under (the loader's own
     # floor: the largest bundle beside the largest request's arena, which may be another's).

@@ -319,9 +319,9 @@ def deployments(
 ) -> list[Deployment]:
     """The unfused deployment (a bundle per model), the fused one (a bundle per function) and,
     given `groups`, the grouped one (a bundle per group of models). With `aot`, every bundle of
-    every deployment is built ahead of time for this CPU (`fuse --aot`); without, the unfused
-    deployment loads the model files as given. `stack` builds the fused bundles with
-    `fuse --stack`."""
+    every deployment is built ahead of time for this CPU (`fuse --aot`). An unfused model is
+    built too, as a bundle of one (`_single`), so deployments differ only in their grouping.
+    `stack` builds the fused bundles with `fuse --stack`."""
     unknown = {m for used in functions.values() for m in used} - set(models)
     if unknown:
         raise UserInputError(f"functions use unknown models: {sorted(unknown)}")
@@ -383,8 +383,10 @@ def _cached_sha256(path: Path, mtime_ns: int, size: int) -> str:
 
 
 def _single(models: dict[str, Path], model: str, work_dir: Path, aot: bool) -> Path:
-    """An unfused model's bundle: the file as given, or built ahead of time like the rest."""
-    return _built(models, [model], work_dir / f"model-{model}", aot) if aot else models[model]
+    """An unfused model's bundle: built as a bundle of one, as `bundle build` builds a model
+    alone. The file as exported holds its weights inline: opened as given, a portable resnet18
+    took 144 MiB against 90 MiB built, which a replay would count against not fusing."""
+    return _built(models, [model], work_dir / f"model-{model}", aot)
 
 
 # What a replay can compare: the loader's policies and the clairvoyant reference.

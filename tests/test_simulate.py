@@ -199,8 +199,9 @@ def test_clairvoyant_policy_evicts_by_distance_to_next_use_times_size():
 
 def test_clairvoyant_replay_misses_less_than_lru_where_lru_thrashes(small_models, tmp_path):
     # Three bundles used in a cycle with room for two: LRU always evicts the next one needed.
+    # Ahead of time: these tiny models' portable load transients are as large as they are.
     functions = {"fa": ["m0"], "fb": ["m1"], "fc": ["m2"]}
-    unfused = deployments(small_models, functions, tmp_path / "work")[0]
+    unfused = deployments(small_models, functions, tmp_path / "work", aot=True)[0]
     trace = [Request(0.01 * i, ("fa", "fb", "fc")[i % 3]) for i in range(30)]
     budget = total_footprint(unfused) - 1
     lru = replay(trace, unfused, budget, "lru")

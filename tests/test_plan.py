@@ -72,17 +72,19 @@ def test_a_budget_reckoned_from_predictions_allows_for_the_formulas_worst_shortf
     alone = {n: Measured(frozenset({n}), _cost(1000, 0.01, 0.01, activation=0)) for n in "abcd"}
     # Two measured pairs: one holds exactly its members' bytes, one 10% more (the least squares
     # saving between them is negative, so none is fitted).
+    loading = replace(_cost(2200, 0.02, 0.02, activation=0), loading_bytes=300)
     groups = [
         Measured(frozenset("ab"), _cost(2000, 0.02, 0.02, activation=0)),
-        Measured(frozenset("cd"), _cost(2200, 0.02, 0.02, activation=0)),
+        Measured(frozenset("cd"), loading),
     ]
     model = CostModel.fitted(alone, groups)
     assert model.savings.private_bytes == 0.0
     assert model.bytes_margin == pytest.approx(1.1)
     assert model.is_measured(frozenset("cd")) and not model.is_measured(frozenset("bc"))
-    # The measured group counts as measured; the predicted one, as much more as "cd" was.
-    assert _fused_floor(model, {"f": ["c", "d"]}) == 2200 + 2 * 1000
-    assert _fused_floor(model, {"f": ["b", "c"]}) == pytest.approx((2000 + 2 * 1000) * 1.1, abs=1)
+    # The measured group counts as measured, its load's transient too; the predicted one, as
+    # much more as "cd" was. A function's requests run its bundle whole: no part is counted.
+    assert _fused_floor(model, {"f": ["c", "d"]}) == 2200 + 300
+    assert _fused_floor(model, {"f": ["b", "c"]}) == pytest.approx(2000 * 1.1, abs=1)
     assert CostModel.fitted(alone, groups[:1]).bytes_margin == 1.0
 
 

@@ -19,6 +19,7 @@ from fusedinf_cc.measure.simulate import (
     TraceSpec,
     auto_groups,
     deployments,
+    least_replay_budget,
     parse_budget,
     read_name_lists,
     read_trace,
@@ -170,13 +171,23 @@ def test_bundles_are_reused_until_a_source_model_changes(tmp_path):
 
 def test_a_percentage_budget_is_raised_to_where_every_bundle_loads(small_models, tmp_path):
     functions = {"fa": ["m0", "m1", "m2"], "fb": ["m2", "m3"]}
-    plans = deployments(small_models, functions, tmp_path / "work")
-    unfused_total = total_footprint(plans[0])
-    floor = max(
-        least_budget([b.footprint for b in p.bundles.values()], every_session=True) for p in plans
-    )  # the largest bundle with all its parts open, beside the arena
-    assert floor > least_budget([b.footprint for b in plans[1].bundles.values()])
-    assert floor > unfused_total // 10  # the three-model fused bundle alone is larger
+    plans = deployments(small_models, functions, tmp_path / "work", {"g": ["m0", "m1", "m2"]})
+    unfused, fused, grouped = plans
+    unfused_total = total_footprint(unfused)
+    # Unfused and fused requests run wholes: their largest bundle as it loads, beside the arena.
+    for deployment in (unfused, fused):
+        assert least_replay_budget(deployment) == least_budget(
+            [b.footprint for b in deployment.bundles.values()]
+        )
+    # Grouped, fb runs g's part for m2 beside m3 alone: g needs its whole and that part.
+    g = grouped.bundles["g"].footprint
+    footprints = [b.footprint for b in grouped.bundles.values()]
+    assert grouped.calls["fb"] == [Call("g", "m2"), Call("m3")]
+    assert least_replay_budget(grouped) == g.loading_peak_bytes + g.parts["m2"] + max(
+        f.activation_bytes for f in footprints
+    )
+    floor = max(least_replay_budget(p) for p in plans)
+    assert floor > unfused_total // 10  # the three-model bundles alone are larger
     assert floor <= 2 * unfused_total
     assert replay_budget("200%", plans) == (2 * unfused_total, None)
     raised, notice = replay_budget("10%", plans)

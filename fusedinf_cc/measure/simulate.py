@@ -34,7 +34,7 @@ from fusedinf_cc.common.sizes import format_bytes, parse_size
 from fusedinf_cc.compiler.build import build_fused
 from fusedinf_cc.runtime.feeds import random_feeds
 from fusedinf_cc.runtime.footprint import Footprint, arena_bytes
-from fusedinf_cc.runtime.loader import Bundle, EngineCache, least_budget, open_bundle
+from fusedinf_cc.runtime.loader import Bundle, EngineCache, open_bundle
 from fusedinf_cc.runtime.policies import POLICIES, CachePolicy, Clairvoyant
 from fusedinf_cc.runtime.procmem import status_bytes
 
@@ -517,22 +517,39 @@ def parse_budget(text: str, reference_bytes: int) -> int:
 def replay_budget(text: str, plans: Sequence[Deployment]) -> tuple[int, str | None]:
     """The budget `text` asks for, in bytes, and a notice when it was changed. A percentage is
     of the first (unfused) deployment's total footprint, and is raised to the least budget under
-    which every bundle of every deployment can load with all its parts; an absolute size is
-    taken as given, and registering a bundle that cannot fit under it is refused."""
+    which every bundle of every deployment can load with the sessions its requests run
+    (`least_replay_budget`); an absolute size is taken as given, and registering a bundle that
+    cannot fit under it is refused."""
     budget_bytes = parse_budget(text, total_footprint(plans[0]))
     if not text.strip().endswith("%"):
         return budget_bytes, None
-    floor = max(
-        least_budget([b.footprint for b in plan.bundles.values()], every_session=True)
-        for plan in plans
-    )
+    floor = max(least_replay_budget(plan) for plan in plans)
     if budget_bytes >= floor:
         return budget_bytes, None
     notice = (
-        f"--budget {text} is {format_bytes(budget_bytes)}, below the largest bundle with its "
-        f"parts and activations; using {format_bytes(floor)}"
+        f"--budget {text} is {format_bytes(budget_bytes)}, below the largest bundle with the "
+        f"parts its requests run and activations; using {format_bytes(floor)}"
     )
     return floor, notice
+
+
+def least_replay_budget(deployment: Deployment) -> int:
+    """The least budget under which each bundle of `deployment` loads with every session its
+    calls open (its whole where a call runs it whole, each part a call runs), beside the
+    largest arena: no bundle then closes its own sessions to open another. Parts no call runs
+    are left out: a portable part holds copies of its weights, and one bundle per function
+    never opens one."""
+    opened: dict[str, set[str | None]] = {}
+    for calls in deployment.calls.values():
+        for call in calls:
+            parts = deployment.bundles[call.bundle].parts
+            opened.setdefault(call.bundle, set()).add(call.model if call.model in parts else None)
+    largest = 0
+    for name, keys in opened.items():
+        footprint = deployment.bundles[name].footprint
+        whole = footprint.loading_peak_bytes if None in keys else 0
+        largest = max(largest, whole + sum(footprint.parts.get(k, 0) for k in keys if k))
+    return largest + arena_bytes([b.footprint for b in deployment.bundles.values()])
 
 
 def loading_ratios(results: Sequence[ReplayResult]) -> dict[str, dict[str, float]]:

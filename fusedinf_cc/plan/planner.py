@@ -220,7 +220,8 @@ def calibrate(
     """The cost model fitted on every called model alone and the hottest functions' groups,
     measured for real; the budget in bytes, and a notice where it was raised. A percentage is
     raised as `simulate` raises it: until every bundle of the `baselines` (unfused and fused,
-    built) loads with all its parts, or without them until the predicted fused bundles do."""
+    built) loads with the sessions their requests run, or without them until the predicted
+    fused bundles do."""
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     used = sorted({m for called in functions.values() for m in called})
     groups = hottest_groups(planning, functions, settings.calibration_groups)
@@ -412,17 +413,16 @@ def _with_arena(costs: CostModel, members: frozenset[str]) -> int:
 
 
 def _fused_floor(costs: CostModel, functions: Mapping[str, Sequence[str]]) -> int:
-    """The least budget, predicted, under which each function's own bundle loads with all its
-    parts open beside the largest arena (what `simulate` raises a percentage budget to)."""
+    """The least budget, predicted, under which each function's own bundle loads beside the
+    largest arena (what `simulate` raises a percentage budget to: its requests run it whole)."""
     largest = arena = 0
     for called in functions.values():
         members = frozenset(called)
         whole = costs.whole(members)
-        parts = [costs.part(members, m).private_bytes for m in members] if len(members) > 1 else []
         # A bundle never measured may hold more than predicted: as much more as the measured
         # groups held at worst, so that building it later does not leave it out.
         margin = 1.0 if costs.is_measured(members) else costs.bytes_margin
-        largest = max(largest, math.ceil((whole.bytes + whole.loading_bytes + sum(parts)) * margin))
+        largest = max(largest, math.ceil((whole.bytes + whole.loading_bytes) * margin))
         arena = max(arena, whole.activation_bytes)
     return largest + arena
 

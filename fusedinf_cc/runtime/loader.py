@@ -641,17 +641,10 @@ def _weigh_freeable(idle: Sequence[_Entry], staying: Sequence[_Entry]) -> None:
         entry.freeable = private + alone
 
 
-def least_budget(footprints: Sequence[Footprint], *, every_session: bool = False) -> int:
+def least_budget(footprints: Sequence[Footprint]) -> int:
     """The least budget under which each of these bundles can load with a shared arena: the
-    largest bundle beside the largest arena (which the loader never shrinks). `every_session`:
-    with all its parts open too, so that no bundle closes its own sessions to open another."""
-    largest = max(
-        (
-            f.loading_peak_bytes + (sum(f.parts.values()) if every_session else 0)
-            for f in footprints
-        ),
-        default=0,
-    )
+    largest bundle as it loads beside the largest arena (which the loader never shrinks)."""
+    largest = max((f.loading_peak_bytes for f in footprints), default=0)
     return largest + arena_bytes(footprints)
 
 

@@ -186,6 +186,29 @@ def test_a_predicted_replay_counts_what_the_real_loader_counts(small_models, tmp
         )
 
 
+def test_a_built_bundle_is_predicted_holding_what_it_was_measured_to_hold(small_models, tmp_path):
+    functions = {"fa": ["m0", "m1"], "fb": ["m1", "m2"]}
+    for aot in (False, True):
+        unfused, fused = deployments(small_models, functions, tmp_path / f"w{aot}", aot=aot)
+        alone = {
+            n: measure_bundle(b, pooled=aot, rounds=1, runs=2) for n, b in unfused.bundles.items()
+        }
+        costs = CostModel.fitted(alone, [])
+        members = frozenset({"m0", "m1"})
+        fitted = costs.whole(members)
+        assert not costs.is_measured(members)
+        costs.hold_as_built(fused.bundles.values(), pooled=aot)
+        held = costs.whole(members)
+        bundle = fused.bundles["fa"]
+        private, shared = bundle.session_cost(None, aot)
+        assert held.bytes == private + sum(shared.values())
+        assert held.loading_bytes == bundle.footprint.loading_bytes
+        assert held.activation_bytes == bundle.footprint.activation_bytes
+        # Its times are still the fitted ones: it was built, not timed.
+        assert (held.load_seconds, held.run_seconds) == (fitted.load_seconds, fitted.run_seconds)
+        assert costs.is_measured(members)
+
+
 def test_calibration_measures_the_bundles_in_turn(small_models, tmp_path):
     """Every reload follows the other bundles' runs, as a miss under a budget does."""
     unfused, fused = deployments(small_models, {"fa": ["m0", "m1"]}, tmp_path / "work", aot=True)

@@ -27,7 +27,7 @@ import functools
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fusedinf_cc.runtime.feeds import random_feeds
 from fusedinf_cc.runtime.loader import Bundle, EngineCache
@@ -198,6 +198,8 @@ class CostModel:
         # Loads over their median, as measured: a predicted load draws its scatter from
         # these, so a replay's tail (a load that took several times the median) is predicted.
         self.load_jitter = tuple(load_jitter)
+        # Bundles built but not timed: what they hold is known, their times are fitted.
+        self._held: dict[frozenset[str], SessionCost] = {}
         self._wholes: dict[frozenset[str], SessionCost] = {}
         self._parts: dict[tuple[frozenset[str], str], SessionCost] = {}
 
@@ -235,9 +237,29 @@ class CostModel:
             cost = self._parts[members, model] = self._predict_part(members, model)
         return cost
 
+    def hold_as_built(self, bundles: Iterable[Bundle], pooled: bool) -> None:
+        """Count these built bundles' wholes at their measured bytes, load transient and arena
+        (their times stay fitted): a baseline built for real is predicted holding what it
+        holds, so a budget raised until it loads is one its prediction fits too."""
+        for bundle in bundles:
+            members = frozenset(bundle.models()) or frozenset({bundle.name})
+            if len(members) < 2 or members in self._measured:
+                continue
+            private, shared = bundle.session_cost(None, pooled)
+            self._held[members] = SessionCost(
+                private,
+                tuple(sorted(shared.items())),
+                bundle.footprint.activation_bytes,
+                0.0,
+                0.0,
+                loading_bytes=bundle.footprint.loading_bytes,
+            )
+        self._wholes.clear()
+
     def is_measured(self, members: frozenset[str]) -> bool:
-        """Whether the bundle of `members` was measured (a model alone always is)."""
-        return len(members) == 1 or members in self._measured
+        """Whether what the bundle of `members` holds was measured (a model alone's always is;
+        a group's where it was timed or built)."""
+        return len(members) == 1 or members in self._measured or members in self._held
 
     @functools.cached_property
     def bytes_margin(self) -> float:
@@ -255,7 +277,17 @@ class CostModel:
             return self.alone[next(iter(members))]
         if members in self._measured:
             return self._measured[members].whole
-        return self._fitted_whole(members)
+        fitted = self._fitted_whole(members)
+        held = self._held.get(members)
+        if held is None:
+            return fitted
+        return replace(
+            fitted,
+            private_bytes=held.private_bytes,
+            weights=held.weights,
+            activation_bytes=held.activation_bytes,
+            loading_bytes=held.loading_bytes,
+        )
 
     def _fitted_whole(self, members: frozenset[str]) -> SessionCost:
         costs = [self.alone[name] for name in sorted(members)]

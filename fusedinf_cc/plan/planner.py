@@ -260,6 +260,7 @@ def calibrate(
     alone = {model: measured[model] for model in used}
     measured_groups = [m for name, m in measured.items() if name not in singles]
     costs = CostModel.fitted(alone, measured_groups)
+    costs.hold_as_built(groups_built.values(), settings.aot)
     if baselines is not None and settings.budget.strip().endswith("%"):
         budget_bytes, raised = replay_budget(settings.budget, baselines)
         return costs, budget_bytes, raised or notice

@@ -145,10 +145,15 @@ RESTARTS = 3
 
 
 def _climb(start: Judged, judge: _Judge, called, functions, pooled, deadline, progress) -> Judged:
-    """The best move from `start`, again and again, until none helps or `deadline` passes."""
+    """The best move from `start`, again and again, until none helps or `deadline` passes
+    (checked before each move is judged: one step of a large grouping judges dozens)."""
     best = start
     while time.perf_counter() < deadline:
-        moves = [judge(g) for g in _moves(best.grouping, called, functions, pooled)]
+        moves = []
+        for grouping in _moves(best.grouping, called, functions, pooled):
+            if time.perf_counter() >= deadline:
+                break
+            moves.append(judge(grouping))
         better = [j for j in moves if j is not None and j.score < best.score - 1e-9]
         if progress:
             progress(judge.evaluated)

@@ -459,6 +459,9 @@ def test_a_portable_load_counts_its_transient_only_while_it_loads(tmp_path):
     assert footprint.measured_bytes < 2 * weights, footprint
     seen = run_probe(_HELD_PROBE, path)
     # What stays counted is what stays resident, and the transient was real.
-    assert seen["held"] <= 1.15 * footprint.measured_bytes + (1 << 20), (seen, footprint)
+    # (a fresh cache's first run may grow the arena again: its activations are allowed)
+    allowed = footprint.measured_bytes + footprint.activation_bytes + (2 << 20)
+    assert seen["held"] <= allowed, (seen, footprint)
+    assert seen["held"] < footprint.loading_peak_bytes / 2, (seen, footprint)
     assert seen["peak"] >= seen["held"] + weights, (seen, footprint)
     assert seen["peak"] <= 1.2 * footprint.loading_peak_bytes + (2 << 20), (seen, footprint)

@@ -542,8 +542,8 @@ def least_replay_budget(deployment: Deployment) -> int:
     opened: dict[str, set[str | None]] = {}
     for calls in deployment.calls.values():
         for call in calls:
-            parts = deployment.bundles[call.bundle].parts
-            opened.setdefault(call.bundle, set()).add(call.model if call.model in parts else None)
+            key = deployment.bundles[call.bundle].session_key(call.model)
+            opened.setdefault(call.bundle, set()).add(key)
     largest = 0
     for name, keys in opened.items():
         footprint = deployment.bundles[name].footprint

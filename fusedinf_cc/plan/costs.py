@@ -156,23 +156,30 @@ def _time_session(cache: EngineCache, bundle_name: str, timing: _Timing, runs: i
     cache.unload(bundle_name)
 
 
+def _held_bytes(bundle: Bundle, key: str | None, pooled: bool) -> dict:
+    """The `SessionCost` byte fields of the bundle's session for `key`, as the loader counts
+    them. A part's measured bytes are its peak beside the whole: its load included."""
+    private, shared = bundle.session_cost(key, pooled)
+    return {
+        "private_bytes": private,
+        "weights": tuple(sorted(shared.items())),
+        "activation_bytes": bundle.footprint.activation_bytes,
+        "loading_bytes": bundle.footprint.loading_bytes if key is None else 0,
+    }
+
+
 def _measured(bundle: Bundle, timings: Sequence[_Timing], pooled: bool) -> Measured:
     costs: dict[str | None, SessionCost] = {}
     ratios: list[float] = []
     for timing in timings:
-        private, shared = bundle.session_cost(timing.key, pooled)
         median = statistics.median(timing.loads)
         ratios += [load / median for load in timing.loads] if median > 0 else []
         warm = statistics.median(timing.warm)
         costs[timing.key] = SessionCost(
-            private,
-            tuple(sorted(shared.items())),
-            bundle.footprint.activation_bytes,
-            median,
-            warm,
-            max(0.0, statistics.median(timing.first) - warm),
-            # A part's measured bytes are its peak beside the whole: its load included.
-            bundle.footprint.loading_bytes if timing.key is None else 0,
+            **_held_bytes(bundle, timing.key, pooled),
+            load_seconds=median,
+            run_seconds=warm,
+            cold_seconds=max(0.0, statistics.median(timing.first) - warm),
         )
     members = frozenset(bundle.models()) or frozenset({bundle.name})
     parts = {key: cost for key, cost in costs.items() if key is not None}
@@ -198,8 +205,9 @@ class CostModel:
         # Loads over their median, as measured: a predicted load draws its scatter from
         # these, so a replay's tail (a load that took several times the median) is predicted.
         self.load_jitter = tuple(load_jitter)
-        # Bundles built but not timed: what they hold is known, their times are fitted.
-        self._held: dict[frozenset[str], SessionCost] = {}
+        # Bundles built but not timed: what they hold is known (`_held_bytes`), their times
+        # are fitted.
+        self._held: dict[frozenset[str], dict] = {}
         self._wholes: dict[frozenset[str], SessionCost] = {}
         self._parts: dict[tuple[frozenset[str], str], SessionCost] = {}
 
@@ -243,17 +251,8 @@ class CostModel:
         holds, so a budget raised until it loads is one its prediction fits too."""
         for bundle in bundles:
             members = frozenset(bundle.models()) or frozenset({bundle.name})
-            if len(members) < 2 or members in self._measured:
-                continue
-            private, shared = bundle.session_cost(None, pooled)
-            self._held[members] = SessionCost(
-                private,
-                tuple(sorted(shared.items())),
-                bundle.footprint.activation_bytes,
-                0.0,
-                0.0,
-                loading_bytes=bundle.footprint.loading_bytes,
-            )
+            if len(members) > 1 and members not in self._measured:
+                self._held[members] = _held_bytes(bundle, None, pooled)
         self._wholes.clear()
 
     def is_measured(self, members: frozenset[str]) -> bool:
@@ -277,17 +276,7 @@ class CostModel:
             return self.alone[next(iter(members))]
         if members in self._measured:
             return self._measured[members].whole
-        fitted = self._fitted_whole(members)
-        held = self._held.get(members)
-        if held is None:
-            return fitted
-        return replace(
-            fitted,
-            private_bytes=held.private_bytes,
-            weights=held.weights,
-            activation_bytes=held.activation_bytes,
-            loading_bytes=held.loading_bytes,
-        )
+        return replace(self._fitted_whole(members), **self._held.get(members, {}))
 
     def _fitted_whole(self, members: frozenset[str]) -> SessionCost:
         costs = [self.alone[name] for name in sorted(members)]

@@ -82,6 +82,11 @@ class Bundle:
             return {}
         return {part.model: part for part in self.manifest.parts}
 
+    def session_key(self, model: str | None) -> str | None:
+        """The session a request for `model` (None: the whole) opens: that model's part where
+        the bundle has one, else the whole (None)."""
+        return model if model in self.parts else None
+
     @functools.cached_property
     def shared_weights(self) -> dict[str, int]:
         """Bytes of each distinct weight this bundle maps from the process's weight pool, by
@@ -443,7 +448,7 @@ class EngineCache:
         for `model` (None: the whole bundle) runs on it, opened now if it is not yet."""
         with self._condition:
             entry = self._entries[bundle_name]
-            key = model.name if model is not None and model.name in entry.bundle.parts else None
+            key = entry.bundle.session_key(model.name if model is not None else None)
             while True:
                 resident = entry.held
                 if self._make_room(entry, key):  # a hit may need a part or more arena

@@ -169,7 +169,7 @@ def test_bundles_are_reused_until_a_source_model_changes(tmp_path):
     assert entry.sha256 == sha256_file(models["m1"])
 
 
-def test_a_percentage_budget_is_raised_to_where_every_bundle_loads(small_models, tmp_path):
+def test_a_percentage_budget_is_raised_only_until_each_model_loads_alone(small_models, tmp_path):
     functions = {"fa": ["m0", "m1", "m2"], "fb": ["m2", "m3"]}
     plans = deployments(small_models, functions, tmp_path / "work", {"g": ["m0", "m1", "m2"]})
     unfused, fused, grouped = plans
@@ -186,13 +186,44 @@ def test_a_percentage_budget_is_raised_to_where_every_bundle_loads(small_models,
     assert least_replay_budget(grouped) == g.loading_peak_bytes + g.parts["m2"] + max(
         f.activation_bytes for f in footprints
     )
-    floor = max(least_replay_budget(p) for p in plans)
-    assert floor > unfused_total // 10  # the three-model bundles alone are larger
-    assert floor <= 2 * unfused_total
+    floor = least_replay_budget(unfused)
+    assert floor < least_replay_budget(fused)  # the three-model bundle is larger than a model
     assert replay_budget("200%", plans) == (2 * unfused_total, None)
-    raised, notice = replay_budget("10%", plans)
+    raised, notice = replay_budget("1%", plans)
     assert raised == floor and notice is not None and "using" in notice
     assert replay_budget("1KiB", plans) == (1024, None)  # as given: registration refuses it
+    # There unfused replays, and the deployment that needs more is refused, not given more.
+    trace = [Request(0.02 * i, "fa" if i % 2 else "fb") for i in range(6)]
+    assert replay(trace, unfused, floor, "lru").requests == 6
+    with pytest.raises(UserInputError, match="'fa'"):
+        replay(trace, fused, floor, "lru")
+    # The command replays what fits and names what it left out, and why.
+    trace_file, functions_file = tmp_path / "trace.csv", tmp_path / "functions.json"
+    write_trace(trace, trace_file)
+    functions_file.write_text(json.dumps(functions))
+    report = tmp_path / "sim.json"
+    models = [f"{name}={path}" for name, path in small_models.items()]
+    result = run_cli(
+        "simulate",
+        *models,
+        *("--trace", trace_file, "--functions", functions_file, "--budget", "1%"),
+        *("--work-dir", tmp_path / "work", "--json", report, "--policy", "lru"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "below the largest model" in result.stderr
+    written = json.loads(report.read_text())
+    assert [r["deployment"] for r in written["results"]] == ["unfused"]
+    assert written["results"][0]["budget_bytes"] == floor
+    assert "'fa'" in written["left_out"]["fused"]
+    assert "fused: left out, bundle 'fa'" in " ".join(result.stdout.split())
+    # Below what a model alone needs, an absolute budget is refused in one line.
+    result = run_cli(
+        "simulate",
+        *models,
+        *("--trace", trace_file, "--functions", functions_file, "--budget", "1KiB"),
+        *("--work-dir", tmp_path / "work"),
+    )
+    assert result.returncode == 2 and "more than the whole budget" in result.stderr
 
 
 def test_clairvoyant_policy_evicts_by_distance_to_next_use_times_size():
@@ -278,7 +309,7 @@ def test_simulate_command_with_a_trace_and_functions(small_models, tmp_path):
         "--functions",
         functions,
         "--budget",
-        "80%",
+        "150%",  # every deployment fits: none is left out
         "--work-dir",
         tmp_path / "work",
         "--json",

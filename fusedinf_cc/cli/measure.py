@@ -323,14 +323,24 @@ def simulate(
     budget_bytes, notice = replay_budget(budget, plans)
     if notice:
         error_console.print(notice)
-    results = []
+    results, left_out = [], {}
     with Progress(console=error_console, transient=True) as progress:
         task = progress.add_task("replaying", total=len(plans) * len(policies))
-        for plan in plans:
+        for index, plan in enumerate(plans):
             for name in policies:
-                results.append(replay(replayed, plan, budget_bytes, name))
-                progress.update(task, advance=1)
+                try:
+                    results.append(replay(replayed, plan, budget_bytes, name))
+                except UserInputError as error:
+                    if index == 0:  # unfused: a model alone does not fit the budget
+                        raise
+                    left_out[plan.name] = str(error)
+                    results = [r for r in results if r.deployment != plan.name]
+                    break
+                finally:
+                    progress.update(task, advance=1)
     console.print(simulation_table(results))
+    for name, why in left_out.items():
+        console.print(f"{name}: left out, {why}")
     for name, ratios in loading_ratios(results).items():
         against = ", ".join(f"{deployment} {ratio:.2f}x" for deployment, ratio in ratios.items())
         console.print(f"loading seconds over unfused, {name}: {against}")
@@ -343,6 +353,7 @@ def simulate(
             "groups": groups,
             "aot": aot,
             "stack": stack,
+            "left_out": left_out,
         }
         write_text_atomic(json_out, results_json(results, extra))
         console.print(f"wrote {json_out}")

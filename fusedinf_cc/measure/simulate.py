@@ -448,31 +448,33 @@ def replay(
     check_policies([policy])
     future = FutureUses([c.bundle for r in requests for c in deployment.calls[r.function]])
     cache = EngineCache(budget_bytes, _policy_for(policy, future))
-    for bundle in deployment.bundles.values():
-        cache.register(bundle)
-    called = dict.fromkeys(call for calls in deployment.calls.values() for call in calls)
-    feeds = {
-        call: random_feeds(cache.input_specs(call.name, bundle=call.bundle)) for call in called
-    }
-    cache.close()  # reading input specs loaded bundles: start the replay cold
-    cache.reset_stats()
-    baseline = status_bytes().get("VmRSS", 0)
-    peak_rss = baseline
-    server_free_at = 0.0
-    latencies = []
-    steps = itertools.count()
-    for request in requests:
-        start = max(request.arrival_s, server_free_at)
-        began = time.perf_counter()
-        for call in deployment.calls[request.function]:
-            future.now = next(steps)
-            cache.run(call.name, feeds[call], bundle=call.bundle)
-        service = time.perf_counter() - began
-        server_free_at = start + service
-        latencies.append((server_free_at - request.arrival_s) * 1000.0)
-        peak_rss = max(peak_rss, status_bytes().get("VmRSS", 0))
-    stats = replace(cache.stats)  # as the replay left them: closing evicts what stays
-    cache.close()
+    try:  # a bundle that does not fit raises, from registering or from a request
+        for bundle in deployment.bundles.values():
+            cache.register(bundle)
+        called = dict.fromkeys(call for calls in deployment.calls.values() for call in calls)
+        feeds = {
+            call: random_feeds(cache.input_specs(call.name, bundle=call.bundle)) for call in called
+        }
+        cache.close()  # reading input specs loaded bundles: start the replay cold
+        cache.reset_stats()
+        baseline = status_bytes().get("VmRSS", 0)
+        peak_rss = baseline
+        server_free_at = 0.0
+        latencies = []
+        steps = itertools.count()
+        for request in requests:
+            start = max(request.arrival_s, server_free_at)
+            began = time.perf_counter()
+            for call in deployment.calls[request.function]:
+                future.now = next(steps)
+                cache.run(call.name, feeds[call], bundle=call.bundle)
+            service = time.perf_counter() - began
+            server_free_at = start + service
+            latencies.append((server_free_at - request.arrival_s) * 1000.0)
+            peak_rss = max(peak_rss, status_bytes().get("VmRSS", 0))
+        stats = replace(cache.stats)  # as the replay left them: closing evicts what stays
+    finally:
+        cache.close()
     return ReplayResult(
         deployment=deployment.name,
         policy=policy,
@@ -516,19 +518,21 @@ def parse_budget(text: str, reference_bytes: int) -> int:
 
 def replay_budget(text: str, plans: Sequence[Deployment]) -> tuple[int, str | None]:
     """The budget `text` asks for, in bytes, and a notice when it was changed. A percentage is
-    of the first (unfused) deployment's total footprint, and is raised to the least budget under
-    which every bundle of every deployment can load with the sessions its requests run
-    (`least_replay_budget`); an absolute size is taken as given, and registering a bundle that
-    cannot fit under it is refused."""
+    of the first (unfused) deployment's total footprint, and is raised, where it is below, only
+    to the least budget under which that deployment's bundles load with the sessions its
+    requests run (`least_replay_budget`): a model alone must load. A deployment that needs more
+    (one bundle per function holding a function's largest models) is left out where it is
+    replayed, not given a budget the user did not ask for. An absolute size is taken as given,
+    and registering a bundle that cannot fit under it is refused."""
     budget_bytes = parse_budget(text, total_footprint(plans[0]))
     if not text.strip().endswith("%"):
         return budget_bytes, None
-    floor = max(least_replay_budget(plan) for plan in plans)
+    floor = least_replay_budget(plans[0])
     if budget_bytes >= floor:
         return budget_bytes, None
     notice = (
-        f"--budget {text} is {format_bytes(budget_bytes)}, below the largest bundle with the "
-        f"parts its requests run and activations; using {format_bytes(floor)}"
+        f"--budget {text} is {format_bytes(budget_bytes)}, below the largest model with its "
+        f"activations; using {format_bytes(floor)}"
     )
     return floor, notice
 

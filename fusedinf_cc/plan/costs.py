@@ -24,6 +24,7 @@ measured in.
 from __future__ import annotations
 
 import functools
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -248,12 +249,22 @@ class CostModel:
     def hold_as_built(self, bundles: Iterable[Bundle], pooled: bool) -> None:
         """Count these built bundles' wholes at their measured bytes, load transient and arena
         (their times stay fitted): a baseline built for real is predicted holding what it
-        holds, so a budget raised until it loads is one its prediction fits too."""
+        holds, so its prediction is left out of a budget exactly where it cannot load."""
         for bundle in bundles:
             members = frozenset(bundle.models()) or frozenset({bundle.name})
             if len(members) > 1 and members not in self._measured:
                 self._held[members] = _held_bytes(bundle, None, pooled)
         self._wholes.clear()
+
+    def fits_when_built(self, members: frozenset[str], budget_bytes: int) -> bool:
+        """Whether the bundle of `members`, once built, loads under `budget_bytes` beside its
+        activations. One never measured may hold as much more than predicted as a measured
+        group held at worst (`bytes_margin`): a plan is not chosen with a bundle that then
+        cannot load."""
+        whole = self.whole(members)
+        margin = 1.0 if self.is_measured(members) else self.bytes_margin
+        held = math.ceil((whole.bytes + whole.loading_bytes) * margin)
+        return held + whole.activation_bytes <= budget_bytes
 
     def is_measured(self, members: frozenset[str]) -> bool:
         """Whether what the bundle of `members` holds was measured (a model alone's always is;
@@ -263,8 +274,8 @@ class CostModel:
     @functools.cached_property
     def bytes_margin(self) -> float:
         """How far the fitted formula fell short of the bytes a measured group really holds,
-        at worst (1.0: never short): what a budget reckoned from predicted bundles allows for
-        the ones not measured."""
+        at worst (1.0: never short): what `fits_when_built` allows for the ones not
+        measured."""
         ratios = [
             measured.whole.bytes / self._fitted_whole(members).bytes
             for members, measured in self._measured.items()

@@ -1,7 +1,7 @@
 """plan: the bundles for a trace and a budget, chosen on predictions and checked on real ones.
 
 0. With real replays to come, build unfused (a bundle per model) and fused (a bundle per
-   function) first: a percentage budget is raised until they load, as `simulate` raises it.
+   function) first: calibration measures their bundles instead of building its own.
 1. Calibrate: build every called model alone and the hottest functions' groups (a few), and
    measure them through the loader, taking turns (`costs.measure_bundles`); fit the cost
    model on them.
@@ -17,7 +17,6 @@ The held-out part is the end of the trace: the plan is judged on requests it nev
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections import Counter
@@ -38,7 +37,6 @@ from fusedinf_cc.measure.simulate import (
     held_at_once,
     parse_budget,
     replay,
-    replay_budget,
     route,
 )
 from fusedinf_cc.plan.costs import CostModel, measure_bundles
@@ -219,9 +217,9 @@ def calibrate(
 ) -> tuple[CostModel, int, str | None]:
     """The cost model fitted on every called model alone and the hottest functions' groups,
     measured for real; the budget in bytes, and a notice where it was raised. A percentage is
-    raised as `simulate` raises it: until every bundle of the `baselines` (unfused and fused,
-    built) loads with the sessions their requests run, or without them until the predicted
-    fused bundles do."""
+    of every model alone held at once and is raised only until each model loads, as `simulate`
+    raises it: a deployment with a larger bundle (one per function, often) is left out where
+    it is judged, not given more memory than was asked for."""
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     used = sorted({m for called in functions.values() for m in called})
     groups = hottest_groups(planning, functions, settings.calibration_groups)
@@ -261,17 +259,6 @@ def calibrate(
     measured_groups = [m for name, m in measured.items() if name not in singles]
     costs = CostModel.fitted(alone, measured_groups)
     costs.hold_as_built(groups_built.values(), settings.aot)
-    if baselines is not None and settings.budget.strip().endswith("%"):
-        budget_bytes, raised = replay_budget(settings.budget, baselines)
-        return costs, budget_bytes, raised or notice
-    floor = _fused_floor(costs, functions)
-    if settings.budget.strip().endswith("%") and budget_bytes < floor:
-        # As `simulate` raises a percentage: the fused baseline must load too.
-        notice = (
-            f"--budget {settings.budget} is {format_bytes(budget_bytes)}; using "
-            f"{format_bytes(floor)}, where one bundle per function loads with its parts"
-        )
-        budget_bytes = floor
     return costs, budget_bytes, notice
 
 
@@ -292,7 +279,7 @@ def plan(
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     baselines = None
-    if settings.replays > 0:  # built first: a percentage budget is raised until they load
+    if settings.replays > 0:  # built first: calibration measures their bundles
         report("building", 0, 1)
         baselines = deployments(
             models, functions, settings.work_dir, aot=settings.aot, stack=settings.stack
@@ -411,21 +398,6 @@ def evaluate(
 def _with_arena(costs: CostModel, members: frozenset[str]) -> int:
     whole = costs.whole(members)
     return whole.bytes + whole.activation_bytes
-
-
-def _fused_floor(costs: CostModel, functions: Mapping[str, Sequence[str]]) -> int:
-    """The least budget, predicted, under which each function's own bundle loads beside the
-    largest arena (what `simulate` raises a percentage budget to: its requests run it whole)."""
-    largest = arena = 0
-    for called in functions.values():
-        members = frozenset(called)
-        whole = costs.whole(members)
-        # A bundle never measured may hold more than predicted: as much more as the measured
-        # groups held at worst, so that building it later does not leave it out.
-        margin = 1.0 if costs.is_measured(members) else costs.bytes_margin
-        largest = max(largest, math.ceil((whole.bytes + whole.loading_bytes) * margin))
-        arena = max(arena, whole.activation_bytes)
-    return largest + arena
 
 
 def _budget(text: str, footprints: Sequence[Footprint]) -> tuple[int, str | None]:

@@ -67,30 +67,34 @@ def test_fitting_recovers_what_fusing_saves_per_extra_model():
 
 
 def test_a_grouping_whose_bundle_may_not_load_once_built_is_not_chosen():
-    alone = {n: Measured(frozenset({n}), _cost(1000, 0.01, 0.01, activation=0)) for n in "abcd"}
-    # Two measured pairs: one holds exactly its members' bytes, one 10% more (the least squares
-    # saving between them is negative, so none is fitted).
-    loading = replace(_cost(2200, 0.02, 0.02, activation=0), loading_bytes=300)
+    alone = {n: Measured(frozenset({n}), _cost(1000, 0.01, 0.01, activation=100)) for n in "abcd"}
+    # Two measured pairs: one holds exactly its members' bytes and the larger arena, one 10%
+    # more bytes and both arenas (the least squares saving of bytes between them is negative,
+    # so none is fitted; the arena's share of the smaller member is fitted at one half).
+    loading = replace(_cost(2200, 0.02, 0.02, activation=200), loading_bytes=300)
     groups = [
-        Measured(frozenset("ab"), _cost(2000, 0.02, 0.02, activation=0)),
+        Measured(frozenset("ab"), _cost(2000, 0.02, 0.02, activation=100)),
         Measured(frozenset("cd"), loading),
     ]
     model = CostModel.fitted(alone, groups)
-    assert model.savings.private_bytes == 0.0
+    assert model.savings.private_bytes == 0.0 and model.savings.activation == 0.5
     assert model.bytes_margin == pytest.approx(1.1)
+    assert model.activation_margin == pytest.approx(200 / 150)
     assert model.is_measured(frozenset("cd")) and not model.is_measured(frozenset("bc"))
-    # The measured group is held at what it measured, its load's transient too; the predicted
-    # one as much more than predicted as "cd" was.
-    assert model.fits_when_built(frozenset("cd"), 2200 + 300)
-    assert not model.fits_when_built(frozenset("cd"), 2200 + 299)
-    assert model.fits_when_built(frozenset("bc"), 2200)
-    assert not model.fits_when_built(frozenset("bc"), 2190)
+    # The measured group needs what it measured, its load's transient too; the predicted one
+    # as much more than predicted as a measured group did at worst.
+    assert model.built_need(frozenset("cd")) == (2200 + 300, 200)
+    assert model.built_need(frozenset("bc")) == (2200, 200)
     assert CostModel.fitted(alone, groups[:1]).bytes_margin == 1.0
-    # The search leaves out a grouping with such a bundle.
+    # The search judges a grouping only where its largest load fits beside its largest arena,
+    # as the loader registers bundles.
     functions = {"bc": ["b", "c"]}
     trace = [Request(0.05 * i, "bc") for i in range(20)]
-    found = search(trace, functions, model, 2190, "lru", pooled=True, seconds=5)
+    found = search(trace, functions, model, 2200 + 199, "lru", pooled=True, seconds=5)
     assert found.best.grouping == frozenset({frozenset("b"), frozenset("c")})
+    assert found.fused == found.unfused  # one bundle per function, the pair, did not fit
+    roomier = search(trace, functions, model, 2200 + 200, "lru", pooled=True, seconds=5)
+    assert roomier.fused.grouping == frozenset({frozenset("bc")})
 
 
 def test_pooled_weights_of_a_group_count_once():
@@ -320,6 +324,11 @@ def test_plan_writes_a_spec_that_bundle_build_and_simulate_take(small_models, tm
     ratios = record["over_better_baseline"]
     assert set(ratios) == {"loading_seconds", "p99_ms", "p99_nothing_evicted"}
     assert "with nothing evicted (unfused), p99 is" in result.stdout
+    kept = record["kept_baseline"]
+    assert kept in (None, "unfused", "fused")
+    if kept is not None:  # the plan is that baseline's grouping, and the command says so
+        assert sorted(sorted(b) for b in deployed.values()) == record["search"][kept]["bundles"]
+    assert (f"the plan is {kept}: " in result.stdout) == (kept is not None)
     # The spec is what `bundle build` builds and `simulate` replays, unchanged.
     built = run_cli("bundle", "build", spec, "--out", tmp_path / "dist")
     assert built.returncode == 0, built.stderr
@@ -327,6 +336,32 @@ def test_plan_writes_a_spec_that_bundle_build_and_simulate_take(small_models, tm
     replayed = run_cli("simulate", *models, *common, "--budget", "100%", "--fused-groups", spec)
     assert replayed.returncode == 0, replayed.stderr
     assert "grouped" in replayed.stdout
+
+
+def test_a_plan_that_does_not_load_once_built_is_not_written(small_models, tmp_path, monkeypatch):
+    import fusedinf_cc.plan.planner as planner
+
+    searched = planner.search
+
+    def everything_in_one_bundle(*args, **kwargs):
+        # A grouping the cost model got wrong: all four models in one bundle, which needs more
+        # than a budget raised only until each model loads alone.
+        found = searched(*args, **kwargs)
+        together = frozenset({frozenset(small_models)})
+        return replace(found, best=replace(found.best, grouping=together))
+
+    monkeypatch.setattr(planner, "search", everything_in_one_bundle)
+    functions = {"fa": ["m0", "m1"], "fb": ["m2", "m3"]}
+    trace = [Request(0.02 * i, "fa" if i % 2 else "fb") for i in range(16)]
+    settings = planner.PlanSettings(
+        budget="1%", policy="lru", replays=1, search_seconds=2, work_dir=tmp_path / "work"
+    )
+    chosen = planner.plan(small_models, functions, trace, settings)
+    assert chosen.kept_baseline == "unfused"
+    assert "does not load once built" in chosen.kept_because
+    assert sorted(chosen.bundles.values()) == [[m] for m in sorted(small_models)]
+    judged = {e.deployment: e for e in chosen.evaluations}
+    assert judged["plan"].left_out is None and len(judged["plan"].replayed) == 1
 
 
 @pytest.mark.parametrize(

@@ -142,6 +142,8 @@ def plan_command(
                 "better baseline's: a grouping wins back at most what swapping adds, unless "
                 "its fused sessions run faster"
             )
+    if chosen.kept_baseline:
+        console.print(f"the plan is {chosen.kept_baseline}: {chosen.kept_because}")
     console.print(
         f"searched {chosen.search.evaluated} groupings in {chosen.search.seconds:.1f} s; "
         f"wrote {out}"

@@ -256,15 +256,16 @@ class CostModel:
                 self._held[members] = _held_bytes(bundle, None, pooled)
         self._wholes.clear()
 
-    def fits_when_built(self, members: frozenset[str], budget_bytes: int) -> bool:
-        """Whether the bundle of `members`, once built, loads under `budget_bytes` beside its
-        activations. One never measured may hold as much more than predicted as a measured
-        group held at worst (`bytes_margin`): a plan is not chosen with a bundle that then
-        cannot load."""
+    def built_need(self, members: frozenset[str]) -> tuple[int, int]:
+        """What the bundle of `members` will need once built: its load's peak (what it holds
+        and its transient) and its arena. One never measured may need as much more than
+        predicted as a measured group did at worst (`bytes_margin`, `activation_margin`), so
+        that a plan is not chosen with a bundle that then cannot load."""
         whole = self.whole(members)
-        margin = 1.0 if self.is_measured(members) else self.bytes_margin
-        held = math.ceil((whole.bytes + whole.loading_bytes) * margin)
-        return held + whole.activation_bytes <= budget_bytes
+        if self.is_measured(members):
+            return whole.bytes + whole.loading_bytes, whole.activation_bytes
+        held = math.ceil((whole.bytes + whole.loading_bytes) * self.bytes_margin)
+        return held, math.ceil(whole.activation_bytes * self.activation_margin)
 
     def is_measured(self, members: frozenset[str]) -> bool:
         """Whether what the bundle of `members` holds was measured (a model alone's always is;
@@ -274,10 +275,18 @@ class CostModel:
     @functools.cached_property
     def bytes_margin(self) -> float:
         """How far the fitted formula fell short of the bytes a measured group really holds,
-        at worst (1.0: never short): what `fits_when_built` allows for the ones not
-        measured."""
+        at worst (1.0: never short): what `built_need` allows for the ones not measured."""
         ratios = [
             measured.whole.bytes / self._fitted_whole(members).bytes
+            for members, measured in self._measured.items()
+        ]
+        return max([1.0, *ratios])
+
+    @functools.cached_property
+    def activation_margin(self) -> float:
+        """As `bytes_margin`, for the arena a group's request needs."""
+        ratios = [
+            measured.whole.activation_bytes / max(self._fitted_whole(members).activation_bytes, 1)
             for members, measured in self._measured.items()
         ]
         return max([1.0, *ratios])
@@ -339,6 +348,7 @@ class CostModel:
             "measured_groups": sorted(sorted(members) for members in self._measured),
             "load_over_median": _quantiles(self.load_jitter),
             "bytes_margin": self.bytes_margin,
+            "activation_margin": self.activation_margin,
         }
 
 

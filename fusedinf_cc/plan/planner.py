@@ -41,9 +41,9 @@ from fusedinf_cc.measure.simulate import (
 )
 from fusedinf_cc.plan.costs import CostModel, measure_bundles
 from fusedinf_cc.plan.predict import predict
-from fusedinf_cc.plan.search import Grouping, SearchResult, named, search
+from fusedinf_cc.plan.search import REQUIRED_GAIN, Grouping, SearchResult, named, search
 from fusedinf_cc.runtime.footprint import Footprint
-from fusedinf_cc.runtime.loader import least_budget
+from fusedinf_cc.runtime.loader import EngineCache, least_budget
 
 # The reference row: unfused with room for every model, so nothing is ever evicted. Its p99 is
 # what inference and queueing alone make; what a baseline has above it, swapping adds.
@@ -98,6 +98,15 @@ class Plan:
     evaluations: list[Evaluation]
     seconds: dict[str, float]
     notices: tuple[str, ...] = ()
+    kept_because: str | None = None  # why the plan is a baseline, where it is
+
+    @property
+    def kept_baseline(self) -> str | None:
+        """Unfused or fused where the plan is that baseline (`kept_because` says why)."""
+        for name, judged in (("unfused", self.search.unfused), ("fused", self.search.fused)):
+            if self.search.best.grouping == judged.grouping:
+                return name
+        return None
 
     def over_baselines(self) -> dict[str, float]:
         """The plan's loading seconds and p99 over the better baseline's (unfused or fused,
@@ -142,6 +151,8 @@ class Plan:
             "budget_bytes": self.budget_bytes,
             "planning_requests": self.planning_requests,
             "held_out_requests": self.held_out_requests,
+            "kept_baseline": self.kept_baseline,
+            "kept_because": self.kept_because,
             "search": {
                 "evaluated": self.search.evaluated,
                 "seconds": self.search.seconds,
@@ -301,11 +312,34 @@ def plan(
         progress=lambda evaluated: report("searching", evaluated, 0),
     )
     seconds["search"] = time.perf_counter() - started
+    kept_because = None
+    if found.best.grouping in (found.unfused.grouping, found.fused.grouping):
+        kept_because = f"no grouping was predicted {REQUIRED_GAIN:.0%} better"
     bundles = spec_names(found.best.grouping, sorted(models))
 
     started = time.perf_counter()
+    planned = None
+    if settings.replays > 0 and baselines is not None:
+        report("building", 0, 1)
+        planned = _built_plan(models, functions, bundles, settings)
+        refused = _refused(planned, budget_bytes)
+        if refused and found.best.grouping != found.unfused.grouping:
+            # Built, a bundle needs more than predicted: write what is known to load.
+            kept_because = f"the grouping found does not load once built: {refused}"
+            found = replace(found, best=found.unfused)
+            bundles = spec_names(found.best.grouping, sorted(models))
+            planned = _built_plan(models, functions, bundles, settings)
     evaluations = evaluate(
-        models, functions, held_out, bundles, costs, budget_bytes, settings, report, baselines
+        models,
+        functions,
+        held_out,
+        bundles,
+        costs,
+        budget_bytes,
+        settings,
+        report,
+        baselines,
+        planned,
     )
     seconds["evaluate"] = time.perf_counter() - started
     return Plan(
@@ -321,6 +355,7 @@ def plan(
         evaluations=evaluations,
         seconds=seconds,
         notices=(notice,) if notice else (),
+        kept_because=kept_because,
     )
 
 
@@ -334,6 +369,7 @@ def evaluate(
     settings: PlanSettings,
     report: Progress,
     baselines: Sequence[Deployment] | None = None,
+    planned: Deployment | None = None,
 ) -> list[Evaluation]:
     """Unfused, fused and the plan on the held-out requests: predicted, and (given the built
     `baselines`, unfused and fused) replayed for real `replays` times each, alternating (drift
@@ -361,12 +397,8 @@ def evaluate(
             evaluations[name] = Evaluation(name, len(members), None, left_out=str(error))
             continue
         evaluations[name] = Evaluation(name, len(members), predicted)
-    if settings.replays < 1 or baselines is None:
+    if settings.replays < 1 or baselines is None or planned is None:
         return list(evaluations.values())
-    report("building", 0, 1)
-    planned = grouped_deployment(
-        models, functions, bundles, settings.work_dir, settings.aot, settings.stack
-    )
     unfused = baselines[0]
     built = [
         *baselines,
@@ -393,6 +425,31 @@ def evaluate(
                 evaluations[name] = replace(evaluations[name], left_out=str(error))
     report("replaying", total, total)
     return list(evaluations.values())
+
+
+def _built_plan(
+    models: dict[str, Path],
+    functions: dict[str, list[str]],
+    bundles: dict[str, list[str]],
+    settings: PlanSettings,
+) -> Deployment:
+    return grouped_deployment(
+        models, functions, bundles, settings.work_dir, settings.aot, settings.stack
+    )
+
+
+def _refused(deployment: Deployment, budget_bytes: int) -> str | None:
+    """Why the loader would refuse one of `deployment`'s bundles under `budget_bytes`, if it
+    would (the largest load beside the largest arena must fit)."""
+    cache = EngineCache(budget_bytes)
+    try:
+        for bundle in deployment.bundles.values():
+            cache.register(bundle)
+    except UserInputError as error:
+        return str(error)
+    finally:
+        cache.close()
+    return None
 
 
 def _with_arena(costs: CostModel, members: frozenset[str]) -> int:

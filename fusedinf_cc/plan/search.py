@@ -73,8 +73,10 @@ class _Judge:
 
     def _judge(self, grouping: Grouping) -> Judged | None:
         bundles = named(grouping)
-        if not all(self.costs.fits_when_built(m, self.budget) for m in bundles.values()):
-            return None  # a bundle that could not load once built
+        needs = [self.costs.built_need(members) for members in bundles.values()]
+        # As the loader registers bundles: the largest load beside the largest arena.
+        if max(held for held, _ in needs) + max(arena for _, arena in needs) > self.budget:
+            return None  # a bundle that might not load once built
         calls = route(self.functions, {name: sorted(m) for name, m in bundles.items()})
         try:
             result = predict(self.requests, bundles, calls, self.costs, self.budget, self.policy)

@@ -319,7 +319,7 @@ def plan(
 
     started = time.perf_counter()
     planned = None
-    if settings.replays > 0 and baselines is not None:
+    if baselines is not None:  # built where real replays are to come
         report("building", 0, 1)
         planned = _built_plan(models, functions, bundles, settings)
         refused = _refused(planned, budget_bytes)
@@ -372,7 +372,8 @@ def evaluate(
     planned: Deployment | None = None,
 ) -> list[Evaluation]:
     """Unfused, fused and the plan on the held-out requests: predicted, and (given the built
-    `baselines`, unfused and fused) replayed for real `replays` times each, alternating (drift
+    `baselines`, unfused and fused, and the built plan, `planned`) replayed for real `replays`
+    times each, alternating (drift
     in the machine's speed falls on all alike). A deployment with a bundle that cannot fit the
     budget is left out. Beside them, unfused with no budget (`NOTHING_EVICTED`): the tail that
     inference and queueing alone make, below which only sessions that run faster fused go."""
@@ -397,7 +398,7 @@ def evaluate(
             evaluations[name] = Evaluation(name, len(members), None, left_out=str(error))
             continue
         evaluations[name] = Evaluation(name, len(members), predicted)
-    if settings.replays < 1 or baselines is None or planned is None:
+    if baselines is None or planned is None:  # no real replays
         return list(evaluations.values())
     unfused = baselines[0]
     built = [

@@ -311,19 +311,26 @@ def test_plan_writes_a_spec_that_bundle_build_and_simulate_take(small_models, tm
     assert not set(deployed) & set(small_models)  # a spec's bundle never has a model's name
     assert (record["planning_requests"], record["held_out_requests"]) == (30, 30)
     held_out = {e["deployment"]: e for e in record["held_out"]}
-    assert set(held_out) == {"unfused", "fused", "plan", "unfused, nothing evicted"}
+    unevicted_rows = {"unfused, nothing evicted", "fused, nothing evicted"}
+    assert set(held_out) == {"unfused", "fused", "plan", *unevicted_rows}
     for evaluation in held_out.values():
         (replayed,) = evaluation["replayed"]
         assert replayed["requests"] == evaluation["predicted"]["requests"] == 30
     # Every model alone was measured for real: under LRU the prediction counts its loads.
     unfused = held_out["unfused"]
     assert unfused["predicted"]["misses"] == unfused["replayed"][0]["misses"] > 0
-    # With no budget, each model loads once and stays: the reference for the tail.
+    # With no budget, each bundle loads once and stays: the references for the tail.
     unevicted = held_out["unfused, nothing evicted"]["replayed"][0]
     assert unevicted["misses"] == len(small_models) and unevicted["evictions"] == 0
+    fused_unevicted = held_out["fused, nothing evicted"]["replayed"][0]
+    functions = {"m0+m1", "m2", "m3", "m1+m2"}  # the held-out half calls each
+    assert fused_unevicted["misses"] == len(functions) and fused_unevicted["evictions"] == 0
     ratios = record["over_better_baseline"]
     assert set(ratios) == {"loading_seconds", "p99_ms", "p99_nothing_evicted"}
-    assert "with nothing evicted (unfused), p99 is" in result.stdout
+    lowest = min(held_out[row]["replayed"][0]["p99_ms"] for row in unevicted_rows)
+    better = min(held_out[row]["replayed"][0]["p99_ms"] for row in ("unfused", "fused"))
+    assert ratios["p99_nothing_evicted"] == pytest.approx(lowest / better)
+    assert "with nothing evicted, p99 is" in result.stdout
     kept = record["kept_baseline"]
     assert kept in (None, "unfused", "fused")
     if kept is not None:  # the plan is that baseline's grouping, and the command says so

@@ -138,9 +138,9 @@ def plan_command(
         )
         if "p99_nothing_evicted" in ratios:
             console.print(
-                f"with nothing evicted (unfused), p99 is {ratios['p99_nothing_evicted']:.2f}x the "
-                "better baseline's: a grouping wins back at most what swapping adds, unless "
-                "its fused sessions run faster"
+                f"with nothing evicted, p99 is {ratios['p99_nothing_evicted']:.2f}x the better "
+                "baseline's (the lower of unfused and fused): about the least any grouping "
+                "reaches, since it wins back what swapping adds and what fused sessions gain"
             )
     if chosen.kept_baseline:
         console.print(f"the plan is {chosen.kept_baseline}: {chosen.kept_because}")

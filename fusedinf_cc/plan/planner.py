@@ -49,8 +49,7 @@ from fusedinf_cc.runtime.loader import EngineCache, least_budget
 # The reference rows: each baseline with room for every bundle, so nothing is ever evicted.
 # Their p99 is what inference and queueing alone make, with a request's models run apart or as
 # one fused session; what a baseline has above its row, swapping adds.
-NOTHING_EVICTED = "unfused, nothing evicted"
-FUSED_NOTHING_EVICTED = "fused, nothing evicted"
+NOTHING_EVICTED = {"unfused": "unfused, nothing evicted", "fused": "fused, nothing evicted"}
 UNLIMITED_BYTES = 1 << 62
 # Loads of each calibration bundle measured, taking turns with the others.
 MEASURING_ROUNDS = 3
@@ -118,27 +117,25 @@ class Plan:
         about how low any grouping can bring it."""
         judged = [e for e in self.evaluations if e.left_out is None]
         plan = next((e for e in judged if e.deployment == "plan"), None)
-        floors = [e for e in judged if e.deployment in (NOTHING_EVICTED, FUSED_NOTHING_EVICTED)]
+        floors = [e for e in judged if e.deployment in NOTHING_EVICTED.values()]
         baselines = [e for e in judged if e.deployment in ("unfused", "fused")]
         if plan is None or not baselines:
             return {}
         replayed = self.replayed
+
+        def reading(e: Evaluation, value: Callable[[ReplayResult], float]) -> float:
+            return e.median(value) if replayed else value(e.predicted)  # type: ignore[return-value,arg-type]
+
         ratios = {}
         for metric, value in (
             ("loading_seconds", lambda r: r.seconds_loading),
             ("p99_ms", lambda r: r.p99_ms),
         ):
-            measured = [
-                e.median(value) if replayed else value(e.predicted) for e in (plan, *baselines)
-            ]
-            best = min(measured[1:])  # type: ignore[type-var]
-            ratios[metric] = measured[0] / best if best else float("inf")  # type: ignore[operator]
+            best = min(reading(e, value) for e in baselines)
+            ratios[metric] = reading(plan, value) / best if best else float("inf")
             if metric == "p99_ms" and floors and best:
-                lowest = min(
-                    e.median(value) if replayed else value(e.predicted)  # type: ignore[arg-type]
-                    for e in floors
-                )
-                ratios["p99_nothing_evicted"] = lowest / best  # type: ignore[operator]
+                lowest = min(reading(e, value) for e in floors)
+                ratios["p99_nothing_evicted"] = lowest / best
         return ratios
 
     @property
@@ -379,24 +376,20 @@ def evaluate(
 ) -> list[Evaluation]:
     """Unfused, fused and the plan on the held-out requests: predicted, and (given the built
     `baselines`, unfused and fused, and the built plan, `planned`) replayed for real `replays`
-    times each, alternating (drift
-    in the machine's speed falls on all alike). A deployment with a bundle that cannot fit the
-    budget is left out. Beside them, unfused and fused with no budget (`NOTHING_EVICTED`,
-    `FUSED_NOTHING_EVICTED`): the tail that inference and queueing alone make, run apart and
-    run fused."""
+    times each, alternating (drift in the machine's speed falls on all alike). A deployment
+    with a bundle that cannot fit the budget is left out. Beside them, unfused and fused with
+    no budget (`NOTHING_EVICTED`): the tail that inference and queueing alone make, run apart
+    and run fused."""
     used = sorted({m for called in functions.values() for m in called})
     by_model = {f: [Call(m) for m in called] for f, called in functions.items()}
-    unfused_layout = ({m: [m] for m in used}, by_model)  # also the nothing-evicted rows'
-    fused_layout = (dict(functions), {f: [Call(f)] for f in functions})
     layouts: dict[str, tuple[dict[str, list[str]], dict[str, list[Call]]]] = {
-        "unfused": unfused_layout,
-        "fused": fused_layout,
+        "unfused": ({m: [m] for m in used}, by_model),
+        "fused": (dict(functions), {f: [Call(f)] for f in functions}),
         "plan": (bundles, route(functions, bundles)),
-        NOTHING_EVICTED: unfused_layout,
-        FUSED_NOTHING_EVICTED: fused_layout,
     }
-    unlimited = {NOTHING_EVICTED: UNLIMITED_BYTES, FUSED_NOTHING_EVICTED: UNLIMITED_BYTES}
-    budgets = {name: budget_bytes for name in layouts} | unlimited
+    layouts |= {row: layouts[baseline] for baseline, row in NOTHING_EVICTED.items()}
+    budgets = {name: budget_bytes for name in layouts}
+    budgets |= {row: UNLIMITED_BYTES for row in NOTHING_EVICTED.values()}
     evaluations: dict[str, Evaluation] = {}
     for name, (layout, calls) in layouts.items():
         members = {bundle: frozenset(models_of) for bundle, models_of in layout.items()}
@@ -410,18 +403,9 @@ def evaluate(
         evaluations[name] = Evaluation(name, len(members), predicted)
     if baselines is None or planned is None:  # no real replays
         return list(evaluations.values())
-    unfused, fused = baselines
-    built = [
-        *baselines,
-        Deployment("plan", planned.bundles, planned.calls),
-        Deployment(NOTHING_EVICTED, unfused.bundles, unfused.calls),
-        Deployment(FUSED_NOTHING_EVICTED, fused.bundles, fused.calls),
-    ]
-    real = {
-        name: deployment
-        for name, deployment in zip(layouts, built, strict=True)
-        if evaluations[name].predicted is not None
-    }
+    built = {d.name: d for d in baselines} | {"plan": replace(planned, name="plan")}
+    built |= {row: replace(built[baseline], name=row) for baseline, row in NOTHING_EVICTED.items()}
+    real = {name: built[name] for name in layouts if evaluations[name].predicted is not None}
     total, done = settings.replays * len(real), 0
     for _ in range(settings.replays):
         for name in list(real):

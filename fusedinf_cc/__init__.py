@@ -2,18 +2,14 @@
 
 The library is what the CLI calls; a Python user can call the same functions:
 
-    from fusedinf_cc import EngineCache, build_fused, verify_artifact
+    from fusedinf_cc import BundleCache, build_fused, verify_artifact
     build_fused(["det=det.onnx", "cls.onnx"], Path("fused.onnx"), share_inputs="auto")
     assert verify_artifact(Path("fused.onnx")).ok
-    cache = EngineCache(budget_bytes=512 * 2**20)
+    cache = BundleCache(budget_bytes=512 * 2**20)
 
-The flow runs down the subpackages: `cli` on top; `serve`, `export` and `precompile` (bundle
-build); `measure` (verify, bench, simulate); `compiler` (pipeline, build targets) beside
-`runtime` (the loader); `passes` and `onnx_io` under the compiler; `backends` (sessions),
-`artifacts` (what is on disk) and `common` at the bottom. Imports only go down (import-linter
-checks it, `.importlinter`). Names here are imported on first use, so a process that only
-runs artifacts (a bench worker, a loader, `serve`) does not pay for the compiler's imports
-(onnx, onnx-ir).
+The flow runs down the subpackages (docs/architecture.md, "Layers"). Names here are imported
+on first use, so a process that only runs artifacts (a bench worker, a loader, `serve`) does
+not pay for the compiler's imports (onnx, onnx-ir).
 """
 
 from __future__ import annotations
@@ -26,7 +22,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "build_fused": "fusedinf_cc.compiler.build",
     "verify_artifact": "fusedinf_cc.measure.verify",
-    "EngineCache": "fusedinf_cc.runtime.loader",
+    "BundleCache": "fusedinf_cc.runtime.loader",
+    "EngineCache": "fusedinf_cc.runtime.loader",  # the former name of BundleCache
     "PIPELINE": "fusedinf_cc.compiler.pipeline",
     "FusedModel": "fusedinf_cc.compiler.pipeline",
     "fuse": "fusedinf_cc.compiler.pipeline",

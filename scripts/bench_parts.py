@@ -7,7 +7,7 @@
 For each set of zoo models and each kind of artifact (`--aot`, portable `.onnx`, `.ort`) it
 builds the fused bundle (`fuse`, the models on their own inputs, or sharing one with
 `--share-inputs auto`) and every model alone as a bundle of the same kind. Then, in one
-process and through the loader (`EngineCache`: pooled
+process and through the loader (`BundleCache`: pooled
 weights, the shared arena), round by round and in alternating order, it times `requests`
 requests of each model inside the fused bundle (which runs its part) and of the same model on
 its own bundle, and of the whole bundle in a cache that has only ever opened the whole (as
@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from fusedinf_cc.compiler.build import build_fused  # noqa: E402
 from fusedinf_cc.runtime.feeds import random_feeds  # noqa: E402
-from fusedinf_cc.runtime.loader import EngineCache  # noqa: E402
+from fusedinf_cc.runtime.loader import BundleCache  # noqa: E402
 from model_zoo.zoo import export  # noqa: E402
 
 # Set -> (zoo models, `ARCH-vK` for weight variant K; --share-inputs; --stack).
@@ -94,7 +94,7 @@ def _export(name: str) -> Path:
     return export(architecture, REPO / ".cache" / "zoo" / "opset17", variant=int(variant or 0))
 
 
-def _median_ms(cache: EngineCache, name: str, feeds: dict, requests: int) -> float:
+def _median_ms(cache: BundleCache, name: str, feeds: dict, requests: int) -> float:
     times = []
     for _ in range(requests):
         started = time.perf_counter()
@@ -106,7 +106,7 @@ def _median_ms(cache: EngineCache, name: str, feeds: dict, requests: int) -> flo
 def measure_set(set_name: str, kind: str, rounds: int, requests: int, work: Path) -> dict:
     models, share, stack = SETS[set_name]
     fused, alone = build(models, share, stack, kind, work / set_name / kind)
-    in_bundle, on_their_own, whole_only = (EngineCache(BUDGET) for _ in range(3))
+    in_bundle, on_their_own, whole_only = (BundleCache(BUDGET) for _ in range(3))
     bundle = in_bundle.register(fused, name="bundle")
     whole_only.register(fused, name="bundle")
     for name, path in alone.items():

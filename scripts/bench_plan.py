@@ -32,12 +32,12 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from fusedinf_cc.measure.simulate import (  # noqa: E402
+from fusedinf_cc.workload.requests import (  # noqa: E402
     TraceSpec,
     synthetic_functions,
     synthetic_trace,
-    write_trace,
 )
+from fusedinf_cc.workload.traces import write_trace  # noqa: E402
 
 
 def mlp(index: int, path: Path) -> Path:

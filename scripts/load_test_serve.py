@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from fusedinf_cc.precompile.build import build_bundles  # noqa: E402
 from fusedinf_cc.precompile.spec import read_spec  # noqa: E402
-from fusedinf_cc.runtime.loader import least_budget, open_bundle  # noqa: E402
+from fusedinf_cc.runtime.bundle import open_bundle  # noqa: E402
+from fusedinf_cc.runtime.ledger import least_budget  # noqa: E402
 from fusedinf_cc.runtime.procmem import status_bytes  # noqa: E402
 from model_zoo.zoo import export  # noqa: E402
 
@@ -65,7 +66,9 @@ def main() -> None:
         name: open_bundle(work / "dist" / name / f"{name}.onnx").footprint for name in spec.bundles
     }
     footprints = {name: footprint.alone_bytes for name, footprint in measured.items()}
-    budget = max(least_budget(list(measured.values())), sum(footprints.values()) // 2)
+    budget = max(
+        least_budget(f.load_need for f in measured.values()), sum(footprints.values()) // 2
+    )
     port = _free_port()
     server = subprocess.Popen(
         [

@@ -48,13 +48,13 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from fusedinf_cc.measure.simulate import (  # noqa: E402
+from fusedinf_cc.workload.requests import (  # noqa: E402
     Request,
     TraceSpec,
     synthetic_functions,
     synthetic_trace,
-    write_trace,
 )
+from fusedinf_cc.workload.traces import write_trace  # noqa: E402
 from model_zoo.zoo import export  # noqa: E402
 
 POOL = ("resnet18", "mobilenet_v3_small", "squeezenet1_1", "transformer_encoder", "head0", "head1")

@@ -22,10 +22,10 @@ def swapping_budget(dist: Path, turns: Sequence[str]) -> int:
     now into the tests' footprint cache): halfway between the two, where measurement noise
     cannot move either past it."""
     from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME
-    from fusedinf_cc.runtime.loader import EngineCache
+    from fusedinf_cc.runtime.loader import BundleCache
     from fusedinf_cc.serve.app import register_dist
 
-    cache = EngineCache(2**40)
+    cache = BundleCache(2**40)
     register_dist(cache, dist, DEFAULT_RUNTIME)
     needs = []
     for turn in turns:

@@ -18,8 +18,8 @@ from fusedinf_cc.artifacts.index import INDEX, read_index, verify_bundle_dir
 from fusedinf_cc.artifacts.manifest import manifest_path_for, read_manifest
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.precompile.spec import read_spec
+from fusedinf_cc.runtime.bundle import open_bundle
 from fusedinf_cc.runtime.feeds import load_feeds
-from fusedinf_cc.runtime.loader import open_bundle
 from tests import builders
 from tests.conftest import build_dist, run_cli
 

@@ -20,7 +20,8 @@ from fusedinf_cc.artifacts.index import INDEX, verify_bundle_dir
 from fusedinf_cc.artifacts.manifest import manifest_path_for
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.compiler.build import build_fused
-from fusedinf_cc.runtime.loader import EngineCache, open_bundle
+from fusedinf_cc.runtime.bundle import open_bundle
+from fusedinf_cc.runtime.loader import BundleCache
 from tests import builders
 from tests.conftest import build_dist, run_cli
 
@@ -82,13 +83,13 @@ def test_verify_fails_a_manifest_that_names_no_model_or_leaves_an_output_unclaim
 @pytest.mark.parametrize("budget", ["abc", None, math.nan, True, -1, 0, 1.5])
 def test_the_loader_refuses_a_budget_that_is_not_a_positive_number_of_bytes(budget):
     with pytest.raises(UserInputError, match="positive number of bytes"):
-        EngineCache(budget_bytes=budget)  # type: ignore[arg-type]
+        BundleCache(budget_bytes=budget)  # type: ignore[arg-type]
 
 
 def test_register_takes_a_str_or_any_path_like(tmp_path):
     out = tmp_path / "fused.onnx"
     build_fused(_pair(tmp_path / "m", 0), out)
-    cache = EngineCache(1 << 30)
+    cache = BundleCache(1 << 30)
     assert cache.register(str(out)).name == "fused"
     outputs = cache.run("a", {"x": np.ones((1, 64), np.float32)})
     assert outputs["y"].shape == (1, 64)
@@ -114,7 +115,7 @@ def test_a_bundle_index_cannot_name_a_file_outside_its_folder(dist, tmp_path, wh
     index["artifacts"][0]["path"] = str(outside) if where == "absolute" else "../../elsewhere.onnx"
     index_file.write_text(json.dumps(index))
     with pytest.raises(UserInputError, match="not a file of this bundle"):
-        register_dist(EngineCache(1 << 30), dist, "ort-cpu")
+        register_dist(BundleCache(1 << 30), dist, "ort-cpu")
     assert any("not a file of this bundle" in p for p in verify_bundle_dir(dist / "pair"))
     assert run_cli("bundle", "verify", dist).returncode == 1
 
@@ -131,7 +132,7 @@ def test_a_request_that_can_never_fit_fails_at_once_rather_than_waiting(tmp_path
     error for the request, never a wait that nothing will end."""
     out = tmp_path / "fused.onnx"
     build_fused(_pair(tmp_path / "m", 0), out)
-    cache = EngineCache(1 << 30)
+    cache = BundleCache(1 << 30)
     bundle = cache.register(out)
     cache.budget_bytes = bundle.footprint.measured_bytes // 2
     raised: list[BaseException] = []
@@ -242,7 +243,7 @@ def test_a_bundle_ships_representative_inputs_for_a_model_that_refuses_random_on
     from fusedinf_cc.serve.app import register_dist
 
     monkeypatch.setenv("FUSEDINF_CACHE_DIR", str(tmp_path / "serve-cache"))
-    cache = EngineCache(1 << 30)
+    cache = BundleCache(1 << 30)
     assert register_dist(cache, tmp_path / "dist", "ort-cpu") == ["vad"]  # measured as shipped
     assert cache.run("picky", {"idx": good})["y"].shape == (4, 3)
 

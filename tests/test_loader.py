@@ -1,4 +1,4 @@
-"""EngineCache: swapping bundles under a budget, pinning, thread safety, and real memory."""
+"""BundleCache: swapping bundles under a budget, pinning, thread safety, and real memory."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from fusedinf_cc.artifacts.manifest import PartRecord, manifest_path_for
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.compiler.build import build_fused
-from fusedinf_cc.runtime.loader import EngineCache, open_bundle
+from fusedinf_cc.runtime.bundle import WHOLE, open_bundle
+from fusedinf_cc.runtime.loader import BundleCache
 from fusedinf_cc.runtime.policies import GreedyDualSizeFrequency, LeastRecentlyUsed
 from fusedinf_cc.runtime.worker import WARMUP_MODEL
 from tests import builders
@@ -75,7 +76,7 @@ def test_warmup_model_is_a_valid_one_node_model():
 def test_lru_evicts_the_least_recently_used_idle_bundle(three_bundles):
     bundles = [open_bundle(path) for path in three_bundles]
     # Any two fit, never all three; the activation arena is counted once, beside them.
-    cache = EngineCache(_room_for(2, bundles), "lru")
+    cache = BundleCache(_room_for(2, bundles), "lru")
     for bundle in bundles:
         cache.register(bundle)
     for name in ("red", "green", "red", "blue"):  # whole bundles: each costs its footprint
@@ -88,13 +89,13 @@ def test_lru_evicts_the_least_recently_used_idle_bundle(three_bundles):
 
 def test_the_loaders_sessions_do_not_spin_between_requests(three_bundles):
     # Idle sessions' spinning threads took the cores from the running one (architecture.md).
-    cache = EngineCache(1 << 30)
+    cache = BundleCache(1 << 30)
     for path in three_bundles:
         cache.register(open_bundle(path))
     for name in ("red", "green"):
         cache.run(name, _whole_feeds(name))
     for name in ("red", "green"):
-        options = cache._entries[name].sessions[None]._session.get_session_options()
+        options = cache._entries[name].sessions[WHOLE]._session.get_session_options()
         for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
             assert options.get_session_config_entry(key) == "0"
     cache.close()
@@ -145,7 +146,7 @@ def test_gdsf_weighs_a_bundle_by_what_its_eviction_would_free_now():
 
 
 def test_a_model_inside_a_fused_bundle_answers_with_its_own_outputs(three_bundles):
-    cache = EngineCache(1 << 40)
+    cache = BundleCache(1 << 40)
     cache.register(three_bundles[0])
     feeds = _feeds(seed=3)
     result = cache.run("red_b", feeds)
@@ -176,7 +177,7 @@ def test_a_model_inside_a_fused_bundle_answers_with_its_own_outputs(three_bundle
 def test_a_request_that_does_not_fit_is_refused_in_one_line(
     three_bundles, name, feeds, outputs, complaint
 ):
-    cache = EngineCache(1 << 40)
+    cache = BundleCache(1 << 40)
     cache.register(three_bundles[0])
     with pytest.raises(UserInputError) as raised:
         cache.run(name, feeds, outputs)
@@ -188,7 +189,7 @@ def test_a_bundle_of_one_model_may_carry_its_name_and_takes_its_feeds(tmp_path):
     artifact = tmp_path / "solo.onnx"
     fuse_files([("solo", source)], artifact)
     other = _fused_bundle(tmp_path, "pair", 6)
-    cache = EngineCache(1 << 40)
+    cache = BundleCache(1 << 40)
     cache.register(artifact, name="solo")
     cache.register(other)
     feeds = _feeds(seed=5)
@@ -204,7 +205,7 @@ def test_a_bundle_of_one_model_may_carry_its_name_and_takes_its_feeds(tmp_path):
 
 def test_a_bundle_larger_than_the_budget_is_refused(three_bundles):
     bundle = open_bundle(three_bundles[0])
-    cache = EngineCache(bundle.footprint.measured_bytes - 1)
+    cache = BundleCache(bundle.footprint.measured_bytes - 1)
     with pytest.raises(UserInputError, match="more than the whole budget"):
         cache.register(bundle)
 
@@ -254,7 +255,7 @@ def test_concurrent_requests_under_a_small_budget(three_bundles):
     loads = _CountingLoads()
     # One bundle at a time, beside the activation arena.
     budget = _room_for(1, bundles)
-    cache = EngineCache(budget, "gdsf", session_factory=loads)
+    cache = BundleCache(budget, "gdsf", session_factory=loads)
     for bundle in bundles:
         cache.register(bundle)
     expected = {}
@@ -290,7 +291,7 @@ def test_concurrent_requests_under_a_small_budget(three_bundles):
 
 def test_many_first_requests_for_one_bundle_load_it_once(three_bundles):
     loads = _CountingLoads()
-    cache = EngineCache(1 << 40, session_factory=loads)
+    cache = BundleCache(1 << 40, session_factory=loads)
     cache.register(three_bundles[1])
     barrier = threading.Barrier(8)
 
@@ -311,7 +312,8 @@ _MEMORY_PROBE = """
 import json, sys, threading
 from pathlib import Path
 import numpy as np
-from fusedinf_cc.runtime.loader import EngineCache, open_bundle
+from fusedinf_cc.runtime.bundle import open_bundle
+from fusedinf_cc.runtime.loader import BundleCache
 from fusedinf_cc.runtime.procmem import status_bytes
 paths, budget_share, rounds = [Path(p) for p in sys.argv[3:]], float(sys.argv[1]), int(sys.argv[2])
 bundles = [open_bundle(p) for p in paths]
@@ -319,7 +321,7 @@ sizes = sorted(b.footprint.measured_bytes for b in bundles)
 budget = int(sum(sizes) * budget_share)
 arena = max(b.footprint.activation_bytes for b in bundles)
 loading = max(b.footprint.loading_peak_bytes for b in bundles)
-cache = EngineCache(max(budget, loading) + arena, "lru")
+cache = BundleCache(max(budget, loading) + arena, "lru")
 for b in bundles:
     cache.register(b)
 rng = np.random.default_rng(0)
@@ -397,7 +399,7 @@ def test_run_command_answers_for_one_model_of_a_bundle(tmp_path):
 
 @pytest.mark.slow
 def test_four_workers_share_one_copy_of_the_weights(tmp_path):
-    from fusedinf_cc.runtime.footprint import measure_workers
+    from tests.support.workers import measure_workers
 
     bundle = _fused_bundle(tmp_path, "wide", 30, width=2048)  # 32 MiB of weights, side file
     weights = 2 * 2048 * 2048 * 4
@@ -433,10 +435,11 @@ import json, sys
 from pathlib import Path
 import numpy as np
 from fusedinf_cc.runtime.feeds import random_feeds
-from fusedinf_cc.runtime.loader import EngineCache, open_bundle
+from fusedinf_cc.runtime.bundle import open_bundle
+from fusedinf_cc.runtime.loader import BundleCache
 from fusedinf_cc.runtime.procmem import release_freed_memory, reset_peak_rss, status_bytes
 bundle = open_bundle(Path(sys.argv[1]))
-cache = EngineCache(bundle.footprint.alone_bytes, "lru")
+cache = BundleCache(bundle.footprint.alone_bytes, "lru")
 cache.register(bundle)
 feeds = random_feeds(cache.input_specs(bundle.name))  # starts the runtime, grows the arena
 cache.close()

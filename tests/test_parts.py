@@ -14,7 +14,9 @@ from onnx import TensorProto, helper
 from fusedinf_cc.artifacts.manifest import read_manifest
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.compiler.build import build_fused
-from fusedinf_cc.runtime.loader import EngineCache, least_budget, open_bundle
+from fusedinf_cc.runtime.bundle import WHOLE, Bundle, SessionKey, open_bundle
+from fusedinf_cc.runtime.ledger import least_budget
+from fusedinf_cc.runtime.loader import BundleCache
 from tests import builders
 from tests.conftest import build_dist, run_cli
 from tests.oracle import session as oracle_session
@@ -69,7 +71,7 @@ def test_a_model_request_runs_its_part_on_its_own_inputs(tmp_path, sources, aot)
     manifest = read_manifest(artifact.with_name("pair.onnx.manifest.json"))
     part = manifest.part("a")
     assert part is not None and part.inputs == ["a/x"] and part.nodes < part.nodes_of_whole
-    cache = EngineCache(1 << 30)
+    cache = BundleCache(1 << 30)
     cache.register(artifact)
     assert [spec.name for spec in cache.input_specs("a")] == ["x"]
     assert cache.sessions("pair") == ["a"]  # the whole was never opened
@@ -93,7 +95,7 @@ def test_an_ort_format_bundle_has_parts_of_its_own_format(tmp_path, sources):
         "pair.part-a.ort",
         "pair.part-picky.ort",
     ]  # the .onnx cuts they were optimised from are not left behind
-    cache = EngineCache(1 << 30)
+    cache = BundleCache(1 << 30)
     cache.register(artifact)
     x = np.random.default_rng(5).standard_normal((1, 64)).astype(np.float32)
     got = cache.run("a", {"x": x})["y"]
@@ -112,7 +114,7 @@ def test_a_bundle_without_parts_still_serves_a_model(tmp_path, sources, options)
     artifact = _built(sources, tmp_path / "pair.onnx", **options)
     assert read_manifest(tmp_path / "pair.onnx.manifest.json").parts == []
     assert not list(tmp_path.glob("pair.part-*"))
-    cache = EngineCache(1 << 30)
+    cache = BundleCache(1 << 30)
     cache.register(artifact)
     with pytest.raises(UserInputError, match="delta in Range operator can not be zero"):
         cache.run("a", {"x": np.ones((1, 64), np.float32)})
@@ -133,7 +135,7 @@ def test_a_backbone_that_cse_made_common_is_in_each_heads_part(tmp_path):
         for part in manifest.parts
     ]
     assert len(computed) == 2 and computed[0] & computed[1]
-    cache = EngineCache(1 << 30)
+    cache = BundleCache(1 << 30)
     cache.register(artifact)
     image = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
     whole = cache.run("heads", {"image": image})
@@ -149,10 +151,9 @@ def test_eviction_closes_a_bundles_parts_with_it(tmp_path, sources):
     first = _built(sources, tmp_path / "first.onnx", aot=True)
     second = _built(sources, tmp_path / "second.onnx", aot=True)
     bundles = [open_bundle(first, name="first"), open_bundle(second, name="second")]
-    footprints = [bundle.footprint for bundle in bundles]
     # Room for one bundle (as it loads) and the arena, not two.
-    budget = least_budget(footprints)
-    cache = EngineCache(budget)
+    budget = least_budget(bundle.footprint.load_need for bundle in bundles)
+    cache = BundleCache(budget)
     for bundle in bundles:
         cache.register(bundle)
     x = np.ones((1, 64), np.float32)
@@ -170,7 +171,7 @@ def test_a_changed_part_is_refused_and_leaves_nothing_loaded(tmp_path, sources):
     model = onnx.load(part, load_external_data=False)
     model.doc_string = "edited after the build"
     onnx.save(model, part)
-    cache = EngineCache(1 << 30)
+    cache = BundleCache(1 << 30)
     bundle = cache.register(artifact)
     with pytest.raises(UserInputError, match=r"part 'pair\.part-a\.onnx' \(model 'a'\) differs"):
         cache.run("a", {"x": np.ones((1, 64), np.float32)})
@@ -186,7 +187,7 @@ def test_a_changed_part_is_refused_and_leaves_nothing_loaded(tmp_path, sources):
 
 
 def test_a_model_request_names_its_own_inputs_and_outputs(tmp_path, sources):
-    cache = EngineCache(1 << 30)
+    cache = BundleCache(1 << 30)
     cache.register(_built(sources, tmp_path / "pair.onnx", aot=True))
     x = np.ones((1, 64), np.float32)
     with pytest.raises(UserInputError, match="has no outputs"):
@@ -274,15 +275,21 @@ def large_pair(tmp_path: Path) -> Path:
     return _built(sources, tmp_path / "large.onnx", aot=True)
 
 
+def _counted(bundle: Bundle, key: SessionKey) -> tuple[int, dict[str, int]]:
+    """What the loader counts for a session of `bundle`: its own bytes, its pooled weights."""
+    counted = bundle.session_bytes(key, pooled=True)
+    return counted.private_bytes, dict(counted.weights)
+
+
 def test_the_budget_counts_the_sessions_a_bundle_holds(tmp_path, large_pair):
     bundle = open_bundle(large_pair)
     assert set(bundle.footprint.parts) == {"a", "b"}  # measured beside the whole
     arena = bundle.footprint.activation_bytes
-    part, weights = bundle.session_cost("a", pooled=True)
-    whole, all_weights = bundle.session_cost(None, pooled=True)
+    part, weights = _counted(bundle, "a")
+    whole, all_weights = _counted(bundle, WHOLE)
     assert set(weights) < set(all_weights)  # the part maps its model's weights only
     assert part + sum(weights.values()) < whole + sum(all_weights.values())
-    cache = EngineCache(bundle.footprint.alone_bytes)  # room for the whole, not much more
+    cache = BundleCache(bundle.footprint.alone_bytes)  # room for the whole, not much more
     cache.register(bundle)
     x = np.ones((1, 1100), np.float32)
     cache.run("a", {"x": x})
@@ -300,10 +307,10 @@ def test_a_part_fits_beside_another_bundle_where_its_whole_would_not(tmp_path, l
         tmp_path / "other.onnx", aot=True,
     )  # fmt: skip
     first, second = open_bundle(large_pair), open_bundle(other)
-    part, weights = second.session_cost("c", pooled=True)
-    whole_private, whole_weights = first.session_cost(None, pooled=True)
+    part, weights = _counted(second, "c")
+    whole_private, whole_weights = _counted(first, WHOLE)
     arena = max(first.footprint.activation_bytes, second.footprint.activation_bytes)
-    cache = EngineCache(whole_private + sum(whole_weights.values()) + part
+    cache = BundleCache(whole_private + sum(whole_weights.values()) + part
                         + sum(weights.values()) + arena)  # fmt: skip
     cache.register(first)
     cache.register(second)

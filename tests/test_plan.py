@@ -8,24 +8,29 @@ from dataclasses import replace
 import pytest
 
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.measure.simulate import (
-    Call,
-    Deployment,
-    Request,
-    deployments,
-    replay,
-    route,
-)
+from fusedinf_cc.measure.deployments import Deployment, deployments
+from fusedinf_cc.measure.simulate import replay
 from fusedinf_cc.plan.costs import CostModel, Measured, SessionCost, measure_bundle, measure_bundles
 from fusedinf_cc.plan.predict import predict
-from fusedinf_cc.plan.search import named, search
+from fusedinf_cc.plan.search import search
 from fusedinf_cc.precompile.spec import read_spec
-from fusedinf_cc.runtime.loader import Bundle, least_budget
+from fusedinf_cc.runtime.budget import parse_budget
+from fusedinf_cc.runtime.bundle import WHOLE, Bundle
+from fusedinf_cc.runtime.ledger import least_budget
+from fusedinf_cc.workload.layout import Layout
+from fusedinf_cc.workload.requests import Request
+from fusedinf_cc.workload.routing import Call, route
 from tests.conftest import run_cli
 
 
 def _cost(private, load, run, activation=100, weights=()):
-    return SessionCost(private, tuple(weights), activation, load, run)
+    return SessionCost(
+        private,
+        tuple(weights),
+        activation_bytes=activation,
+        load_seconds=load,
+        run_seconds=run,
+    )
 
 
 def test_fitting_recovers_what_fusing_saves_per_extra_model():
@@ -91,10 +96,10 @@ def test_a_grouping_whose_bundle_may_not_load_once_built_is_not_chosen():
     functions = {"bc": ["b", "c"]}
     trace = [Request(0.05 * i, "bc") for i in range(20)]
     found = search(trace, functions, model, 2200 + 199, "lru", pooled=True, seconds=5)
-    assert found.best.grouping == frozenset({frozenset("b"), frozenset("c")})
+    assert found.best.layout.groups == frozenset({frozenset("b"), frozenset("c")})
     assert found.fused == found.unfused  # one bundle per function, the pair, did not fit
     roomier = search(trace, functions, model, 2200 + 200, "lru", pooled=True, seconds=5)
-    assert roomier.fused.grouping == frozenset({frozenset("bc")})
+    assert roomier.fused.layout.groups == frozenset({frozenset("bc")})
 
 
 def test_pooled_weights_of_a_group_count_once():
@@ -112,7 +117,7 @@ def test_predicted_loads_scatter_as_measured_and_the_first_run_after_one_is_cold
     trace = [Request(0.1 * i, "ab"[i % 2]) for i in range(400)]  # one model fits: every call loads
     steady = CostModel(alone={n: m.whole for n, m in alone.items()})
     jittery = CostModel(alone={n: m.whole for n, m in alone.items()}, load_jitter=[1, 1, 1, 9])
-    bundles = {n: frozenset({n}) for n in "ab"}
+    bundles = Layout({n: {n} for n in "ab"})
     calls = {n: [Call(n)] for n in "ab"}
     budget = (1 << 20) + 200
     calm, scattered = (predict(trace, bundles, calls, c, budget, "lru") for c in (steady, jittery))
@@ -164,14 +169,12 @@ def test_a_predicted_replay_counts_what_the_real_loader_counts(small_models, tmp
     budgets = {
         unfused.name: one.measured_bytes + one.alone_bytes + (32 << 10),
         # The least budget every bundle registers under: room for the largest, so some swap.
-        fused.name: least_budget([b.footprint for b in fused.bundles.values()]),
+        fused.name: least_budget(f.load_need for f in fused.footprints),
     }
     for deployment in (unfused, fused):
         budget = budgets[deployment.name]
-        members = {
-            n: frozenset(b.models()) or frozenset({n}) for n, b in deployment.bundles.items()
-        }
-        calls = route(functions, {n: sorted(m) for n, m in members.items()})
+        members = deployment.layout
+        calls = route(functions, members)
         assert calls == deployment.calls
         # Policies that weigh bytes (belady weighs what an eviction frees, and fa's and fb's
         # bundles share m1's pooled weights), not measured seconds, decide alike.
@@ -184,10 +187,10 @@ def test_a_predicted_replay_counts_what_the_real_loader_counts(small_models, tmp
             assert real.evictions > 0
             assert guess.peak_accounted_bytes == real.peak_accounted_bytes
             assert guess.seconds_loading > 0 and guess.p99_ms >= guess.p50_ms > 0
-    with pytest.raises(UserInputError, match="does not fit the budget"):
+    with pytest.raises(UserInputError, match=r"'fb' needs .* more than the whole budget"):
         predict(
             [Request(0.0, "fb")],
-            {"fb": frozenset({"m1", "m2", "m3"})},
+            Layout({"fb": {"m1", "m2", "m3"}}),
             {"fb": []},
             costs,
             1000,
@@ -209,8 +212,7 @@ def test_a_built_bundle_is_predicted_holding_what_it_was_measured_to_hold(small_
         costs.hold_as_built(fused.bundles.values(), pooled=aot)
         held = costs.whole(members)
         bundle = fused.bundles["fa"]
-        private, shared = bundle.session_cost(None, aot)
-        assert held.bytes == private + sum(shared.values())
+        assert held.bytes == bundle.session_bytes(WHOLE, aot).bytes
         assert held.loading_bytes == bundle.footprint.loading_bytes
         assert held.activation_bytes == bundle.footprint.activation_bytes
         # Its times are still the fitted ones: it was built, not timed.
@@ -231,7 +233,9 @@ def test_calibration_measures_the_bundles_in_turn(small_models, tmp_path):
     for cost in [m.whole for m in measured] + list(measured[1].parts.values()):
         assert cost.load_seconds > 0 and cost.run_seconds > 0 and cost.cold_seconds >= 0
     # What the loader counts for the part, as the bundle itself says.
-    assert measured[1].parts["m0"].private_bytes == bundles[1].session_cost("m0", True)[0]
+    assert (
+        measured[1].parts["m0"].private_bytes == bundles[1].session_bytes("m0", True).private_bytes
+    )
 
 
 def _co_called_workload():
@@ -261,11 +265,11 @@ def test_search_fuses_models_called_together_and_keeps_others_apart(monkeypatch)
     monkeypatch.setattr(searching, "REQUIRED_GAIN", 0.0)  # any gain: the search alone
     trace, functions, costs, budget = _co_called_workload()
     found = search(trace, functions, costs, budget, "lru", pooled=True, seconds=20)
-    assert frozenset("ab") in found.best.grouping
-    assert not any({"c", "d"} <= bundle for bundle in found.best.grouping)
+    assert frozenset("ab") in found.best.layout.groups
+    assert not any({"c", "d"} <= bundle for bundle in found.best.layout.groups)
     assert found.best.score < min(found.unfused.score, found.fused.score)
     assert found.evaluated >= 3
-    assert named(found.best.grouping)["g00"] == frozenset("ab")
+    assert found.best.layout["g00"] == frozenset("ab")
 
 
 def test_search_keeps_the_better_baseline_where_a_grouping_is_predicted_only_a_little_better(
@@ -281,7 +285,7 @@ def test_search_keeps_the_better_baseline_where_a_grouping_is_predicted_only_a_l
     assert better.score * 0.95 < eager.best.score < better.score
     monkeypatch.undo()
     found = search(trace, functions, costs, budget, "lru", pooled=True, seconds=20)
-    assert found.best.grouping == better.grouping
+    assert found.best.layout == better.layout
     assert found.best.score == better.score
 
 
@@ -354,19 +358,23 @@ def test_a_plan_that_does_not_load_once_built_is_not_written(small_models, tmp_p
         # A grouping the cost model got wrong: all four models in one bundle, which needs more
         # than a budget raised only until each model loads alone.
         found = searched(*args, **kwargs)
-        together = frozenset({frozenset(small_models)})
-        return replace(found, best=replace(found.best, grouping=together))
+        together = Layout({"g00": small_models})
+        return replace(found, best=replace(found.best, layout=together))
 
     monkeypatch.setattr(planner, "search", everything_in_one_bundle)
     functions = {"fa": ["m0", "m1"], "fb": ["m2", "m3"]}
     trace = [Request(0.02 * i, "fa" if i % 2 else "fb") for i in range(16)]
     settings = planner.PlanSettings(
-        budget="1%", policy="lru", replays=1, search_seconds=2, work_dir=tmp_path / "work"
+        budget=parse_budget("1%"),
+        policy="lru",
+        replays=1,
+        search_seconds=2,
+        work_dir=tmp_path / "work",
     )
     chosen = planner.plan(small_models, functions, trace, settings)
     assert chosen.kept_baseline == "unfused"
     assert "does not load once built" in chosen.kept_because
-    assert sorted(chosen.bundles.values()) == [[m] for m in sorted(small_models)]
+    assert sorted(chosen.bundles.lists().values()) == [[m] for m in sorted(small_models)]
     judged = {e.deployment: e for e in chosen.evaluations}
     assert judged["plan"].left_out is None and len(judged["plan"].replayed) == 1
 

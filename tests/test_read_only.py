@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fusedinf_cc.runtime.bundle import open_bundle
 from fusedinf_cc.runtime.footprint import FootprintCache
-from fusedinf_cc.runtime.loader import open_bundle
 from tests import builders
 from tests.conftest import build_dist
 from tests.serving import serve_one_request

@@ -12,29 +12,17 @@ import pytest
 
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import sha256_file
-from fusedinf_cc.measure.simulate import (
-    Call,
-    FutureUses,
-    Request,
-    TraceSpec,
-    auto_groups,
-    deployments,
-    least_replay_budget,
-    parse_budget,
-    read_name_lists,
-    read_trace,
-    replay,
-    replay_budget,
-    route,
-    synthetic_functions,
-    synthetic_trace,
-    total_footprint,
-    trace_functions,
-    write_trace,
-)
+from fusedinf_cc.measure.deployments import deployments, total_footprint
+from fusedinf_cc.measure.simulate import replay
+from fusedinf_cc.runtime.budget import held_at_once, parse_budget
 from fusedinf_cc.runtime.footprint import arena_bytes
-from fusedinf_cc.runtime.loader import least_budget
+from fusedinf_cc.runtime.ledger import least_budget
 from fusedinf_cc.runtime.policies import Clairvoyant
+from fusedinf_cc.workload.layout import Layout, auto_groups
+from fusedinf_cc.workload.replay import FutureUses
+from fusedinf_cc.workload.requests import Request, TraceSpec, synthetic_functions, synthetic_trace
+from fusedinf_cc.workload.routing import Call, route
+from fusedinf_cc.workload.traces import read_name_lists, read_trace, trace_functions, write_trace
 from tests import builders
 from tests.conftest import run_cli
 
@@ -97,11 +85,16 @@ def test_function_and_group_files_are_objects_of_lists_of_names(tmp_path, text, 
 
 
 def test_budget_parsing():
-    assert parse_budget("512MiB", 0) == 512 * 2**20
-    assert parse_budget("50%", 1000) == 500
-    assert parse_budget("1.5GiB", 0) == int(1.5 * 2**30)
+    assert parse_budget("512MiB").in_bytes() == 512 * 2**20
+    assert parse_budget("50%").in_bytes(1000) == 500
+    assert parse_budget("1.5GiB").in_bytes(0) == int(1.5 * 2**30)
     with pytest.raises(UserInputError):
-        parse_budget("lots", 0)
+        parse_budget("lots")
+    for nonsense in ("-50%", "nan%", "inf%", "0%", "0", "-1MiB"):
+        with pytest.raises(UserInputError, match="--budget"):
+            parse_budget(nonsense)
+    with pytest.raises(UserInputError, match="give a size here"):
+        parse_budget("50%").in_bytes()  # a command with nothing to take a share of
 
 
 def test_replay_counts_one_call_per_bundle_a_function_runs(small_models, tmp_path):
@@ -115,7 +108,7 @@ def test_replay_counts_one_call_per_bundle_a_function_runs(small_models, tmp_pat
     trace = [Request(0.01 * i, "fa" if i % 3 else "fb") for i in range(30)]
     # The least budget each deployment's bundles can all be registered under (the loader's own
     # floor: the largest bundle beside the largest request's arena, which may be another's).
-    budget = max(least_budget([b.footprint for b in d.bundles.values()]) for d in (unfused, fused))
+    budget = max(least_budget(f.load_need for f in d.footprints) for d in (unfused, fused))
     calls = sum(len(functions[r.function]) for r in trace)
     for deployment, expected_calls in ((unfused, calls), (fused, len(trace))):
         result = replay(trace, deployment, budget, "lru")
@@ -171,27 +164,18 @@ def test_bundles_are_reused_until_a_source_model_changes(tmp_path):
 
 def test_a_percentage_budget_is_raised_only_until_each_model_loads_alone(small_models, tmp_path):
     functions = {"fa": ["m0", "m1", "m2"], "fb": ["m2", "m3"]}
-    plans = deployments(small_models, functions, tmp_path / "work", {"g": ["m0", "m1", "m2"]})
-    unfused, fused, grouped = plans
+    unfused, fused = deployments(small_models, functions, tmp_path / "work")
     unfused_total = total_footprint(unfused)
-    # Unfused and fused requests run wholes: their largest bundle as it loads, beside the arena.
-    for deployment in (unfused, fused):
-        assert least_replay_budget(deployment) == least_budget(
-            [b.footprint for b in deployment.bundles.values()]
-        )
-    # Grouped, fb runs g's part for m2 beside m3 alone: g needs its whole and that part.
-    g = grouped.bundles["g"].footprint
-    footprints = [b.footprint for b in grouped.bundles.values()]
-    assert grouped.calls["fb"] == [Call("g", "m2"), Call("m3")]
-    assert least_replay_budget(grouped) == g.loading_peak_bytes + g.parts["m2"] + max(
-        f.activation_bytes for f in footprints
-    )
-    floor = least_replay_budget(unfused)
-    assert floor < least_replay_budget(fused)  # the three-model bundle is larger than a model
-    assert replay_budget("200%", plans) == (2 * unfused_total, None)
-    raised, notice = replay_budget("1%", plans)
+    assert unfused_total == held_at_once(unfused.footprints)
+    # The least budget each model alone loads under: the largest beside the largest arena.
+    floor = least_budget(f.load_need for f in unfused.footprints)
+    assert floor < least_budget(f.load_need for f in fused.footprints)  # three models, one bundle
+    budget = parse_budget
+    assert budget("200%").resolve(unfused.footprints) == (2 * unfused_total, None)
+    raised, notice = budget("1%").resolve(unfused.footprints)
     assert raised == floor and notice is not None and "using" in notice
-    assert replay_budget("1KiB", plans) == (1024, None)  # as given: registration refuses it
+    with pytest.raises(UserInputError, match="below the largest model"):
+        budget("1KiB").resolve(unfused.footprints)  # a size is taken as given, or refused
     # There unfused replays, and the deployment that needs more is refused, not given more.
     trace = [Request(0.02 * i, "fa" if i % 2 else "fb") for i in range(6)]
     assert replay(trace, unfused, floor, "lru").requests == 6
@@ -223,7 +207,7 @@ def test_a_percentage_budget_is_raised_only_until_each_model_loads_alone(small_m
         *("--trace", trace_file, "--functions", functions_file, "--budget", "1KiB"),
         *("--work-dir", tmp_path / "work"),
     )
-    assert result.returncode == 2 and "more than the whole budget" in result.stderr
+    assert result.returncode == 2 and "below the largest model" in result.stderr
 
 
 def test_clairvoyant_policy_evicts_by_distance_to_next_use_times_size():
@@ -245,7 +229,12 @@ def test_clairvoyant_replay_misses_less_than_lru_where_lru_thrashes(small_models
     functions = {"fa": ["m0"], "fb": ["m1"], "fc": ["m2"]}
     unfused = deployments(small_models, functions, tmp_path / "work", aot=True)[0]
     trace = [Request(0.01 * i, ("fa", "fb", "fc")[i % 3]) for i in range(30)]
-    budget = total_footprint(unfused) - 1
+    # As the loader counts it, the third bundle opens beside the other two and the arena,
+    # with its own load's transient: one byte short of the least of those, all three never
+    # fit, while two always do.
+    footprints = unfused.footprints
+    together = sum(f.measured_bytes for f in footprints) + arena_bytes(footprints)
+    budget = together + min(f.loading_bytes for f in footprints) - 1
     lru = replay(trace, unfused, budget, "lru")
     belady = replay(trace, unfused, budget, "belady")
     assert lru.misses == len(trace)
@@ -257,8 +246,8 @@ def test_clairvoyant_replay_misses_less_than_lru_where_lru_thrashes(small_models
 
 def test_auto_groups_are_models_always_called_together():
     functions = {"fa": ["m0", "m1", "m2"], "fb": ["m0", "m1", "m3"], "fc": ["m2", "m4"]}
-    assert auto_groups(functions) == {"g00": ["m0", "m1"]}
-    assert auto_groups({"fa": ["m0"], "fb": ["m1"]}) == {}
+    assert auto_groups(functions).lists() == {"g00": ["m0", "m1"]}
+    assert auto_groups({"fa": ["m0"], "fb": ["m1"]}) == Layout()
 
 
 def test_grouped_deployment_loads_each_model_once_per_request(small_models, tmp_path):
@@ -343,7 +332,7 @@ def test_simulate_command_with_a_trace_and_functions(small_models, tmp_path):
 
 
 def test_route_picks_the_fewest_bundles_wholes_before_parts():
-    bundles = {"big": ["m0", "m1", "m2"], "pair": ["m0", "m1"], "m3": ["m3"]}
+    bundles = Layout({"big": ["m0", "m1", "m2"], "pair": ["m0", "m1"], "m3": ["m3"]})
     calls = route({"fa": ["m0", "m1"], "fb": ["m2", "m3"], "fc": ["m1", "m2"]}, bundles)
     assert calls["fa"] == [Call("pair")]  # covers as much as big, and runs whole
     assert calls["fb"] == [Call("big", "m2"), Call("m3")]
@@ -365,7 +354,7 @@ def test_a_model_in_two_bundles_runs_in_the_one_its_function_is_routed_to(small_
     ga, gb = (plan.bundles[name].footprint for name in ("ga", "gb"))
     everything = ga.measured_bytes + ga.parts["m1"] + gb.measured_bytes + arena_bytes([ga, gb])
     everything += max(ga.loading_bytes, gb.loading_bytes)  # one of them loading
-    m1_weights = sum(plan.bundles["gb"].session_cost("m1", True)[1].values())
+    m1_weights = plan.bundles["gb"].session_bytes("m1", True).weight_bytes
     assert result.peak_accounted_bytes <= everything - m1_weights
 
 

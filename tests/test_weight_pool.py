@@ -16,8 +16,10 @@ from fusedinf_cc.backends.onnxruntime import PREPACKING_KEY
 from fusedinf_cc.backends.sessions import open_session
 from fusedinf_cc.backends.weight_pool import WeightPool
 from fusedinf_cc.compiler.build import build_fused
+from fusedinf_cc.runtime.bundle import WHOLE, open_bundle
 from fusedinf_cc.runtime.feeds import random_feeds
-from fusedinf_cc.runtime.loader import EngineCache, _Entry, _weigh_freeable, open_bundle
+from fusedinf_cc.runtime.ledger import MemoryLedger
+from fusedinf_cc.runtime.loader import BundleCache
 from tests import builders
 from tests.conftest import run_probe
 
@@ -186,11 +188,15 @@ def test_the_budget_counts_a_shared_weight_once(overlapping):
     ab = open_bundle(overlapping["ab"])
     ac = open_bundle(overlapping["ac"])
     common = set(ab.shared_weights) & set(ac.shared_weights)
-    shared = sum(ab.shared_weights[d] for d in common)
+    # The pool maps a weight once, from the first bundle that brings it (ab), and keeps that
+    # mapping while any bundle holds the weight; a weight's pages depend on where it lies in
+    # its side file, so each bundle's copy is counted at ab's size.
+    mapped_by_ab = sum(ab.shared_weights[d] for d in common)
+    shared = sum(ac.shared_weights[d] for d in common)  # what ac does not map again
     arena = max(ab.footprint.activation_bytes, ac.footprint.activation_bytes)
     together = ab.footprint.measured_bytes + ac.footprint.measured_bytes - shared + arena
     loading = max(ab.footprint.loading_bytes, ac.footprint.loading_bytes)  # the one loading
-    cache = EngineCache(together + loading + (shared // 2), "lru")  # shared must count once
+    cache = BundleCache(together + loading + (shared // 2), "lru")  # shared must count once
     for bundle in (ab, ac):
         cache.register(bundle)
         cache.load(bundle.name)
@@ -198,10 +204,10 @@ def test_the_budget_counts_a_shared_weight_once(overlapping):
     assert cache.accounted_bytes == together
     # Evicting one bundle frees its own bytes; the weights the other holds stay counted.
     cache.unload("ab")
-    assert cache.accounted_bytes == ac.footprint.measured_bytes + arena
+    assert cache.accounted_bytes == ac.footprint.measured_bytes - shared + mapped_by_ab + arena
     cache.close()
 
-    unpooled = EngineCache(together + loading + (shared // 2), "lru", pool_weights=False)
+    unpooled = BundleCache(together + loading + (shared // 2), "lru", pool_weights=False)
     for bundle in (ab, ac):
         unpooled.register(bundle)
         unpooled.load(bundle.name)
@@ -210,18 +216,22 @@ def test_the_budget_counts_a_shared_weight_once(overlapping):
 
 
 def test_an_eviction_is_weighed_by_the_bytes_it_would_free(overlapping):
-    ab, ac, alone = (
-        _Entry(open_bundle(overlapping[n]), keys={None}) for n in ("ab", "ac", "alone")
-    )  # each with its whole open
-    (ab_private, ab_shared), (alone_private, alone_shared) = ab.cost({None}), alone.cost({None})
-    assert ab_shared == ab.bundle.shared_weights
-    _weigh_freeable([ab, alone], staying=[ab, ac, alone])
+    bundles = {n: open_bundle(overlapping[n], name=n) for n in ("ab", "ac", "alone")}
+    ledger = MemoryLedger(1 << 40)
+    for name, bundle in bundles.items():  # each with its whole open
+        ledger.register(name, bundle.footprint.load_need)
+        ledger.count(name, WHOLE, bundle.session_bytes(WHOLE, pooled=True), opening=False)
+    ab, alone = (bundles[n].session_bytes(WHOLE, pooled=True) for n in ("ab", "alone"))
+    ab_private, ab_shared = ab.private_bytes, dict(ab.weights)
+    alone_private, alone_shared = alone.private_bytes, dict(alone.weights)
+    assert ab_shared == bundles["ab"].shared_weights
     # Every squeezenet weight stays with another bundle: each frees only what it alone holds.
-    assert alone.freeable == alone_private
+    assert ledger.freed_by("alone") == alone_private
     own = sum(size for digest, size in ab_shared.items() if digest not in alone_shared)
-    assert ab.freeable == ab_private + own
-    _weigh_freeable([ab], staying=[ab])  # nothing else resident: all of it goes
-    assert ab.freeable == ab_private + sum(ab_shared.values())
+    assert ledger.freed_by("ab") == ab_private + own
+    ledger.release("ac")
+    ledger.release("alone")  # nothing else resident: all of it goes
+    assert ledger.freed_by("ab") == ab_private + sum(ab_shared.values())
 
 
 def test_real_memory_of_two_resident_bundles_stays_within_the_shared_budget(overlapping):
@@ -237,7 +247,8 @@ from pathlib import Path
 from fusedinf_cc.runtime.worker import WARMUP_MODEL
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
 from fusedinf_cc.runtime.feeds import random_feeds
-from fusedinf_cc.runtime.loader import EngineCache, open_bundle
+from fusedinf_cc.runtime.bundle import open_bundle
+from fusedinf_cc.runtime.loader import BundleCache
 from fusedinf_cc.runtime.procmem import status_bytes
 import numpy as np
 bundles = [open_bundle(Path(p)) for p in sys.argv[1:]]
@@ -245,7 +256,7 @@ warm = OnnxRuntimeSession(WARMUP_MODEL, shared_arena=True)
 warm.run({"x": np.zeros((1, 8), np.float32)})
 arena = max(b.footprint.activation_bytes for b in bundles)
 loading = max(b.footprint.loading_bytes for b in bundles)
-cache = EngineCache(sum(b.footprint.measured_bytes for b in bundles) + loading + arena, "lru")
+cache = BundleCache(sum(b.footprint.measured_bytes for b in bundles) + loading + arena, "lru")
 for b in bundles:
     cache.register(b)
 baseline = status_bytes()["VmRSS"]
@@ -263,13 +274,14 @@ import numpy as np
 from fusedinf_cc.runtime.worker import WARMUP_MODEL
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
 from fusedinf_cc.runtime.feeds import random_feeds
-from fusedinf_cc.runtime.loader import EngineCache, open_bundle
+from fusedinf_cc.runtime.bundle import open_bundle
+from fusedinf_cc.runtime.loader import BundleCache
 from fusedinf_cc.runtime.procmem import status_bytes
 share = sys.argv[1] == "shared"
 bundles = [open_bundle(Path(p)) for p in sys.argv[2:]]
 warm = OnnxRuntimeSession(WARMUP_MODEL, shared_arena=share)
 warm.run({"x": np.zeros((1, 8), np.float32)})
-cache = EngineCache(1 << 40, "lru", share_arena=share)
+cache = BundleCache(1 << 40, "lru", share_arena=share)
 for b in bundles:
     cache.register(b)
 feeds = {b.name: random_feeds(cache.input_specs(b.name)) for b in bundles}

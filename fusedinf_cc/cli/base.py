@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -127,3 +128,12 @@ def fusion_options(
         "parts": not no_parts,
         "opset": opset,
     }
+
+
+def model_specs(specs: list[str]) -> dict[str, Path]:
+    """`[NAME=]MODEL.onnx` arguments as name -> path, the names unique."""
+    from fusedinf_cc.common.names import check_unique_names, parse_model_spec
+
+    named = [parse_model_spec(spec) for spec in specs]
+    check_unique_names(named)
+    return dict(named)

@@ -6,7 +6,7 @@ import json
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,12 +23,16 @@ from fusedinf_cc.cli.base import (
     console,
     error_console,
     fusion_options,
+    model_specs,
     reports_errors,
 )
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.common.files import check_output_file, write_text_atomic
+from fusedinf_cc.common.files import check_folder, check_output_file, write_text_atomic
 from fusedinf_cc.common.shapes import parse_shapes
 from fusedinf_cc.common.tolerances import DEFAULT_ATOL, DEFAULT_RTOL, FP16_ATOL, FP16_RTOL
+
+if TYPE_CHECKING:
+    from fusedinf_cc.workload.layout import Layout
 
 
 @reports_errors
@@ -275,97 +279,85 @@ def simulate(
     from rich.progress import Progress
 
     from fusedinf_cc.cli.tables import simulation_table
-    from fusedinf_cc.common.names import check_unique_names, parse_model_spec
-    from fusedinf_cc.measure.simulate import (
-        TraceSpec,
-        auto_groups,
-        check_policies,
-        deployments,
-        loading_ratios,
-        read_name_lists,
-        read_trace,
-        replay,
-        replay_budget,
-        results_json,
-        synthetic_trace,
-        workload_functions,
-        write_trace,
-    )
+    from fusedinf_cc.measure.simulate import simulate as simulate_workload
+    from fusedinf_cc.runtime.budget import parse_budget
+    from fusedinf_cc.workload.replay import check_policies
+    from fusedinf_cc.workload.requests import TraceSpec
+    from fusedinf_cc.workload.traces import load_workload, write_trace
 
     if (trace is None) == (not synthetic):
         raise UserInputError("give --trace TRACE.csv or --synthetic (one of them)")
     for written in (json_out, save_trace):
         if written is not None:
             check_output_file(written)
-    named = [parse_model_spec(spec) for spec in models]
-    check_unique_names(named)
-    specs = dict(named)
-    if work_dir.exists() and not work_dir.is_dir():
-        raise UserInputError(f"--work-dir {work_dir}: not a folder")
+    specs = model_specs(models)
+    check_folder(work_dir, "--work-dir")
     if rate <= 0 or requests < 1:
         raise UserInputError("--rate must be positive and --requests at least 1")
-    workload = TraceSpec(requests=requests, seed=seed, rate_per_s=rate)
-    given = read_trace(trace) if trace else None
-    function_map = workload_functions(given, functions, lambda: sorted(specs), workload)
-    replayed = given or synthetic_trace(sorted(function_map), workload)
     policies = [p.strip() for p in policy.split(",") if p.strip()]
     check_policies(policies)
-    groups = None
-    if fused_groups == "auto":
-        groups = auto_groups(function_map) or None
-        if groups is None:
-            error_console.print("--fused-groups auto: no models are always called together")
-    elif fused_groups is not None and fused_groups.endswith(".toml"):
-        groups = spec_groups(Path(fused_groups), specs)
-    elif fused_groups is not None:
-        groups = read_name_lists(Path(fused_groups), "--fused-groups (auto or a file)", "group")
-    plans = deployments(specs, function_map, work_dir, groups, aot=aot, stack=stack)
-    budget_bytes, notice = replay_budget(budget, plans)
-    if notice:
-        error_console.print(notice)
-    results, left_out = [], {}
+    asked = parse_budget(budget)
+    spec = TraceSpec(requests=requests, seed=seed, rate_per_s=rate)
+    workload = load_workload(trace, functions, lambda: sorted(specs), spec)
+    groups = fused_groups_layout(fused_groups, workload.functions, specs)
     with Progress(console=error_console, transient=True) as progress:
-        task = progress.add_task("replaying", total=len(plans) * len(policies))
-        for index, plan in enumerate(plans):
-            for name in policies:
-                try:
-                    results.append(replay(replayed, plan, budget_bytes, name))
-                except UserInputError as error:
-                    if index == 0:  # unfused: a model alone does not fit the budget
-                        raise
-                    left_out[plan.name] = str(error)
-                    results = [r for r in results if r.deployment != plan.name]
-                    break
-                finally:
-                    progress.update(task, advance=1)
-    console.print(simulation_table(results))
-    for name, why in left_out.items():
+        task = progress.add_task("replaying", total=None)
+        report = simulate_workload(
+            specs,
+            workload,
+            asked,
+            policies,
+            work_dir,
+            groups=groups,
+            aot=aot,
+            stack=stack,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    if report.notice:
+        error_console.print(report.notice, highlight=False)
+    console.print(simulation_table(report.results))
+    for name, why in report.left_out.items():
         console.print(f"{name}: left out, {why}")
-    for name, ratios in loading_ratios(results).items():
+    for name, ratios in report.loading_ratios.items():
         against = ", ".join(f"{deployment} {ratio:.2f}x" for deployment, ratio in ratios.items())
         console.print(f"loading seconds over unfused, {name}: {against}")
     if save_trace is not None:
-        write_trace(replayed, save_trace)
+        write_trace(workload.requests, save_trace)
     if json_out is not None:
         extra = {
-            "functions": function_map,
-            "workload": asdict(workload),
-            "groups": groups,
+            "functions": workload.functions,
+            "workload": asdict(spec),
+            "groups": groups.lists() if groups is not None else None,
             "aot": aot,
             "stack": stack,
-            "left_out": left_out,
         }
-        write_text_atomic(json_out, results_json(results, extra))
+        write_text_atomic(json_out, report.to_json(extra))
         console.print(f"wrote {json_out}")
 
 
-def spec_groups(path: Path, models: dict[str, Path]) -> dict[str, list[str]]:
-    """The groups a bundle spec (`plan`'s output) deploys: each bundle's models, which must be
-    among the models given (a model may sit in several bundles)."""
+def fused_groups_layout(
+    given: str | None, functions: dict[str, list[str]], models: dict[str, Path]
+) -> Layout | None:
+    """The layout `--fused-groups` names: `auto` (models always called together), a
+    fusedinf.toml's bundles (e.g. one `plan` wrote), or a JSON object of groups."""
     from fusedinf_cc.precompile.spec import read_spec
+    from fusedinf_cc.workload.layout import Layout, auto_groups, check_groups
+    from fusedinf_cc.workload.traces import read_name_lists
 
-    groups = read_spec(path).groups()
-    unknown = sorted({m for members in groups.values() for m in members} - set(models))
-    if unknown:
-        raise UserInputError(f"--fused-groups {path}: models not given: {', '.join(unknown)}")
-    return groups
+    if given is None:
+        return None
+    if given == "auto":
+        groups = auto_groups(functions)
+        if not groups:
+            error_console.print("--fused-groups auto: no models are always called together")
+        return groups or None
+    if given.endswith(".toml"):
+        path = Path(given)
+        bundles = read_spec(path).groups()
+        unknown = sorted({m for members in bundles.values() for m in members} - set(models))
+        if unknown:
+            raise UserInputError(f"--fused-groups {path}: models not given: {', '.join(unknown)}")
+        return Layout(bundles)  # a model may sit in several bundles
+    groups = read_name_lists(Path(given), "--fused-groups (auto or a file)", "group")
+    check_groups(groups, models)
+    return Layout(groups)

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from fusedinf_cc.cli.base import AOT, STACK, console, error_console, reports_errors
+from fusedinf_cc.cli.base import AOT, STACK, console, error_console, model_specs, reports_errors
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.common.files import check_output_file, write_text_atomic
+from fusedinf_cc.common.files import check_folder, check_output_file, write_text_atomic
 
 
 @reports_errors
@@ -66,40 +66,31 @@ def plan_command(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from fusedinf_cc.cli.tables import plan_bundles_table, plan_table
-    from fusedinf_cc.common.names import check_unique_names, parse_model_spec
+    from fusedinf_cc.cli.tables import plan_bundles_table, plan_lines, plan_table
     from fusedinf_cc.common.sizes import format_bytes
-    from fusedinf_cc.measure.simulate import (
-        TraceSpec,
-        check_policies,
-        read_trace,
-        workload_functions,
-    )
     from fusedinf_cc.plan.planner import PlanSettings, plan
     from fusedinf_cc.plan.spec_file import spec_text, write_plan_spec
+    from fusedinf_cc.runtime.budget import parse_budget
+    from fusedinf_cc.workload.replay import check_policies
+    from fusedinf_cc.workload.requests import TraceSpec
+    from fusedinf_cc.workload.traces import load_workload
 
     check_output_file(out)
     if json_out is not None:
         check_output_file(json_out)
     if out.suffix != ".toml":
         raise UserInputError(f"-o {out}: a bundle spec is a .toml file")
-    named = [parse_model_spec(spec) for spec in models]
-    check_unique_names(named)
-    specs = dict(named)
+    specs = model_specs(models)
     check_policies([policy])
     if replays < 0 or search_seconds <= 0:
         raise UserInputError("--replays is 0 or more and --search-seconds positive")
-    if work_dir.exists() and not work_dir.is_dir():
-        raise UserInputError(f"--work-dir {work_dir}: not a folder")
-    requests = read_trace(trace)
-    if functions is None and not all(r.models for r in requests):
-        raise UserInputError(
-            f"{trace}: a trace of functions needs --functions (or name the models: "
-            "timestamp,models)"
-        )
-    function_map = workload_functions(requests, functions, lambda: sorted(specs), TraceSpec())
+    check_folder(work_dir, "--work-dir")
+    asked = parse_budget(budget)
+    workload = load_workload(
+        trace, functions, lambda: sorted(specs), TraceSpec(), functions_required=True
+    )
     settings = PlanSettings(
-        budget=budget,
+        budget=asked,
         policy=policy,
         aot=aot,
         stack=stack,
@@ -117,7 +108,7 @@ def plan_command(
                 tasks[stage] = progress.add_task(stage, total=total or None)
             progress.update(tasks[stage], completed=done, total=total or None)
 
-        chosen = plan(specs, function_map, requests, settings, report)
+        chosen = plan(specs, workload.functions, workload.requests, settings, report)
     for notice in chosen.notices:
         error_console.print(notice, highlight=False)
     header = (
@@ -129,25 +120,9 @@ def plan_command(
     write_plan_spec(out, text, chosen.bundles)
     console.print(plan_bundles_table(chosen))
     console.print(plan_table(chosen))
-    ratios = chosen.over_baselines()
-    if ratios:
-        measured = "replayed" if chosen.replayed else "predicted"
-        console.print(
-            f"plan over the better baseline ({measured}): loading seconds "
-            f"{ratios['loading_seconds']:.2f}x, p99 {ratios['p99_ms']:.2f}x"
-        )
-        if "p99_nothing_evicted" in ratios:
-            console.print(
-                f"with nothing evicted, p99 is {ratios['p99_nothing_evicted']:.2f}x the better "
-                "baseline's (the lower of unfused and fused): about the least any grouping "
-                "reaches, since it wins back what swapping adds and what fused sessions gain"
-            )
-    if chosen.kept_baseline:
-        console.print(f"the plan is {chosen.kept_baseline}: {chosen.kept_because}")
-    console.print(
-        f"searched {chosen.search.evaluated} groupings in {chosen.search.seconds:.1f} s; "
-        f"wrote {out}"
-    )
+    for line in plan_lines(chosen):
+        console.print(line)
+    console.print(f"wrote {out}")
     if json_out is not None:
         record = {"trace": str(trace), "policy": policy, "aot": aot, **chosen.to_record()}
         write_text_atomic(json_out, json.dumps(record, indent=2) + "\n")

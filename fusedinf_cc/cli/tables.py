@@ -16,9 +16,9 @@ if TYPE_CHECKING:  # the reports' types only: a table module must not load what 
     from fusedinf_cc.artifacts.manifest import Manifest, PassRecord
     from fusedinf_cc.compiler.inspection import ModelSummary
     from fusedinf_cc.measure.bench import BenchReport
-    from fusedinf_cc.measure.simulate import ReplayResult
     from fusedinf_cc.measure.verify import VerifyReport
-    from fusedinf_cc.plan.planner import Evaluation, Plan
+    from fusedinf_cc.plan.report import Evaluation, Plan
+    from fusedinf_cc.workload.replay import ReplayResult
 
 
 def simulation_table(results: list[ReplayResult]) -> Table:
@@ -55,7 +55,7 @@ def simulation_table(results: list[ReplayResult]) -> Table:
 def plan_bundles_table(plan: Plan) -> Table:
     """The plan's bundles: their models and predicted footprints (with an arena)."""
     table = Table("bundle", "models", "footprint", title="plan")
-    for name, members in plan.bundles.items():
+    for name, members in plan.bundles.lists().items():
         table.add_row(name, ", ".join(members), format_bytes(plan.bundle_bytes[name]))
     return table
 
@@ -90,6 +90,29 @@ def plan_table(plan: Plan) -> Table:
             _predicted_replayed(evaluation, lambda r: r.p99_ms, "{:.1f}"),
         )
     return table
+
+
+def plan_lines(plan: Plan) -> list[str]:
+    """What the plan gains over the better baseline, how low any grouping could go, why the
+    plan is a baseline where it is one, and what the search judged."""
+    lines = []
+    ratios = plan.over_baselines()
+    if ratios:
+        measured = "replayed" if plan.replayed else "predicted"
+        lines.append(
+            f"plan over the better baseline ({measured}): loading seconds "
+            f"{ratios['loading_seconds']:.2f}x, p99 {ratios['p99_ms']:.2f}x"
+        )
+        if "p99_nothing_evicted" in ratios:
+            lines.append(
+                f"with nothing evicted, p99 is {ratios['p99_nothing_evicted']:.2f}x the better "
+                "baseline's (the lower of unfused and fused): about the least any grouping "
+                "reaches, since it wins back what swapping adds and what fused sessions gain"
+            )
+    if plan.kept_baseline:
+        lines.append(f"the plan is {plan.kept_baseline}: {plan.kept_because}")
+    lines.append(f"searched {plan.search.evaluated} groupings in {plan.search.seconds:.1f} s")
+    return lines
 
 
 def _predicted_replayed(evaluation: Evaluation, value: Callable, form: str) -> str:

@@ -100,14 +100,19 @@ def check_output_folder(target: Path) -> None:
         raise UserInputError(f"{target}: output folder {target.parent} does not exist")
 
 
-def make_output_folder(folder: Path) -> None:
-    """Create the folder `-o` names (and its parents); one line if it is a file or cannot be."""
+def check_folder(folder: Path, flag: str = "-o") -> None:
+    """What `flag` names is a folder or nothing yet, never a file: checked before long work."""
     if folder.exists() and not folder.is_dir():
-        raise UserInputError(f"-o {folder}: not a folder")
+        raise UserInputError(f"{flag} {folder}: not a folder")
+
+
+def make_output_folder(folder: Path, flag: str = "-o") -> None:
+    """Create the folder `flag` names (and its parents); one line if it is a file or cannot be."""
+    check_folder(folder, flag)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserInputError(f"-o {folder}: cannot create it ({error.strerror})") from None
+        raise UserInputError(f"{flag} {folder}: cannot create it ({error.strerror})") from None
 
 
 def check_output_file(target: Path) -> None:

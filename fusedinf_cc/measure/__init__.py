@@ -1,4 +1,5 @@
 """Measurements over the compiler and the runtime: `verify` (fused vs separate outputs), `bench`
-(fresh processes, side by side), `simulate` (trace replay on the real loader), `plot`.
+(fresh processes, side by side), `simulate` (trace replay on the real loader, over the
+`deployments` it builds), `plot`.
 
-May import `compiler`, `runtime` and everything below them."""
+May import `workload`, `compiler`, `runtime` and everything below them."""

@@ -36,7 +36,7 @@ from fusedinf_cc.onnx_io.model_io import load_model, save_model_atomic
 from fusedinf_cc.runtime.feeds import load_feeds, random_feeds
 from fusedinf_cc.runtime.worker import (
     BenchConfig,
-    BenchPlan,
+    ProbeJob,
     Variant,
     VariantResult,
     run_in_fresh_process,
@@ -186,25 +186,25 @@ def bench_artifact(
         {original: fused_feeds[name] for original, name in entry.inputs.items()}
         for entry in manifest.models
     ]
-    plans: dict[Variant, BenchPlan] = {
-        "fused": BenchPlan([("fused", fused_path)], [fused_feeds], runs, warmup),
-        "separate": BenchPlan(sources, separate_feeds, runs, warmup),
+    jobs: dict[Variant, ProbeJob] = {
+        "fused": ProbeJob([("fused", fused_path)], [fused_feeds], runs, warmup),
+        "separate": ProbeJob(sources, separate_feeds, runs, warmup),
     }
     results = _run_rounds(
-        plans, list(configs or default_configs(threads, runtime)), rounds, on_config_done
+        jobs, list(configs or default_configs(threads, runtime)), rounds, on_config_done
     )
     return BenchReport(results=results, environment=_environment(runtime), separate_models=sources)
 
 
 def _run_rounds(
-    plans: dict[Variant, BenchPlan],
+    jobs: dict[Variant, ProbeJob],
     tried: list[BenchConfig],
     rounds: int,
     on_config_done: Callable[[VariantResult], None] | None,
 ) -> list[VariantResult]:
     by_config: dict[BenchConfig, list[VariantResult]] = {config: [] for config in tried}
     for config in round_order(tried, rounds):
-        result = run_in_fresh_process(plans[config.variant], config)
+        result = run_in_fresh_process(jobs[config.variant], config)
         by_config[config].append(result)
         if on_config_done:
             on_config_done(result)
@@ -230,22 +230,22 @@ def _bench_model(
     alone = build_alone(fused_path, manifest, entry, scratch)
     part = None if is_engine(fused_path) else manifest.part(entry.name)
     read = part.inputs if part is not None else list(fused_feeds)
-    plans: dict[Variant, BenchPlan] = {
-        "fused": BenchPlan(
+    jobs: dict[Variant, ProbeJob] = {
+        "fused": ProbeJob(
             [("fused", fused_path)],
             [{name: fused_feeds[name] for name in read}],
             runs,
             warmup,
             part=entry.name,
         ),
-        "separate": BenchPlan(
+        "separate": ProbeJob(
             [(entry.name, alone)],
             [_alone_feeds(alone, entry, fused_feeds)],
             runs,
             warmup,
         ),
     }
-    results = _run_rounds(plans, configs, rounds, on_config_done)
+    results = _run_rounds(jobs, configs, rounds, on_config_done)
     environment = _environment(runtime) | {
         "model": entry.name,
         "runs_in_fused": "its part" if part is not None else "the whole fused graph",

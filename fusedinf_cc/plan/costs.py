@@ -30,34 +30,21 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from fusedinf_cc.runtime.bundle import WHOLE, Bundle, SessionKey
 from fusedinf_cc.runtime.feeds import random_feeds
-from fusedinf_cc.runtime.loader import Bundle, EngineCache
+from fusedinf_cc.runtime.ledger import LoadNeed, SessionBytes
+from fusedinf_cc.runtime.loader import BundleCache
 
 
 @dataclass(frozen=True)
-class SessionCost:
-    """One session as the loader counts it."""
+class SessionCost(SessionBytes):
+    """One session as the loader counts it (`SessionBytes`), and what it takes in time."""
 
-    private_bytes: int
-    weights: tuple[tuple[str, int], ...]  # pooled weights: (digest, bytes)
-    activation_bytes: int
-    load_seconds: float
-    run_seconds: float  # a warm request
+    activation_bytes: int = 0  # what its request needs from the shared arena
+    load_seconds: float = 0.0
+    run_seconds: float = 0.0  # a warm request
     # What the first request after a load takes beyond a warm one (allocations, cold caches).
     cold_seconds: float = 0.0
-    loading_bytes: int = 0  # what its load needs beyond `bytes` while it loads
-
-    @functools.cached_property
-    def weight_bytes(self) -> int:
-        return sum(size for _, size in self.weights)
-
-    @functools.cached_property
-    def digests(self) -> frozenset[str]:
-        return frozenset(digest for digest, _ in self.weights)
-
-    @property
-    def bytes(self) -> int:
-        return self.private_bytes + self.weight_bytes
 
 
 @dataclass(frozen=True)
@@ -100,7 +87,7 @@ def measure_bundle(bundle: Bundle, pooled: bool, rounds: int = 3, runs: int = 5)
 class _Timing:
     """One session's samples: its loads, the first run after each, and the warm runs."""
 
-    key: str | None  # None: the whole bundle; else a model's part
+    key: SessionKey  # the whole bundle, or a model's part
     feeds: dict
     loads: list[float] = field(default_factory=list)
     first: list[float] = field(default_factory=list)
@@ -121,21 +108,21 @@ def measure_bundles(
     tables the others left. Reloading straight after closing measured a first run 0.1-1.4 ms
     over a warm one on the zoo models; after the others ran, 1-12 ms. `done(name)` after each
     bundle's round."""
-    turns: list[tuple[Bundle, EngineCache, list[_Timing]]] = []
+    turns: list[tuple[Bundle, BundleCache, list[_Timing]]] = []
     try:
         for bundle in bundles:
-            cache = EngineCache(max(bundle.footprint.alone_bytes * 4, 1 << 20), pool_weights=pooled)
+            cache = BundleCache(max(bundle.footprint.alone_bytes * 4, 1 << 20), pool_weights=pooled)
             timings: list[_Timing] = []
             turns.append((bundle, cache, timings))
             cache.register(bundle)
-            for key in [None, *sorted(bundle.parts)]:  # a bundle of one model has no parts
-                specs = cache.input_specs(key or bundle.name, bundle=bundle.name)
+            for key in [WHOLE, *sorted(bundle.parts)]:  # a bundle of one model has no parts
+                specs = cache.input_specs(_request_name(bundle, key), bundle=bundle.name)
                 timings.append(_Timing(key, random_feeds(specs)))
             cache.unload(bundle.name)
         for _ in range(rounds):
             for bundle, cache, timings in turns:
                 for timing in timings:
-                    _time_session(cache, bundle.name, timing, runs)
+                    _time_session(cache, bundle, timing, runs)
                 if done:
                     done(bundle.name)
     finally:
@@ -144,33 +131,38 @@ def measure_bundles(
     return [_measured(bundle, timings, pooled) for bundle, _, timings in turns]
 
 
-def _time_session(cache: EngineCache, bundle_name: str, timing: _Timing, runs: int) -> None:
+def _request_name(bundle: Bundle, key: SessionKey) -> str:
+    """What a request for the session `key` asks the loader for: the bundle, or the model."""
+    return bundle.name if key is WHOLE else key  # type: ignore[return-value]
+
+
+def _time_session(cache: BundleCache, bundle: Bundle, timing: _Timing, runs: int) -> None:
     """Load the session, run it `runs` times (at least twice) and close the bundle again."""
-    name = timing.key or bundle_name
+    name = _request_name(bundle, timing.key)
     before = cache.stats.seconds_loading
-    cache.load(name, bundle=bundle_name)
+    cache.load(name, bundle=bundle.name)
     timing.loads.append(cache.stats.seconds_loading - before)
     for run in range(max(runs, 2)):
         started = time.perf_counter()
-        cache.run(name, timing.feeds, bundle=bundle_name)
+        cache.run(name, timing.feeds, bundle=bundle.name)
         (timing.warm if run else timing.first).append(time.perf_counter() - started)
-    cache.unload(bundle_name)
+    cache.unload(bundle.name)
 
 
-def _held_bytes(bundle: Bundle, key: str | None, pooled: bool) -> dict:
+def _held_bytes(bundle: Bundle, key: SessionKey, pooled: bool) -> dict:
     """The `SessionCost` byte fields of the bundle's session for `key`, as the loader counts
     them. A part's measured bytes are its peak beside the whole: its load included."""
-    private, shared = bundle.session_cost(key, pooled)
+    counted = bundle.session_bytes(key, pooled)
     return {
-        "private_bytes": private,
-        "weights": tuple(sorted(shared.items())),
+        "private_bytes": counted.private_bytes,
+        "weights": counted.weights,
         "activation_bytes": bundle.footprint.activation_bytes,
-        "loading_bytes": bundle.footprint.loading_bytes if key is None else 0,
+        "loading_bytes": counted.loading_bytes,
     }
 
 
 def _measured(bundle: Bundle, timings: Sequence[_Timing], pooled: bool) -> Measured:
-    costs: dict[str | None, SessionCost] = {}
+    costs: dict[SessionKey, SessionCost] = {}
     ratios: list[float] = []
     for timing in timings:
         median = statistics.median(timing.loads)
@@ -182,9 +174,8 @@ def _measured(bundle: Bundle, timings: Sequence[_Timing], pooled: bool) -> Measu
             run_seconds=warm,
             cold_seconds=max(0.0, statistics.median(timing.first) - warm),
         )
-    members = frozenset(bundle.models()) or frozenset({bundle.name})
-    parts = {key: cost for key, cost in costs.items() if key is not None}
-    return Measured(members, costs[None], parts, tuple(ratios))
+    parts = {key: cost for key, cost in costs.items() if key is not WHOLE}
+    return Measured(bundle.members, costs[WHOLE], parts, tuple(ratios))  # type: ignore[arg-type]
 
 
 class CostModel:
@@ -251,21 +242,21 @@ class CostModel:
         (their times stay fitted): a baseline built for real is predicted holding what it
         holds, so its prediction is left out of a budget exactly where it cannot load."""
         for bundle in bundles:
-            members = frozenset(bundle.models()) or frozenset({bundle.name})
+            members = bundle.members
             if len(members) > 1 and members not in self._measured:
-                self._held[members] = _held_bytes(bundle, None, pooled)
+                self._held[members] = _held_bytes(bundle, WHOLE, pooled)
         self._wholes.clear()
 
-    def built_need(self, members: frozenset[str]) -> tuple[int, int]:
+    def built_need(self, members: frozenset[str]) -> LoadNeed:
         """What the bundle of `members` will need once built: its load's peak (what it holds
         and its transient) and its arena. One never measured may need as much more than
         predicted as a measured group did at worst (`bytes_margin`, `activation_margin`), so
         that a plan is not chosen with a bundle that then cannot load."""
         whole = self.whole(members)
         if self.is_measured(members):
-            return whole.bytes + whole.loading_bytes, whole.activation_bytes
+            return LoadNeed(whole.bytes + whole.loading_bytes, whole.activation_bytes)
         held = math.ceil((whole.bytes + whole.loading_bytes) * self.bytes_margin)
-        return held, math.ceil(whole.activation_bytes * self.activation_margin)
+        return LoadNeed(held, math.ceil(whole.activation_bytes * self.activation_margin))
 
     def is_measured(self, members: frozenset[str]) -> bool:
         """Whether what the bundle of `members` holds was measured (a model alone's always is;

@@ -1,46 +1,43 @@
-"""Replay a trace on predicted sessions: the loader's accounting and policies, no ONNX Runtime.
+"""Replay a trace on predicted sessions: the loader's own ledger and policies, no ONNX Runtime.
 
-A candidate grouping is judged the way `simulate` judges real bundles: one server takes the
-requests in arrival order, each call opens what it needs (evicting idle bundles chosen by the
-loader's own policy objects until it fits the budget beside the shared activation arena) and
-runs. Sessions are `CostModel` predictions and time is counted, not measured, so one replay of
-thousands of requests takes milliseconds. The accounting follows `EngineCache`: a bundle holds
-its whole and its models' parts as sessions, pooled weights count once while any session holds
-them, a whole counts its load's transient until it is open, the arena grows to the largest
-request and never shrinks (and a replay starts with it grown: it opened every called session
-for its feeds), a bundle whose next session does not fit beside its own idle ones closes those
-first.
+A candidate layout is judged the way `simulate` judges real bundles, in the same replay loop
+(`workload/replay.py`), with a server that stands in for the loader: each call opens what it
+needs, making room in a `MemoryLedger` exactly as the loader does (registration, pooled
+weights, a load's transient, the arena, a bundle that closes its own idle sessions first, the
+policy's victims), and runs. Sessions are `CostModel` predictions and time is counted, not
+measured, so one replay of thousands of requests takes milliseconds. A replay starts with the
+arena grown to the largest request's, as a real replay does (it opened every called session
+for its feeds).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.measure.simulate import (
-    Call,
-    FutureUses,
-    ReplayResult,
-    Request,
-    check_policies,
-)
 from fusedinf_cc.plan.costs import CostModel, SessionCost
-from fusedinf_cc.runtime.policies import POLICIES, CachePolicy, Clairvoyant
+from fusedinf_cc.runtime.bundle import WHOLE, SessionKey
+from fusedinf_cc.runtime.ledger import Evictable, LoadNeed, MemoryLedger
+from fusedinf_cc.runtime.loader import CacheStats
+from fusedinf_cc.runtime.policies import CachePolicy
+from fusedinf_cc.workload.layout import Layout
+from fusedinf_cc.workload.replay import FutureUses, ReplayResult, new_policy, serve_trace
+from fusedinf_cc.workload.requests import Request
+from fusedinf_cc.workload.routing import Call, Routes
 
 
 @dataclass
-class _Resident:
-    """A bundle as the policies see it (`CachedBundle`), with its open sessions."""
+class _Bundle:
+    """A bundle as the policies see it (`CachedBundle`), with the sessions it has open."""
 
     name: str
     members: frozenset[str]
     whole_bytes: int
-    activation: int
-    sessions: dict[str | None, SessionCost] = field(default_factory=dict)
+    sessions: set[SessionKey] = field(default_factory=set)
     frequency: int = 0
     priority: float = 0.0
     base: float = 0.0
@@ -52,190 +49,109 @@ class _Resident:
         return self.whole_bytes if self.freeable is None else self.freeable
 
 
-class _Memory:
-    """What open sessions hold: their own bytes, and each pooled weight once."""
+class PredictedServer:
+    """The loader on predicted sessions: its ledger and policy, time counted from the costs."""
 
-    def __init__(self) -> None:
-        self.private = 0
-        self.weights = 0
-        self._holders: dict[str, int] = {}
-        self._sizes: dict[str, int] = {}
-        self._shared: set[str] = set()  # digests more than one session holds: few
+    def __init__(
+        self,
+        layout: Layout,
+        routes: Routes,
+        costs: CostModel,
+        budget_bytes: int,
+        policy: CachePolicy,
+    ):
+        self.costs = costs
+        self.policy = policy
+        self.stats = CacheStats()
+        self.ledger = MemoryLedger(budget_bytes)
+        self._bundles: dict[str, _Bundle] = {}
+        for name, members in layout.items():
+            whole = costs.whole(members)
+            need = LoadNeed(whole.bytes + whole.loading_bytes, whole.activation_bytes)
+            self.ledger.register(name, need)  # refused as the loader refuses it
+            self._bundles[name] = _Bundle(name, members, whole.bytes)
+        called = {call.bundle for calls in routes.values() for call in calls}
+        self.ledger.arena_bytes = max(
+            (costs.whole(layout[name]).activation_bytes for name in called), default=0
+        )
+        self._resident: dict[str, _Bundle] = {}  # in the order bundles registered
+        self._order = {name: index for index, name in enumerate(self._bundles)}
+        self._scatter = _scatter(costs.load_jitter)
 
-    def add(self, cost: SessionCost) -> None:
-        self.private += cost.private_bytes
-        for digest, size in cost.weights:
-            count = self._holders.get(digest, 0)
-            if count == 0:
-                self.weights += size
-                self._sizes[digest] = size
-            elif count == 1:
-                self._shared.add(digest)
-            self._holders[digest] = count + 1
+    def serve(self, call: Call) -> float:
+        bundle = self._bundles[call.bundle]
+        key = WHOLE if call.model is None or len(bundle.members) == 1 else call.model
+        session = self._session(bundle, key)
+        if key in bundle.sessions:
+            self.stats.hits += 1
+            self.policy.touch(bundle)
+            return session.run_seconds
+        seconds = self._open(bundle, key, session)
+        return seconds + session.run_seconds + session.cold_seconds
 
-    def remove(self, cost: SessionCost) -> None:
-        self.private -= cost.private_bytes
-        for digest, size in cost.weights:
-            count = self._holders[digest] - 1
-            if count == 0:
-                self.weights -= size
-                del self._holders[digest], self._sizes[digest]
-            else:
-                self._holders[digest] = count
-                if count == 1:
-                    self._shared.discard(digest)
+    def request_done(self) -> None:
+        return None
 
-    def added_by(self, costs: Sequence[SessionCost]) -> int:
-        """Bytes these sessions would add to what is held."""
-        new: dict[str, int] = {}
-        for cost in costs:
-            for digest, size in cost.weights:
-                if digest not in self._holders:
-                    new[digest] = size
-        return sum(c.private_bytes for c in costs) + sum(new.values())
+    def _session(self, bundle: _Bundle, key: SessionKey) -> SessionCost:
+        if key is WHOLE:
+            return self.costs.whole(bundle.members)
+        return self.costs.part(bundle.members, key)  # type: ignore[arg-type]
 
-    def freed_by(self, costs: Sequence[SessionCost]) -> int:
-        """Bytes closing these sessions (all of one bundle) would free."""
-        if len(costs) == 1:  # the common case, without walking every weight
-            cost = costs[0]
-            kept = sum(self._sizes[d] for d in self._shared if d in cost.digests)
-            return cost.bytes - kept
-        own: dict[str, int] = {}
-        sizes: dict[str, int] = {}
-        for cost in costs:
-            for digest, size in cost.weights:
-                own[digest] = own.get(digest, 0) + 1
-                sizes[digest] = size
-        alone = sum(sizes[d] for d, n in own.items() if self._holders.get(d, 0) == n)
-        return sum(c.private_bytes for c in costs) + alone
+    def _open(self, bundle: _Bundle, key: SessionKey, session: SessionCost) -> float:
+        """Make room as the loader does, open the session, and count its load."""
+        resident = self.ledger.holds(bundle.name)
+        others = sorted(
+            (b for b in self._resident.values() if b is not bundle),
+            key=lambda b: self._order[b.name],
+        )
+        closed = self.ledger.make_room(
+            bundle.name, key, session, idle=others, policy=self.policy, evict=self._evict
+        )
+        if closed is None:
+            raise UserInputError(f"bundle {bundle.name!r} does not fit the budget")
+        bundle.sessions.difference_update(closed)
+        if resident:
+            self.stats.hits += 1
+            self.policy.touch(bundle)
+        else:
+            self.stats.misses += 1
+        bundle.sessions.add(key)
+        self._resident[bundle.name] = bundle
+        stats = self.stats
+        stats.peak_accounted_bytes = max(stats.peak_accounted_bytes, self.ledger.held_bytes)
+        self.ledger.opened(bundle.name, key)
+        seconds = session.load_seconds * next(self._scatter)
+        stats.seconds_loading += seconds
+        stats.models_opened += 1 if key is not WHOLE else len(bundle.members)
+        if len(bundle.sessions) == 1:
+            bundle.cost_seconds = seconds
+            self.policy.touch(bundle)
+        return seconds
+
+    def _evict(self, victim: Evictable) -> None:
+        bundle = self._bundles[victim.name]
+        bundle.sessions.clear()
+        del self._resident[bundle.name]
+        self.stats.evictions += 1
+        self.policy.evicted(bundle)
 
 
 def predict(
     requests: Sequence[Request],
-    bundles: Mapping[str, frozenset[str]],
-    calls: Mapping[str, Sequence[Call]],
+    layout: Layout,
+    routes: Routes,
     costs: CostModel,
     budget_bytes: int,
     policy: str,
     deployment: str = "predicted",
 ) -> ReplayResult:
-    """`simulate.replay`'s result for these bundles (name -> models) and routed calls, on
-    predicted sessions. Peak RSS growth is not predicted (0)."""
-    check_policies([policy])
-    future = FutureUses([c.bundle for r in requests for c in calls[r.function]])
-    made: CachePolicy = (
-        Clairvoyant(future.until_next_use) if policy == Clairvoyant.name else POLICIES[policy]()
-    )
-    entries = {}
-    for name, members in bundles.items():
-        whole = costs.whole(members)
-        if whole.bytes + whole.loading_bytes + whole.activation_bytes > budget_bytes:
-            raise UserInputError(
-                f"bundle {name!r} ({', '.join(sorted(members))}) does not fit the budget"
-            )
-        entries[name] = _Resident(name, members, whole.bytes, whole.activation_bytes)
-    order = {entry.name: i for i, entry in enumerate(entries.values())}
-    scatter = _scatter(costs.load_jitter)
-    memory = _Memory()
-    resident: dict[str, _Resident] = {}
-    # A replay opens every called session once for its feeds before it starts: the arena it
-    # starts with has grown to the largest of them. A request needs its bundle's arena, parts
-    # too (what the loader counts).
-    arena = max(
-        (entries[call.bundle].activation for called in calls.values() for call in called),
-        default=0,
-    )
-    hits = misses = evictions = models_loaded = 0
-    loading = peak = 0.0
-    server_free_at = 0.0
-    latencies = []
-    step = 0
-    for request in requests:
-        service = 0.0
-        for call in calls[request.function]:
-            future.now = step
-            step += 1
-            entry = entries[call.bundle]
-            key = None if call.model is None or len(entry.members) == 1 else call.model
-            session = costs.whole(entry.members) if key is None else costs.part(entry.members, key)
-            was_resident = entry.name in resident
-            needed_arena = max(arena, entry.activation)
-            opened = key not in entry.sessions
-            if opened:
-                # In the order bundles registered, as the loader offers them: a policy that
-                # weighs two victims alike takes the first.
-                others = sorted(
-                    (e for e in resident.values() if e is not entry), key=lambda e: order[e.name]
-                )
-                # A whole counts its load's transient until it is open.
-                room = needed_arena + session.loading_bytes
-                if _alone_bytes([*entry.sessions.values(), session]) + room > budget_bytes:
-                    if not entry.sessions:
-                        raise UserInputError(f"bundle {entry.name!r} does not fit the budget")
-                    # Its own idle sessions are what leave no room: close them, as the loader does.
-                    for cost in entry.sessions.values():
-                        memory.remove(cost)
-                    entry.sessions.clear()
-                while not _fits(memory, [session], room, budget_bytes) and others:
-                    for other in others:
-                        other.freeable = memory.freed_by(list(other.sessions.values()))
-                    victim = made.victim(others)
-                    others.remove(victim)
-                    for cost in victim.sessions.values():
-                        memory.remove(cost)
-                    victim.sessions.clear()
-                    del resident[victim.name]
-                    evictions += 1
-                    made.evicted(victim)
-                arena = needed_arena
-                if was_resident:
-                    hits += 1
-                    made.touch(entry)
-                else:
-                    misses += 1
-                entry.sessions[key] = session
-                memory.add(session)
-                peak = max(peak, memory.private + memory.weights + room)
-                resident[entry.name] = entry
-                seconds = session.load_seconds * next(scatter)
-                service += seconds
-                loading += seconds
-                models_loaded += 1 if key is not None else len(entry.members)
-                if len(entry.sessions) == 1:
-                    entry.cost_seconds = seconds
-                    made.touch(entry)
-            else:
-                hits += 1
-                made.touch(entry)
-                arena = needed_arena
-            peak = max(peak, memory.private + memory.weights + arena)
-            service += session.run_seconds + (session.cold_seconds if opened else 0.0)
-        start = max(request.arrival_s, server_free_at)
-        server_free_at = start + service
-        latencies.append((server_free_at - request.arrival_s) * 1000.0)
-    return ReplayResult(
-        deployment=deployment,
-        policy=policy,
-        budget_bytes=budget_bytes,
-        requests=len(requests),
-        hits=hits,
-        misses=misses,
-        models_loaded=models_loaded,
-        evictions=evictions,
-        seconds_loading=loading,
-        p50_ms=float(np.percentile(latencies, 50)),
-        p99_ms=float(np.percentile(latencies, 99)),
-        peak_accounted_bytes=int(peak),
-        peak_rss_growth_bytes=0,
-    )
-
-
-def _fits(memory: _Memory, sessions: Sequence[SessionCost], arena: int, budget: int) -> bool:
-    return memory.private + memory.weights + memory.added_by(sessions) + arena <= budget
-
-
-def _alone_bytes(sessions: Sequence[SessionCost]) -> int:
-    return _Memory().added_by(sessions)
+    """What `simulate.replay` would report for this layout and these routes, on predicted
+    sessions; a bundle the loader would refuse under the budget raises `UserInputError`.
+    Peak RSS growth is not predicted (0)."""
+    future = FutureUses.of(requests, routes)
+    server = PredictedServer(layout, routes, costs, budget_bytes, new_policy(policy, future))
+    latencies = serve_trace(requests, routes, server, future)
+    return ReplayResult.of(deployment, policy, budget_bytes, server.stats, latencies)
 
 
 def _scatter(ratios: Sequence[float]) -> Iterator[float]:

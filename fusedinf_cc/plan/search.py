@@ -1,7 +1,8 @@
-"""Search groupings of models on predicted replays.
+"""Search layouts of models into bundles on predicted replays.
 
-A grouping is a set of bundles, each a set of models; every model a function calls sits in at
-least one, and with pooled weights a model may sit in several. Each is judged by a predicted
+The search moves between groupings, sets of bundles each a set of models (a layout before its
+bundles are named, `Layout.of_groups`); every model a function calls sits in at least one, and
+with pooled weights a model may sit in several. Each is judged by a predicted
 replay of the planning trace (`predict`) against the two fixed deployments, unfused (a bundle
 per model) and fused (a bundle per function): its loading seconds over the better of theirs
 plus its p99 latency over the better of theirs, so 2.0 ties the best of both and less beats it.
@@ -19,27 +20,25 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.measure.simulate import ReplayResult, Request, route
 from fusedinf_cc.plan.costs import CostModel
 from fusedinf_cc.plan.predict import predict
+from fusedinf_cc.runtime.ledger import least_budget
+from fusedinf_cc.workload.layout import Functions, Layout
+from fusedinf_cc.workload.replay import ReplayResult
+from fusedinf_cc.workload.requests import Request
+from fusedinf_cc.workload.routing import route
 
-Grouping = frozenset[frozenset[str]]
-
-
-def named(grouping: Grouping) -> dict[str, frozenset[str]]:
-    """Bundle names for a grouping: a model alone keeps its name, groups are g00, g01, ..."""
-    solos = {next(iter(b)): b for b in sorted((b for b in grouping if len(b) == 1), key=sorted)}
-    groups = sorted((b for b in grouping if len(b) > 1), key=lambda b: sorted(b))
-    return {**solos, **{f"g{index:02d}": b for index, b in enumerate(groups)}}
+# The search's own form of a layout: its bundles' model sets, unnamed (cheap to hash and move).
+_Grouping = frozenset[frozenset[str]]
 
 
 @dataclass(frozen=True)
 class Judged:
-    grouping: Grouping
+    layout: Layout
     score: float
     result: ReplayResult
 
@@ -60,9 +59,9 @@ class _Judge:
         self.requests, self.functions = requests, functions
         self.costs, self.budget, self.policy = costs, budget, policy
         self.reference = (1.0, 1.0)
-        self._seen: dict[Grouping, Judged | None] = {}
+        self._seen: dict[_Grouping, Judged | None] = {}
 
-    def __call__(self, grouping: Grouping) -> Judged | None:
+    def __call__(self, grouping: _Grouping) -> Judged | None:
         if grouping not in self._seen:
             self._seen[grouping] = self._judge(grouping)
         return self._seen[grouping]
@@ -71,18 +70,17 @@ class _Judge:
     def evaluated(self) -> int:
         return len(self._seen)
 
-    def _judge(self, grouping: Grouping) -> Judged | None:
-        bundles = named(grouping)
-        needs = [self.costs.built_need(members) for members in bundles.values()]
-        # As the loader registers bundles: the largest load beside the largest arena.
-        if max(held for held, _ in needs) + max(arena for _, arena in needs) > self.budget:
+    def _judge(self, grouping: _Grouping) -> Judged | None:
+        layout = Layout.of_groups(grouping)
+        # As the loader registers bundles, with what each may need once built.
+        if least_budget(self.costs.built_need(members) for members in grouping) > self.budget:
             return None  # a bundle that might not load once built
-        calls = route(self.functions, {name: sorted(m) for name, m in bundles.items()})
+        routes = route(self.functions, layout)
         try:
-            result = predict(self.requests, bundles, calls, self.costs, self.budget, self.policy)
+            result = predict(self.requests, layout, routes, self.costs, self.budget, self.policy)
         except UserInputError:
             return None  # a bundle that cannot fit the budget
-        return Judged(grouping, self._score(result), result)
+        return Judged(layout, self._score(result), result)
 
     def _score(self, result: ReplayResult) -> float:
         loading, p99 = self.reference
@@ -90,14 +88,14 @@ class _Judge:
 
     def rescore(self, judged: Judged) -> Judged:
         """`judged` against the current reference (set once the baselines are judged)."""
-        rescored = Judged(judged.grouping, self._score(judged.result), judged.result)
-        self._seen[judged.grouping] = rescored
+        rescored = Judged(judged.layout, self._score(judged.result), judged.result)
+        self._seen[judged.layout.groups] = rescored
         return rescored
 
 
 def search(
     requests: Sequence[Request],
-    functions: Mapping[str, Sequence[str]],
+    functions: Functions,
     costs: CostModel,
     budget_bytes: int,
     policy: str,
@@ -110,9 +108,8 @@ def search(
     started = time.perf_counter()
     fns = {name: list(models) for name, models in functions.items()}
     judge = _Judge(requests, fns, costs, budget_bytes, policy)
-    used = sorted({m for models in fns.values() for m in models})
-    unfused_g: Grouping = frozenset(frozenset({m}) for m in used)
-    fused_g: Grouping = frozenset(frozenset(models) for models in fns.values())
+    unfused_g = Layout.unfused(fns).groups
+    fused_g = Layout.fused(fns).groups
     unfused, fused = judge(unfused_g), judge(fused_g)
     if unfused is None:
         raise UserInputError("a model alone does not fit the budget")
@@ -135,7 +132,7 @@ def search(
             break
     # Climb from the few best distinct starts, not only the best: a climb stops at the first
     # grouping no single move improves, and another start may lead past it.
-    starts = sorted({j.grouping: j for j in seen}.values(), key=lambda j: j.score)[:RESTARTS]
+    starts = sorted({j.layout: j for j in seen}.values(), key=lambda j: j.score)[:RESTARTS]
     best = starts[0]
     for start in starts:
         if time.perf_counter() - started >= seconds:
@@ -162,7 +159,7 @@ def _climb(start: Judged, judge: _Judge, called, functions, pooled, deadline, pr
     best = start
     while time.perf_counter() < deadline:
         moves = []
-        for grouping in _moves(best.grouping, called, functions, pooled):
+        for grouping in _moves(best.layout.groups, called, functions, pooled):
             if time.perf_counter() >= deadline:
                 break
             moves.append(judge(grouping))
@@ -175,7 +172,7 @@ def _climb(start: Judged, judge: _Judge, called, functions, pooled, deadline, pr
     return best
 
 
-def _together(grouping: Grouping, called: Counter) -> Counter:
+def _together(grouping: _Grouping, called: Counter) -> Counter:
     """Requests that call models of both bundles, by pair of bundles."""
     pairs: Counter = Counter()
     for models, count in called.items():
@@ -185,7 +182,7 @@ def _together(grouping: Grouping, called: Counter) -> Counter:
     return pairs
 
 
-def _agglomerated(start: Grouping, called: Counter):
+def _agglomerated(start: _Grouping, called: Counter):
     """Groupings from merging, one pair at a time, the bundles most often called together
     relative to how often either is called."""
     grouping = start
@@ -206,7 +203,7 @@ def _agglomerated(start: Grouping, called: Counter):
         yield grouping
 
 
-def _moves(grouping: Grouping, called: Counter, functions, pooled: bool) -> list[Grouping]:
+def _moves(grouping: _Grouping, called: Counter, functions, pooled: bool) -> list[_Grouping]:
     """Neighbouring groupings: merges of the most co-called pairs, a model moved out of its
     bundle, and with pooled weights a hot function's own bundle or a redundant bundle dropped."""
     moves = []

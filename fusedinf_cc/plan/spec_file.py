@@ -11,15 +11,16 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.precompile.spec import read_spec
+from fusedinf_cc.workload.layout import Layout
 
 
 def spec_text(
-    bundles: Mapping[str, Sequence[str]],
+    bundles: Layout,
     models: Mapping[str, Path],
     folder: Path,
     *,
@@ -30,7 +31,7 @@ def spec_text(
     """TOML for `bundles` (name -> models), the models' paths relative to `folder` where they
     can be; built as the planner measured them (inputs shared where they match)."""
     blocks = ["\n".join(f"# {line}".rstrip() for line in header.splitlines())] if header else []
-    for name, members in bundles.items():
+    for name, members in bundles.lists().items():
         paths = ", ".join(
             f"{json.dumps(model)} = {json.dumps(_relative(models[model], folder))}"
             for model in members
@@ -46,7 +47,7 @@ def spec_text(
     return "\n\n".join(blocks) + "\n"
 
 
-def write_plan_spec(path: Path, text: str, bundles: Mapping[str, Sequence[str]]) -> None:
+def write_plan_spec(path: Path, text: str, bundles: Layout) -> None:
     """Write `text` to `path` once the spec reader takes it and it deploys `bundles`."""
     folder = path.parent if str(path.parent) else Path(".")
     try:
@@ -58,7 +59,7 @@ def write_plan_spec(path: Path, text: str, bundles: Mapping[str, Sequence[str]])
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         deployed = read_spec(staged).groups()
-        if deployed != {name: sorted(members) for name, members in bundles.items()}:
+        if deployed != bundles.lists():
             raise AssertionError(f"the plan's spec reads back as other bundles: {deployed}")
         os.replace(staged, path)
     finally:

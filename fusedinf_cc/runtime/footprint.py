@@ -22,8 +22,6 @@ import hashlib
 import json
 import math
 import os
-import subprocess
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +33,10 @@ from fusedinf_cc.backends.cpu_target import this_cpu
 from fusedinf_cc.backends.onnxruntime import RUN_REFUSED, import_onnxruntime
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import write_text_atomic
-from fusedinf_cc.runtime.procmem import proportional_set_size
-from fusedinf_cc.runtime.worker import BenchConfig, BenchPlan, run_in_fresh_process
+from fusedinf_cc.runtime.ledger import LoadNeed
+from fusedinf_cc.runtime.worker import BenchConfig, ProbeJob, run_in_fresh_process
 
-_MEASURE_CONFIG = BenchConfig("fused", spinning=False, execution="sequential")
+_MEASURE_CONFIG = BenchConfig("bundle", spinning=False, execution="sequential")
 # Recorded with every footprint; raised whenever what a loaded session holds changes (warm
 # process and shared arena: 1; ahead-of-time sessions without packed copies: 2; shared-arena
 # sessions without a memory pattern: 3; what each model's part adds beside the whole: 4; held
@@ -66,6 +64,11 @@ class Footprint:
     def alone_bytes(self) -> int:
         """What the bundle needs with nothing else loaded: its load and one request's arena."""
         return self.loading_peak_bytes + self.activation_bytes
+
+    @property
+    def load_need(self) -> LoadNeed:
+        """What registering the bundle checks against a budget (`ledger.least_budget`)."""
+        return LoadNeed(self.loading_peak_bytes, self.activation_bytes)
 
     def to_record(self) -> dict[str, int | float]:
         return {
@@ -174,7 +177,7 @@ def measure_footprint(
 ) -> Footprint:
     """Load `artifact` and run one request in a new interpreter (on `feeds`, else on random
     inputs); report what it cost. `with_parts`: then what each model's part adds beside it."""
-    plan = BenchPlan(
+    job = ProbeJob(
         models=[(artifact.stem, artifact)],
         feeds=None if feeds is None else [dict(feeds)],
         runs=1,
@@ -184,7 +187,7 @@ def measure_footprint(
         shared_arena=True,
         with_parts=with_parts,
     )
-    result = run_in_fresh_process(plan, _MEASURE_CONFIG)
+    result = run_in_fresh_process(job, _MEASURE_CONFIG)
     kept = max(0, result.resident_rss_bytes - result.baseline_rss_bytes)
     held = min(result.footprint_bytes, kept)
     return Footprint(
@@ -194,67 +197,3 @@ def measure_footprint(
         activation_bytes=result.activation_bytes,
         parts=result.part_bytes,
     )
-
-
-_SERVE_ONE = """
-import sys, time
-from pathlib import Path
-import numpy as np
-from fusedinf_cc.runtime.feeds import random_feeds
-from fusedinf_cc.runtime.loader import EngineCache, open_bundle
-bundle = open_bundle(Path(sys.argv[1]))
-cache = EngineCache(bundle.footprint.alone_bytes * 2, share_weights=sys.argv[2] == "1")
-cache.register(bundle)
-feeds = random_feeds(cache.input_specs(bundle.name))
-latencies = []
-for _ in range(int(sys.argv[3])):
-    started = time.perf_counter()
-    cache.run(bundle.name, feeds)
-    latencies.append((time.perf_counter() - started) * 1000)
-print(f"ready {np.median(latencies):.3f}", flush=True)
-sys.stdin.read()
-"""
-
-
-@dataclass(frozen=True)
-class SharingFigures:
-    workers: int
-    share_weights: bool
-    pss_bytes: list[int]  # proportional set size of each worker: shared pages split between them
-    p50_ms: float
-
-    @property
-    def total_pss_bytes(self) -> int:
-        return sum(self.pss_bytes)
-
-
-def measure_workers(
-    artifact: Path, *, workers: int = 4, share_weights: bool, runs: int = 20
-) -> SharingFigures:
-    """Start `workers` processes serving `artifact` through the loader; sum their PSS."""
-    processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _SERVE_ONE,
-                str(artifact),
-                "1" if share_weights else "0",
-                str(runs),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(workers)
-    ]
-    try:
-        ready = [process.stdout.readline().split() for process in processes]  # type: ignore[union-attr]
-        if any(len(line) != 2 for line in ready):
-            raise RuntimeError("a serving worker failed before it was ready")
-        pss = [proportional_set_size(process.pid) for process in processes]
-    finally:
-        for process in processes:
-            process.communicate(timeout=60)
-    p50 = float(sorted(float(line[1]) for line in ready)[len(ready) // 2])
-    return SharingFigures(workers, share_weights, pss, p50)

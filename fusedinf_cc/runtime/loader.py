@@ -1,16 +1,16 @@
-"""EngineCache: swap fused bundles in and out of memory under a budget.
+"""BundleCache: swap bundles in and out of memory under a budget.
 
 Requests name a bundle, or a model inside one; the cache loads what is missing, evicting idle
 bundles chosen by its policy until the newcomer fits. What it budgets with is each bundle's
-measured footprint (`footprint.py`), so the accounting is about real memory. A bundle serving a
-request is pinned and never evicted; concurrent requests for a bundle that is loading wait for
-that one load; a bundle larger than the whole budget is refused when registered.
+measured footprint (`footprint.py`), counted session by session in a memory ledger
+(`ledger.py`, the one place that rule is written), so the accounting is about real memory. A
+bundle serving a request is pinned and never evicted; concurrent requests for a bundle that is
+loading wait for that one load; a bundle that could never load under the budget is refused when
+registered.
 
 A request for one model of a bundle runs that model's part (`compiler/parts.py`), not the whole
 graph: each bundle holds up to one session for the whole and one per model asked for, each
-opened when first needed and all closed together when the bundle is evicted. The budget counts
-the sessions a bundle holds: the whole at its measured footprint, a part at what it was measured
-to add beside the whole plus the pooled weights it maps.
+opened when first needed and all closed together when the bundle is evicted.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import functools
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,27 +28,19 @@ from pathlib import Path
 import numpy as np
 
 from fusedinf_cc.artifacts.index import shipped_inputs
-from fusedinf_cc.artifacts.integrity import check_side_file
-from fusedinf_cc.artifacts.manifest import (
-    Manifest,
-    ModelEntry,
-    PartRecord,
-    manifest_path_for,
-    read_manifest,
-)
+from fusedinf_cc.artifacts.manifest import ModelEntry
 from fusedinf_cc.backends.base import Session, TensorSpec
 from fusedinf_cc.backends.onnxruntime import NO_SPINNING_OPTIONS
 from fusedinf_cc.backends.sessions import (
     DEFAULT_RUNTIME,
     check_runtime,
     check_weight_streaming,
-    is_engine,
     open_session,
 )
-from fusedinf_cc.backends.weight_pool import DEFAULT_POOL, shared_bytes_by_digest
+from fusedinf_cc.backends.weight_pool import DEFAULT_POOL
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.common.files import sha256_file
 from fusedinf_cc.common.sizes import format_bytes
+from fusedinf_cc.runtime.bundle import WHOLE, Bundle, SessionKey, open_bundle
 from fusedinf_cc.runtime.feeds import (
     check_feeds,
     load_feeds,
@@ -55,116 +48,9 @@ from fusedinf_cc.runtime.feeds import (
     read_feeds,
     resolve_shape,
 )
-from fusedinf_cc.runtime.footprint import Footprint, FootprintCache, arena_bytes
+from fusedinf_cc.runtime.ledger import Evictable, MemoryLedger
 from fusedinf_cc.runtime.policies import POLICIES, CachePolicy
 from fusedinf_cc.runtime.procmem import release_freed_memory
-
-
-@dataclass
-class Bundle:
-    """A runnable artifact: a fused model with its manifest, or one plain model."""
-
-    name: str
-    artifact: Path
-    manifest: Manifest | None
-    footprint: Footprint
-    _costs: dict[tuple[str | None, bool], tuple[int, dict[str, int]]] = field(
-        default_factory=dict, repr=False, compare=False
-    )
-
-    def models(self) -> dict[str, ModelEntry]:
-        return {entry.name: entry for entry in self.manifest.models} if self.manifest else {}
-
-    @functools.cached_property
-    def parts(self) -> dict[str, PartRecord]:
-        """Each model's part of the artifact, by model name (none for an engine)."""
-        if self.manifest is None or is_engine(self.artifact):
-            return {}
-        return {part.model: part for part in self.manifest.parts}
-
-    def session_key(self, model: str | None) -> str | None:
-        """The session a request for `model` (None: the whole) opens: that model's part where
-        the bundle has one, else the whole (None)."""
-        return model if model in self.parts else None
-
-    @functools.cached_property
-    def shared_weights(self) -> dict[str, int]:
-        """Bytes of each distinct weight this bundle maps from the process's weight pool, by
-        digest (ahead-of-time bundles only): bundles holding the same weight hold one copy."""
-        if self.manifest is None:
-            return {}
-        return shared_bytes_by_digest(self.manifest.weights)
-
-    def session_cost(self, key: str | None, pooled: bool) -> tuple[int, dict[str, int]]:
-        """(private bytes, pooled weights by digest) of the session for `key`: the whole
-        (None), whose footprint was measured, or a model's part, which maps its share of the
-        whole's weights and adds what was measured beside the whole. A part never measured
-        (a footprint from elsewhere) is counted as the whole. Weighed on every swap, so
-        worked out once per session."""
-        if (key, pooled) not in self._costs:
-            self._costs[key, pooled] = self._session_cost(key, pooled)
-        return self._costs[key, pooled]
-
-    def _session_cost(self, key: str | None, pooled: bool) -> tuple[int, dict[str, int]]:
-        shared = self.shared_weights if pooled else {}
-        whole = max(0, self.footprint.measured_bytes - sum(shared.values())), shared
-        added = self.footprint.parts.get(key) if key is not None else None
-        if added is None:
-            return whole
-        weights = self._part_weights[key]  # type: ignore[index]
-        mapped = sum(weights.values())
-        if added + mapped > self.footprint.loading_peak_bytes:
-            return whole  # a part runs a subset of the whole: it holds no more (noise aside)
-        return (added, weights) if pooled else (added + mapped, {})
-
-    @functools.cached_property
-    def _part_weights(self) -> dict[str, dict[str, int]]:
-        """Each part's share of the whole's side-file weights, by digest."""
-        records = self.manifest.weights if self.manifest else []
-        shares = {}
-        for model, part in self.parts.items():
-            reads = set(part.weights)
-            shares[model] = shared_bytes_by_digest(r for r in records if r.name in reads)
-        return shares
-
-
-def open_bundle(
-    path: Path,
-    *,
-    name: str | None = None,
-    footprints: FootprintCache | None = None,
-    feeds: Mapping[str, np.ndarray] | None = None,
-) -> Bundle:
-    """Open an artifact, check it against its manifest, and know its footprint.
-
-    An engine's footprint is what TensorRT reported when it built the engine (its manifest
-    says). Any other artifact's is measured once per machine, in a fresh process (on `feeds`,
-    the whole bundle's, where given), and kept in `footprints` (the user's cache folder by
-    default): nothing is written beside the artifact.
-    """
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such bundle artifact")
-    sidecar = manifest_path_for(path)
-    manifest = read_manifest(sidecar) if sidecar.is_file() else None
-    digest = sha256_file(path)
-    if manifest is not None and manifest.artifact and manifest.artifact.sha256 != digest:
-        raise UserInputError(
-            f"{path}: sha256 differs from its manifest; the artifact was changed after it "
-            "was built, rebuild it"
-        )
-    if manifest is not None and manifest.artifact:
-        check_side_file(path, manifest.artifact)
-    known = manifest.footprint if manifest else {}
-    if is_engine(path) and known.get("device_memory_bytes") is not None:
-        # An engine's budget is GPU memory, which TensorRT reported when it built the engine:
-        # its weights (the plan) and the activation memory one context needs.
-        engine = _byte_count(known, "engine_bytes", sidecar) + _byte_count(
-            known, "device_memory_bytes", sidecar
-        )
-        footprint = Footprint(measured_bytes=engine, loading_bytes=0, load_seconds=0.0)
-    else:
-        footprint = (footprints or FootprintCache()).footprint(path, digest, feeds)
-    return Bundle(name=name or path.stem, artifact=path, manifest=manifest, footprint=footprint)
 
 
 @dataclass
@@ -182,19 +68,16 @@ class CacheStats:
 
 @dataclass
 class _Entry:
+    """A registered bundle: its open sessions, pins, and what its policy weighs."""
+
     bundle: Bundle
-    # What it runs: None for the whole bundle, a model's name for that model's part.
-    sessions: dict[str | None, Session] = field(default_factory=dict)
-    # The sessions counted in the budget: those open, and those being opened.
-    keys: set[str | None] = field(default_factory=set)
+    sessions: dict[SessionKey, Session] = field(default_factory=dict)
     pins: int = 0
     opening: threading.Lock = field(default_factory=threading.Lock)
     frequency: int = 0
     priority: float = 0.0
     base: float = 0.0
     cost_seconds: float = 0.0
-    pooled: bool = True  # its ahead-of-time weights come from the process's pool
-    activation: int = 0  # what one request needs from the activation arena
     freeable: int | None = None  # what evicting it frees now; set before a victim is chosen
 
     @property
@@ -206,25 +89,8 @@ class _Entry:
         """What the policy weighs: the bytes its eviction would free, or its footprint."""
         return self.bundle.footprint.measured_bytes if self.freeable is None else self.freeable
 
-    def cost(self, keys: set[str | None]) -> tuple[int, dict[str, int]]:
-        """(private bytes, pooled weights by digest) of these sessions of the bundle."""
-        private, shared = 0, {}
-        for key in keys:
-            own, weights = self.bundle.session_cost(key, self.pooled)
-            private += own
-            shared.update(weights)
-        return private, shared
 
-    @property
-    def held(self) -> bool:
-        return bool(self.keys)
-
-    @property
-    def idle(self) -> bool:
-        return self.held and self.pins == 0
-
-
-class EngineCache:
+class BundleCache:
     """Bundles loaded on demand and evicted by `policy` so their footprints fit `budget_bytes`."""
 
     def __init__(
@@ -255,7 +121,6 @@ class EngineCache:
             )
         if isinstance(policy, str) and policy not in POLICIES:
             raise UserInputError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
-        self.budget_bytes = budget_bytes
         self._new_policy = POLICIES[policy] if isinstance(policy, str) else policy
         self.policy: CachePolicy = self._new_policy()
         self.stats = CacheStats()
@@ -269,12 +134,22 @@ class EngineCache:
             shared_arena=share_arena,
         )
         self._pool_weights = pool_weights
-        self._share_arena = share_arena
-        self._arena_bytes = 0  # the shared arena as accounted: it grows and never shrinks
+        self._ledger = MemoryLedger(budget_bytes, shared_arena=share_arena)
         self._run_lock = threading.Lock() if share_arena else contextlib.nullcontext()
         self._entries: dict[str, _Entry] = {}
         self._model_index: dict[str, list[str]] = {}  # model name -> bundles holding it
         self._condition = threading.Condition()
+
+    @property
+    def budget_bytes(self) -> int:
+        return self._ledger.budget_bytes
+
+    @budget_bytes.setter
+    def budget_bytes(self, budget_bytes: int) -> None:
+        """A new budget for what loads from now on; what is resident stays until evicted."""
+        with self._condition:
+            self._ledger.budget_bytes = budget_bytes
+            self._condition.notify_all()
 
     # registration -------------------------------------------------------------------------
     def register(
@@ -285,17 +160,17 @@ class EngineCache:
     ) -> Bundle:
         """Register a bundle (opened, or an artifact's path); its models become addressable.
         `feeds_path`: representative inputs (.npz by fused names) its footprint is measured on,
-        if it must be measured, for a model that refuses random inputs."""
+        if it must be measured, for a model that refuses random inputs. A bundle that could
+        never load under the budget (`MemoryLedger.register`) is refused."""
         if not isinstance(bundle, Bundle):
             bundle = open_bundle(Path(bundle), name=name, feeds=_whole_feeds(feeds_path))
         with self._condition:
-            self._check_fits(bundle)
             # Bundle names are unique and never another bundle's model; one model may sit in
             # several bundles (a model shared by several functions), which only makes it
             # ambiguous. A bundle of one model may carry that model's name: both mean the model,
             # and a request for it runs that bundle, the model alone, however many hold it.
-            solos = {name for name, entry in self._entries.items() if _is_solo(entry.bundle)}
-            if _is_solo(bundle):
+            solos = {name for name, entry in self._entries.items() if entry.bundle.is_solo}
+            if bundle.is_solo:
                 clashes = {bundle.name} & set(self._entries)
             else:
                 clashes = ({bundle.name} & (set(self._entries) | set(self._model_index))) | (
@@ -303,30 +178,12 @@ class EngineCache:
                 )
             if clashes:
                 raise UserInputError(f"names already registered: {', '.join(sorted(clashes))}")
+            self._ledger.register(bundle.name, bundle.footprint.load_need)
             # GDSF's cost starts as the load time measured with the footprint.
-            self._entries[bundle.name] = _Entry(
-                bundle,
-                cost_seconds=bundle.footprint.load_seconds,
-                pooled=self._pool_weights,
-                activation=bundle.footprint.activation_bytes,
-            )
+            self._entries[bundle.name] = _Entry(bundle, cost_seconds=bundle.footprint.load_seconds)
             for model in bundle.models():
                 self._model_index.setdefault(model, []).append(bundle.name)
         return bundle
-
-    def _check_fits(self, bundle: Bundle) -> None:
-        """Refuse a bundle that could never load: larger than the budget on its own or, with
-        the shared arena (which never shrinks), beside the largest arena another bundle needs."""
-        needs = bundle.footprint.alone_bytes
-        if self._share_arena:
-            registered = [entry.bundle.footprint for entry in self._entries.values()]
-            needs = least_budget([*registered, bundle.footprint])
-        if needs > self.budget_bytes:
-            raise UserInputError(
-                f"bundle {bundle.name!r} needs {format_bytes(needs)} of memory (with the "
-                "activations of the largest request), more than the whole budget "
-                f"({format_bytes(self.budget_bytes)})"
-            )
 
     # requests -----------------------------------------------------------------------------
     def run(
@@ -401,7 +258,7 @@ class EngineCache:
             entry = self._entries[bundle_name]
             while entry.pins > 0:
                 self._condition.wait()
-            if not entry.held:
+            if not self._ledger.holds(bundle_name):
                 return False
             self._evict(entry)
             self._condition.notify_all()
@@ -420,7 +277,8 @@ class EngineCache:
         """What bundle `bundle_name` has open: its own name for the whole graph, a model's name
         for that model's part."""
         with self._condition:
-            return [key or bundle_name for key in self._entries[bundle_name].sessions]
+            sessions = self._entries[bundle_name].sessions
+            return [bundle_name if key is WHOLE else key for key in sessions]
 
     def _resolve(self, name: str, bundle: str | None = None) -> tuple[str, ModelEntry | None]:
         """(bundle, model or None for the whole) that a request for `name` runs."""
@@ -432,7 +290,7 @@ class EngineCache:
                 return bundle, entry.bundle.models()[name]
             if name in self._entries:
                 bundle = self._entries[name].bundle
-                return name, (bundle.models()[name] if _is_solo(bundle) else None)
+                return name, (bundle.models()[name] if bundle.is_solo else None)
             holders = self._model_index.get(name, [])
             if len(holders) > 1:
                 raise UserInputError(
@@ -450,7 +308,7 @@ class EngineCache:
             entry = self._entries[bundle_name]
             key = entry.bundle.session_key(model.name if model is not None else None)
             while True:
-                resident = entry.held
+                resident = self._ledger.holds(bundle_name)
                 if self._make_room(entry, key):  # a hit may need a part or more arena
                     break
                 if not any(e.pins for e in self._entries.values()):
@@ -468,123 +326,96 @@ class EngineCache:
             else:
                 self.stats.misses += 1
                 loads = self.stats.loads_by_bundle
-                loads[entry.bundle.name] = loads.get(entry.bundle.name, 0) + 1
+                loads[bundle_name] = loads.get(bundle_name, 0) + 1
             self.stats.peak_accounted_bytes = max(
-                self.stats.peak_accounted_bytes, self._bytes_held()
+                self.stats.peak_accounted_bytes, self._ledger.held_bytes
             )
         try:
             return entry, self._session_for(entry, key)
         except BaseException:
             with self._condition:
                 if key not in entry.sessions:
-                    entry.keys.discard(key)  # nothing of a failed open stays counted
+                    self._ledger.uncount(bundle_name, key)  # nothing of a failed open stays
             self._release(entry)
             raise
 
-    def _session_for(self, entry: _Entry, key: str | None) -> Session:
+    def _session_for(self, entry: _Entry, key: SessionKey) -> Session:
         """The pinned entry's session for `key`, opened once however many requests ask at once
         (they wait for the one that opens it)."""
         with entry.opening:
             session = entry.sessions.get(key)
             if session is not None:
                 return session
-            part = entry.bundle.parts[key] if key is not None else None
+            part = entry.bundle.parts[key] if key is not WHOLE else None
             started = time.perf_counter()
             session = self._session_factory(entry.bundle.artifact, part=part)
             seconds = time.perf_counter() - started
             with self._condition:
                 entry.sessions[key] = session
-                entry.keys.add(key)  # counted (again, if a failed open beside it uncounted it)
+                counted = entry.bundle.session_bytes(key, self._pool_weights)
+                # Counted again, if a failed open beside it uncounted it; open: no transient.
+                self._ledger.count(entry.name, key, counted, opening=False)
+                self._ledger.opened(entry.name, key)
                 self.stats.sessions_opened += 1
-                serves = 1 if key is not None else len(entry.bundle.models())
+                serves = 1 if key is not WHOLE else len(entry.bundle.models())
                 self.stats.models_opened += max(1, serves)
                 self.stats.seconds_loading += seconds
-                private, shared = entry.bundle.session_cost(key, entry.pooled)
-                self.stats.bytes_loaded += private + sum(shared.values())
+                self.stats.bytes_loaded += counted.bytes
                 if len(entry.sessions) == 1:  # the bundle has just become resident
                     entry.cost_seconds = seconds
                     self.policy.touch(entry)
-                if key is None and entry.bundle.footprint.loading_bytes:
+                if counted.loading_bytes:
                     self._condition.notify_all()  # its transient is no longer counted
-        if key is None and not entry.bundle.shared_weights:
+        if key is WHOLE and not entry.bundle.shared_weights:
             # A portable load freed the weights it copied: hand them back, as its footprint
             # was measured, so that what stays counted is what stays resident.
             release_freed_memory()
         return session
 
-    def _make_room(self, newcomer: _Entry, key: str | None) -> bool:
-        """Evict idle bundles until `newcomer` (resident or not), with its session for `key`,
-        fits with the arena its request needs, and count that session; False (evicting
-        nothing) when pinned bundles leave no room even with every idle one gone."""
-        arena = max(self._arena_bytes, newcomer.activation) if self._share_arena else 0
-        if key in newcomer.keys and arena == self._arena_bytes:
-            return True  # a hit that needs no more memory: nothing to account
-        wanted = newcomer.keys | {key}
-        held = [e for e in self._entries.values() if e.held and e is not newcomer]
-        idle = [e for e in held if e.idle]
-        busy = [e for e in held if not e.idle]
-        if self._bytes_of([*busy, newcomer], arena, newcomer, wanted) > self.budget_bytes:
-            if newcomer.pins or wanted == {key}:
-                return False
-            # Its own idle sessions may be what leaves no room: keep only the one asked for.
-            self._close_sessions(newcomer, [k for k in newcomer.keys if k != key])
-            wanted = newcomer.keys | {key}
-            if self._bytes_of([*busy, newcomer], arena, newcomer, wanted) > self.budget_bytes:
-                return False
+    def _make_room(self, newcomer: _Entry, key: SessionKey) -> bool:
+        """Count `newcomer`'s session for `key` in the ledger, which evicts idle bundles
+        (`_evict`) until it fits; False, changing nothing, when pinned bundles leave no room
+        even with every idle one gone."""
+        idle = [
+            entry
+            for entry in self._entries.values()
+            if entry is not newcomer and entry.pins == 0 and self._ledger.holds(entry.name)
+        ]
+        victims: list[Evictable] = []
+
+        def evict(victim: Evictable) -> None:
+            self._evict(victim)  # type: ignore[arg-type]
+            victims.append(victim)
+
+        closed = self._ledger.make_room(
+            newcomer.name,
+            key,
+            newcomer.bundle.session_bytes(key, self._pool_weights),
+            idle=idle,
+            policy=self.policy,
+            evict=evict,
+            may_close_own=newcomer.pins == 0,
+        )
+        if closed is None:
+            return False
+        if closed:
+            self._close_sessions(newcomer, closed)
         # Freed memory is handed back (malloc_trim) only where a victim's weights lay in the
         # heap. An ahead-of-time bundle maps its weights and holds 2-3.5 MiB of its own, which
         # the next load reuses: trimming that cost a request 1 ms an eviction, up to 5, and
         # lowered no peak. A portable bundle's freed weights would leave holes the allocator
         # keeps: without a trim the process grew 46% past its budget.
-        freed_heap = False
-        while self._bytes_of([*held, newcomer], arena, newcomer, wanted) > self.budget_bytes:
-            _weigh_freeable(idle, [*held, newcomer])
-            victim = self.policy.victim(idle)
-            idle.remove(victim)
-            held.remove(victim)
-            self._evict(victim)
-            freed_heap = freed_heap or not victim.bundle.shared_weights
-        if freed_heap:
+        if any(not victim.bundle.shared_weights for victim in victims):  # type: ignore[attr-defined]
             release_freed_memory()
-        newcomer.keys = wanted
-        self._arena_bytes = arena
         return True
 
-    def _bytes_of(
-        self,
-        entries: Sequence[_Entry],
-        arena: int,
-        newcomer: _Entry | None = None,
-        wanted: set[str | None] | None = None,
-    ) -> int:
-        """Memory `entries` hold together (`newcomer` with the sessions `wanted`, the rest
-        with those they count): each session's own bytes, each pooled weight once, the
-        transient of each whole still loading, and the activations: the shared arena once, or
-        each session's own."""
-        weights: dict[str, int] = {}
-        own = activations = 0
-        for entry in entries:
-            keys = wanted if entry is newcomer and wanted is not None else entry.keys
-            private, shared = entry.cost(keys)
-            own += private
-            if None in keys and None not in entry.sessions:  # counted, not yet open
-                own += entry.bundle.footprint.loading_bytes
-            weights.update(shared)
-            activations += entry.activation * len(keys)
-        own += sum(weights.values())
-        return own + (arena if self._share_arena else activations)
-
-    def _bytes_held(self) -> int:
-        held = [e for e in self._entries.values() if e.held]
-        return self._bytes_of(held, self._arena_bytes)
-
-    def _close_sessions(self, entry: _Entry, keys: Sequence[str | None]) -> None:
-        """Close some sessions of an idle bundle, which stays resident with the rest."""
+    def _close_sessions(self, entry: _Entry, keys: Sequence[SessionKey]) -> None:
+        """Close some sessions of an idle bundle, which stays resident with the rest (the
+        ledger no longer counts them)."""
         for key in keys:
             session = entry.sessions.pop(key, None)
             if session is not None:
                 session.close()
-            entry.keys.discard(key)
         release_freed_memory()
 
     def _evict(self, entry: _Entry) -> None:
@@ -593,7 +424,7 @@ class EngineCache:
         for session in entry.sessions.values():
             session.close()
         entry.sessions.clear()
-        entry.keys.clear()
+        self._ledger.release(entry.name)
         self.stats.evictions += 1
         self.policy.evicted(entry)
 
@@ -601,13 +432,13 @@ class EngineCache:
         with self._condition:
             entry.pins -= 1
             if entry.pins == 0 and not entry.sessions:
-                entry.keys.clear()  # its load failed: nothing of it stays counted
+                self._ledger.release(entry.name)  # its load failed: nothing of it stays counted
             self._condition.notify_all()
 
     def reset_stats(self) -> None:
         """Start counting (and the policy's history) afresh, e.g. after a warm-up."""
         with self._condition:
-            self.stats = CacheStats(peak_accounted_bytes=self._bytes_held())
+            self.stats = CacheStats(peak_accounted_bytes=self._ledger.held_bytes)
             self.evictions.clear()
             self.policy = self._new_policy()
             for entry in self._entries.values():
@@ -617,7 +448,7 @@ class EngineCache:
     @property
     def accounted_bytes(self) -> int:
         with self._condition:
-            return self._bytes_held()
+            return self._ledger.held_bytes
 
     def resident(self) -> list[str]:
         with self._condition:
@@ -627,30 +458,22 @@ class EngineCache:
         """Evict every idle bundle and hand the memory they held back to the system."""
         with self._condition:
             for entry in self._entries.values():
-                if entry.idle:
+                if entry.pins == 0 and self._ledger.holds(entry.name):
                     self._evict(entry)
         release_freed_memory()
 
 
-def _weigh_freeable(idle: Sequence[_Entry], staying: Sequence[_Entry]) -> None:
-    """Set what evicting each idle entry would free: its sessions' own bytes and the pooled
-    weights no other entry of `staying` (which includes it) holds."""
-    costs = {id(entry): entry.cost(entry.keys) for entry in staying}
-    holders: dict[str, int] = {}
-    for _, shared in costs.values():
-        for digest in shared:
-            holders[digest] = holders.get(digest, 0) + 1
-    for entry in idle:
-        private, shared = costs[id(entry)]
-        alone = sum(size for digest, size in shared.items() if holders[digest] == 1)
-        entry.freeable = private + alone
+class EngineCache(BundleCache):
+    """The former name of `BundleCache`, kept for one release: it caches any bundle, not only
+    TensorRT engines."""
 
-
-def least_budget(footprints: Sequence[Footprint]) -> int:
-    """The least budget under which each of these bundles can load with a shared arena: the
-    largest bundle as it loads beside the largest arena (which the loader never shrinks)."""
-    largest = max((f.loading_peak_bytes for f in footprints), default=0)
-    return largest + arena_bytes(footprints)
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        warnings.warn(
+            "EngineCache is now BundleCache; the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        super().__init__(*args, **kwargs)
 
 
 def run_once(
@@ -672,7 +495,7 @@ def run_once(
         runtime=check_runtime(runtime),
         weight_streaming_budget=weight_streaming_budget,
     )
-    cache = EngineCache(max(bundle.footprint.alone_bytes, 1), session_factory=factory)
+    cache = BundleCache(max(bundle.footprint.alone_bytes, 1), session_factory=factory)
     cache.register(bundle)
     name = model or bundle.name
     try:
@@ -712,16 +535,3 @@ def _model_feeds(
         if spec.name not in fused:
             fused[spec.name] = np.zeros(resolve_shape(spec, {}), dtype=spec.dtype)
     return fused
-
-
-def _byte_count(record: Mapping[str, object], key: str, where: Path) -> int:
-    """A size read from a file: a whole number of bytes, not negative, not absurd."""
-    value = record.get(key, 0)
-    if type(value) is not int or not 0 <= value < 2**62:
-        raise UserInputError(f"{where}: footprint.{key} is {value!r}, not a number of bytes")
-    return value
-
-
-def _is_solo(bundle: Bundle) -> bool:
-    """A bundle of one model that carries the model's name: requests use the model's names."""
-    return list(bundle.models()) == [bundle.name]

@@ -1,4 +1,5 @@
-"""The child side of `bench`: load one variant, time its requests, report its own peak memory.
+"""The child side of `bench` and of a footprint measurement: load what a `ProbeJob` names, time
+its requests, report its own peak memory.
 
 Runs in a freshly spawned process and imports only numpy, ONNX Runtime and this package's runtime
 modules, never the compiler (onnx, onnx-ir), so its memory is what a deployed runtime would use.
@@ -31,7 +32,9 @@ from fusedinf_cc.common.files import external_data_name
 from fusedinf_cc.runtime.feeds import random_feeds
 from fusedinf_cc.runtime.procmem import release_freed_memory, reset_peak_rss, status_bytes
 
-Variant = Literal["separate", "fused"]
+# The models apart, fused into one artifact (`bench`'s two sides), or one bundle measured on its
+# own (a footprint: any bundle, a model built alone too).
+Variant = Literal["separate", "fused", "bundle"]
 
 # y = Relu(x), x: float[1, 8], opset 13: the smallest model that starts the runtime. Kept as bytes
 # so that this worker never imports onnx (tests/test_loader.py checks these bytes with onnx).
@@ -59,10 +62,10 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
-class BenchPlan:
+class ProbeJob:
     """What one child process loads and runs: model files and feeds by each model's own names."""
 
-    models: list[tuple[str, Path]]  # (name, path); the fused plan has one entry
+    models: list[tuple[str, Path]]  # (name, path); one entry for one artifact
     feeds: list[dict[str, np.ndarray]] | None  # None: random feeds from each model's inputs
     runs: int
     warmup: int
@@ -75,10 +78,10 @@ class BenchPlan:
     warm_load: bool = False
     # Activations from the process's one arena (`register_shared_arena`), as in the loader.
     shared_arena: bool = False
-    # After the timed requests, open each part of the plan's one artifact beside the whole and
+    # After the timed requests, open each part of the job's one artifact beside the whole and
     # measure what each adds (`VariantResult.part_bytes`): what the loader budgets a part with.
     with_parts: bool = False
-    # Open only this model's part of the plan's one artifact (the whole where it has none):
+    # Open only this model's part of the job's one artifact (the whole where it has none):
     # what a request for that model runs (`bench --model`).
     part: str | None = None
 
@@ -135,19 +138,19 @@ class VariantResult:
         }
 
 
-def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
+def run_variant(job: ProbeJob, config: BenchConfig) -> VariantResult:
     """In the child: load every model, run the first request (cold load), then time requests."""
     on_gpu = config.runtime != DEFAULT_RUNTIME
-    if plan.warm_runtime and config.runtime.startswith("ort-"):
-        warm = OnnxRuntimeSession(WARMUP_MODEL, shared_arena=plan.shared_arena)
+    if job.warm_runtime and config.runtime.startswith("ort-"):
+        warm = OnnxRuntimeSession(WARMUP_MODEL, shared_arena=job.shared_arena)
         warm.run({"x": np.zeros((1, 8), np.float32)})
         warm.close()
-    activation_bytes = _load_once(plan, config) if plan.warm_load else 0
+    activation_bytes = _load_once(job, config) if job.warm_load else 0
     gpu_baseline = device_memory_in_use() if on_gpu else None
     baseline = status_bytes().get("VmRSS", 0)
     started = time.perf_counter()
-    sessions = _open_all(plan, config)
-    feeds_per_model = _feeds_for(plan, sessions)
+    sessions = _open_all(job, config)
+    feeds_per_model = _feeds_for(job, sessions)
     pool = (
         ThreadPoolExecutor(len(sessions))
         if config.execution == "parallel" and len(sessions) > 1
@@ -168,10 +171,10 @@ def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
 
     request()
     load_s = time.perf_counter() - started
-    for _ in range(plan.warmup):
+    for _ in range(job.warmup):
         request()
     latencies = []
-    for _ in range(plan.runs):
+    for _ in range(job.runs):
         begin = time.perf_counter()
         request()
         latencies.append((time.perf_counter() - begin) * 1000.0)
@@ -180,7 +183,7 @@ def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
         gpu_bytes = max(0, (device_memory_in_use() or 0) - gpu_baseline)
     if pool is not None:
         pool.shutdown()
-    artifact_bytes = sum(_artifact_bytes(path) for _, path in plan.models)
+    artifact_bytes = sum(_artifact_bytes(path) for _, path in job.models)
     peak_rss = status_bytes().get("VmHWM", 0)
     release_freed_memory()  # as the loader does after a portable load
     result = VariantResult(
@@ -195,39 +198,39 @@ def run_variant(plan: BenchPlan, config: BenchConfig) -> VariantResult:
         gpu_bytes=gpu_bytes,
         activation_bytes=activation_bytes,
     )
-    if plan.with_parts:
-        result.part_bytes = _part_increments(plan, config, feeds_per_model[0])
+    if job.with_parts:
+        result.part_bytes = _part_increments(job, config, feeds_per_model[0])
     return result
 
 
-def _open_all(plan: BenchPlan, config: BenchConfig) -> list[Session]:
-    """A session per model of the plan (or the one model's part the plan names)."""
+def _open_all(job: ProbeJob, config: BenchConfig) -> list[Session]:
+    """A session per model of the job (or the one model's part the job names)."""
     options = _session_options(config)
-    if plan.part is not None:
-        ((_, path),) = plan.models
+    if job.part is not None:
+        ((_, path),) = job.models
         manifest = cached_manifest(path)
-        part = manifest.part(plan.part) if manifest is not None else None
+        part = manifest.part(job.part) if manifest is not None else None
         return [
-            open_session(path, config.runtime, options, shared_arena=plan.shared_arena, part=part)
+            open_session(path, config.runtime, options, shared_arena=job.shared_arena, part=part)
         ]
     return [
-        open_session(path, config.runtime, options, shared_arena=plan.shared_arena)
-        for _, path in plan.models
+        open_session(path, config.runtime, options, shared_arena=job.shared_arena)
+        for _, path in job.models
     ]
 
 
-def _feeds_for(plan: BenchPlan, sessions: list[Session]) -> list[dict[str, np.ndarray]]:
-    return plan.feeds or [random_feeds(session.inputs) for session in sessions]
+def _feeds_for(job: ProbeJob, sessions: list[Session]) -> list[dict[str, np.ndarray]]:
+    return job.feeds or [random_feeds(session.inputs) for session in sessions]
 
 
 def _part_increments(
-    plan: BenchPlan, config: BenchConfig, whole_feeds: dict[str, np.ndarray]
+    job: ProbeJob, config: BenchConfig, whole_feeds: dict[str, np.ndarray]
 ) -> dict[str, int]:
-    """Open and run each part of the plan's one artifact beside its loaded whole, one after
+    """Open and run each part of the job's one artifact beside its loaded whole, one after
     another, on the whole's arrays; the peak RSS each adds, by model. With the whole loaded,
     an `--aot` part's pooled weights are already mapped: what it adds is its own (the loader
     adds the weights it maps by digest); a portable or `.ort` part adds its weight copies too."""
-    ((_, path),) = plan.models
+    ((_, path),) = job.models
     manifest = cached_manifest(path)
     options = _session_options(config)
     increments, opened = {}, []
@@ -235,7 +238,7 @@ def _part_increments(
         before = status_bytes().get("VmRSS", 0)
         reset_peak_rss()  # where the kernel refuses, the increment is only overstated
         session = open_session(
-            path, config.runtime, options, shared_arena=plan.shared_arena, part=part
+            path, config.runtime, options, shared_arena=job.shared_arena, part=part
         )
         session.run({spec.name: whole_feeds[spec.name] for spec in session.inputs})
         increments[part.model] = max(0, status_bytes().get("VmHWM", 0) - before)
@@ -243,13 +246,13 @@ def _part_increments(
     return increments
 
 
-def _load_once(plan: BenchPlan, config: BenchConfig) -> int:
-    """Load, run and drop the plan's models; then restart the kernel's peak-RSS count. Returns
+def _load_once(job: ProbeJob, config: BenchConfig) -> int:
+    """Load, run and drop the job's models; then restart the kernel's peak-RSS count. Returns
     the private memory that stayed behind, which with a shared arena is the arena the run grew
     (code pages the run touched first are file-backed, not counted)."""
     before = status_bytes().get("RssAnon", 0)
-    sessions = _open_all(plan, config)
-    for session, feeds in zip(sessions, _feeds_for(plan, sessions), strict=True):
+    sessions = _open_all(job, config)
+    for session, feeds in zip(sessions, _feeds_for(job, sessions), strict=True):
         session.run(feeds)
         session.close()
     del sessions
@@ -271,7 +274,7 @@ def _session_options(config: BenchConfig) -> dict[str, Any] | None:
             "session.inter_op.allow_spinning": spin,
         },
     }
-    if config.variant == "fused":
+    if config.variant != "separate":  # one artifact
         options["execution_mode"] = (
             ort.ExecutionMode.ORT_PARALLEL
             if config.execution == "parallel"
@@ -288,13 +291,13 @@ def _artifact_bytes(path: Path) -> int:
 _USER_ERROR_MARK = "fusedinf-cc error: "
 
 
-def run_in_fresh_process(plan: BenchPlan, config: BenchConfig) -> VariantResult:
-    """Run one configuration in a new interpreter; plan and result travel as pickle files."""
+def run_in_fresh_process(job: ProbeJob, config: BenchConfig) -> VariantResult:
+    """Run one configuration in a new interpreter; job and result travel as pickle files."""
     with tempfile.TemporaryDirectory(prefix="fusedinf-bench-") as scratch:
-        plan_path, result_path = Path(scratch) / "plan.pkl", Path(scratch) / "result.pkl"
-        plan_path.write_bytes(pickle.dumps((plan, config)))
+        job_path, result_path = Path(scratch) / "job.pkl", Path(scratch) / "result.pkl"
+        job_path.write_bytes(pickle.dumps((job, config)))
         completed = subprocess.run(
-            [sys.executable, "-m", "fusedinf_cc.runtime.worker", str(plan_path), str(result_path)],
+            [sys.executable, "-m", "fusedinf_cc.runtime.worker", str(job_path), str(result_path)],
             capture_output=True,
             text=True,
             check=False,
@@ -312,10 +315,10 @@ def main() -> None:
     # Run as `-m`, this file is `__main__`; results must pickle under the module's real name.
     worker = importlib.import_module("fusedinf_cc.runtime.worker")
 
-    plan_path, result_path = Path(sys.argv[1]), Path(sys.argv[2])
-    plan, config = pickle.loads(plan_path.read_bytes())
+    job_path, result_path = Path(sys.argv[1]), Path(sys.argv[2])
+    job, config = pickle.loads(job_path.read_bytes())
     try:
-        result = worker.run_variant(plan, config)
+        result = worker.run_variant(job, config)
     except FusedInfError as error:
         print(f"{_USER_ERROR_MARK}{error}", file=sys.stderr)
         sys.exit(error.exit_code)

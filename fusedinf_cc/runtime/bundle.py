@@ -1,0 +1,178 @@
+"""A bundle: an artifact the loader can run, checked against its manifest, with its footprint.
+
+A bundle of several models holds up to one session for its whole graph and one per model's
+part (`compiler/parts.py`). Sessions are keyed by `WHOLE` or by the model's name
+(`SessionKey`); `session_bytes` says what each counts in a memory budget (`ledger.py`): the whole
+at its measured footprint, a part at what it was measured to add beside the whole plus the
+pooled weights it maps.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+import numpy as np
+
+from fusedinf_cc.artifacts.integrity import check_side_file
+from fusedinf_cc.artifacts.manifest import (
+    Manifest,
+    ModelEntry,
+    PartRecord,
+    manifest_path_for,
+    read_manifest,
+)
+from fusedinf_cc.backends.sessions import is_engine
+from fusedinf_cc.backends.weight_pool import shared_bytes_by_digest
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import sha256_file
+from fusedinf_cc.runtime.footprint import Footprint, FootprintCache
+from fusedinf_cc.runtime.ledger import SessionBytes
+
+
+class _Whole(enum.Enum):
+    WHOLE = "whole"
+
+    def __repr__(self) -> str:
+        return "WHOLE"
+
+
+# The session that runs a bundle's whole graph; any other session is a model's part, keyed by
+# the model's name.
+WHOLE: Final = _Whole.WHOLE
+SessionKey = str | Literal[_Whole.WHOLE]
+
+
+@dataclass
+class Bundle:
+    """A runnable artifact: a fused model with its manifest, or one plain model."""
+
+    name: str
+    artifact: Path
+    manifest: Manifest | None
+    footprint: Footprint
+    _counted: dict[tuple[SessionKey, bool], SessionBytes] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def models(self) -> dict[str, ModelEntry]:
+        return {entry.name: entry for entry in self.manifest.models} if self.manifest else {}
+
+    @property
+    def members(self) -> frozenset[str]:
+        """The models it holds (a plain model: itself)."""
+        return frozenset(self.models()) or frozenset({self.name})
+
+    @property
+    def is_solo(self) -> bool:
+        """A bundle of one model that carries the model's name: requests use the model's names."""
+        return list(self.models()) == [self.name]
+
+    @functools.cached_property
+    def parts(self) -> dict[str, PartRecord]:
+        """Each model's part of the artifact, by model name (none for an engine)."""
+        if self.manifest is None or is_engine(self.artifact):
+            return {}
+        return {part.model: part for part in self.manifest.parts}
+
+    def session_key(self, model: str | None) -> SessionKey:
+        """The session a request for `model` (None: the bundle itself) opens: that model's
+        part where the bundle has one, else the whole."""
+        return model if model is not None and model in self.parts else WHOLE
+
+    @functools.cached_property
+    def shared_weights(self) -> dict[str, int]:
+        """Bytes of each distinct weight this bundle maps from the process's weight pool, by
+        digest (ahead-of-time bundles only): bundles holding the same weight hold one copy."""
+        if self.manifest is None:
+            return {}
+        return shared_bytes_by_digest(self.manifest.weights)
+
+    def session_bytes(self, key: SessionKey, pooled: bool) -> SessionBytes:
+        """What the session for `key` counts: the whole, whose footprint was measured (with
+        its load's transient), or a model's part, which maps its share of the whole's weights
+        and adds what was measured beside the whole. A part never measured (a footprint from
+        elsewhere) is counted as the whole. `pooled`: ahead-of-time weights come from the
+        process's pool, each counted once. Weighed on every swap, so worked out once."""
+        if (key, pooled) not in self._counted:
+            self._counted[key, pooled] = self._session_bytes(key, pooled)
+        return self._counted[key, pooled]
+
+    def _session_bytes(self, key: SessionKey, pooled: bool) -> SessionBytes:
+        shared = self.shared_weights if pooled else {}
+        whole = SessionBytes(
+            private_bytes=max(0, self.footprint.measured_bytes - sum(shared.values())),
+            weights=tuple(sorted(shared.items())),
+            loading_bytes=self.footprint.loading_bytes,
+        )
+        added = self.footprint.parts.get(key) if key is not WHOLE else None
+        if added is None:
+            return whole
+        weights = self._part_weights[key]  # type: ignore[index]
+        mapped = sum(weights.values())
+        if added + mapped > self.footprint.loading_peak_bytes:
+            return whole  # a part runs a subset of the whole: it holds no more (noise aside)
+        if pooled:
+            return SessionBytes(added, tuple(sorted(weights.items())))
+        return SessionBytes(added + mapped)
+
+    @functools.cached_property
+    def _part_weights(self) -> dict[str, dict[str, int]]:
+        """Each part's share of the whole's side-file weights, by digest."""
+        records = self.manifest.weights if self.manifest else []
+        shares = {}
+        for model, part in self.parts.items():
+            reads = set(part.weights)
+            shares[model] = shared_bytes_by_digest(r for r in records if r.name in reads)
+        return shares
+
+
+def open_bundle(
+    path: Path,
+    *,
+    name: str | None = None,
+    footprints: FootprintCache | None = None,
+    feeds: Mapping[str, np.ndarray] | None = None,
+) -> Bundle:
+    """Open an artifact, check it against its manifest, and know its footprint.
+
+    An engine's footprint is what TensorRT reported when it built the engine (its manifest
+    says). Any other artifact's is measured once per machine, in a fresh process (on `feeds`,
+    the whole bundle's, where given), and kept in `footprints` (the user's cache folder by
+    default): nothing is written beside the artifact.
+    """
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such bundle artifact")
+    sidecar = manifest_path_for(path)
+    manifest = read_manifest(sidecar) if sidecar.is_file() else None
+    digest = sha256_file(path)
+    if manifest is not None and manifest.artifact and manifest.artifact.sha256 != digest:
+        raise UserInputError(
+            f"{path}: sha256 differs from its manifest; the artifact was changed after it "
+            "was built, rebuild it"
+        )
+    if manifest is not None and manifest.artifact:
+        check_side_file(path, manifest.artifact)
+    known = manifest.footprint if manifest else {}
+    if is_engine(path) and known.get("device_memory_bytes") is not None:
+        # An engine's budget is GPU memory, which TensorRT reported when it built the engine:
+        # its weights (the plan) and the activation memory one context needs.
+        engine = _byte_count(known, "engine_bytes", sidecar) + _byte_count(
+            known, "device_memory_bytes", sidecar
+        )
+        footprint = Footprint(measured_bytes=engine, loading_bytes=0, load_seconds=0.0)
+    else:
+        footprint = (footprints or FootprintCache()).footprint(path, digest, feeds)
+    return Bundle(name=name or path.stem, artifact=path, manifest=manifest, footprint=footprint)
+
+
+def _byte_count(record: Mapping[str, object], key: str, where: Path) -> int:
+    """A size read from a file: a whole number of bytes, not negative, not absurd."""
+    value = record.get(key, 0)
+    if type(value) is not int or not 0 <= value < 2**62:
+        raise UserInputError(f"{where}: footprint.{key} is {value!r}, not a number of bytes")
+    return value

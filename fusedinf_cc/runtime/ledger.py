@@ -1,0 +1,297 @@
+"""The memory ledger: what a loader's budget counts, written once.
+
+Memory holds sessions, each a bundle's whole or one model's part. A session counts its own bytes
+and the pooled weights it maps; a pooled weight counts once however many sessions map it, for
+as long as any does. A session being opened also counts its load's transient until it is open.
+Activations come from one arena for the process, counted once at the most one request has
+needed (it grows and never shrinks), or, without a shared arena, each session's own.
+
+Two callers keep a ledger: the live loader (`loader.BundleCache`), under its lock, and the
+planner's predicted replays (`plan/predict.py`), directly. Both register bundles (`register`: the
+largest load must fit beside the largest arena) and make room the same way (`make_room`), so a
+prediction swaps exactly as the loader would on the same bytes. The ledger is pure bookkeeping:
+it opens and closes nothing, and knows nothing of locks, time or files.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.sizes import format_bytes
+from fusedinf_cc.runtime.policies import CachePolicy
+
+
+@dataclass(frozen=True)
+class SessionBytes:
+    """What one open session holds, as the budget counts it."""
+
+    private_bytes: int  # its own: structures, and weights that are not pooled
+    weights: tuple[tuple[str, int], ...] = ()  # pooled weights it maps: (digest, bytes)
+    loading_bytes: int = 0  # what opening it needs beyond that, only while it opens
+
+    @functools.cached_property
+    def weight_bytes(self) -> int:
+        return sum(size for _, size in self.weights)
+
+    @functools.cached_property
+    def weight_sizes(self) -> dict[str, int]:
+        return dict(self.weights)
+
+    @property
+    def bytes(self) -> int:
+        """What it holds once open, alone in the process."""
+        return self.private_bytes + self.weight_bytes
+
+
+class LoadNeed(NamedTuple):
+    """What a bundle needs to load: its whole as it opens (with the transient), and the
+    activations one of its requests takes."""
+
+    load_bytes: int
+    arena_bytes: int
+
+
+def least_budget(needs: Iterable[LoadNeed]) -> int:
+    """The least budget under which each of these bundles can load with a shared arena: the
+    largest load beside the largest arena (which never shrinks, so it may be another's)."""
+    needs = list(needs)
+    return max((n.load_bytes for n in needs), default=0) + max(
+        (n.arena_bytes for n in needs), default=0
+    )
+
+
+class Evictable(Protocol):
+    """A holder of sessions as a policy weighs it (`policies.CachedBundle`), which the ledger
+    tells what evicting it would free (`freeable`) before a victim is chosen."""
+
+    name: str
+    freeable: int | None
+
+
+SessionKey = Hashable
+
+
+class MemoryLedger:
+    """The sessions counted against `budget_bytes`, by holder (a bundle's name)."""
+
+    def __init__(self, budget_bytes: int, *, shared_arena: bool = True):
+        self.budget_bytes = budget_bytes
+        self.shared_arena = shared_arena
+        self.arena_bytes = 0  # the shared arena as counted: it grows and never shrinks
+        self._private = 0
+        self._weights = 0  # each pooled weight once
+        self._loading = 0  # the transients of sessions counted and not yet open
+        self._activations = 0  # without a shared arena: each counted session's own
+        self._maps: dict[str, int] = {}  # digest -> sessions that map it
+        self._sizes: dict[str, int] = {}
+        self._shared: set[str] = set()  # digests more than one session maps: few
+        self._sessions: dict[str, dict[SessionKey, SessionBytes]] = {}
+        self._opening: set[tuple[str, SessionKey]] = set()
+        self._needs: dict[str, LoadNeed] = {}
+
+    # registration ---------------------------------------------------------------------------
+    def register(self, holder: str, need: LoadNeed) -> None:
+        """Accept a bundle that can load under the budget, or refuse it in one line: its load
+        beside the largest arena any registered bundle's request needs (the arena never
+        shrinks), or beside its own without a shared arena."""
+        needs = [*self._needs.values(), need] if self.shared_arena else [need]
+        required = least_budget(needs)
+        if required > self.budget_bytes:
+            raise UserInputError(
+                f"bundle {holder!r} needs {format_bytes(required)} of memory (with the "
+                "activations of the largest request), more than the whole budget "
+                f"({format_bytes(self.budget_bytes)})"
+            )
+        self._needs[holder] = need
+
+    # what is counted ------------------------------------------------------------------------
+    @property
+    def held_bytes(self) -> int:
+        """Everything counted now: sessions, pooled weights once, transients, activations."""
+        memory = self._private + self._weights + self._loading
+        return memory + (self.arena_bytes if self.shared_arena else self._activations)
+
+    def holds(self, holder: str) -> bool:
+        return bool(self._sessions.get(holder))
+
+    def keys(self, holder: str) -> set[SessionKey]:
+        """The holder's sessions counted: those open and those being opened."""
+        return set(self._sessions.get(holder, ()))
+
+    def added_by(self, sessions: Sequence[SessionBytes]) -> int:
+        """Bytes these sessions would add to what is counted (transients aside)."""
+        new: dict[str, int] = {}
+        for session in sessions:
+            for digest, size in session.weights:
+                if digest not in self._maps:
+                    new[digest] = size
+        return sum(s.private_bytes for s in sessions) + sum(new.values())
+
+    def freed_by(self, holder: str) -> int:
+        """Bytes closing every session of `holder` would free: their own, and the pooled
+        weights no other holder's session maps (each at the size the holder maps it). What a
+        policy weighs a victim by."""
+        sessions = list(self._sessions.get(holder, {}).values())
+        if len(sessions) == 1:  # the common case, without walking every weight
+            (session,) = sessions
+            sizes = session.weight_sizes
+            return session.bytes - sum(sizes[d] for d in self._shared if d in sizes)
+        own: dict[str, int] = {}
+        sizes: dict[str, int] = {}
+        for session in sessions:
+            for digest, size in session.weights:
+                own[digest] = own.get(digest, 0) + 1
+                sizes[digest] = size
+        alone = sum(sizes[d] for d, n in own.items() if self._maps.get(d, 0) == n)
+        return sum(s.private_bytes for s in sessions) + alone
+
+    # changes --------------------------------------------------------------------------------
+    def count(self, holder: str, key: SessionKey, session: SessionBytes, *, opening: bool) -> None:
+        """Count a session; one `opening` counts its load's transient too, until `opened`."""
+        held = self._sessions.setdefault(holder, {})
+        if key in held:
+            return
+        held[key] = session
+        self._private += session.private_bytes
+        for digest, size in session.weights:
+            maps = self._maps.get(digest, 0)
+            if maps == 0:
+                self._weights += size
+                self._sizes[digest] = size
+            elif maps == 1:
+                self._shared.add(digest)
+            self._maps[digest] = maps + 1
+        if opening and session.loading_bytes:
+            self._opening.add((holder, key))
+            self._loading += session.loading_bytes
+        if not self.shared_arena:
+            self._activations += self._needs[holder].arena_bytes
+
+    def opened(self, holder: str, key: SessionKey) -> None:
+        """The session is open: its load's transient is no longer counted."""
+        if (holder, key) in self._opening:
+            self._opening.discard((holder, key))
+            self._loading -= self._sessions[holder][key].loading_bytes
+
+    def uncount(self, holder: str, key: SessionKey) -> None:
+        """Stop counting one session (closed, or its open failed)."""
+        held = self._sessions.get(holder, {})
+        session = held.pop(key, None)
+        if session is None:
+            return
+        if (holder, key) in self._opening:
+            self._opening.discard((holder, key))
+            self._loading -= session.loading_bytes
+        self._private -= session.private_bytes
+        for digest, size in session.weights:
+            maps = self._maps[digest] - 1
+            if maps == 0:
+                self._weights -= size
+                del self._maps[digest], self._sizes[digest]
+            else:
+                self._maps[digest] = maps
+                if maps == 1:
+                    self._shared.discard(digest)
+        if not self.shared_arena:
+            self._activations -= self._needs[holder].arena_bytes
+        if not held:
+            self._sessions.pop(holder, None)
+
+    def release(self, holder: str) -> None:
+        """Stop counting every session of `holder` (evicted)."""
+        for key in list(self._sessions.get(holder, ())):
+            self.uncount(holder, key)
+
+    # room -----------------------------------------------------------------------------------
+    def make_room(
+        self,
+        holder: str,
+        key: SessionKey,
+        session: SessionBytes,
+        *,
+        idle: Sequence[Evictable],
+        policy: CachePolicy,
+        evict: Callable[[Evictable], None],
+        may_close_own: bool = True,
+    ) -> list[SessionKey] | None:
+        """Count `holder`'s session for `key` (`session`, opening), with the arena its request
+        needs, evicting `idle` holders (in the order offered) chosen by `policy` until all of
+        it fits the budget; `evict(victim)` is told of each, after the ledger stopped counting
+        it. Where the holders that are not idle leave no room beside the holder's own idle
+        sessions, those close first (`may_close_own`: the holder serves no request now), and
+        their keys are returned. None, changing nothing, where no room can be made even with
+        every idle holder gone."""
+        arena = max(self.arena_bytes, self._needs[holder].arena_bytes) if self.shared_arena else 0
+        own = self._sessions.get(holder, {})
+        new = key not in own
+        if not new and arena == self.arena_bytes:
+            return []  # a hit that needs no more memory
+        adding = [session] if new else []
+        closing: list[SessionKey] = []
+        if self._counted_with(arena, holder, adding) > self.budget_bytes:
+            idle_names = {entry.name for entry in idle}
+            busy = [h for h in self._sessions if h != holder and h not in idle_names]
+            if self._held_by(busy, holder, list(own), adding, arena) > self.budget_bytes:
+                others = [k for k in own if k != key]
+                kept = [k for k in own if k == key]
+                if not may_close_own or not others:
+                    return None
+                if self._held_by(busy, holder, kept, adding, arena) > self.budget_bytes:
+                    return None
+                for other in others:  # its own idle sessions are what leave no room
+                    self.uncount(holder, other)
+                closing = others
+        offered = list(idle)
+        while self._counted_with(arena, holder, adding) > self.budget_bytes and offered:
+            for entry in offered:
+                entry.freeable = self.freed_by(entry.name)
+            victim = policy.victim(offered)
+            offered.remove(victim)
+            self.release(victim.name)
+            evict(victim)
+        if new:
+            self.count(holder, key, session, opening=True)
+        self.arena_bytes = arena
+        return closing
+
+    # sums -----------------------------------------------------------------------------------
+    def _counted_with(self, arena: int, holder: str, adding: Sequence[SessionBytes]) -> int:
+        """What is counted, with `arena` as the shared arena and `holder`'s `adding` counted
+        as they open."""
+        memory = self._private + self._weights + self._loading
+        if adding:
+            memory += self.added_by(adding) + sum(s.loading_bytes for s in adding)
+        if self.shared_arena:
+            return memory + arena
+        return memory + self._activations + self._needs[holder].arena_bytes * len(adding)
+
+    def _held_by(
+        self,
+        holders: Iterable[str],
+        holder: str,
+        keys: Sequence[SessionKey],
+        adding: Sequence[SessionBytes],
+        arena: int,
+    ) -> int:
+        """What `holders` with all their sessions, and `holder` with only `keys` and `adding`,
+        hold together: as if every other holder were gone."""
+        private = loading = activations = 0
+        weights: dict[str, int] = {}
+        chosen = [(h, k, s) for h in holders for k, s in self._sessions[h].items()]
+        chosen += [(holder, k, self._sessions[holder][k]) for k in keys]
+        for name, session_key, counted in chosen:
+            private += counted.private_bytes
+            weights.update(counted.weights)
+            if (name, session_key) in self._opening:
+                loading += counted.loading_bytes
+            activations += self._needs[name].arena_bytes
+        for session in adding:
+            private += session.private_bytes + session.loading_bytes
+            weights.update(session.weights)
+            activations += self._needs[holder].arena_bytes
+        memory = private + loading + sum(weights.values())
+        return memory + (arena if self.shared_arena else activations)

@@ -1,4 +1,4 @@
-"""`serve --engine ray`: a real local Ray cluster and Ray Serve, spoken to over HTTP.
+"""`serve --on ray`: a real local Ray cluster and Ray Serve, spoken to over HTTP.
 
 The cluster is the CLI's own: its traffic stays on 127.0.0.1
 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), usage stats are off, and its files live in a folder of the
@@ -133,7 +133,7 @@ def test_ray_serve_replicas_answer_within_their_budgets_and_stop_cleanly(tmp_pat
     budget = swapping_budget(dist, ["ab", "cd"])  # each bundle with its parts, not both
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "fusedinf_cc", "serve", str(dist), "--engine", "ray"]
+    command = [sys.executable, "-m", "fusedinf_cc", "serve", str(dist), "--on", "ray"]
     command += ["--replicas", "2", "--replica-cpus", "0.5", "--budget", str(budget)]
     command += ["--port", str(port)]
     log = tmp_path / "serve.log"
@@ -165,7 +165,7 @@ http_options:
 applications:
   - name: fusedinf
     route_prefix: /
-    import_path: fusedinf_cc.serve.ray_engine:app_builder
+    import_path: fusedinf_cc.serve.ray_replicas:app_builder
     args:
       dist: {dist}
       budget: 3MiB
@@ -216,7 +216,20 @@ def _replica_metrics(url: str, replicas: set[str]) -> dict[str, dict[str, float]
 
 def test_an_app_builder_without_a_dist_says_what_it_needs():
     from fusedinf_cc.common.errors import UserInputError
-    from fusedinf_cc.serve.ray_engine import app_builder
+    from fusedinf_cc.serve.ray_replicas import app_builder
 
     with pytest.raises(UserInputError, match="args need dist"):
         app_builder({"budget": "1GiB"})
+
+
+def test_config_files_naming_the_former_module_still_deploy():
+    """`fusedinf_cc.serve.ray_engine:app_builder`, in config files written before the rename,
+    still names the app builder, with a warning of the new name."""
+    import importlib
+
+    from fusedinf_cc.serve.ray_replicas import app_builder
+
+    sys.modules.pop("fusedinf_cc.serve.ray_engine", None)
+    with pytest.warns(DeprecationWarning, match="now fusedinf_cc.serve.ray_replicas"):
+        former = importlib.import_module("fusedinf_cc.serve.ray_engine")
+    assert former.app_builder is app_builder

@@ -337,15 +337,24 @@ def _serve_and_fail(dist: Path, *extra: str) -> subprocess.CompletedProcess[str]
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (("--engine", "kserve"), "--engine 'kserve': use uvicorn or ray"),
-        (("--replicas", "2"), "need --engine ray"),
-        (("--engine", "ray", "--workers", "2"), "runs replicas, not workers: use --replicas"),
-        (("--engine", "ray", "--replicas", "3", "--max-replicas", "2"), "--max-replicas at least"),
-        (("--engine", "ray", "--replica-cpus", "-1"), "--replica-cpus must be >= 0"),
+        (("--on", "kserve"), "--on 'kserve': use uvicorn or ray"),
+        (("--replicas", "2"), "need --on ray"),
+        (("--on", "ray", "--workers", "2"), "runs replicas, not workers: use --replicas"),
+        (("--on", "ray", "--replicas", "3", "--max-replicas", "2"), "--max-replicas at least"),
+        (("--on", "ray", "--replica-cpus", "-1"), "--replica-cpus must be >= 0"),
+        (("--budget", "50%"), "--budget 50%: give a size here"),
     ],
 )
-def test_engine_options_are_checked_before_anything_starts(dist, extra, message):
+def test_ray_options_are_checked_before_anything_starts(dist, extra, message):
     result = _serve_and_fail(dist, *extra)
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and message in line
+
+
+def test_the_former_engine_option_still_works_and_says_its_new_name(dist):
+    result = _serve_and_fail(dist, "--engine", "kserve")
+    assert result.returncode == 2, result.stderr
+    warning, error = result.stderr.strip().splitlines()
+    assert warning == "warning: --engine is now --on; --engine goes in the next release"
+    assert error.startswith("error: ") and "--on 'kserve': use uvicorn or ray" in error

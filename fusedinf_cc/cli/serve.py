@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, check_runtime
-from fusedinf_cc.cli.base import BACKEND, reports_errors
+from fusedinf_cc.cli.base import BACKEND, error_console, reports_errors
 from fusedinf_cc.common.errors import BackendUnavailableError, UserInputError
 from fusedinf_cc.common.sizes import parse_size
 
@@ -57,12 +57,16 @@ def serve_command(
             help="Open connections at most (default: from the file-descriptor limit).",
         ),
     ] = None,
-    engine: Annotated[
+    on: Annotated[
         str,
         typer.Option(
-            "--engine", help="uvicorn (this process) or ray (Ray Serve replicas, docs/ray.md)."
+            "--on", help="uvicorn (this process) or ray (Ray Serve replicas, docs/ray.md)."
         ),
     ] = "uvicorn",
+    engine: Annotated[
+        str | None,
+        typer.Option("--engine", hidden=True, help="The former name of --on."),
+    ] = None,
     replicas: Annotated[
         int, typer.Option("--replicas", help="[ray] Replicas, each with --budget of its own.")
     ] = 1,
@@ -79,6 +83,8 @@ def serve_command(
     ] = None,
 ) -> None:
     """Serve every bundle over HTTP (KServe v2 / Triton protocol), loading on demand."""
+    from fusedinf_cc.runtime.budget import parse_budget
+
     try:
         from fusedinf_cc.serve.app import ServeConfig
         from fusedinf_cc.serve.server import serve
@@ -86,20 +92,25 @@ def serve_command(
         from fusedinf_cc.serve import SERVE_HINT
 
         raise BackendUnavailableError(SERVE_HINT) from None
+    if engine is not None:
+        error_console.print(
+            "warning: --engine is now --on; --engine goes in the next release", highlight=False
+        )
+        on = engine
     if workers < 1:
         raise UserInputError("--workers must be at least 1")
     ray_given = replicas != 1 or any(
         value is not None for value in (max_replicas, replica_cpus, ray_address)
     )
-    if engine not in ("uvicorn", "ray"):
-        raise UserInputError(f"--engine {engine!r}: use uvicorn or ray")
-    if engine == "uvicorn" and ray_given:
+    if on not in ("uvicorn", "ray"):
+        raise UserInputError(f"--on {on!r}: use uvicorn or ray")
+    if on == "uvicorn" and ray_given:
         raise UserInputError(
-            "--replicas, --max-replicas, --replica-cpus, --ray-address need --engine ray"
+            "--replicas, --max-replicas, --replica-cpus, --ray-address need --on ray"
         )
-    if engine == "ray":
+    if on == "ray":
         if workers != 1:
-            raise UserInputError("--engine ray runs replicas, not workers: use --replicas")
+            raise UserInputError("--on ray runs replicas, not workers: use --replicas")
         if replicas < 1 or (max_replicas is not None and max_replicas < replicas):
             raise UserInputError("--replicas must be at least 1, and --max-replicas at least that")
         if replica_cpus is not None and replica_cpus < 0:
@@ -110,7 +121,7 @@ def serve_command(
         raise UserInputError("--max-connections must be at least 1")
     config = ServeConfig(
         dist=dist,
-        budget_bytes=parse_size(budget, "--budget"),
+        budget_bytes=parse_budget(budget).in_bytes(),
         policy=policy,
         runtime=check_runtime(backend),
         max_body_bytes=parse_size(max_body, "--max-body"),
@@ -120,8 +131,8 @@ def serve_command(
         header_timeout_s=header_timeout,
         max_connections=max_connections,
     )
-    if engine == "ray":
-        from fusedinf_cc.serve.ray_engine import serve_on_ray
+    if on == "ray":
+        from fusedinf_cc.serve.ray_replicas import serve_on_ray
         from fusedinf_cc.serve.server import check_address
 
         check_address(host, port)

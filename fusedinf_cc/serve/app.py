@@ -1,9 +1,11 @@
 """The KServe v2 / Triton HTTP endpoint on the loader, as a Starlette ASGI app.
 
-Every built bundle of a dist folder is registered with one EngineCache; a request for a bundle
+Every built bundle of a dist folder is registered with one `BundleCache`; a request for a bundle
 or for a model inside one loads it on demand, evicting idle bundles to stay within the budget.
 Inference runs in Starlette's thread pool, so requests for different bundles run concurrently and
-the cache's own locking keeps one load per bundle.
+the cache's own locking keeps one load per bundle. The handlers are methods of one `Service`,
+which holds what they share (the loader, the metrics, what requests in flight hold, the bundles
+unloaded through the repository API) and records each inference's outcome once.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from fusedinf_cc.artifacts.index import index_path, read_index
 from fusedinf_cc.backends.base import TensorSpec
 from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, TENSORRT
 from fusedinf_cc.common.errors import FusedInfError, UserInputError, first_line
-from fusedinf_cc.runtime.loader import EngineCache
+from fusedinf_cc.runtime.loader import BundleCache
 from fusedinf_cc.serve.protocol import (
     HEADER_LENGTH,
     ProtocolError,
@@ -118,7 +120,7 @@ class Metrics:
                 self.seconds[model] = self.seconds.get(model, 0.0) + seconds
 
 
-def register_dist(cache: EngineCache, dist: Path, runtime: str) -> list[str]:
+def register_dist(cache: BundleCache, dist: Path, runtime: str) -> list[str]:
     """Register every built bundle under `dist` (its engine for tensorrt, else its ONNX)."""
     if not dist.is_dir():
         raise UserInputError(f"{dist}: no such folder of bundles")
@@ -140,40 +142,59 @@ def register_dist(cache: EngineCache, dist: Path, runtime: str) -> list[str]:
     return names
 
 
-def create_app(config: ServeConfig, cache: EngineCache | None = None) -> Starlette:
-    """The ASGI app; `cache` defaults to a new EngineCache over every bundle in `config.dist`."""
-    if cache is None:
-        cache = EngineCache(config.budget_bytes, config.policy, runtime=config.runtime)
-        register_dist(cache, config.dist, config.runtime)
-    metrics = Metrics()
-    inflight = InflightMemory(config.max_inflight_bytes)
-    unloaded: set[str] = set()  # bundles unloaded through the repository API: not ready
-    spec_cache: dict[str, tuple[list[TensorSpec], list[TensorSpec]]] = {}
-    spec_lock = threading.Lock()
+class Service:
+    """The endpoint's state, and a handler per route."""
 
-    def specs(name: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        with spec_lock:
-            if name in spec_cache:
-                return spec_cache[name]
-        found = cache.specs(name)
-        with spec_lock:
-            spec_cache[name] = found
+    def __init__(self, config: ServeConfig, cache: BundleCache):
+        self.config = config
+        self.cache = cache
+        self.metrics = Metrics()
+        self.inflight = InflightMemory(config.max_inflight_bytes)
+        self.unloaded: set[str] = set()  # bundles unloaded through the repository API: not ready
+        self._specs: dict[str, tuple[list[TensorSpec], list[TensorSpec]]] = {}
+        self._specs_lock = threading.Lock()
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v2/health/live", self.live),
+            Route("/v2/health/ready", self.ready),
+            Route("/v2", self.server_metadata),
+            Route("/v2/models/{name}", self.model_metadata),
+            Route("/v2/models/{name}/versions/1", self.model_metadata),
+            Route("/v2/models/{name}/ready", self.model_ready),
+            Route("/v2/models/{name}/versions/1/ready", self.model_ready),
+            Route("/v2/models/{name}/infer", self.infer, methods=["POST"]),
+            Route("/v2/models/{name}/versions/1/infer", self.infer, methods=["POST"]),
+            Route("/v2/repository/index", self.repository_index, methods=["POST"]),
+            Route("/v2/repository/models/{name}/load", self.load, methods=["POST"]),
+            Route("/v2/repository/models/{name}/unload", self.unload, methods=["POST"]),
+            Route("/metrics", self.prometheus),
+        ]
+
+    def specs(self, name: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        with self._specs_lock:
+            if name in self._specs:
+                return self._specs[name]
+        found = self.cache.specs(name)
+        with self._specs_lock:
+            self._specs[name] = found
         return found
 
-    def known(name: str) -> bool:
+    def known(self, name: str) -> bool:
         try:
-            cache.bundle_of(name)
+            self.cache.bundle_of(name)
         except UserInputError:
             return False
         return True
 
-    async def live(request: Request) -> Response:
+    # health and metadata --------------------------------------------------------------------
+    async def live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
 
-    async def ready(request: Request) -> Response:
+    async def ready(self, request: Request) -> Response:
         return JSONResponse({"ready": True})
 
-    async def server_metadata(request: Request) -> Response:
+    async def server_metadata(self, request: Request) -> Response:
         return JSONResponse(
             {
                 "name": "fusedinf-cc",
@@ -182,137 +203,137 @@ def create_app(config: ServeConfig, cache: EngineCache | None = None) -> Starlet
             }
         )
 
-    async def model_metadata(request: Request) -> Response:
+    async def model_metadata(self, request: Request) -> Response:
         name = request.path_params["name"]
-        if not known(name):
+        if not self.known(name):
             return _error(404, f"unknown model {name!r}")
-        inputs, outputs = await run_in_threadpool(specs, name)
+        inputs, outputs = await run_in_threadpool(self.specs, name)
         return JSONResponse(
             {
                 "name": name,
                 "versions": ["1"],
-                "platform": f"fusedinf_{config.runtime}",
+                "platform": f"fusedinf_{self.config.runtime}",
                 "inputs": [tensor_metadata(s) for s in inputs],
                 "outputs": [tensor_metadata(s) for s in outputs],
             }
         )
 
-    async def model_ready(request: Request) -> Response:
+    async def model_ready(self, request: Request) -> Response:
         name = request.path_params["name"]
-        if not known(name) or cache.bundle_of(name) in unloaded:
-            return _error(400 if known(name) else 404, f"model {name!r} is not ready")
+        if not self.known(name) or self.cache.bundle_of(name) in self.unloaded:
+            return _error(400 if self.known(name) else 404, f"model {name!r} is not ready")
         return Response(status_code=200)
 
-    async def infer(request: Request) -> Response:
+    # inference ------------------------------------------------------------------------------
+    async def infer(self, request: Request) -> Response:
+        """Answer one request and record its outcome once: by model (unknown names under one
+        label, so that labels stay bounded), success with its seconds, or failure."""
         name = request.path_params["name"]
+        label = name if self.known(name) else UNKNOWN_LABEL
         started = time.perf_counter()
-        if not known(name):
-            metrics.observe(UNKNOWN_LABEL, "failure", 0.0)  # not the name: labels stay bounded
+        try:
+            response = await self._answer(request, name)
+        except BaseException:
+            self.metrics.observe(label, "failure", 0.0)
+            raise
+        succeeded = response.status_code == 200
+        seconds = time.perf_counter() - started if succeeded else 0.0
+        self.metrics.observe(label, "success" if succeeded else "failure", seconds)
+        return response
+
+    async def _answer(self, request: Request, name: str) -> Response:
+        if not self.known(name):
             return _error(404, f"unknown model {name!r}")
-        if cache.bundle_of(name) in unloaded:
-            metrics.observe(name, "failure", 0.0)
+        if self.cache.bundle_of(name) in self.unloaded:
             return _error(400, f"model {name!r} is unloaded; load it first")
+        config = self.config
         try:
             declared = int(request.headers.get("content-length") or 0)
             json_length = int(request.headers.get(HEADER_LENGTH.lower()) or declared)
         except ValueError:
-            metrics.observe(name, "failure", 0.0)
             return _error(400, f"Content-Length or {HEADER_LENGTH} is not a number")
         refused = _over_limits(config, declared, min(json_length, declared))
         if refused is not None:
-            metrics.observe(name, "failure", 0.0)
             return refused
         reserved = InflightMemory.estimate(declared, min(json_length, declared))
-        if not inflight.reserve(reserved):
-            metrics.observe(name, "failure", 0.0)
+        if not self.inflight.reserve(reserved):
             return _error(503, "too many requests in flight; retry", headers={"Retry-After": "1"})
         try:
             try:
                 body = await _read_limited(request, config.max_body_bytes, config.body_timeout_s)
             except TimeoutError:
-                metrics.observe(name, "failure", 0.0)
                 return _error(408, f"the body stopped arriving for {config.body_timeout_s:g} s")
             if body is None:
-                metrics.observe(name, "failure", 0.0)
                 return _error(413, f"request body over {config.max_body_bytes} bytes")
             header = request.headers.get(HEADER_LENGTH.lower())
             if header is None and len(body) > config.max_json_bytes:  # a chunked JSON body
-                metrics.observe(name, "failure", 0.0)
                 return _error(413, f"JSON body over {config.max_json_bytes} bytes; {_BINARY}")
             try:
-                inputs, outputs = await run_in_threadpool(specs, name)
+                inputs, outputs = await run_in_threadpool(self.specs, name)
                 parsed = parse_request(body, header, inputs)
                 output_names = {s.name for s in outputs}
                 unknown = [o for o in parsed.outputs or () if o not in output_names]
                 if unknown:
                     raise ProtocolError(f"unknown outputs {unknown}")
                 del body
-                results = await run_in_threadpool(cache.run, name, parsed.inputs, parsed.outputs)
+                results = await run_in_threadpool(
+                    self.cache.run, name, parsed.inputs, parsed.outputs
+                )
                 payload, header_length = encode_response(name, results, parsed)
             except (ProtocolError, FusedInfError) as error:
-                metrics.observe(name, "failure", 0.0)
                 return _error(400, str(error))
         finally:
-            inflight.release(reserved)
-        metrics.observe(name, "success", time.perf_counter() - started)
+            self.inflight.release(reserved)
         headers = {HEADER_LENGTH: str(header_length)} if header_length is not None else {}
         media = "application/octet-stream" if header_length is not None else "application/json"
         return Response(payload, headers=headers, media_type=media)
 
-    async def repository_index(request: Request) -> Response:
-        resident = set(cache.resident())
+    # repository -----------------------------------------------------------------------------
+    async def repository_index(self, request: Request) -> Response:
+        resident = set(self.cache.resident())
         return JSONResponse(
             [
                 {
                     "name": bundle,
                     "version": "1",
-                    "state": "UNAVAILABLE" if bundle in unloaded else "READY",
-                    "reason": "unloaded" if bundle in unloaded else "",
+                    "state": "UNAVAILABLE" if bundle in self.unloaded else "READY",
+                    "reason": "unloaded" if bundle in self.unloaded else "",
                     "resident": bundle in resident,
                     "models": models,
                 }
-                for bundle, models in cache.names().items()
+                for bundle, models in self.cache.names().items()
             ]
         )
 
-    async def load(request: Request) -> Response:
+    async def load(self, request: Request) -> Response:
         name = request.path_params["name"]
-        if not known(name):
+        if not self.known(name):
             return _error(404, f"unknown model {name!r}")
         try:
-            await run_in_threadpool(cache.load, name)
+            await run_in_threadpool(self.cache.load, name)
         except FusedInfError as error:
             return _error(400, str(error))
-        unloaded.discard(cache.bundle_of(name))
+        self.unloaded.discard(self.cache.bundle_of(name))
         return JSONResponse({})
 
-    async def unload(request: Request) -> Response:
+    async def unload(self, request: Request) -> Response:
         name = request.path_params["name"]
-        if not known(name):
+        if not self.known(name):
             return _error(404, f"unknown model {name!r}")
-        bundle = cache.bundle_of(name)
-        unloaded.add(bundle)
-        await run_in_threadpool(cache.unload, name)
+        self.unloaded.add(self.cache.bundle_of(name))
+        await run_in_threadpool(self.cache.unload, name)
         return JSONResponse({})
 
-    async def prometheus(request: Request) -> Response:
-        return PlainTextResponse(_metrics_text(metrics, cache), media_type="text/plain")
+    async def prometheus(self, request: Request) -> Response:
+        return PlainTextResponse(_metrics_text(self.metrics, self.cache), media_type="text/plain")
 
-    routes = [
-        Route("/v2/health/live", live),
-        Route("/v2/health/ready", ready),
-        Route("/v2", server_metadata),
-        Route("/v2/models/{name}", model_metadata),
-        Route("/v2/models/{name}/versions/1", model_metadata),
-        Route("/v2/models/{name}/ready", model_ready),
-        Route("/v2/models/{name}/versions/1/ready", model_ready),
-        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-        Route("/v2/models/{name}/versions/1/infer", infer, methods=["POST"]),
-        Route("/v2/repository/index", repository_index, methods=["POST"]),
-        Route("/v2/repository/models/{name}/load", load, methods=["POST"]),
-        Route("/v2/repository/models/{name}/unload", unload, methods=["POST"]),
-        Route("/metrics", prometheus),
-    ]
+
+def create_app(config: ServeConfig, cache: BundleCache | None = None) -> Starlette:
+    """The ASGI app; `cache` defaults to a new BundleCache over every bundle in `config.dist`."""
+    if cache is None:
+        cache = BundleCache(config.budget_bytes, config.policy, runtime=config.runtime)
+        register_dist(cache, config.dist, config.runtime)
+    service = Service(config, cache)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -320,7 +341,7 @@ def create_app(config: ServeConfig, cache: EngineCache | None = None) -> Starlet
         cache.close()  # after uvicorn has let in-flight requests finish
 
     app = Starlette(
-        routes=routes,
+        routes=service.routes(),
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
@@ -387,7 +408,7 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
 
 
-def _metrics_text(metrics: Metrics, cache: EngineCache) -> str:
+def _metrics_text(metrics: Metrics, cache: BundleCache) -> str:
     stats = cache.stats
     lines: list[str] = []
 
@@ -434,4 +455,4 @@ def _metrics_text(metrics: Metrics, cache: EngineCache) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ServeConfig", "app_from_environment", "create_app", "register_dist"]
+__all__ = ["ServeConfig", "Service", "app_from_environment", "create_app", "register_dist"]

@@ -1,24 +1,14 @@
-"""Fixtures: zoo models (exported once, cached), and helpers to fuse and to run the CLI."""
+"""Fixtures: a footprint cache of the session's own, small models, and zoo models (exported once,
+cached). Helpers live in `tests/support/`."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from fusedinf_cc.artifacts.manifest import Manifest
-from fusedinf_cc.compiler.pipeline import fuse, write_fused
-from fusedinf_cc.onnx_io.model_io import load_sources
-from fusedinf_cc.passes.base import FusionOptions
-
-REPO = Path(__file__).resolve().parent.parent
-ZOO_CACHE = Path(os.environ.get("FUSEDINF_ZOO_CACHE", REPO / ".cache" / "zoo"))
+from tests.support.commands import ZOO_CACHE
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,7 +24,7 @@ def footprint_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def small_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Four small distinct models (m0..m3) for replays: fast to build, load and run."""
-    from tests import builders
+    from tests.support import builders
 
     folder = tmp_path_factory.mktemp("small-models")
     return {
@@ -56,45 +46,38 @@ def zoo() -> Callable[..., Path]:
     return get
 
 
-def fuse_files(
-    specs: Sequence[tuple[str, Path]], out: Path, options: FusionOptions | None = None
-) -> Manifest:
-    """The library path the CLI takes: load, fuse, write."""
-    return write_fused(fuse(load_sources(specs), options), out)
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A spec beside three small models, in a folder of its own: `pair` (a and b, which share
+    their input) and `solo` (c)."""
+    from tests.support import builders
 
-
-def build_dist(root: Path, spec: str) -> Path:
-    """Write `spec` as `root/fusedinf.toml` (paths relative to `root`), build every bundle of it
-    into `root/dist` as `bundle build` does, and return that folder."""
-    from fusedinf_cc.precompile.build import build_bundles
-    from fusedinf_cc.precompile.spec import read_spec
-
-    (root / "fusedinf.toml").write_text(spec)
-    bundles = list(read_spec(root / "fusedinf.toml").bundles.values())
-    results = build_bundles(bundles, root / "dist")
-    assert {r.status for r in results} == {"built"}, results
-    return root / "dist"
-
-
-def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real command in a fresh process, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "fusedinf_cc", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-        check=False,
+    models = tmp_path / "models"
+    models.mkdir()
+    builders.save(builders.affine(0, batch="n"), models / "a.onnx")
+    builders.save(builders.affine(1, batch="n"), models / "b.onnx")
+    builders.save(builders.affine(2, width=4), models / "c.onnx")
+    (tmp_path / "fusedinf.toml").write_text(
+        "[bundles.pair]\n"
+        'models = { a = "models/a.onnx", b = "models/b.onnx" }\n'
+        'share_inputs = "auto"\n'
+        'targets = ["onnx", "ort"]\n'
+        "\n"
+        "[bundles.solo]\n"
+        'models = { c = "models/c.onnx" }\n'
+        "verify = { rtol = 1e-4, atol = 1e-4 }\n"
     )
+    return tmp_path
 
 
-def run_probe(script: str, *args: str | Path) -> Any:
-    """Run `script` in a fresh Python process, so that the memory it measures is its own, and
-    return the JSON value of the last line it prints."""
-    result = subprocess.run(
-        [sys.executable, "-c", script, *map(str, args)],
-        capture_output=True,
-        text=True,
-        check=True,
+@pytest.fixture
+def pair_dist(tmp_path: Path) -> Path:
+    """A dist folder of one built bundle, `pair`: two affine models `a` and `b`."""
+    from tests.support import builders
+    from tests.support.commands import build_dist
+
+    builders.affine_pair_specs(tmp_path / "models", 0)
+    return build_dist(
+        tmp_path,
+        '[bundles.pair]\nmodels = { a = "models/a.onnx", b = "models/b.onnx" }\n',
     )
-    return json.loads(result.stdout.strip().splitlines()[-1])

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import builders
-from tests.conftest import build_dist
-from tests.serving import serve_one_request
+from tests.support import builders
+from tests.support.commands import build_dist
+from tests.support.serving import serve_one_request
 
 COMPILER = ("onnx", "onnx_ir", "fusedinf_cc.compiler", "fusedinf_cc.passes", "fusedinf_cc.onnx_io")
 

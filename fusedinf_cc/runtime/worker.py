@@ -36,8 +36,8 @@ from fusedinf_cc.runtime.procmem import release_freed_memory, reset_peak_rss, st
 # own (a footprint: any bundle, a model built alone too).
 Variant = Literal["separate", "fused", "bundle"]
 
-# y = Relu(x), x: float[1, 8], opset 13: the smallest model that starts the runtime. Kept as bytes
-# so that this worker never imports onnx (tests/test_loader.py checks these bytes with onnx).
+# y = Relu(x), x: float[1, 8], opset 13: the smallest model that starts the runtime. Kept as
+# bytes so that this worker never imports onnx (tests/runtime/test_worker.py checks them).
 WARMUP_MODEL = bytes.fromhex(
     "0807120b6675736564696e662d63633a400a0c0a0178120179220452656c7512067761726d75705a130a017812"
     "0e0a0c080112080a0208010a02080862130a0179120e0a0c080112080a0208010a02080842040a00100d"

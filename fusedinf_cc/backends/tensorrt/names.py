@@ -2,10 +2,10 @@
 
 TensorRT cannot be imported on a machine without its libraries, so nothing here imports it.
 The code reads each binding through these tables (`TENSORRT.name(trt, "BuilderFlag.FP16")`,
-`TENSORRT.attr(config, "IBuilderConfig.set_flag")`), never as a bare attribute, so the tables are
-the whole list of what it needs. `tests/test_tensorrt_bindings.py` checks that list against the
-real compiled bindings of the oldest and newest supported versions, and that the code reads no
-name the tables do not declare.
+`TENSORRT.attr(config, "IBuilderConfig.set_flag")`), never as a bare attribute, so the tables
+are the whole list of what it needs. `tests/backends/tensorrt/test_names.py` checks that list
+against the real compiled bindings of the oldest and newest supported versions, and that the
+code reads no name the tables do not declare.
 
 A path is `Owner.member`: the owner is the class (or enum) the object belongs to, as the
 bindings name it, so `IBuilderConfig.set_flag` is `set_flag` on a builder config.

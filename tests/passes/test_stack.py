@@ -1,0 +1,170 @@
+"""stack: models of one architecture on one input run as one wider model, with equal outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from fusedinf_cc.compiler.pipeline import fuse
+from fusedinf_cc.onnx_io.model_io import load_sources
+from fusedinf_cc.passes.base import FusionOptions
+from tests.support.builders import FLOAT, make_model, save, small_cnn, stem_and_head, tensor
+from tests.support.commands import fuse_files, run_cli
+from tests.support.oracle import assert_within_rounding
+
+STACK = FusionOptions(share_inputs="auto", stack=True)
+PLAIN = FusionOptions(share_inputs="auto")
+
+
+def _cnns(tmp_path, count=2, **kwargs):
+    return [
+        (
+            f"m{seed}",
+            save(small_cnn(seed, **kwargs.get(f"m{seed}", {})), tmp_path / f"m{seed}.onnx"),
+        )
+        for seed in range(count)
+    ]
+
+
+def _ops(path):
+    return [node.op_type for node in onnx.load(path).graph.node]
+
+
+def _stack_record(manifest):
+    (record,) = [p for p in manifest.passes if p.name == "stack"]
+    return record
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_stacked_models_compute_each_layer_once_with_equal_outputs(tmp_path, count):
+    specs = _cnns(tmp_path, count)
+    manifest = fuse_files(specs, tmp_path / "stacked.onnx", STACK)
+    fuse_files(specs, tmp_path / "plain.onnx", PLAIN)
+    stacked, plain = _ops(tmp_path / "stacked.onnx"), _ops(tmp_path / "plain.onnx")
+    # Thirteen layers run once for all models; each model keeps its own Flatten and Gemm, and
+    # two Splits give every model back its pooled features and its `r2` output.
+    assert stacked.count("Conv") == 2 and plain.count("Conv") == 2 * count
+    assert stacked.count("Gemm") == count and stacked.count("Split") == 2
+    assert len(stacked) == 13 + 2 * count + 2
+    record = _stack_record(manifest)
+    assert record.changed and record.detail == f"{'+'.join(m for m, _ in specs)}: 13 layers"
+    convs = [n for n in onnx.load(tmp_path / "stacked.onnx").graph.node if n.op_type == "Conv"]
+    groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs]
+    assert groups == [1, 8 * count]  # shared input: plain; depthwise: every model's channels
+    assert_within_rounding(tmp_path / "stacked.onnx", manifest)
+
+
+def test_graph_outputs_keep_their_names(tmp_path):
+    manifest = fuse_files(_cnns(tmp_path), tmp_path / "stacked.onnx", STACK)
+    outputs = [o.name for o in onnx.load(tmp_path / "stacked.onnx").graph.output]
+    assert outputs == [name for m in manifest.models for name in m.outputs.values()]
+    assert sorted(outputs) == ["m0/logits", "m0/r2", "m1/logits", "m1/r2"]
+
+
+def test_a_constant_that_differs_stops_the_stack_there(tmp_path):
+    specs = _cnns(tmp_path, m1={"clip_max": 5.0})
+    manifest = fuse_files(specs, tmp_path / "stacked.onnx", STACK)
+    ops = _ops(tmp_path / "stacked.onnx")
+    # conv, bn, relu and the depthwise conv stack; from the Clip on, each model runs its own.
+    assert ops.count("Conv") == 2 and ops.count("Clip") == 2
+    assert _stack_record(manifest).detail.endswith("4 layers")
+    assert_within_rounding(tmp_path / "stacked.onnx", manifest)
+
+
+def test_models_of_other_shapes_or_on_other_inputs_are_left_apart(tmp_path):
+    wide = save(small_cnn(1, channels=16), tmp_path / "wide.onnx")
+    specs = [("m0", save(small_cnn(0), tmp_path / "m0.onnx")), ("wide", wide)]
+    manifest = fuse_files(specs, tmp_path / "mixed.onnx", STACK)
+    assert not _stack_record(manifest).changed
+    apart = fuse_files(_cnns(tmp_path), tmp_path / "apart.onnx", FusionOptions(stack=True))
+    assert not _stack_record(apart).changed  # two inputs: nothing both read
+    assert _ops(tmp_path / "apart.onnx").count("Conv") == 4
+
+
+def test_heads_of_one_architecture_on_a_shared_backbone_stack(tmp_path):
+    specs = [(f"h{k}", save(stem_and_head(0, k + 1), tmp_path / f"h{k}.onnx")) for k in range(3)]
+    manifest = fuse_files(specs, tmp_path / "heads.onnx", STACK)
+    ops = _ops(tmp_path / "heads.onnx")
+    # cse computes the stem once; the three heads then read it as a shared value and stack.
+    assert ops.count("Conv") == 3 and ops.count("Relu") == 2 and ops.count("Split") == 1
+    assert _stack_record(manifest).detail == "h0+h1+h2: 4 layers"
+    assert_within_rounding(tmp_path / "heads.onnx", manifest)
+
+
+def test_a_group_with_one_stackable_layer_is_left_as_merged(tmp_path):
+    def conv_then_flatten(seed):
+        weight = np.random.default_rng(seed).standard_normal((4, 3, 1, 1)).astype(np.float32)
+        return make_model(
+            [
+                helper.make_node("Conv", ["image", "w"], ["c"], name="conv"),
+                helper.make_node("Flatten", ["c"], ["flat"], name="flatten"),
+            ],
+            [helper.make_tensor_value_info("image", FLOAT, [1, 3, 2, 2])],
+            [helper.make_tensor_value_info("flat", FLOAT, [1, 16])],
+            [tensor("w", weight)],
+        )
+
+    specs = [(f"m{k}", save(conv_then_flatten(k), tmp_path / f"m{k}.onnx")) for k in range(2)]
+    fused = fuse(load_sources(specs), STACK)
+    assert _stack_record(fused.manifest).detail == "m0+m1: 0 layers"
+    # The stacked conv built and dropped reads nothing: the input's readers are the two convs.
+    (image,) = fused.model.graph.inputs
+    assert sorted(use.node.name for use in image.uses()) == ["m0/conv", "m1/conv"]
+
+
+def test_stack_runs_only_when_asked(tmp_path):
+    manifest = fuse_files(_cnns(tmp_path), tmp_path / "plain.onnx", PLAIN)
+    assert "stack" not in [p.name for p in manifest.passes]
+
+
+def test_cli_fuse_stack(tmp_path):
+    (a, path_a), (b, path_b) = _cnns(tmp_path)
+    out = tmp_path / "stacked.onnx"
+    result = run_cli(
+        "fuse",
+        f"{a}={path_a}",
+        f"{b}={path_b}",
+        "--share-inputs",
+        "auto",
+        "--stack",
+        "--explain",
+        "-o",
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "m0+m1: 13 layers" in result.stdout
+    verified = run_cli("verify", out)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("architecture", ["resnet18", "mobilenet_v3_small"])
+def test_zoo_models_of_one_architecture_stack_with_equal_outputs(tmp_path, architecture):
+    pytest.importorskip("torch", reason="the model zoo needs torch (pip install torch==2.13.0)")
+    from model_zoo.zoo import export
+    from tests.support.commands import ZOO_CACHE
+
+    specs = [(f"v{v}", export(architecture, ZOO_CACHE / "opset17", variant=v)) for v in (1, 2)]
+    manifest = fuse_files(specs, tmp_path / "stacked.onnx", STACK)
+    plain = fuse_files(specs, tmp_path / "plain.onnx", PLAIN)
+    # Everything up to the classifier runs once for both models.
+    assert manifest.passes[-1].nodes_after < 0.6 * plain.passes[-1].nodes_after
+    assert_within_rounding(tmp_path / "stacked.onnx", manifest)
+
+
+def test_a_bundle_spec_asks_for_stacking(tmp_path):
+    _cnns(tmp_path)
+    (tmp_path / "fusedinf.toml").write_text(
+        '[bundles.pair]\nmodels = { m0 = "m0.onnx", m1 = "m1.onnx" }\n'
+        'share_inputs = "auto"\nstack = true\n',
+        encoding="utf-8",
+    )
+    built = run_cli("bundle", "build", "fusedinf.toml", "--out", "dist", cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    manifest = json.loads((tmp_path / "dist" / "pair" / "pair.onnx.manifest.json").read_text())
+    (record,) = [p for p in manifest["passes"] if p["name"] == "stack"]
+    assert record["detail"] == "m0+m1: 13 layers"

@@ -1,0 +1,108 @@
+"""Predicted replays: the loader's ledger and policies on predicted sessions, counting what the
+real loader counts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.measure.deployments import Deployment, deployments
+from fusedinf_cc.measure.simulate import replay
+from fusedinf_cc.plan.costs import CostModel, Measured, measure_bundle
+from fusedinf_cc.plan.predict import predict
+from fusedinf_cc.runtime.bundle import Bundle
+from fusedinf_cc.runtime.ledger import least_budget
+from fusedinf_cc.workload.layout import Layout
+from fusedinf_cc.workload.requests import Request
+from fusedinf_cc.workload.routing import Call, route
+from tests.support.plans import session_cost
+
+
+def _remeasured(deployment: Deployment, wider: str, extra_arena: int) -> Deployment:
+    """`deployment` (of single models) with its footprints set: every bundle the size of the
+    first, and `wider`'s requests need `extra_arena` more than the others'."""
+    first = next(iter(deployment.bundles.values())).footprint
+    bundles = {}
+    for name, bundle in deployment.bundles.items():
+        footprint = replace(
+            bundle.footprint,
+            measured_bytes=first.measured_bytes,
+            loading_bytes=first.loading_bytes,
+            activation_bytes=first.activation_bytes + (extra_arena if name == wider else 0),
+        )
+        bundles[name] = Bundle(bundle.name, bundle.artifact, bundle.manifest, footprint)
+    return Deployment(deployment.name, bundles, deployment.calls)
+
+
+def test_predicted_loads_scatter_as_measured_and_the_first_run_after_one_is_cold():
+    alone = {
+        name: Measured(frozenset({name}), session_cost(1 << 20, 0.01, 0.001)) for name in ("a", "b")
+    }
+    trace = [Request(0.1 * i, "ab"[i % 2]) for i in range(400)]  # one model fits: every call loads
+    steady = CostModel(alone={n: m.whole for n, m in alone.items()})
+    jittery = CostModel(alone={n: m.whole for n, m in alone.items()}, load_jitter=[1, 1, 1, 9])
+    bundles = Layout({n: {n} for n in "ab"})
+    calls = {n: [Call(n)] for n in "ab"}
+    budget = (1 << 20) + 200
+    calm, scattered = (predict(trace, bundles, calls, c, budget, "lru") for c in (steady, jittery))
+    assert calm.misses == scattered.misses == 400
+    assert calm.seconds_loading == pytest.approx(400 * 0.01)
+    # A quarter of the loads take 9x: three times the loading seconds, and a 9x tail.
+    assert scattered.seconds_loading / calm.seconds_loading == pytest.approx(3.0, rel=0.2)
+    assert scattered.p99_ms == pytest.approx(9 * 0.01 * 1000 + 1, rel=0.05)
+    assert scattered.p50_ms == pytest.approx(calm.p50_ms)
+    # The first request after a load runs cold: every call here pays it.
+    cold = {n: replace(m.whole, cold_seconds=0.005) for n, m in alone.items()}
+    slow = predict(trace, bundles, calls, CostModel(alone=cold), budget, "lru")
+    assert slow.p50_ms == pytest.approx(calm.p50_ms + 5.0)
+
+
+def test_a_predicted_replay_counts_what_the_real_loader_counts(small_models, tmp_path):
+    functions = {"fa": ["m0", "m1"], "fb": ["m1", "m2", "m3"], "fc": ["m3"]}
+    unfused, fused = deployments(small_models, functions, tmp_path / "work", aot=True)
+    # Footprints as a machine may measure them: models of one size, m2's requests needing a
+    # wider arena. A replay starts with the arena that wide (it opened every session for its
+    # feeds): two models would fit beside the others' arena, one fits beside m2's.
+    unfused = _remeasured(unfused, wider="m2", extra_arena=64 << 10)
+    one = unfused.bundles["m0"].footprint
+    measured = {
+        name: measure_bundle(b, pooled=True, rounds=2, runs=2)
+        for name, b in unfused.bundles.items()
+    }
+    groups = [measure_bundle(b, pooled=True, rounds=2, runs=2) for b in fused.bundles.values()]
+    costs = CostModel.fitted(measured, groups)
+    assert all(m.whole.load_seconds > 0 and m.whole.run_seconds > 0 for m in measured.values())
+    assert sorted(groups[1].parts) == ["m1", "m2", "m3"]
+    trace = [Request(0.01 * i, ("fa", "fb", "fc", "fb")[i % 4]) for i in range(40)]
+    budgets = {
+        unfused.name: one.measured_bytes + one.alone_bytes + (32 << 10),
+        # The least budget every bundle registers under: room for the largest, so some swap.
+        fused.name: least_budget(f.load_need for f in fused.footprints),
+    }
+    for deployment in (unfused, fused):
+        budget = budgets[deployment.name]
+        members = deployment.layout
+        calls = route(functions, members)
+        assert calls == deployment.calls
+        # Policies that weigh bytes (belady weighs what an eviction frees, and fa's and fb's
+        # bundles share m1's pooled weights), not measured seconds, decide alike.
+        for policy in ("lru", "belady"):
+            real = replay(trace, deployment, budget, policy)
+            guess = predict(trace, members, calls, costs, budget, policy, deployment.name)
+            # The same bytes under the same policy: the same loads and evictions, exactly.
+            counted = (guess.hits, guess.misses, guess.evictions, guess.models_loaded)
+            assert counted == (real.hits, real.misses, real.evictions, real.models_loaded)
+            assert real.evictions > 0
+            assert guess.peak_accounted_bytes == real.peak_accounted_bytes
+            assert guess.seconds_loading > 0 and guess.p99_ms >= guess.p50_ms > 0
+    with pytest.raises(UserInputError, match=r"'fb' needs .* more than the whole budget"):
+        predict(
+            [Request(0.0, "fb")],
+            Layout({"fb": {"m1", "m2", "m3"}}),
+            {"fb": []},
+            costs,
+            1000,
+            "lru",
+        )

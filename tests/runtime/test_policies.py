@@ -1,0 +1,69 @@
+"""Eviction policies: LRU, GDSF weighed by what an eviction frees, and the clairvoyant reference."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
+
+from fusedinf_cc.runtime.policies import Clairvoyant, GreedyDualSizeFrequency, LeastRecentlyUsed
+from fusedinf_cc.workload.replay import FutureUses
+
+
+@dataclass
+class _Cached:
+    size: int
+    cost_seconds: float
+    frequency: int = 0
+    priority: float = 0.0
+    base: float = 0.0
+
+
+def test_gdsf_keeps_what_is_costly_to_reload_and_ages_out_the_rest():
+    policy = GreedyDualSizeFrequency()
+    slow = _Cached(size=100, cost_seconds=2.0)
+    quick = _Cached(size=100, cost_seconds=0.1)
+    policy.touch(slow)
+    for _ in range(5):
+        policy.touch(quick)  # used more often, but cheap to bring back
+    assert policy.victim([slow, quick]) is quick
+    policy.evicted(quick)
+    assert policy.inflation == pytest.approx(5 * 0.1 / 100)
+    # Ageing: once inflation has passed the stale bundle's priority, fresh arrivals outrank it.
+    policy.inflation = slow.priority
+    newcomer = _Cached(size=100, cost_seconds=0.1)
+    policy.touch(newcomer)
+    assert policy.victim([slow, newcomer]) is slow
+    lru = LeastRecentlyUsed()
+    lru.touch(slow)
+    lru.touch(quick)
+    assert lru.victim([slow, quick]) is slow
+
+
+def test_gdsf_weighs_a_bundle_by_what_its_eviction_would_free_now():
+    policy = GreedyDualSizeFrequency()
+    first = _Cached(size=100, cost_seconds=1.0)
+    second = _Cached(size=100, cost_seconds=1.0)
+    policy.touch(first)
+    policy.touch(second)
+    # Same use, cost and footprint; then another resident bundle comes to hold most of the
+    # first one's weights, so evicting it would free little: the second goes.
+    first.size = 10
+    assert policy.victim([first, second]) is second
+    first.size, second.size = 100, 10
+    assert policy.victim([first, second]) is first
+
+
+def test_clairvoyant_policy_evicts_by_distance_to_next_use_times_size():
+    future = FutureUses(["a", "b", "c", "a", "b", "a"])
+    future.now = 2
+    assert [future.until_next_use(name) for name in "abcz"] == [1, 2, math.inf, math.inf]
+    policy = Clairvoyant(future.until_next_use)
+    a, b = SimpleNamespace(name="a", size=10), SimpleNamespace(name="b", size=10)
+    assert policy.victim([a, b]) is b  # used later, frees as much
+    a.size = 30
+    assert policy.victim([a, b]) is a  # used sooner, but frees three times as much
+    future.now = 4
+    assert policy.victim([a, b]) is b  # never used again

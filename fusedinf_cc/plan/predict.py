@@ -30,7 +30,7 @@ from fusedinf_cc.workload.requests import Request
 from fusedinf_cc.workload.routing import Call, Routes
 
 
-@dataclass
+@dataclass(eq=False)  # one per bundle: compared by identity, as the loader's entries are
 class _Bundle:
     """A bundle as the policies see it (`CachedBundle`), with the sessions it has open."""
 

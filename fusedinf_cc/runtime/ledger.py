@@ -135,19 +135,23 @@ class MemoryLedger:
         """Bytes closing every session of `holder` would free: their own, and the pooled
         weights no other holder's session maps (each at the size the holder maps it). What a
         policy weighs a victim by."""
-        sessions = list(self._sessions.get(holder, {}).values())
-        if len(sessions) == 1:  # the common case, without walking every weight
-            (session,) = sessions
+        held = self._sessions.get(holder)
+        if not held:
+            return 0
+        if len(held) == 1:  # the common case, without walking every weight
+            (session,) = held.values()
+            if not self._shared:
+                return session.bytes
             sizes = session.weight_sizes
             return session.bytes - sum(sizes[d] for d in self._shared if d in sizes)
         own: dict[str, int] = {}
-        sizes: dict[str, int] = {}
-        for session in sessions:
+        sizes = {}
+        for session in held.values():
             for digest, size in session.weights:
                 own[digest] = own.get(digest, 0) + 1
                 sizes[digest] = size
         alone = sum(sizes[d] for d, n in own.items() if self._maps.get(d, 0) == n)
-        return sum(s.private_bytes for s in sessions) + alone
+        return sum(s.private_bytes for s in held.values()) + alone
 
     # changes --------------------------------------------------------------------------------
     def count(self, holder: str, key: SessionKey, session: SessionBytes, *, opening: bool) -> None:
@@ -230,11 +234,10 @@ class MemoryLedger:
         new = key not in own
         if not new and arena == self.arena_bytes:
             return []  # a hit that needs no more memory
-        adding = [session] if new else []
+        adding = session if new else None
         closing: list[SessionKey] = []
         if self._counted_with(arena, holder, adding) > self.budget_bytes:
-            idle_names = {entry.name for entry in idle}
-            busy = [h for h in self._sessions if h != holder and h not in idle_names]
+            busy = self._busy(holder, idle)
             if self._held_by(busy, holder, list(own), adding, arena) > self.budget_bytes:
                 others = [k for k in own if k != key]
                 kept = [k for k in own if k == key]
@@ -245,36 +248,53 @@ class MemoryLedger:
                 for other in others:  # its own idle sessions are what leave no room
                     self.uncount(holder, other)
                 closing = others
-        offered = list(idle)
-        while self._counted_with(arena, holder, adding) > self.budget_bytes and offered:
-            for entry in offered:
-                entry.freeable = self.freed_by(entry.name)
-            victim = policy.victim(offered)
-            offered.remove(victim)
-            self.release(victim.name)
-            evict(victim)
+            offered = list(idle)
+            while self._counted_with(arena, holder, adding) > self.budget_bytes and offered:
+                for entry in offered:
+                    entry.freeable = self.freed_by(entry.name)
+                victim = policy.victim(offered)
+                offered.remove(victim)
+                self.release(victim.name)
+                evict(victim)
         if new:
             self.count(holder, key, session, opening=True)
         self.arena_bytes = arena
         return closing
 
     # sums -----------------------------------------------------------------------------------
-    def _counted_with(self, arena: int, holder: str, adding: Sequence[SessionBytes]) -> int:
-        """What is counted, with `arena` as the shared arena and `holder`'s `adding` counted
-        as they open."""
+    def _busy(self, holder: str, idle: Sequence[Evictable]) -> list[str]:
+        """The holders other than `holder` that may not be evicted now."""
+        others = len(self._sessions) - (holder in self._sessions)
+        if len(idle) >= others:
+            return []  # every other holder is idle (a replay's one server: always)
+        idle_names = {entry.name for entry in idle}
+        return [h for h in self._sessions if h != holder and h not in idle_names]
+
+    def _counted_with(self, arena: int, holder: str, adding: SessionBytes | None) -> int:
+        """What is counted, with `arena` as the shared arena and `holder`'s session `adding`
+        counted as it opens."""
         memory = self._private + self._weights + self._loading
-        if adding:
-            memory += self.added_by(adding) + sum(s.loading_bytes for s in adding)
         if self.shared_arena:
-            return memory + arena
-        return memory + self._activations + self._needs[holder].arena_bytes * len(adding)
+            memory += arena
+        else:
+            memory += self._activations
+        if adding is None:
+            return memory
+        memory += adding.private_bytes + adding.loading_bytes
+        maps = self._maps
+        for digest, size in adding.weights:
+            if digest not in maps:
+                memory += size
+        if not self.shared_arena:
+            memory += self._needs[holder].arena_bytes
+        return memory
 
     def _held_by(
         self,
         holders: Iterable[str],
         holder: str,
         keys: Sequence[SessionKey],
-        adding: Sequence[SessionBytes],
+        adding: SessionBytes | None,
         arena: int,
     ) -> int:
         """What `holders` with all their sessions, and `holder` with only `keys` and `adding`,
@@ -289,9 +309,9 @@ class MemoryLedger:
             if (name, session_key) in self._opening:
                 loading += counted.loading_bytes
             activations += self._needs[name].arena_bytes
-        for session in adding:
-            private += session.private_bytes + session.loading_bytes
-            weights.update(session.weights)
+        if adding is not None:
+            private += adding.private_bytes + adding.loading_bytes
+            weights.update(adding.weights)
             activations += self._needs[holder].arena_bytes
         memory = private + loading + sum(weights.values())
         return memory + (arena if self.shared_arena else activations)

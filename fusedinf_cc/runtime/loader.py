@@ -66,7 +66,7 @@ class CacheStats:
     models_opened: int = 0  # the models those sessions serve: a whole all of its, a part one
 
 
-@dataclass
+@dataclass(eq=False)  # one per registered bundle: compared by identity
 class _Entry:
     """A registered bundle: its open sessions, pins, and what its policy weighs."""
 

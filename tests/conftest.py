@@ -73,11 +73,6 @@ def project(tmp_path: Path) -> Path:
 @pytest.fixture
 def pair_dist(tmp_path: Path) -> Path:
     """A dist folder of one built bundle, `pair`: two affine models `a` and `b`."""
-    from tests.support import builders
-    from tests.support.commands import build_dist
+    from tests.support.commands import build_pair_dist
 
-    builders.affine_pair_specs(tmp_path / "models", 0)
-    return build_dist(
-        tmp_path,
-        '[bundles.pair]\nmodels = { a = "models/a.onnx", b = "models/b.onnx" }\n',
-    )
+    return build_pair_dist(tmp_path)

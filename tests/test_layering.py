@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import builders
-from tests.support.commands import build_dist
+from tests.support.commands import build_pair_dist
 from tests.support.serving import serve_one_request
 
 COMPILER = ("onnx", "onnx_ir", "fusedinf_cc.compiler", "fusedinf_cc.passes", "fusedinf_cc.onnx_io")
@@ -51,14 +50,7 @@ def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("layering")
-    (root / "models").mkdir()
-    for seed in range(2):
-        builders.save(builders.affine(seed, width=32), root / "models" / f"m{seed}.onnx")
-    return build_dist(
-        root,
-        '[bundles.pair]\nmodels = { a = "models/m0.onnx", b = "models/m1.onnx" }\n',
-    )
+    return build_pair_dist(tmp_path_factory.mktemp("layering"), width=32)
 
 
 def test_help_imports_neither_numpy_nor_the_compiler():

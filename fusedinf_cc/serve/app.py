@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -35,6 +35,7 @@ from fusedinf_cc.backends.base import TensorSpec
 from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, TENSORRT
 from fusedinf_cc.common.errors import FusedInfError, UserInputError, first_line
 from fusedinf_cc.runtime.loader import BundleCache
+from fusedinf_cc.serve.metrics import Metrics
 from fusedinf_cc.serve.protocol import (
     HEADER_LENGTH,
     ProtocolError,
@@ -102,22 +103,6 @@ class InflightMemory:
     def release(self, amount: int) -> None:
         with self._lock:
             self.held -= amount
-
-
-@dataclass
-class Metrics:
-    """Counters for /metrics; the loader's own stats are read when scraped."""
-
-    requests: dict[tuple[str, str], int] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def observe(self, model: str, outcome: str, seconds: float) -> None:
-        with self.lock:
-            key = (model, outcome)
-            self.requests[key] = self.requests.get(key, 0) + 1
-            if outcome == "success":
-                self.seconds[model] = self.seconds.get(model, 0.0) + seconds
 
 
 def register_dist(cache: BundleCache, dist: Path, runtime: str) -> list[str]:
@@ -325,7 +310,7 @@ class Service:
         return JSONResponse({})
 
     async def prometheus(self, request: Request) -> Response:
-        return PlainTextResponse(_metrics_text(self.metrics, self.cache), media_type="text/plain")
+        return PlainTextResponse(self.metrics.text(self.cache), media_type="text/plain")
 
 
 def create_app(config: ServeConfig, cache: BundleCache | None = None) -> Starlette:
@@ -399,60 +384,8 @@ async def _internal_error(request: Request, error: Exception) -> Response:
     return _error(500, "internal error; the server's log has the cause")
 
 
-def _number(value: float) -> str:
-    """Exact for counts and bytes, full precision for seconds."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
 def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=dict(headers or {}))
-
-
-def _metrics_text(metrics: Metrics, cache: BundleCache) -> str:
-    stats = cache.stats
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-        lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"])
-        lines.extend(f"{name}{labels} {_number(value)}" for labels, value in samples)
-
-    with metrics.lock:
-        requests = sorted(metrics.requests.items())
-        seconds = sorted(metrics.seconds.items())
-    metric(
-        "fusedinf_requests_total",
-        "counter",
-        "Inference requests by model and outcome.",
-        [(f'{{model="{m}",outcome="{o}"}}', n) for (m, o), n in requests],
-    )
-    metric(
-        "fusedinf_request_seconds_total",
-        "counter",
-        "Seconds spent on successful requests (swaps included), by model.",
-        [(f'{{model="{m}"}}', s) for m, s in seconds],
-    )
-    metric("fusedinf_loads_total", "counter", "Bundle loads (misses).", [("", stats.misses)])
-    metric("fusedinf_evictions_total", "counter", "Bundles evicted.", [("", stats.evictions)])
-    metric(
-        "fusedinf_loading_seconds_total",
-        "counter",
-        "Seconds spent loading bundles.",
-        [("", stats.seconds_loading)],
-    )
-    metric(
-        "fusedinf_resident_bytes",
-        "gauge",
-        "Footprint of the resident bundles.",
-        [("", cache.accounted_bytes)],
-    )
-    metric(
-        "fusedinf_peak_resident_bytes",
-        "gauge",
-        "Highest footprint accounted so far.",
-        [("", stats.peak_accounted_bytes)],
-    )
-    metric("fusedinf_budget_bytes", "gauge", "The memory budget.", [("", cache.budget_bytes)])
-    return "\n".join(lines) + "\n"
 
 
 __all__ = ["ServeConfig", "Service", "app_from_environment", "create_app", "register_dist"]

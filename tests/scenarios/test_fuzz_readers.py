@@ -20,8 +20,7 @@ from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.precompile.spec import read_spec
 from fusedinf_cc.runtime.bundle import open_bundle
 from fusedinf_cc.runtime.feeds import load_feeds
-from tests.support import builders
-from tests.support.commands import build_dist, run_cli
+from tests.support.commands import build_pair_dist, run_cli
 
 pytest.importorskip("onnxruntime", reason="needs ONNX Runtime")
 
@@ -83,14 +82,7 @@ def _dumped(document: Any) -> str:
 
 @pytest.fixture(scope="module")
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("fuzz")
-    (root / "models").mkdir()
-    for seed in range(2):
-        builders.save(builders.affine(seed, width=32), root / "models" / f"m{seed}.onnx")
-    return build_dist(
-        root,
-        '[bundles.pair]\nmodels = { a = "models/m0.onnx", b = "models/m1.onnx" }\naot = true\n',
-    )
+    return build_pair_dist(tmp_path_factory.mktemp("fuzz"), width=32, aot=True)
 
 
 def _accepts_or_refuses_in_one_line(read: Any) -> None:

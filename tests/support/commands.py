@@ -39,6 +39,18 @@ def build_dist(root: Path, spec: str) -> Path:
     return root / "dist"
 
 
+def build_pair_dist(root: Path, *, width: int = 64, aot: bool = False) -> Path:
+    """A dist folder under `root` of one built bundle, `pair`: two affine models `a` and `b`
+    (`models/m0.onnx` and `models/m1.onnx`, `width` wide), ahead of time where `aot`."""
+    from tests.support import builders
+
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    for seed in range(2):
+        builders.save(builders.affine(seed, width=width), root / "models" / f"m{seed}.onnx")
+    spec = '[bundles.pair]\nmodels = { a = "models/m0.onnx", b = "models/m1.onnx" }\n'
+    return build_dist(root, spec + ("aot = true\n" if aot else ""))
+
+
 def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real command in a fresh process, as a user would."""
     return subprocess.run(

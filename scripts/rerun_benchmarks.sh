@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Rerun every table docs/benchmarks.md shows, section by section, into bench-results/.
+#   bash scripts/rerun_benchmarks.sh                 # every section (hours on a 2-core machine)
+#   bash scripts/rerun_benchmarks.sh bench simulate  # some: bench fuse loader simulate plan serve
+# Each command writes its report under the name of the table it fills; read them beside the doc.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/venv.sh "cpu,zoo,dev,plot,serve"
+out="${RESULTS_DIR:-bench-results}"
+models="$out/models"
+mkdir -p "$out" "$models"
+sections=("$@")
+[ ${#sections[@]} -eq 0 ] && sections=(bench fuse loader simulate plan serve)
+wants() { [[ " ${sections[*]} " == *" $1 "* ]]; }
+
+if wants bench; then
+  python -m model_zoo export head0 head1 resnet_heads resnet18 mobilenet_v3_small squeezenet1_1 \
+    -o "$models"
+  # Two heads on one backbone
+  fusedinf-cc fuse cls="$models/head0.onnx" seg="$models/head1.onnx" --share-inputs auto \
+    -o "$out/heads.onnx"
+  fusedinf-cc fuse cls="$models/head0.onnx" seg="$models/head1.onnx" --share-inputs auto --aot \
+    -o "$out/heads-aot.onnx"
+  fusedinf-cc bench --fused "$out/heads.onnx" --runs 50 --json "$out/heads.json" \
+    --plot "$out/heads.png"
+  fusedinf-cc bench --fused "$out/heads-aot.onnx" --runs 50 --json "$out/heads-aot.json"
+  # Two heads on a ResNet-18 trunk (the third column: both sides with side files)
+  fusedinf-cc fuse cls="$models/resnet_head0.onnx" seg="$models/resnet_head1.onnx" \
+    --share-inputs auto -o "$out/rheads.onnx"
+  fusedinf-cc fuse cls="$models/resnet_head0.onnx" seg="$models/resnet_head1.onnx" \
+    --share-inputs auto --aot -o "$out/rheads-aot.onnx"
+  fusedinf-cc bench --fused "$out/rheads.onnx" --runs 50 --json "$out/rheads.json" \
+    --plot "$out/rheads.png"
+  fusedinf-cc bench --fused "$out/rheads-aot.onnx" --runs 50 --json "$out/rheads-aot.json"
+  # Unrelated models
+  unrelated=("$models/resnet18.onnx" "$models/mobilenet_v3_small.onnx" "$models/squeezenet1_1.onnx")
+  fusedinf-cc fuse "${unrelated[@]}" --share-inputs auto -o "$out/unrelated.onnx"
+  fusedinf-cc fuse "${unrelated[@]}" --share-inputs auto --aot -o "$out/unrelated-aot.onnx"
+  fusedinf-cc bench --fused "$out/unrelated.onnx" --runs 50 --json "$out/unrelated.json" \
+    --plot "$out/unrelated.png"
+  fusedinf-cc bench --fused "$out/unrelated-aot.onnx" --runs 50 --json "$out/unrelated-aot.json"
+  # The separate side in the fused layout, and the heap's part in the peak
+  for artifact in unrelated unrelated-aot rheads rheads-aot; do
+    fusedinf-cc bench --fused "$out/$artifact.onnx" --runs 50 --separate-side-files \
+      --json "$out/$artifact-side-files.json"
+  done
+  fusedinf-cc bench --fused "$out/unrelated.onnx" --runs 30 --separate-side-files \
+    --json "$out/heap-as-is.json"
+  setarch "$(uname -m)" -R fusedinf-cc bench --fused "$out/unrelated.onnx" --runs 30 \
+    --separate-side-files --json "$out/heap-no-aslr.json"
+  MALLOC_MMAP_THRESHOLD_=1048576 fusedinf-cc bench --fused "$out/unrelated.onnx" --runs 30 \
+    --separate-side-files --json "$out/heap-mmap-threshold.json"
+  # Scaling, stacking, one model's request
+  python scripts/bench_scaling.py --json "$out/scaling.json" --plot "$out/scaling.png"
+  python scripts/bench_scaling.py --stack --counts 4,8 --json "$out/scaling-stack.json"
+  python scripts/bench_stack.py --aot --json "$out/stack-aot.json"
+  python scripts/bench_stack.py --json "$out/stack.json"
+  python scripts/bench_stack.py --aot --arch resnet18 --counts 2,4 --rounds 10 \
+    --json "$out/stack-resnet18.json"
+  python scripts/bench_parts.py --json "$out/parts.json"
+fi
+
+if wants fuse; then
+  python scripts/bench_compiler.py | tee "$out/compiler.txt"
+fi
+
+if wants loader; then
+  python -m pytest tests/runtime/test_loader.py -k "memory" -v | tee "$out/loader.txt"
+fi
+
+if wants simulate; then
+  python scripts/simulate_zoo.py --json "$out/sim.json"
+  python scripts/simulate_zoo.py --overlapping --aot --budget 75% --requests 800 \
+    --json "$out/sim-overlap.json"
+fi
+
+if wants plan; then
+  python scripts/simulate_zoo.py --plan --aot --requests 1000 --budget 50% \
+    --json "$out/plan-zoo.json"
+  python scripts/simulate_zoo.py --plan --aot --drifting --requests 1000 --budget 75% \
+    --json "$out/plan-drift.json"
+  python scripts/simulate_zoo.py --plan --requests 1000 --budget 50% \
+    --json "$out/plan-zoo-portable.json"
+  FUSEDINF_CACHE_DIR="$(mktemp -d)" python scripts/bench_plan.py --json "$out/plan-time.json"
+  python scripts/bench_plan.py --models 24 --functions 60 --requests 4000 --replays 3 \
+    --json "$out/plan-mlp.json"
+  python scripts/bench_plan.py --models 24 --functions 60 --requests 4000 --replays 3 \
+    --budget 50% --json "$out/plan-mlp50.json"
+fi
+
+if wants serve; then
+  python scripts/load_test_serve.py --clients 4 --requests 40 --json "$out/serve-load.json"
+  python scripts/bench_workers.py --json "$out/workers.json"
+fi
+echo "wrote $out/"

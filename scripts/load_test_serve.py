@@ -2,16 +2,22 @@
 with a budget that holds about half of them, so requests force swaps.
 
     python scripts/load_test_serve.py [--clients 4] [--requests 40] [--json FILE]
+        [--device-profile orin-nano-sd] [--memory-limit 2GiB] [--read-bandwidth 67MB/s]
 
 Bounded: clients x requests in all, and a time limit. Reports requests/s, p50/p99 latency (swaps
 included), loads and evictions, the server's peak RSS (VmHWM) and the peak accounted footprint
-against the budget. Exits 1 if any request failed or the budget was exceeded.
+against the budget. With a device profile the server runs in a cgroup made for it (its memory
+limit, its reads throttled on the disk that holds the bundles), and the report adds what the
+kernel counted: the group's peak memory, the bytes read from storage, the out-of-memory kills.
+Exits 1 if any request failed, the budget was exceeded or the kernel killed the server.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -28,6 +34,8 @@ import tritonclient.http as http
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from fusedinf_cc.limits.cgroups import GROUP_ENV, RunGroup  # noqa: E402
+from fusedinf_cc.limits.profiles import device_profile  # noqa: E402
 from fusedinf_cc.precompile.build import build_bundles  # noqa: E402
 from fusedinf_cc.precompile.spec import read_spec  # noqa: E402
 from fusedinf_cc.runtime.bundle import open_bundle  # noqa: E402
@@ -54,7 +62,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40, help="per client")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--device-profile")
+    parser.add_argument("--memory-limit")
+    parser.add_argument("--read-bandwidth")
+    parser.add_argument("--cpus", type=float)
     args = parser.parse_args()
+    profile = device_profile(args.device_profile, args.memory_limit, args.read_bandwidth, args.cpus)
     work = Path(tempfile.mkdtemp(prefix="fusedinf-load-"))
     zoo = work / "zoo"
     for name in ("head0", "head1", "mobilenet_v3_small", "squeezenet1_1", "resnet18"):
@@ -70,6 +83,23 @@ def main() -> None:
         least_budget(f.load_need for f in measured.values()), sum(footprints.values()) // 2
     )
     port = _free_port()
+    group = RunGroup(profile, work) if profile is not None else contextlib.nullcontext()
+    with group:
+        report = _serve_and_load(work, port, budget, args, group)
+    report.update({"budget_bytes": budget, "footprints": footprints})
+    report["budget_held"] = report["peak_resident_bytes"] <= budget
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    killed = report.get("device", {}).get("use", {}).get("oom_kills", 0)
+    if report["failures"] or not report["budget_held"] or killed:
+        sys.exit(1)
+
+
+def _serve_and_load(work: Path, port: int, budget: int, args, group) -> dict:
+    """Start the server (in `group`, where it is one), load it, and stop it."""
+    limited = isinstance(group, RunGroup)
+    env = {**os.environ, GROUP_ENV: group.to_env()} if limited else None
     server = subprocess.Popen(
         [
             sys.executable,
@@ -85,6 +115,8 @@ def main() -> None:
             "gdsf",
         ],
         stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=group.join if limited else None,
     )
     try:
         _wait_live(port)
@@ -96,13 +128,10 @@ def main() -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
-    report.update({"budget_bytes": budget, "footprints": footprints})
-    report["budget_held"] = report["peak_resident_bytes"] <= budget
-    print(json.dumps(report, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    if report["failures"] or not report["budget_held"]:
-        sys.exit(1)
+    if limited:
+        use = group.use()
+        report["device"] = {"profile": group.profile.to_record(), "use": use.to_record()}
+    return report
 
 
 def _load(port: int, clients: int, requests: int, limit_s: float) -> dict:

@@ -2,6 +2,8 @@
 
     python scripts/simulate_zoo.py [--requests 400] [--budget 50%] [--aot] [--json FILE]
                                    [--policy lru,gdsf,belady] [--own-weights] [--stack]
+                                   [any other option of the command, passed on as given:
+                                    --device-profile orin-nano-sd, --keep-page-cache, ...]
 
 Fixed workload (reported in docs/benchmarks.md): a pool of 12 distinct zoo models (resnet18,
 mobilenet_v3_small, squeezenet1_1, transformer_encoder, head0 and head1, two weight variants
@@ -213,7 +215,8 @@ def main() -> None:
     )
     parser.add_argument("--plan", action="store_true", help="run `plan` on the workload")
     parser.add_argument("--replays", type=int, default=3, help="--plan: real replays of each")
-    args = parser.parse_args()
+    # Anything else goes to the command as given: --device-profile, --keep-page-cache, ...
+    args, passed_on = parser.parse_known_args()
     command = [sys.executable, "-m", "fusedinf_cc", "plan" if args.plan else "simulate"]
     models_dir = args.work_dir / "models"
     traced = False  # whether the workload's trace is a file
@@ -255,7 +258,7 @@ def main() -> None:
         command.append("--aot")
     if args.stack:
         command.append("--stack")
-    subprocess.run(command, check=True)
+    subprocess.run(command + passed_on, check=True)
 
 
 if __name__ == "__main__":

@@ -130,6 +130,63 @@ def fusion_options(
     }
 
 
+DEVICE_PROFILE = Annotated[
+    str | None,
+    typer.Option(
+        "--device-profile",
+        help="Run as on this box: orin-nano-nvme or orin-nano-sd (its memory, the read "
+        "bandwidth of its storage), in a cgroup made for the run.",
+    ),
+]
+MEMORY_LIMIT = Annotated[
+    str | None,
+    typer.Option(
+        "--memory-limit",
+        help="The run's memory limit, page cache included (2GiB); alone or over the profile's.",
+    ),
+]
+READ_BANDWIDTH = Annotated[
+    str | None,
+    typer.Option(
+        "--read-bandwidth",
+        help="Read the artifacts' disk at most this fast (67MB/s); alone or over the profile's.",
+    ),
+]
+CPUS = Annotated[float | None, typer.Option("--cpus", help="CPU time the run may take, in cores.")]
+
+
+def run_as_on_device(
+    name: str | None,
+    memory_limit: str | None,
+    read_bandwidth: str | None,
+    cpus: float | None,
+    folder: Path,
+) -> None:
+    """Where a device profile is asked for and this process runs in no group yet: run this
+    very command again inside a cgroup made for it (its reads throttled on the disk that holds
+    `folder`), say what the kernel counted, and end with its exit code. Returns where nothing
+    was asked, or inside the group."""
+    from fusedinf_cc.common.sizes import format_bytes
+    from fusedinf_cc.limits.profiles import device_profile
+    from fusedinf_cc.limits.run import inside_a_run_group, run_limited
+
+    profile = device_profile(name, memory_limit, read_bandwidth, cpus)
+    if profile is None or inside_a_run_group():
+        return
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    run = run_limited([sys.executable, "-m", "fusedinf_cc", *sys.argv[1:]], profile, existing)
+    if run.out_of_memory:
+        limit = format_bytes(profile.memory_bytes or 0)
+        raise FusedInfError(
+            f"the run needed more memory than its limit ({limit}): the kernel killed it out "
+            "of memory; give a larger --memory-limit or a smaller --budget"
+        )
+    error_console.print(run.summary(), highlight=False)
+    raise typer.Exit(run.returncode)
+
+
 def model_specs(specs: list[str]) -> dict[str, Path]:
     """`[NAME=]MODEL.onnx` arguments as name -> path, the names unique."""
     from fusedinf_cc.common.names import check_unique_names, parse_model_spec

@@ -14,8 +14,12 @@ from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, TENSORRT, check_runti
 from fusedinf_cc.cli.base import (
     AOT,
     BACKEND,
+    CPUS,
+    DEVICE_PROFILE,
+    MEMORY_LIMIT,
     NO_CSE,
     NO_DEDUP,
+    READ_BANDWIDTH,
     SHARE_INPUT,
     SHARE_INPUTS,
     SINGLE_FILE,
@@ -25,6 +29,7 @@ from fusedinf_cc.cli.base import (
     fusion_options,
     model_specs,
     reports_errors,
+    run_as_on_device,
 )
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import check_folder, check_output_file, write_text_atomic
@@ -89,12 +94,17 @@ def bench(
             "against the model built alone as the same kind of artifact.",
         ),
     ] = None,
+    device_profile: DEVICE_PROFILE = None,
+    memory_limit: MEMORY_LIMIT = None,
+    read_bandwidth: READ_BANDWIDTH = None,
+    cpus: CPUS = None,
 ) -> None:
     """Fused vs separate: cold load, latency p50/p90/p99, throughput, peak memory, bytes."""
     from rich.progress import Progress
 
     from fusedinf_cc.cli.tables import bench_configs_table, bench_summary_table
     from fusedinf_cc.compiler.build import build_fused
+    from fusedinf_cc.limits.run import inside_a_run_group
     from fusedinf_cc.measure.bench import bench_artifact, default_configs, one_model_configs
     from fusedinf_cc.measure.plot import plot_report, pyplot
 
@@ -118,6 +128,8 @@ def bench(
         raise UserInputError("--aot applies when bench fuses MODELS; --fused X is benched as built")
     if plot is not None:
         pyplot()  # fail now, not after the benchmark, when matplotlib is missing
+    where = fused.parent if fused is not None else Path(tempfile.gettempdir())
+    run_as_on_device(device_profile, memory_limit, read_bandwidth, cpus, where)
     with tempfile.TemporaryDirectory(prefix="fusedinf-bench-") as scratch:
         artifact = fused or Path(scratch) / "fused.onnx"
         if models:
@@ -149,6 +161,7 @@ def bench(
                 separate_side_files=separate_side_files,
                 feeds_path=inputs,
                 model=model,
+                cold=inside_a_run_group(),
             )
     if model is not None:
         console.print(
@@ -274,11 +287,24 @@ def simulate(
     stack: Annotated[
         bool, typer.Option("--stack", help="Build the fused and grouped bundles with --stack.")
     ] = False,
+    keep_page_cache: Annotated[
+        bool,
+        typer.Option(
+            "--keep-page-cache",
+            help="Leave an evicted bundle's files in the page cache (a box with memory to "
+            "spare); by default a reload reads them from storage again.",
+        ),
+    ] = False,
+    device_profile: DEVICE_PROFILE = None,
+    memory_limit: MEMORY_LIMIT = None,
+    read_bandwidth: READ_BANDWIDTH = None,
+    cpus: CPUS = None,
 ) -> None:
     """Replay a request trace on the real loader: fused vs unfused (vs grouped), per policy."""
     from rich.progress import Progress
 
     from fusedinf_cc.cli.tables import simulation_table
+    from fusedinf_cc.limits.cgroups import device_record
     from fusedinf_cc.measure.simulate import simulate as simulate_workload
     from fusedinf_cc.runtime.budget import parse_budget
     from fusedinf_cc.workload.replay import check_policies
@@ -292,6 +318,7 @@ def simulate(
             check_output_file(written)
     specs = model_specs(models)
     check_folder(work_dir, "--work-dir")
+    run_as_on_device(device_profile, memory_limit, read_bandwidth, cpus, work_dir)
     if rate <= 0 or requests < 1:
         raise UserInputError("--rate must be positive and --requests at least 1")
     policies = [p.strip() for p in policy.split(",") if p.strip()]
@@ -311,6 +338,7 @@ def simulate(
             groups=groups,
             aot=aot,
             stack=stack,
+            keep_page_cache=keep_page_cache,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     if report.notice:
@@ -330,6 +358,8 @@ def simulate(
             "groups": groups.lists() if groups is not None else None,
             "aot": aot,
             "stack": stack,
+            "keep_page_cache": keep_page_cache,
+            "device": device_record(),
         }
         write_text_atomic(json_out, report.to_json(extra))
         console.print(f"wrote {json_out}")

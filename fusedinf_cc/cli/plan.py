@@ -8,7 +8,19 @@ from typing import Annotated
 
 import typer
 
-from fusedinf_cc.cli.base import AOT, STACK, console, error_console, model_specs, reports_errors
+from fusedinf_cc.cli.base import (
+    AOT,
+    CPUS,
+    DEVICE_PROFILE,
+    MEMORY_LIMIT,
+    READ_BANDWIDTH,
+    STACK,
+    console,
+    error_console,
+    model_specs,
+    reports_errors,
+    run_as_on_device,
+)
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import check_folder, check_output_file, write_text_atomic
 
@@ -57,6 +69,17 @@ def plan_command(
     work_dir: Annotated[
         Path, typer.Option("--work-dir", help="Where bundles are built (reused).")
     ] = Path(".fusedinf-plan"),
+    keep_page_cache: Annotated[
+        bool,
+        typer.Option(
+            "--keep-page-cache",
+            help="Replays leave an evicted bundle's files in the page cache (memory to spare).",
+        ),
+    ] = False,
+    device_profile: DEVICE_PROFILE = None,
+    memory_limit: MEMORY_LIMIT = None,
+    read_bandwidth: READ_BANDWIDTH = None,
+    cpus: CPUS = None,
 ) -> None:
     """Group models into bundles for a trace and a budget; write them as a fusedinf.toml.
 
@@ -68,6 +91,7 @@ def plan_command(
 
     from fusedinf_cc.cli.tables import plan_bundles_table, plan_lines, plan_table
     from fusedinf_cc.common.sizes import format_bytes
+    from fusedinf_cc.limits.cgroups import device_record
     from fusedinf_cc.plan.planner import PlanSettings, plan
     from fusedinf_cc.plan.spec_file import spec_text, write_plan_spec
     from fusedinf_cc.runtime.budget import parse_budget
@@ -86,6 +110,7 @@ def plan_command(
         raise UserInputError("--replays is 0 or more and --search-seconds positive")
     check_folder(work_dir, "--work-dir")
     asked = parse_budget(budget)
+    run_as_on_device(device_profile, memory_limit, read_bandwidth, cpus, work_dir)
     workload = load_workload(
         trace, functions, lambda: sorted(specs), TraceSpec(), functions_required=True
     )
@@ -98,6 +123,7 @@ def plan_command(
         replays=replays,
         search_seconds=search_seconds,
         work_dir=work_dir,
+        keep_page_cache=keep_page_cache,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=error_console, transient=True) as progress:
@@ -124,6 +150,13 @@ def plan_command(
         console.print(line)
     console.print(f"wrote {out}")
     if json_out is not None:
-        record = {"trace": str(trace), "policy": policy, "aot": aot, **chosen.to_record()}
+        record = {
+            "trace": str(trace),
+            "policy": policy,
+            "aot": aot,
+            "keep_page_cache": keep_page_cache,
+            "device": device_record(),
+            **chosen.to_record(),
+        }
         write_text_atomic(json_out, json.dumps(record, indent=2) + "\n")
         console.print(f"wrote {json_out}")

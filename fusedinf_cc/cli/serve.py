@@ -67,6 +67,14 @@ def serve_command(
         str | None,
         typer.Option("--engine", hidden=True, help="The former name of --on."),
     ] = None,
+    keep_page_cache: Annotated[
+        bool,
+        typer.Option(
+            "--keep-page-cache",
+            help="Leave an evicted bundle's files in the page cache (a box with memory to "
+            "spare); by default a reload reads them from storage again.",
+        ),
+    ] = False,
     replicas: Annotated[
         int, typer.Option("--replicas", help="[ray] Replicas, each with --budget of its own.")
     ] = 1,
@@ -130,6 +138,7 @@ def serve_command(
         body_timeout_s=body_timeout,
         header_timeout_s=header_timeout,
         max_connections=max_connections,
+        keep_page_cache=keep_page_cache,
     )
     if on == "ray":
         from fusedinf_cc.serve.ray_replicas import serve_on_ray

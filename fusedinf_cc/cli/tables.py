@@ -34,6 +34,7 @@ def simulation_table(results: list[ReplayResult]) -> Table:
         "p99 ms",
         "peak accounted",
         "RSS growth",
+        "read",
         title=f"{results[0].requests} requests, budget {format_bytes(results[0].budget_bytes)}",
     )
     for r in results:
@@ -48,6 +49,7 @@ def simulation_table(results: list[ReplayResult]) -> Table:
             f"{r.p99_ms:.1f}",
             format_bytes(r.peak_accounted_bytes),
             format_bytes(r.peak_rss_growth_bytes),
+            format_bytes(r.bytes_read),
         )
     return table
 
@@ -260,6 +262,8 @@ def bench_summary_table(report: BenchReport) -> Table:
     ]
     if "gpu_bytes" in ratios:
         rows.append(("GPU memory", "gpu_bytes", format_bytes))
+    if "load_read_bytes" in ratios:
+        rows.insert(1, ("read by the cold load", "load_read_bytes", format_bytes))
     for label, key, fmt in rows:
         table.add_row(label, fmt(separate[key]), fmt(fused[key]), f"{ratios[key]:.2f}x")
     return table

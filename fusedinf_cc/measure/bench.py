@@ -63,6 +63,8 @@ class BenchReport:
         ratios["throughput_rps"] = fused["throughput_rps"] / separate["throughput_rps"]
         if fused["gpu_bytes"] and separate["gpu_bytes"]:
             ratios["gpu_bytes"] = fused["gpu_bytes"] / separate["gpu_bytes"]
+        if fused["load_read_bytes"] and separate["load_read_bytes"]:  # cold loads read storage
+            ratios["load_read_bytes"] = fused["load_read_bytes"] / separate["load_read_bytes"]
         return ratios
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,9 +136,11 @@ def bench_artifact(
     separate_side_files: bool = False,
     feeds_path: Path | None = None,
     model: str | None = None,
+    cold: bool = False,
 ) -> BenchReport:
     """Benchmark a fused artifact against its source models (found through its manifest), each
-    configuration `rounds` times in a fresh process.
+    configuration `rounds` times in a fresh process; `cold`: each load first drops the files
+    it reads from the page cache, so that it reads storage (as under a device profile).
 
     A fused engine is compared with engines of the source models built alone, with the same
     options, into `scratch`; so are the sources re-saved with `separate_side_files`.
@@ -187,8 +191,8 @@ def bench_artifact(
         for entry in manifest.models
     ]
     jobs: dict[Variant, ProbeJob] = {
-        "fused": ProbeJob([("fused", fused_path)], [fused_feeds], runs, warmup),
-        "separate": ProbeJob(sources, separate_feeds, runs, warmup),
+        "fused": ProbeJob([("fused", fused_path)], [fused_feeds], runs, warmup, cold=cold),
+        "separate": ProbeJob(sources, separate_feeds, runs, warmup, cold=cold),
     }
     results = _run_rounds(
         jobs, list(configs or default_configs(threads, runtime)), rounds, on_config_done

@@ -23,6 +23,7 @@ from fusedinf_cc.measure.deployments import Deployment, deployments
 from fusedinf_cc.runtime.budget import Budget
 from fusedinf_cc.runtime.feeds import random_feeds
 from fusedinf_cc.runtime.loader import BundleCache, CacheStats
+from fusedinf_cc.runtime.pagecache import storage_read_bytes
 from fusedinf_cc.runtime.procmem import status_bytes
 from fusedinf_cc.workload.layout import Layout
 from fusedinf_cc.workload.replay import (
@@ -39,13 +40,19 @@ from fusedinf_cc.workload.traces import Workload
 
 
 class LoaderServer:
-    """A replay's server: the real loader, each call's seconds measured, RSS sampled."""
+    """A replay's server: the real loader, each call's seconds measured, RSS sampled, the
+    bytes its loads read from storage counted."""
 
     def __init__(self, cache: BundleCache, feeds: Mapping[Call, dict[str, np.ndarray]]):
         self.cache = cache
         self.feeds = feeds
         self.baseline_rss = status_bytes().get("VmRSS", 0)
         self.peak_rss = self.baseline_rss
+        self._read_at_start = storage_read_bytes() or 0
+
+    @property
+    def bytes_read(self) -> int:
+        return max(0, (storage_read_bytes() or 0) - self._read_at_start)
 
     @property
     def stats(self) -> CacheStats:
@@ -61,12 +68,20 @@ class LoaderServer:
 
 
 def replay(
-    requests: Sequence[Request], deployment: Deployment, budget_bytes: int, policy: str
+    requests: Sequence[Request],
+    deployment: Deployment,
+    budget_bytes: int,
+    policy: str,
+    *,
+    keep_page_cache: bool = False,
 ) -> ReplayResult:
-    """`requests` served by a loader holding `deployment`'s bundles under the budget: raises
-    `UserInputError` where a bundle cannot load under it."""
+    """`requests` served by a loader holding `deployment`'s bundles under the budget, started
+    cold (no bundle loaded; their files out of the page cache unless `keep_page_cache`):
+    raises `UserInputError` where a bundle cannot load under the budget."""
     future = FutureUses.of(requests, deployment.calls)
-    cache = BundleCache(budget_bytes, lambda: new_policy(policy, future))
+    cache = BundleCache(
+        budget_bytes, lambda: new_policy(policy, future), keep_page_cache=keep_page_cache
+    )
     try:  # a bundle that does not fit raises, from registering or from a request
         for bundle in deployment.bundles.values():
             cache.register(bundle)
@@ -74,15 +89,18 @@ def replay(
         feeds = {
             call: random_feeds(cache.input_specs(call.name, bundle=call.bundle)) for call in called
         }
-        cache.close()  # reading input specs loaded bundles: start the replay cold
+        cache.close(cold=True)  # reading input specs loaded bundles: start the replay cold
         cache.reset_stats()
         server = LoaderServer(cache, feeds)
         latencies = serve_trace(requests, deployment.calls, server, future)
         stats = replace(cache.stats)  # as the replay left them: closing evicts what stays
+        read = server.bytes_read
     finally:
         cache.close()
     growth = server.peak_rss - server.baseline_rss
-    return ReplayResult.of(deployment.name, policy, budget_bytes, stats, latencies, growth)
+    return ReplayResult.of(
+        deployment.name, policy, budget_bytes, stats, latencies, growth, read, server.baseline_rss
+    )
 
 
 @dataclass
@@ -104,6 +122,7 @@ def replay_deployments(
     *,
     rounds: int = 1,
     required: Sequence[str] = (),
+    keep_page_cache: bool = False,
     done: Callable[[], None] | None = None,
 ) -> Replays:
     """Replay each deployment under its budget and each policy, `rounds` times, the
@@ -118,7 +137,13 @@ def replay_deployments(
             for policy in policies:
                 try:
                     replays.results[plan.name].append(
-                        replay(requests, plan, budgets[plan.name], policy)
+                        replay(
+                            requests,
+                            plan,
+                            budgets[plan.name],
+                            policy,
+                            keep_page_cache=keep_page_cache,
+                        )
                     )
                 except UserInputError as error:
                     if plan.name in required:
@@ -165,6 +190,7 @@ def simulate(
     groups: Layout | None = None,
     aot: bool = False,
     stack: bool = False,
+    keep_page_cache: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Simulation:
     """Build the deployments, resolve the budget against the models alone (unfused), and
@@ -185,6 +211,7 @@ def simulate(
         {plan.name: budget_bytes for plan in plans},
         policies,
         required=("unfused",),
+        keep_page_cache=keep_page_cache,
         done=done,
     )
     return Simulation(budget_bytes, notice, replays.flat(), replays.left_out)

@@ -60,6 +60,7 @@ class PlanSettings:
     search_seconds: float = 20.0
     calibration_groups: int = 8  # the hottest functions' groups measured for real
     work_dir: Path = Path(".fusedinf-plan")
+    keep_page_cache: bool = False  # replays leave evicted bundles' files in the page cache
 
 
 def split_trace(requests: Sequence[Request], holdout: float) -> tuple[list[Request], list[Request]]:
@@ -277,7 +278,13 @@ def evaluate(
 
     report("replaying", 0, total)
     replays = replay_deployments(
-        held_out, real, budgets, [settings.policy], rounds=settings.replays, done=done
+        held_out,
+        real,
+        budgets,
+        [settings.policy],
+        rounds=settings.replays,
+        keep_page_cache=settings.keep_page_cache,
+        done=done,
     )
     for name, results in replays.results.items():
         evaluations[name].replayed.extend(results)

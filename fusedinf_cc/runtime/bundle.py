@@ -32,6 +32,7 @@ from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import sha256_file
 from fusedinf_cc.runtime.footprint import Footprint, FootprintCache
 from fusedinf_cc.runtime.ledger import SessionBytes
+from fusedinf_cc.runtime.pagecache import artifact_files
 
 
 class _Whole(enum.Enum):
@@ -78,6 +79,11 @@ class Bundle:
         if self.manifest is None or is_engine(self.artifact):
             return {}
         return {part.model: part for part in self.manifest.parts}
+
+    @functools.cached_property
+    def files(self) -> tuple[Path, ...]:
+        """The files its sessions read: the artifact, its weights file and its parts."""
+        return artifact_files(self.artifact)
 
     def session_key(self, model: str | None) -> SessionKey:
         """The session a request for `model` (None: the bundle itself) opens: that model's

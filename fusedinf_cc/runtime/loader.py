@@ -49,6 +49,7 @@ from fusedinf_cc.runtime.feeds import (
     resolve_shape,
 )
 from fusedinf_cc.runtime.ledger import Evictable, MemoryLedger
+from fusedinf_cc.runtime.pagecache import drop_file_pages
 from fusedinf_cc.runtime.policies import POLICIES, CachePolicy
 from fusedinf_cc.runtime.procmem import release_freed_memory
 
@@ -101,6 +102,7 @@ class BundleCache:
         share_weights: bool = False,
         pool_weights: bool = True,
         share_arena: bool = True,
+        keep_page_cache: bool = False,
         runtime: str = DEFAULT_RUNTIME,
         session_factory: Callable[..., Session] | None = None,
     ):
@@ -113,6 +115,9 @@ class BundleCache:
         once, at the most one request has needed; requests then run one at a time (on a CPU
         one inference already uses every core). Without it, every resident bundle keeps its
         own activation memory, is counted with it, and requests run concurrently.
+        `keep_page_cache`: leave an evicted bundle's files in the page cache, so that a reload
+        reads memory (a box with memory to spare); by default their pages that no session maps
+        are dropped, so that a reload reads storage, as where memory is the limit.
         `session_factory(artifact, part=...)`: what opens a bundle's whole (part None) or
         one model's part (`open_session`'s `part`)."""
         if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
@@ -134,6 +139,7 @@ class BundleCache:
             shared_arena=share_arena,
         )
         self._pool_weights = pool_weights
+        self._keep_page_cache = keep_page_cache
         self._ledger = MemoryLedger(budget_bytes, shared_arena=share_arena)
         self._run_lock = threading.Lock() if share_arena else contextlib.nullcontext()
         self._entries: dict[str, _Entry] = {}
@@ -418,13 +424,16 @@ class BundleCache:
                 session.close()
         release_freed_memory()
 
-    def _evict(self, entry: _Entry) -> None:
-        """Close every session the bundle holds, the whole's and its parts'."""
+    def _evict(self, entry: _Entry, *, drop_pages: bool = True) -> None:
+        """Close every session the bundle holds, the whole's and its parts', and drop its
+        files' pages from the page cache (`drop_pages`, unless the cache keeps them)."""
         self.evictions.append(entry.bundle.name)
         for session in entry.sessions.values():
             session.close()
         entry.sessions.clear()
         self._ledger.release(entry.name)
+        if drop_pages and not self._keep_page_cache:
+            drop_file_pages(entry.bundle.files)
         self.stats.evictions += 1
         self.policy.evicted(entry)
 
@@ -454,12 +463,16 @@ class BundleCache:
         with self._condition:
             return [name for name, e in self._entries.items() if e.sessions]
 
-    def close(self) -> None:
-        """Evict every idle bundle and hand the memory they held back to the system."""
+    def close(self, *, cold: bool = False) -> None:
+        """Close every idle bundle and hand the memory they held back to the system. `cold`:
+        drop every bundle's files from the page cache too (unless the cache keeps them), so
+        that what loads next reads storage, as after a device boots."""
         with self._condition:
             for entry in self._entries.values():
                 if entry.pins == 0 and self._ledger.holds(entry.name):
-                    self._evict(entry)
+                    self._evict(entry, drop_pages=False)
+                if cold and not self._keep_page_cache and entry.pins == 0:
+                    drop_file_pages(entry.bundle.files)
         release_freed_memory()
 
 

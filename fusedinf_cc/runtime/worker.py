@@ -30,6 +30,7 @@ from fusedinf_cc.backends.tensorrt.device import device_memory_in_use
 from fusedinf_cc.common.errors import FusedInfError, UserInputError
 from fusedinf_cc.common.files import external_data_name
 from fusedinf_cc.runtime.feeds import random_feeds
+from fusedinf_cc.runtime.pagecache import artifact_files, drop_file_pages, storage_read_bytes
 from fusedinf_cc.runtime.procmem import release_freed_memory, reset_peak_rss, status_bytes
 
 # The models apart, fused into one artifact (`bench`'s two sides), or one bundle measured on its
@@ -84,6 +85,9 @@ class ProbeJob:
     # Open only this model's part of the job's one artifact (the whole where it has none):
     # what a request for that model runs (`bench --model`).
     part: str | None = None
+    # Drop the models' files from the page cache first, so that the load reads storage: what
+    # a load costs on a box whose memory is the limit (`bench` under a device profile).
+    cold: bool = False
 
 
 @dataclass
@@ -106,6 +110,7 @@ class VariantResult:
     # 12 MiB between identical rounds (docs/benchmarks.md).
     peak_rss_bytes_by_round: list[int] = field(default_factory=list)
     load_s_by_round: list[float] = field(default_factory=list)
+    load_read_bytes: int | None = None  # read from storage by the load and first request
 
     @property
     def footprint_bytes(self) -> int:
@@ -135,6 +140,7 @@ class VariantResult:
             "p50_ms_by_round": self.p50_ms_by_round or [self.percentile(50)],
             "peak_rss_bytes_by_round": self.peak_rss_bytes_by_round or [self.peak_rss_bytes],
             "load_s_by_round": self.load_s_by_round or [self.load_s],
+            "load_read_bytes": self.load_read_bytes,
         }
 
 
@@ -146,8 +152,11 @@ def run_variant(job: ProbeJob, config: BenchConfig) -> VariantResult:
         warm.run({"x": np.zeros((1, 8), np.float32)})
         warm.close()
     activation_bytes = _load_once(job, config) if job.warm_load else 0
+    if job.cold:
+        drop_file_pages(file for _, path in job.models for file in artifact_files(path))
     gpu_baseline = device_memory_in_use() if on_gpu else None
     baseline = status_bytes().get("VmRSS", 0)
+    read_before = storage_read_bytes()
     started = time.perf_counter()
     sessions = _open_all(job, config)
     feeds_per_model = _feeds_for(job, sessions)
@@ -171,6 +180,7 @@ def run_variant(job: ProbeJob, config: BenchConfig) -> VariantResult:
 
     request()
     load_s = time.perf_counter() - started
+    read_after = storage_read_bytes()
     for _ in range(job.warmup):
         request()
     latencies = []
@@ -197,6 +207,9 @@ def run_variant(job: ProbeJob, config: BenchConfig) -> VariantResult:
         resident_rss_bytes=status_bytes().get("VmRSS", 0),
         gpu_bytes=gpu_bytes,
         activation_bytes=activation_bytes,
+        load_read_bytes=(
+            read_after - read_before if read_after is not None and read_before is not None else None
+        ),
     )
     if job.with_parts:
         result.part_bytes = _part_increments(job, config, feeds_per_model[0])

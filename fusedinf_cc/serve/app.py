@@ -70,6 +70,7 @@ class ServeConfig:
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
     header_timeout_s: float = 10.0
     max_connections: int | None = None  # None: from the process's file-descriptor limit
+    keep_page_cache: bool = False  # evicted bundles' files stay in the page cache
 
     def to_env(self) -> str:
         return json.dumps({**dataclasses.asdict(self), "dist": str(self.dist)})
@@ -316,7 +317,12 @@ class Service:
 def create_app(config: ServeConfig, cache: BundleCache | None = None) -> Starlette:
     """The ASGI app; `cache` defaults to a new BundleCache over every bundle in `config.dist`."""
     if cache is None:
-        cache = BundleCache(config.budget_bytes, config.policy, runtime=config.runtime)
+        cache = BundleCache(
+            config.budget_bytes,
+            config.policy,
+            runtime=config.runtime,
+            keep_page_cache=config.keep_page_cache,
+        )
         register_dist(cache, config.dist, config.runtime)
     service = Service(config, cache)
 

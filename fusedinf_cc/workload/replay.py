@@ -115,6 +115,8 @@ class ReplayResult:
     p99_ms: float
     peak_accounted_bytes: int
     peak_rss_growth_bytes: int
+    bytes_read: int = 0  # from storage by the loads (real replays; a prediction reads nothing)
+    baseline_rss_bytes: int = 0  # the process before the replay: runtime up, nothing loaded
 
     @classmethod
     def of(
@@ -125,6 +127,8 @@ class ReplayResult:
         stats: CacheStats,
         latencies_ms: Sequence[float],
         peak_rss_growth_bytes: int = 0,
+        bytes_read: int = 0,
+        baseline_rss_bytes: int = 0,
     ) -> ReplayResult:
         return cls(
             deployment=deployment,
@@ -140,6 +144,8 @@ class ReplayResult:
             p99_ms=float(np.percentile(latencies_ms, 99)),
             peak_accounted_bytes=int(stats.peak_accounted_bytes),
             peak_rss_growth_bytes=peak_rss_growth_bytes,
+            bytes_read=bytes_read,
+            baseline_rss_bytes=baseline_rss_bytes,
         )
 
 

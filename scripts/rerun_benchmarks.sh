@@ -2,6 +2,7 @@
 # Rerun every table docs/benchmarks.md shows, section by section, into bench-results/.
 #   bash scripts/rerun_benchmarks.sh                 # every section (hours on a 2-core machine)
 #   bash scripts/rerun_benchmarks.sh bench simulate  # some: bench fuse loader simulate plan serve
+#                                                    #   device (needs a writable cgroup: root)
 # Each command writes its report under the name of the table it fills; read them beside the doc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,7 @@ out="${RESULTS_DIR:-bench-results}"
 models="$out/models"
 mkdir -p "$out" "$models"
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(bench fuse loader simulate plan serve)
+[ ${#sections[@]} -eq 0 ] && sections=(bench fuse loader simulate plan serve device)
 wants() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 
 if wants bench; then
@@ -91,5 +92,49 @@ fi
 if wants serve; then
   python scripts/load_test_serve.py --clients 4 --requests 40 --json "$out/serve-load.json"
   python scripts/bench_workers.py --json "$out/workers.json"
+fi
+if wants device; then
+  python -m model_zoo export head0 head1 resnet18 mobilenet_v3_small squeezenet1_1 -o "$models"
+  [ -f "$out/heads-aot.onnx" ] || fusedinf-cc fuse cls="$models/head0.onnx" \
+    seg="$models/head1.onnx" --share-inputs auto --aot -o "$out/heads-aot.onnx"
+  [ -f "$out/unrelated-aot.onnx" ] || fusedinf-cc fuse "$models/resnet18.onnx" \
+    "$models/mobilenet_v3_small.onnx" "$models/squeezenet1_1.onnx" --share-inputs auto --aot \
+    -o "$out/unrelated-aot.onnx"
+  # As on an edge box: three runs of each, the profiles alternating.
+  for i in 1 2 3; do
+    for profile in none orin-nano-nvme orin-nano-sd; do
+      flags=(); [ "$profile" != none ] && flags=(--device-profile "$profile")
+      python scripts/simulate_zoo.py --aot --policy gdsf "${flags[@]}" \
+        --json "$out/device-zoo50-$profile-$i.json"
+    done
+    for profile in none orin-nano-sd; do
+      flags=(); [ "$profile" != none ] && flags=(--device-profile "$profile")
+      python scripts/simulate_zoo.py --aot --policy gdsf --budget 80% "${flags[@]}" \
+        --json "$out/device-zoo80-$profile-$i.json"
+    done
+  done
+  for i in 1 2; do  # what dropping an evicted bundle's pages costs a warm workload
+    python scripts/simulate_zoo.py --aot --policy gdsf --json "$out/device-warm-drop-$i.json"
+    python scripts/simulate_zoo.py --aot --policy gdsf --keep-page-cache \
+      --json "$out/device-warm-keep-$i.json"
+  done
+  # The budget and the limit agree: the budget (73.7 MiB) plus the baseline the runs above
+  # report (baseline_rss_bytes, 137 MiB here); set yours from your own runs.
+  python scripts/simulate_zoo.py --aot --policy gdsf --requests 1000 --memory-limit 211MiB \
+    --read-bandwidth 67MB/s --json "$out/device-limit-1000.json"
+  for artifact in heads-aot unrelated-aot; do
+    for profile in none orin-nano-nvme orin-nano-sd; do
+      flags=(); [ "$profile" != none ] && flags=(--device-profile "$profile")
+      fusedinf-cc bench --fused "$out/$artifact.onnx" --runs 20 --rounds 3 \
+        --separate-side-files "${flags[@]}" --json "$out/device-bench-$artifact-$profile.json"
+    done
+  done
+  for workload in overlapping drifting; do
+    for profile in none orin-nano-sd; do
+      flags=(); [ "$profile" != none ] && flags=(--device-profile "$profile")
+      python scripts/simulate_zoo.py "--$workload" --aot --policy lru,gdsf,belady --budget 75% \
+        "${flags[@]}" --json "$out/device-$workload-$profile.json"
+    done
+  done
 fi
 echo "wrote $out/"

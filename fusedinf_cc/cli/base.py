@@ -130,6 +130,14 @@ def fusion_options(
     }
 
 
+KEEP_PAGE_CACHE = Annotated[
+    bool,
+    typer.Option(
+        "--keep-page-cache",
+        help="Leave an evicted bundle's files in the page cache (a box with memory to spare); "
+        "by default a reload reads them from storage again.",
+    ),
+]
 DEVICE_PROFILE = Annotated[
     str | None,
     typer.Option(

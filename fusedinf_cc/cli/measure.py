@@ -16,6 +16,7 @@ from fusedinf_cc.cli.base import (
     BACKEND,
     CPUS,
     DEVICE_PROFILE,
+    KEEP_PAGE_CACHE,
     MEMORY_LIMIT,
     NO_CSE,
     NO_DEDUP,
@@ -287,14 +288,7 @@ def simulate(
     stack: Annotated[
         bool, typer.Option("--stack", help="Build the fused and grouped bundles with --stack.")
     ] = False,
-    keep_page_cache: Annotated[
-        bool,
-        typer.Option(
-            "--keep-page-cache",
-            help="Leave an evicted bundle's files in the page cache (a box with memory to "
-            "spare); by default a reload reads them from storage again.",
-        ),
-    ] = False,
+    keep_page_cache: KEEP_PAGE_CACHE = False,
     device_profile: DEVICE_PROFILE = None,
     memory_limit: MEMORY_LIMIT = None,
     read_bandwidth: READ_BANDWIDTH = None,

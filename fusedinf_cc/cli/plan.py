@@ -12,6 +12,7 @@ from fusedinf_cc.cli.base import (
     AOT,
     CPUS,
     DEVICE_PROFILE,
+    KEEP_PAGE_CACHE,
     MEMORY_LIMIT,
     READ_BANDWIDTH,
     STACK,
@@ -69,13 +70,7 @@ def plan_command(
     work_dir: Annotated[
         Path, typer.Option("--work-dir", help="Where bundles are built (reused).")
     ] = Path(".fusedinf-plan"),
-    keep_page_cache: Annotated[
-        bool,
-        typer.Option(
-            "--keep-page-cache",
-            help="Replays leave an evicted bundle's files in the page cache (memory to spare).",
-        ),
-    ] = False,
+    keep_page_cache: KEEP_PAGE_CACHE = False,
     device_profile: DEVICE_PROFILE = None,
     memory_limit: MEMORY_LIMIT = None,
     read_bandwidth: READ_BANDWIDTH = None,

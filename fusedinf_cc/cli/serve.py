@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, check_runtime
-from fusedinf_cc.cli.base import BACKEND, error_console, reports_errors
+from fusedinf_cc.cli.base import BACKEND, KEEP_PAGE_CACHE, error_console, reports_errors
 from fusedinf_cc.common.errors import BackendUnavailableError, UserInputError
 from fusedinf_cc.common.sizes import parse_size
 
@@ -67,14 +67,7 @@ def serve_command(
         str | None,
         typer.Option("--engine", hidden=True, help="The former name of --on."),
     ] = None,
-    keep_page_cache: Annotated[
-        bool,
-        typer.Option(
-            "--keep-page-cache",
-            help="Leave an evicted bundle's files in the page cache (a box with memory to "
-            "spare); by default a reload reads them from storage again.",
-        ),
-    ] = False,
+    keep_page_cache: KEEP_PAGE_CACHE = False,
     replicas: Annotated[
         int, typer.Option("--replicas", help="[ray] Replicas, each with --budget of its own.")
     ] = 1,

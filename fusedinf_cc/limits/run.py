@@ -12,8 +12,6 @@ from fusedinf_cc.common.sizes import format_bytes
 from fusedinf_cc.limits.cgroups import GROUP_ENV, GroupUse, RunGroup, current_group
 from fusedinf_cc.limits.profiles import DeviceProfile
 
-KILLED = -9
-
 
 @dataclass(frozen=True)
 class LimitedRun:

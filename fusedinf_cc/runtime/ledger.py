@@ -184,12 +184,10 @@ class MemoryLedger:
     def uncount(self, holder: str, key: SessionKey) -> None:
         """Stop counting one session (closed, or its open failed)."""
         held = self._sessions.get(holder, {})
-        session = held.pop(key, None)
-        if session is None:
+        if key not in held:
             return
-        if (holder, key) in self._opening:
-            self._opening.discard((holder, key))
-            self._loading -= session.loading_bytes
+        self.opened(holder, key)  # a failed open's transient goes too
+        session = held.pop(key)
         self._private -= session.private_bytes
         for digest, size in session.weights:
             maps = self._maps[digest] - 1

@@ -34,15 +34,24 @@ def artifact_files(artifact: Path) -> tuple[Path, ...]:
     return tuple(path for path in files if path.is_file())
 
 
+# Versions of files this process has synced, by (device, inode, mtime): a bundle's files are
+# written once, so after one sync their pages stay clean, and an eviction need not flush again.
+_synced: set[tuple[int, int, int]] = set()
+
+
 def drop_file_pages(paths: Iterable[Path]) -> None:
     """Ask the kernel to drop these files' cached pages that no process maps. Pages not yet
-    written back cannot be dropped, so each file is synced first (a freshly built bundle's
-    are). A file that cannot be opened is left as it is."""
+    written back cannot be dropped, so each version of a file is synced once first (a freshly
+    built bundle's are dirty). A file that cannot be opened is left as it is."""
     for path in paths:
         with contextlib.suppress(OSError):
             descriptor = os.open(path, os.O_RDONLY)
             try:
-                os.fdatasync(descriptor)
+                status = os.fstat(descriptor)
+                version = (status.st_dev, status.st_ino, status.st_mtime_ns)
+                if version not in _synced:
+                    os.fdatasync(descriptor)
+                    _synced.add(version)
                 os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
             finally:
                 os.close(descriptor)

@@ -108,6 +108,13 @@ class MemoryLedger:
             )
         self._needs[holder] = need
 
+    @property
+    def least_budget(self) -> int:
+        """The least budget every registered bundle can load under."""
+        if not self.shared_arena:
+            return max((sum(need) for need in self._needs.values()), default=0)
+        return least_budget(self._needs.values())
+
     # what is counted ------------------------------------------------------------------------
     @property
     def held_bytes(self) -> int:

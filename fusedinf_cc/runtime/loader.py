@@ -459,6 +459,12 @@ class BundleCache:
         with self._condition:
             return self._ledger.held_bytes
 
+    @property
+    def least_budget_bytes(self) -> int:
+        """The least budget under which every registered bundle can still load."""
+        with self._condition:
+            return self._ledger.least_budget
+
     def resident(self) -> list[str]:
         with self._condition:
             return [name for name, e in self._entries.items() if e.sessions]

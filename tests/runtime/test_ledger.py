@@ -72,8 +72,12 @@ def test_registration_refuses_a_load_that_cannot_fit_beside_the_largest_arena():
         ledger.register("heavy", LoadNeed(800, 10))  # fine alone, not beside wide's arena
     assert "bundle 'heavy' needs 1.7 KiB" in str(refused.value)
     assert "more than the whole budget (1.5 KiB)" in str(refused.value)
+    assert ledger.least_budget == 100 + 900  # what was refused is not counted
     # Each session with activations of its own: only its own arena matters.
-    _ledger(1_500, {"wide": LoadNeed(100, 900), "heavy": LoadNeed(800, 10)}, shared_arena=False)
+    apart = _ledger(
+        1_500, {"wide": LoadNeed(100, 900), "heavy": LoadNeed(800, 10)}, shared_arena=False
+    )
+    assert apart.least_budget == 100 + 900
 
 
 def test_room_is_made_by_the_policy_until_the_newcomer_fits():

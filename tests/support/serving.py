@@ -20,14 +20,15 @@ def swapping_budget(dist: Path, turns: Sequence[str]) -> int:
     one client asks for, e.g. "ab"), but not every turn's at once, so alternating between turns
     must swap. Worked out by the loader itself on the footprints the server will read (measured
     now into the tests' footprint cache): halfway between the two, where measurement noise
-    cannot move either past it."""
+    cannot move either past it. What a turn needs includes its load's transient and the arena
+    the server checks each bundle against when it registers them (`ledger.least_budget`)."""
     from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME
     from fusedinf_cc.runtime.loader import BundleCache
     from fusedinf_cc.serve.app import register_dist
 
     cache = BundleCache(2**40)
     register_dist(cache, dist, DEFAULT_RUNTIME)
-    needs = []
+    needs = [cache.least_budget_bytes]
     for turn in turns:
         for model in turn:
             cache.load(model)

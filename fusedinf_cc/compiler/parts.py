@@ -93,20 +93,21 @@ def cone(nodes: Sequence[Any], outputs: Iterable[str]) -> tuple[list[Any], set[s
         if index is None or index in kept:
             continue
         kept.add(index)
-        for name in _reads(nodes[index]):
+        for name in reads(nodes[index]):
             if name not in needed:
                 needed.add(name)
                 pending.append(name)
     return [nodes[index] for index in sorted(kept)], needed
 
 
-def _reads(node: Any) -> list[str]:
+def reads(node: Any) -> list[str]:
+    """Every value name `node` reads, its subgraphs' included."""
     names = [name for name in node.input if name]
     for attribute in node.attribute:
         bodies = [attribute.g] if attribute.HasField("g") else []
         for body in [*bodies, *attribute.graphs]:
             for inner in body.node:
-                names.extend(_reads(inner))
+                names.extend(reads(inner))
             names.extend(value.name for value in body.output)
     return names
 

@@ -23,6 +23,7 @@ from fusedinf_cc.compiler.pipeline import (
 )
 from fusedinf_cc.compiler.targets.base import BuildOptions
 from fusedinf_cc.compiler.targets.weight_digests import external_weight_records
+from fusedinf_cc.compiler.targets.weight_order import order_by_first_use
 from fusedinf_cc.onnx_io.model_io import save_model_atomic, weight_bytes
 
 ORT_FORMAT_MAX_BYTES = 2**31 - 2**26  # flatbuffers' 2 GiB, less room for the graph
@@ -81,6 +82,7 @@ def _optimise_ahead_of_time(
         staged = [staging / out_path.name]
         if data_name and (staging / data_name).is_file():
             staged.insert(0, staging / data_name)  # the side file first: see commit_staged
+            order_by_first_use(staged[-1], data_name)
             manifest.weights = external_weight_records(staged[-1], data_name)
         written_parts = []
         if parts and artifact_format == "onnx":

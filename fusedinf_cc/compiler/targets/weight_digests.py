@@ -17,8 +17,9 @@ _HASH_CHUNK_BYTES = 1 << 20
 
 
 def external_weight_records(model_path: Path, data_name: str) -> list[WeightRecord]:
-    """Records for the main graph's initializers stored in `data_name` beside `model_path`,
-    each marked `packable` where a kernel would pack it into a copy of its own.
+    """Records for the main graph's initializers stored in `data_name` beside `model_path`, in
+    the order they lie in it, each marked `packable` where a kernel would pack it into a copy
+    of its own.
 
     Reads the graph without its weights, then hashes each weight's bytes from the side file.
     """
@@ -50,7 +51,7 @@ def external_weight_records(model_path: Path, data_name: str) -> list[WeightReco
                     packable=tensor.name in packed,
                 )
             )
-    return records
+    return sorted(records, key=lambda record: record.offset)
 
 
 def _digest(data: Any, offset: int, length: int, dtype: str, shape: tuple[int, ...]) -> str:

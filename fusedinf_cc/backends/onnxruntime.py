@@ -230,6 +230,11 @@ class OnnxRuntimeSession:
             raise UserInputError(f"{self.name}: {RUN_REFUSED} ({first_line(error)})") from None
         return dict(zip(names, results, strict=True))
 
+    @property
+    def mapped_weights(self) -> list[Any]:
+        """The `SharedWeight`s it reads in place, in the order its model lists them."""
+        return [weight for _, weight in self._shared_weights]
+
     def close(self) -> None:
         """Drop the session (and with it ONNX Runtime's memory), then the weights it read;
         closing twice is harmless."""

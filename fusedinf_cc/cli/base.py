@@ -138,6 +138,12 @@ KEEP_PAGE_CACHE = Annotated[
         "by default a reload reads them from storage again.",
     ),
 ]
+LOADING_HELP = (
+    "When a newly loaded bundle's weights are read from storage (--aot bundles): interleaved "
+    "(beside its first request, the default), bulk (all of them, then the request) or linear "
+    "(each as inference reaches it)."
+)
+LOADING = Annotated[str | None, typer.Option("--loading", help=LOADING_HELP)]
 DEVICE_PROFILE = Annotated[
     str | None,
     typer.Option(

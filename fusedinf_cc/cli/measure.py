@@ -17,6 +17,7 @@ from fusedinf_cc.cli.base import (
     CPUS,
     DEVICE_PROFILE,
     KEEP_PAGE_CACHE,
+    LOADING_HELP,
     MEMORY_LIMIT,
     NO_CSE,
     NO_DEDUP,
@@ -289,6 +290,14 @@ def simulate(
         bool, typer.Option("--stack", help="Build the fused and grouped bundles with --stack.")
     ] = False,
     keep_page_cache: KEEP_PAGE_CACHE = False,
+    loading: Annotated[
+        str | None,
+        typer.Option(
+            "--loading",
+            help=f"{LOADING_HELP} Several, comma-separated (bulk,linear,interleaved), are "
+            "replayed side by side.",
+        ),
+    ] = None,
     device_profile: DEVICE_PROFILE = None,
     memory_limit: MEMORY_LIMIT = None,
     read_bandwidth: READ_BANDWIDTH = None,
@@ -301,6 +310,7 @@ def simulate(
     from fusedinf_cc.limits.cgroups import device_record
     from fusedinf_cc.measure.simulate import simulate as simulate_workload
     from fusedinf_cc.runtime.budget import parse_budget
+    from fusedinf_cc.runtime.loading import check_loading
     from fusedinf_cc.workload.replay import check_policies
     from fusedinf_cc.workload.requests import TraceSpec
     from fusedinf_cc.workload.traces import load_workload, write_trace
@@ -317,6 +327,7 @@ def simulate(
         raise UserInputError("--rate must be positive and --requests at least 1")
     policies = [p.strip() for p in policy.split(",") if p.strip()]
     check_policies(policies)
+    loadings = [check_loading(name.strip()) for name in (loading or "").split(",") if name.strip()]
     asked = parse_budget(budget)
     spec = TraceSpec(requests=requests, seed=seed, rate_per_s=rate)
     workload = load_workload(trace, functions, lambda: sorted(specs), spec)
@@ -333,6 +344,7 @@ def simulate(
             aot=aot,
             stack=stack,
             keep_page_cache=keep_page_cache,
+            loadings=loadings or [check_loading(None)],
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     if report.notice:
@@ -353,6 +365,7 @@ def simulate(
             "aot": aot,
             "stack": stack,
             "keep_page_cache": keep_page_cache,
+            "loading": loadings or [check_loading(None)],
             "device": device_record(),
         }
         write_text_atomic(json_out, report.to_json(extra))

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, check_runtime
-from fusedinf_cc.cli.base import BACKEND, console, reports_errors
+from fusedinf_cc.cli.base import BACKEND, LOADING, console, reports_errors
 from fusedinf_cc.common.files import check_output_file, staging_dir
 from fusedinf_cc.common.sizes import parse_size
 
@@ -37,12 +37,14 @@ def run_command(
             help="Engines built with --weight-streaming: GPU bytes for weights (e.g. 256MiB).",
         ),
     ] = None,
+    loading: LOADING = None,
 ) -> None:
     """Run one request through the loader and print each output's shape and checksum."""
     import numpy as np
     from rich.table import Table
 
     from fusedinf_cc.runtime.loader import run_once
+    from fusedinf_cc.runtime.loading import check_loading
 
     if output is not None:
         check_output_file(output)
@@ -56,6 +58,7 @@ def run_command(
             if weight_streaming_budget is not None
             else None
         ),
+        loading=check_loading(loading),
     )
     table = Table("output", "dtype", "shape", "sum", "sha256", title=f"{model or bundle.name}")
     for name, value in results.items():

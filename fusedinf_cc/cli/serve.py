@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 
 from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME, check_runtime
-from fusedinf_cc.cli.base import BACKEND, KEEP_PAGE_CACHE, error_console, reports_errors
+from fusedinf_cc.cli.base import (
+    BACKEND,
+    KEEP_PAGE_CACHE,
+    LOADING,
+    error_console,
+    reports_errors,
+)
 from fusedinf_cc.common.errors import BackendUnavailableError, UserInputError
 from fusedinf_cc.common.sizes import parse_size
 
@@ -68,6 +74,7 @@ def serve_command(
         typer.Option("--engine", hidden=True, help="The former name of --on."),
     ] = None,
     keep_page_cache: KEEP_PAGE_CACHE = False,
+    loading: LOADING = None,
     replicas: Annotated[
         int, typer.Option("--replicas", help="[ray] Replicas, each with --budget of its own.")
     ] = 1,
@@ -85,6 +92,7 @@ def serve_command(
 ) -> None:
     """Serve every bundle over HTTP (KServe v2 / Triton protocol), loading on demand."""
     from fusedinf_cc.runtime.budget import parse_budget
+    from fusedinf_cc.runtime.loading import check_loading
 
     try:
         from fusedinf_cc.serve.app import ServeConfig
@@ -132,6 +140,7 @@ def serve_command(
         header_timeout_s=header_timeout,
         max_connections=max_connections,
         keep_page_cache=keep_page_cache,
+        loading=check_loading(loading),
     )
     if on == "ray":
         from fusedinf_cc.serve.ray_replicas import serve_on_ray

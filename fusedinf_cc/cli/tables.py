@@ -26,6 +26,7 @@ def simulation_table(results: list[ReplayResult]) -> Table:
     table = Table(
         "deployment",
         "policy",
+        "loading",
         "misses",
         "models loaded",
         "evictions",
@@ -41,6 +42,7 @@ def simulation_table(results: list[ReplayResult]) -> Table:
         table.add_row(
             r.deployment,
             r.policy,
+            r.loading or "-",
             str(r.misses),
             str(r.models_loaded),
             str(r.evictions),

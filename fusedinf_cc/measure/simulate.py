@@ -10,6 +10,7 @@ named with why, never given more memory than was asked for.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,7 @@ from fusedinf_cc.measure.deployments import Deployment, deployments
 from fusedinf_cc.runtime.budget import Budget
 from fusedinf_cc.runtime.feeds import random_feeds
 from fusedinf_cc.runtime.loader import BundleCache, CacheStats
+from fusedinf_cc.runtime.loading import DEFAULT_LOADING, check_loading
 from fusedinf_cc.runtime.pagecache import storage_read_bytes
 from fusedinf_cc.runtime.procmem import status_bytes
 from fusedinf_cc.workload.layout import Layout
@@ -74,13 +76,18 @@ def replay(
     policy: str,
     *,
     keep_page_cache: bool = False,
+    loading: str = DEFAULT_LOADING,
 ) -> ReplayResult:
     """`requests` served by a loader holding `deployment`'s bundles under the budget, started
-    cold (no bundle loaded; their files out of the page cache unless `keep_page_cache`):
-    raises `UserInputError` where a bundle cannot load under the budget."""
+    cold (no bundle loaded; their files out of the page cache unless `keep_page_cache`), new
+    sessions' weights read by the `loading` policy: raises `UserInputError` where a bundle
+    cannot load under the budget."""
     future = FutureUses.of(requests, deployment.calls)
     cache = BundleCache(
-        budget_bytes, lambda: new_policy(policy, future), keep_page_cache=keep_page_cache
+        budget_bytes,
+        lambda: new_policy(policy, future),
+        keep_page_cache=keep_page_cache,
+        loading=loading,
     )
     try:  # a bundle that does not fit raises, from registering or from a request
         for bundle in deployment.bundles.values():
@@ -99,7 +106,15 @@ def replay(
         cache.close()
     growth = server.peak_rss - server.baseline_rss
     return ReplayResult.of(
-        deployment.name, policy, budget_bytes, stats, latencies, growth, read, server.baseline_rss
+        deployment.name,
+        policy,
+        budget_bytes,
+        stats,
+        latencies,
+        growth,
+        read,
+        server.baseline_rss,
+        loading,
     )
 
 
@@ -123,18 +138,19 @@ def replay_deployments(
     rounds: int = 1,
     required: Sequence[str] = (),
     keep_page_cache: bool = False,
+    loadings: Sequence[str] = (DEFAULT_LOADING,),
     done: Callable[[], None] | None = None,
 ) -> Replays:
-    """Replay each deployment under its budget and each policy, `rounds` times, the
-    deployments taking turns (drift in the machine's speed falls on all alike). A deployment
-    with a bundle that cannot load under its budget is left out, with why; a `required` one
-    (a model alone must load) raises instead."""
+    """Replay each deployment under its budget, each policy and each loading policy, `rounds`
+    times, the deployments taking turns (drift in the machine's speed falls on all alike). A
+    deployment with a bundle that cannot load under its budget is left out, with why; a
+    `required` one (a model alone must load) raises instead."""
     replays = Replays({plan.name: [] for plan in plans})
     for _ in range(rounds):
         for plan in plans:
             if plan.name in replays.left_out:
                 continue
-            for policy in policies:
+            for policy, loading in itertools.product(policies, loadings):
                 try:
                     replays.results[plan.name].append(
                         replay(
@@ -143,6 +159,7 @@ def replay_deployments(
                             budgets[plan.name],
                             policy,
                             keep_page_cache=keep_page_cache,
+                            loading=loading,
                         )
                     )
                 except UserInputError as error:
@@ -191,14 +208,18 @@ def simulate(
     aot: bool = False,
     stack: bool = False,
     keep_page_cache: bool = False,
+    loadings: Sequence[str] = (DEFAULT_LOADING,),
     progress: Callable[[int, int], None] | None = None,
 ) -> Simulation:
     """Build the deployments, resolve the budget against the models alone (unfused), and
-    replay each under each policy; `progress(done, total)` after each replay."""
+    replay each under each policy and loading policy; `progress(done, total)` after each
+    replay."""
     check_policies(policies)
+    for loading in loadings:
+        check_loading(loading)
     plans = deployments(models, workload.functions, work_dir, groups, aot=aot, stack=stack)
     budget_bytes, notice = budget.resolve(plans[0].footprints)
-    total, finished = len(plans) * len(policies), [0]
+    total, finished = len(plans) * len(policies) * len(loadings), [0]
 
     def done() -> None:
         finished[0] += 1
@@ -212,6 +233,7 @@ def simulate(
         policies,
         required=("unfused",),
         keep_page_cache=keep_page_cache,
+        loadings=loadings,
         done=done,
     )
     return Simulation(budget_bytes, notice, replays.flat(), replays.left_out)

@@ -49,6 +49,7 @@ from fusedinf_cc.runtime.feeds import (
     resolve_shape,
 )
 from fusedinf_cc.runtime.ledger import Evictable, MemoryLedger
+from fusedinf_cc.runtime.loading import ReadingSession, check_loading, read_weights
 from fusedinf_cc.runtime.pagecache import drop_file_pages
 from fusedinf_cc.runtime.policies import POLICIES, CachePolicy
 from fusedinf_cc.runtime.procmem import release_freed_memory
@@ -79,6 +80,7 @@ class _Entry:
     priority: float = 0.0
     base: float = 0.0
     cost_seconds: float = 0.0
+    run_seconds: dict[SessionKey, float] = field(default_factory=dict)  # each key's last run
     freeable: int | None = None  # what evicting it frees now; set before a victim is chosen
 
     @property
@@ -103,6 +105,7 @@ class BundleCache:
         pool_weights: bool = True,
         share_arena: bool = True,
         keep_page_cache: bool = False,
+        loading: str | None = None,
         runtime: str = DEFAULT_RUNTIME,
         session_factory: Callable[..., Session] | None = None,
     ):
@@ -118,6 +121,8 @@ class BundleCache:
         `keep_page_cache`: leave an evicted bundle's files in the page cache, so that a reload
         reads memory (a box with memory to spare); by default their pages that no session maps
         are dropped, so that a reload reads storage, as where memory is the limit.
+        `loading`: when a newly opened session's mapped weights are read (`loading.py`:
+        bulk, linear, interleaved; None: the default).
         `session_factory(artifact, part=...)`: what opens a bundle's whole (part None) or
         one model's part (`open_session`'s `part`)."""
         if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
@@ -140,6 +145,7 @@ class BundleCache:
         )
         self._pool_weights = pool_weights
         self._keep_page_cache = keep_page_cache
+        self._loading = check_loading(loading)
         self._ledger = MemoryLedger(budget_bytes, shared_arena=share_arena)
         self._run_lock = threading.Lock() if share_arena else contextlib.nullcontext()
         self._entries: dict[str, _Entry] = {}
@@ -212,19 +218,38 @@ class BundleCache:
                 unknown = sorted(set(outputs or ()) - {spec.name for spec in session.outputs})
                 if unknown:
                     raise UserInputError(f"bundle {name!r} has no outputs {unknown}")
-                with self._run_lock:
-                    return session.run(feeds, outputs)
+                return self._run_session(entry, WHOLE, session, feeds, outputs)
             wanted = outputs if outputs is not None else list(model.outputs)
             unknown = [output for output in wanted if output not in model.outputs]
             if unknown:
                 raise UserInputError(f"model {model.name!r} has no outputs {unknown}")
             fused_feeds = _model_feeds(session, model, feeds, f"request for {name!r}")
             fused_names = [model.outputs[output] for output in wanted]
-            with self._run_lock:
-                results = session.run(fused_feeds, fused_names)
+            key = entry.bundle.session_key(model.name)
+            results = self._run_session(entry, key, session, fused_feeds, fused_names)
             return {output: results[model.outputs[output]] for output in wanted}
         finally:
             self._release(entry)
+
+    def _run_session(
+        self,
+        entry: _Entry,
+        key: SessionKey,
+        session: Session,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None,
+    ) -> dict[str, np.ndarray]:
+        """Run a pinned session under the run lock. One whose weights are still being read
+        (`interleaved`) first waits, without the lock, until the rest of its read should end
+        within its last run's time: its inference then overlaps the read without stalling on
+        it, and the requests of resident bundles compute meanwhile."""
+        if isinstance(session, ReadingSession):
+            session.reader.wait_until_within(entry.run_seconds.get(key))
+        with self._run_lock:
+            started = time.perf_counter()
+            results = session.run(feeds, outputs)
+            entry.run_seconds[key] = time.perf_counter() - started
+        return results
 
     def input_specs(self, name: str, *, bundle: str | None = None) -> list[TensorSpec]:
         """The inputs a request for `name` takes, named as the caller names them."""
@@ -355,6 +380,7 @@ class BundleCache:
             part = entry.bundle.parts[key] if key is not WHOLE else None
             started = time.perf_counter()
             session = self._session_factory(entry.bundle.artifact, part=part)
+            session = read_weights(session, self._loading)  # bulk reads here: load time
             seconds = time.perf_counter() - started
             with self._condition:
                 entry.sessions[key] = session
@@ -502,6 +528,7 @@ def run_once(
     feeds_path: Path | None = None,
     runtime: str = DEFAULT_RUNTIME,
     weight_streaming_budget: int | None = None,
+    loading: str | None = None,
 ) -> dict[str, np.ndarray]:
     """One request through a cache holding just this bundle: what `fusedinf-cc run` does."""
     check_weight_streaming(artifact, weight_streaming_budget)  # before measuring a footprint
@@ -514,7 +541,9 @@ def run_once(
         runtime=check_runtime(runtime),
         weight_streaming_budget=weight_streaming_budget,
     )
-    cache = BundleCache(max(bundle.footprint.alone_bytes, 1), session_factory=factory)
+    cache = BundleCache(
+        max(bundle.footprint.alone_bytes, 1), loading=loading, session_factory=factory
+    )
     cache.register(bundle)
     name = model or bundle.name
     try:

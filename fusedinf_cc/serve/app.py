@@ -71,6 +71,7 @@ class ServeConfig:
     header_timeout_s: float = 10.0
     max_connections: int | None = None  # None: from the process's file-descriptor limit
     keep_page_cache: bool = False  # evicted bundles' files stay in the page cache
+    loading: str | None = None  # the loading policy (`runtime/loading.py`); None: the default
 
     def to_env(self) -> str:
         return json.dumps({**dataclasses.asdict(self), "dist": str(self.dist)})
@@ -322,6 +323,7 @@ def create_app(config: ServeConfig, cache: BundleCache | None = None) -> Starlet
             config.policy,
             runtime=config.runtime,
             keep_page_cache=config.keep_page_cache,
+            loading=config.loading,
         )
         register_dist(cache, config.dist, config.runtime)
     service = Service(config, cache)

@@ -117,6 +117,12 @@ class ReplayResult:
     peak_rss_growth_bytes: int
     bytes_read: int = 0  # from storage by the loads (real replays; a prediction reads nothing)
     baseline_rss_bytes: int = 0  # the process before the replay: runtime up, nothing loaded
+    loading: str = ""  # the loading policy the loader read new sessions' weights with
+
+    @property
+    def label(self) -> str:
+        """The eviction policy and, where it was a real loader's, the loading policy."""
+        return f"{self.policy}, {self.loading}" if self.loading else self.policy
 
     @classmethod
     def of(
@@ -129,6 +135,7 @@ class ReplayResult:
         peak_rss_growth_bytes: int = 0,
         bytes_read: int = 0,
         baseline_rss_bytes: int = 0,
+        loading: str = "",
     ) -> ReplayResult:
         return cls(
             deployment=deployment,
@@ -146,14 +153,21 @@ class ReplayResult:
             peak_rss_growth_bytes=peak_rss_growth_bytes,
             bytes_read=bytes_read,
             baseline_rss_bytes=baseline_rss_bytes,
+            loading=loading,
         )
 
 
 def loading_ratios(results: Sequence[ReplayResult]) -> dict[str, dict[str, float]]:
-    """Per policy, each deployment's seconds spent loading over the unfused deployment's."""
-    unfused = {r.policy: r.seconds_loading for r in results if r.deployment == "unfused"}
+    """Per policy (and loading policy), each deployment's seconds spent loading over the
+    unfused deployment's; keyed by policy alone where every replay loaded one way."""
+    several = len({r.loading for r in results}) > 1
+
+    def key(r: ReplayResult) -> str:
+        return r.label if several else r.policy
+
+    unfused = {key(r): r.seconds_loading for r in results if r.deployment == "unfused"}
     ratios: dict[str, dict[str, float]] = {}
     for r in results:
-        if r.deployment != "unfused" and unfused.get(r.policy):
-            ratios.setdefault(r.policy, {})[r.deployment] = r.seconds_loading / unfused[r.policy]
+        if r.deployment != "unfused" and unfused.get(key(r)):
+            ratios.setdefault(key(r), {})[r.deployment] = r.seconds_loading / unfused[key(r)]
     return ratios

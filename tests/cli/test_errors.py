@@ -215,3 +215,14 @@ def test_simulate_refuses_a_model_name_twice_and_a_file_as_work_folder(tmp_path,
     result = run_cli("simulate", *two_models, "--synthetic", "--work-dir", a_file)
     assert_clean_failure(result, tmp_path / "none", mentions=f"--work-dir {a_file}: not a folder")
     assert a_file.read_text() == "not a folder\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("run", "--loading", "eager"), ("simulate", "--synthetic", "--loading", "bulk,eager")],
+)
+def test_an_unknown_loading_policy_is_one_line(tmp_path, two_models, command):
+    verb, *options = command
+    models = two_models[:1] if verb == "run" else two_models
+    result = run_cli(verb, *models, *options, *(["--work-dir", tmp_path] if verb != "run" else []))
+    assert_clean_failure(result, tmp_path / "none", mentions="unknown loading policy 'eager'")

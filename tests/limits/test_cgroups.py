@@ -91,7 +91,7 @@ def test_simulate_runs_under_a_profile_and_reports_what_it_read(small_models, tm
     models = [f"{name}={path}" for name, path in small_models.items()]
     report = tmp_path / "sim.json"
     common = ["--synthetic", "--requests", "12", "--rate", "50", "--policy", "lru"]
-    common += ["--work-dir", tmp_path / "work", "--aot"]
+    common += ["--work-dir", tmp_path / "work", "--aot", "--loading", "bulk,interleaved"]
     result = run_cli(
         "simulate", *models, *common, "--read-bandwidth", "200MB/s", "--memory-limit", "2GiB",
         "--json", report,
@@ -107,6 +107,8 @@ def test_simulate_runs_under_a_profile_and_reports_what_it_read(small_models, tm
     assert device["profile"]["read_bytes_per_s"] == 200 * 10**6
     assert device["device"] == whole_disk(tmp_path)
     assert all(r["bytes_read"] > 0 and r["baseline_rss_bytes"] > 0 for r in written["results"])
+    replayed = {(r["deployment"], r["loading"]) for r in written["results"]}
+    assert replayed == {(d, loading) for d, _ in replayed for loading in ("bulk", "interleaved")}
     assert _our_groups() == set() or all(
         not name.startswith(f"{cgroups.PREFIX}{os.getpid()}") for name in _our_groups()
     )

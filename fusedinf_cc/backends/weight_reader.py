@@ -1,0 +1,141 @@
+"""Read a session's mapped weights from storage: all at once, or on a thread beside inference.
+
+An ahead-of-time session maps its weights (`weight_pool`); left alone, each page is read from
+storage when a kernel first touches it, so the first inference stalls on every read in turn.
+`WeightReader` reads the pages in the order the graph first uses them (the order of the side
+file, `compiler/targets/weight_order.py`), in chunks, with `madvise(MADV_POPULATE_READ)`: one
+call reads and maps a chunk, outside the interpreter lock, so a reader on its own thread runs
+ahead of the inference that needs those pages. Where the kernel lacks that advice (before
+Linux 5.14) each page is touched instead, which reads it the same way, fault by fault.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import mmap
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# <asm-generic/mman-common.h>; Python's mmap module does not name it.
+MADV_POPULATE_READ = 22
+# A chunk read per call: small enough that stopping a reader waits for little (15 ms of a
+# 67 MB/s card), large enough that a fast disk is not held to one call's latency.
+CHUNK_BYTES = 1 << 20
+
+
+class WeightReader:
+    """The pages of some mapped weights, read in order, once."""
+
+    def __init__(self, weights: Sequence[Any]):
+        """`weights`: `SharedWeight`s (their arrays lie in mapped side files), in the order
+        they should be read."""
+        self._weights = list(weights)  # holds the mappings open while it reads
+        self.ranges = _page_ranges(weight.array for weight in self._weights)
+        self.size = sum(length for _, length in self.ranges)
+        self.bytes_read = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._progress = threading.Condition()
+        self._started = 0.0
+        self._done = False
+
+    def read(self) -> None:
+        """Read every page now (`bulk`), or until `stop`."""
+        self._started = self._started or time.perf_counter()
+        try:
+            for start, length in self.ranges:
+                for offset in range(0, length, CHUNK_BYTES):
+                    if self._stop.is_set():
+                        return
+                    chunk = min(CHUNK_BYTES, length - offset)
+                    _populate(start + offset, chunk)
+                    with self._progress:
+                        self.bytes_read += chunk
+                        self._progress.notify_all()
+        finally:
+            with self._progress:
+                self._done = True
+                self._weights = []
+                self._progress.notify_all()
+
+    def start(self) -> None:
+        """Read on a thread of its own (`interleaved`), while the caller computes."""
+        self._started = time.perf_counter()
+        self._thread = threading.Thread(target=self.read, name="fusedinf-weight-reader")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def wait_until_within(self, seconds: float | None) -> None:
+        """Return once the rest of the read should take no longer than `seconds` (what the
+        inference that needs it is expected to take), at the rate read so far; at once for
+        None (nothing known) or a reader not started."""
+        if seconds is None or self._thread is None:
+            return
+        with self._progress:
+            while not self._done:
+                elapsed = time.perf_counter() - self._started
+                left = self.size - self.bytes_read
+                if self.bytes_read and left * elapsed <= seconds * self.bytes_read:
+                    return
+                self._progress.wait(0.05)
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def stop(self) -> None:
+        """Stop reading (after the chunk in flight) and let go of the weights."""
+        self._stop.set()
+        self.wait()
+        self._weights = []
+
+
+def _page_ranges(arrays: Any) -> list[tuple[int, int]]:
+    """(address, length) of whole pages covering each array, neighbours merged, in order."""
+    ranges: list[tuple[int, int]] = []
+    for array in arrays:
+        address = int(array.__array_interface__["data"][0])
+        start = address - address % mmap.PAGESIZE
+        end = address + int(array.nbytes)
+        if ranges and ranges[-1][0] <= start <= ranges[-1][0] + ranges[-1][1]:
+            first = ranges[-1][0]
+            ranges[-1] = (first, max(ranges[-1][1], end - first))
+        else:
+            ranges.append((start, end - start))
+    return ranges
+
+
+class _Advice:
+    """`madvise` through the C library (ctypes lets go of the interpreter lock while the call
+    reads), or None where it cannot populate."""
+
+    def __init__(self) -> None:
+        self.madvise: Any = None
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            libc.madvise.restype = ctypes.c_int
+            self.madvise = libc.madvise
+
+
+_ADVICE = _Advice()
+
+
+def _populate(address: int, length: int) -> None:
+    """Bring the pages of [address, address + length) in, reading storage where they are not
+    in the page cache."""
+    madvise = _ADVICE.madvise
+    if madvise is not None:
+        if madvise(address, length, MADV_POPULATE_READ) == 0:
+            return
+        if ctypes.get_errno() == errno.EINVAL:
+            _ADVICE.madvise = None  # a kernel without the advice: it will not learn it
+    pages = (ctypes.c_ubyte * length).from_address(address)
+    np.frombuffer(pages, dtype=np.uint8)[:: mmap.PAGESIZE].max()  # one read of each page

@@ -1,0 +1,182 @@
+"""A cold request under each loading policy: bulk, linear, interleaved (EdgeCaffe's names).
+
+    python scripts/bench_loading.py [--sets resnet18,ocr] [--loading bulk,linear,interleaved]
+                                    [--rounds 5] [--json FILE]
+                                    [--device-profile orin-nano-sd | --read-bandwidth 67MB/s ...]
+
+Each set is built once with `fuse --aot`: `resnet18` alone, `ocr` the OCR-like trio fused into
+one bundle (a request runs the whole bundle). Then, in one process and round by round, the
+policies taking turns in a rotating order, each round measures:
+- a cold request per policy: the bundle's files dropped from the page cache, a fresh loader
+  (`BundleCache(loading=...)`), one request from nothing loaded to its outputs;
+- the load alone: the files dropped, the session opened and every weight read, no inference;
+- the compute alone: the median of 10 requests once everything is resident.
+Reported per policy: the cold request's median and range over the rounds, the bytes it read,
+and its ratio to max(load, compute) (what full overlap could reach) and to load + compute (no
+overlap). The outputs of every policy must be bitwise those of the first.
+
+Under a device profile (or `--read-bandwidth`, `--memory-limit`) the script runs itself again
+in a cgroup made for the run, with the profile's limits on the disk that holds `--work-dir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from fusedinf_cc.backends.sessions import open_session  # noqa: E402
+from fusedinf_cc.backends.weight_reader import WeightReader  # noqa: E402
+from fusedinf_cc.compiler.build import build_fused  # noqa: E402
+from fusedinf_cc.limits.profiles import device_profile  # noqa: E402
+from fusedinf_cc.limits.run import inside_a_run_group, run_limited  # noqa: E402
+from fusedinf_cc.runtime.bundle import open_bundle  # noqa: E402
+from fusedinf_cc.runtime.feeds import random_feeds  # noqa: E402
+from fusedinf_cc.runtime.loader import BundleCache  # noqa: E402
+from fusedinf_cc.runtime.loading import LOADING_POLICIES, check_loading  # noqa: E402
+from fusedinf_cc.runtime.pagecache import drop_file_pages, storage_read_bytes  # noqa: E402
+from model_zoo.zoo import export  # noqa: E402
+
+SETS = {
+    "resnet18": ("resnet18",),
+    "ocr": ("text_detector", "text_angle_cls", "text_recognizer"),
+}
+BUDGET = 8 << 30
+
+
+def build(models: tuple[str, ...], work: Path) -> Path:
+    zoo = work / "zoo"
+    specs = [f"{name}={export(name, zoo)}" for name in models]
+    artifact = work / ("-".join(models) + ".aot.onnx")
+    if not artifact.exists():
+        build_fused(specs, artifact, aot=True)
+    return artifact
+
+
+def cold_request(artifact: Path, loading: str, feeds: dict) -> tuple[float, int, dict]:
+    bundle = open_bundle(artifact, name="bundle")
+    drop_file_pages(bundle.files)
+    cache = BundleCache(BUDGET, loading=loading)
+    cache.register(bundle)
+    read_before = storage_read_bytes()
+    started = time.perf_counter()
+    outputs = cache.run("bundle", feeds)
+    seconds = time.perf_counter() - started
+    read = storage_read_bytes() - read_before
+    cache.close()
+    return seconds, read, outputs
+
+
+def load_alone(artifact: Path) -> float:
+    bundle = open_bundle(artifact, name="bundle")
+    drop_file_pages(bundle.files)
+    started = time.perf_counter()
+    session = open_session(artifact, shared_arena=True)
+    WeightReader(session.mapped_weights).read()  # type: ignore[attr-defined]
+    seconds = time.perf_counter() - started
+    session.close()
+    return seconds
+
+
+def compute_alone(artifact: Path, feeds: dict) -> float:
+    cache = BundleCache(BUDGET)
+    cache.register(artifact, name="bundle")
+    cache.run("bundle", feeds)  # loads it: what follows is inference alone
+    times = []
+    for _ in range(10):
+        started = time.perf_counter()
+        cache.run("bundle", feeds)
+        times.append(time.perf_counter() - started)
+    cache.close()
+    return statistics.median(times)
+
+
+def measure(set_name: str, loadings: list[str], rounds: int, work: Path) -> dict:
+    artifact = build(SETS[set_name], work / set_name)
+    probe = BundleCache(BUDGET)
+    probe.register(artifact, name="bundle")  # measures the footprint once, before timing
+    feeds = random_feeds(probe.input_specs("bundle"), seed=1)
+    probe.close()
+    cold: dict[str, list[float]] = {name: [] for name in loadings}
+    read: dict[str, list[int]] = {name: [] for name in loadings}
+    loads, computes, reference, bitwise = [], [], None, True
+    for index in range(rounds):
+        order = loadings[index % len(loadings) :] + loadings[: index % len(loadings)]
+        for loading in order:
+            seconds, bytes_read, outputs = cold_request(artifact, loading, feeds)
+            cold[loading].append(seconds)
+            read[loading].append(bytes_read)
+            if reference is None:
+                reference = outputs
+            bitwise &= all(outputs[k].tobytes() == reference[k].tobytes() for k in reference)
+        loads.append(load_alone(artifact))
+        computes.append(compute_alone(artifact, feeds))
+    load, compute = statistics.median(loads), statistics.median(computes)
+    rows = {}
+    for loading in loadings:
+        median = statistics.median(cold[loading])
+        rows[loading] = {
+            "cold_s": median,
+            "cold_range_s": [min(cold[loading]), max(cold[loading])],
+            "read_bytes": statistics.median(read[loading]),
+            "over_max": median / max(load, compute),
+            "over_sum": median / (load + compute),
+        }
+    return {
+        "set": set_name,
+        "load_alone_s": load,
+        "load_range_s": [min(loads), max(loads)],
+        "compute_alone_s": compute,
+        "compute_range_s": [min(computes), max(computes)],
+        "policies": rows,
+        "bitwise": bitwise,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--loading", default=",".join(LOADING_POLICIES))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "loading")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--device-profile")
+    parser.add_argument("--memory-limit")
+    parser.add_argument("--read-bandwidth")
+    args = parser.parse_args()
+    profile = device_profile(args.device_profile, args.memory_limit, args.read_bandwidth, None)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    if profile is not None and not inside_a_run_group():
+        run = run_limited([sys.executable, *sys.argv], profile, args.work_dir)
+        print(run.summary())
+        sys.exit(run.returncode)
+    loadings = [check_loading(name) for name in args.loading.split(",")]
+    results = [
+        measure(name, loadings, args.rounds, args.work_dir) for name in args.sets.split(",")
+    ]
+    where = profile.describe() if profile else "no device profile"
+    for result in results:
+        print(
+            f"{result['set']} ({where}): load alone {result['load_alone_s'] * 1000:.1f} ms, "
+            f"compute alone {result['compute_alone_s'] * 1000:.1f} ms"
+            f"{'' if result['bitwise'] else ', OUTPUTS DIFFER'}"
+        )
+        for loading, row in result["policies"].items():
+            low, high = (value * 1000 for value in row["cold_range_s"])
+            print(
+                f"  {loading:<12} cold {row['cold_s'] * 1000:8.1f} ms ({low:.1f}-{high:.1f}), "
+                f"read {row['read_bytes'] / 2**20:6.1f} MiB, {row['over_max']:.2f}x max, "
+                f"{row['over_sum']:.2f}x sum"
+            )
+    if args.json:
+        args.json.write_text(json.dumps({"profile": where, "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

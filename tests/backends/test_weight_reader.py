@@ -1,0 +1,58 @@
+"""The weight reader brings mapped weights' pages in from storage, in order, and stops."""
+
+from __future__ import annotations
+
+import mmap
+from types import SimpleNamespace
+
+import numpy as np
+
+from fusedinf_cc.backends.weight_reader import WeightReader
+from fusedinf_cc.runtime.pagecache import drop_file_pages
+from tests.support.pagecache import cached_bytes
+
+
+def _mapped_weights(tmp_path, sizes):
+    """A side file of weights back to back, mapped, each as the pool holds one (`.array`)."""
+    tmp_path.mkdir(exist_ok=True)
+    path = tmp_path / "weights.data"
+    path.write_bytes(b"".join(np.full(size, 1, np.uint8).tobytes() for size in sizes))
+    drop_file_pages([path])
+    with open(path, "rb") as data:
+        mapping = mmap.mmap(data.fileno(), 0, access=mmap.ACCESS_READ)
+    offsets = np.cumsum([0, *sizes[:-1]])
+    weights = [
+        SimpleNamespace(array=np.frombuffer(mapping, np.uint8, count=size, offset=int(offset)))
+        for size, offset in zip(sizes, offsets, strict=True)
+    ]
+    return path, mapping, weights
+
+
+def test_reading_brings_every_page_in_from_storage(tmp_path):
+    path, _, weights = _mapped_weights(tmp_path, [3 * 2**20, 5000, 2**20 + 17])
+    assert cached_bytes(path) == 0
+    reader = WeightReader(weights)
+    assert len(reader.ranges) == 1  # neighbours in the file: one range
+    reader.read()
+    assert cached_bytes(path) == -(-path.stat().st_size // mmap.PAGESIZE) * mmap.PAGESIZE
+    assert reader.bytes_read == reader.size >= path.stat().st_size
+
+
+def test_a_reader_on_its_thread_finishes_and_a_stopped_one_reads_no_more(tmp_path):
+    path, _, weights = _mapped_weights(tmp_path, [2**20] * 4)
+    reader = WeightReader(weights)
+    reader.start()
+    reader.wait()
+    assert cached_bytes(path) == path.stat().st_size
+    other, _, untouched = _mapped_weights(tmp_path / "other", [2**20] * 4)
+    stopped = WeightReader(untouched)
+    stopped.stop()
+    stopped.read()
+    assert stopped.bytes_read == 0 and cached_bytes(other) == 0
+
+
+def test_ranges_cover_whole_pages_and_keep_the_order_given(tmp_path):
+    _, _, weights = _mapped_weights(tmp_path, [3 * mmap.PAGESIZE, 100, 4 * mmap.PAGESIZE])
+    ranges = WeightReader([weights[2], weights[0]]).ranges
+    assert len(ranges) == 2 and ranges[0][0] > ranges[1][0]  # read as given: last one first
+    assert all(start % mmap.PAGESIZE == 0 for start, _ in ranges)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fusedinf_cc.artifacts.manifest import Artifact, PartRecord
+from fusedinf_cc.artifacts.manifest import Artifact, PartRecord, StageRecord
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import sha256_file
 
@@ -24,9 +24,12 @@ def check_side_file(path: Path, artifact: Artifact) -> None:
     _check_built_with(path, name, artifact.external_data_sha256, f"weights file {name!r}")
 
 
-def check_part_file(artifact: Path, part: PartRecord) -> None:
-    """Refuse a part file that is missing or is not the one built with the artifact."""
-    what = f"part {part.path!r} (model {part.model!r})"
+def check_part_file(artifact: Path, part: PartRecord | StageRecord) -> None:
+    """Refuse a part or stage file that is missing or is not the one built with the artifact."""
+    if isinstance(part, StageRecord):
+        what = f"stage {part.index} ({part.path!r})"
+    else:
+        what = f"part {part.path!r} (model {part.model!r})"
     _check_built_with(artifact, part.path, part.sha256, what)
 
 

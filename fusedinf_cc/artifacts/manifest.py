@@ -90,6 +90,23 @@ class PartRecord:
 
 
 @dataclass
+class StageRecord:
+    """A span of the artifact's graph, in the order it runs, as its own small model file beside
+    it: a bundle larger than memory runs stage by stage. Like a part, its weights are the
+    artifact's (`weights` names them in the side file)."""
+
+    index: int
+    path: str
+    sha256: str
+    size_bytes: int
+    inputs: list[str]  # what it reads: the bundle's inputs and earlier stages' outputs
+    outputs: list[str]  # what it computes that later stages or the bundle's outputs read
+    weights: list[str]  # initializers it reads from the artifact's side file
+    weight_bytes: int
+    nodes: int
+
+
+@dataclass
 class Manifest:
     """Everything a reader needs to run, verify or swap a fused artifact."""
 
@@ -110,6 +127,8 @@ class Manifest:
     weights: list[WeightRecord] = field(default_factory=list)
     # Per-model parts (`compiler/targets/parts.py`); none for engines, `.ort` and single files.
     parts: list[PartRecord] = field(default_factory=list)
+    # Stages (`compiler/stages.py`), in the order they run; none unless built with --stages.
+    stages: list[StageRecord] = field(default_factory=list)
     format: str = FORMAT
 
     def part(self, model: str) -> PartRecord | None:
@@ -129,8 +148,8 @@ class Manifest:
         if reproducible:
             for record in data["passes"]:
                 record.pop("seconds")
-            for volatile in ("artifact", "tools", "footprint", "device", "weights", "parts"):
-                data.pop(volatile)
+            for key in ("artifact", "tools", "footprint", "device", "weights", "parts", "stages"):
+                data.pop(key)
         return data
 
     def to_json(self, *, reproducible: bool = False) -> str:
@@ -150,6 +169,7 @@ class Manifest:
         try:
             _check_names(manifest.artifact)
             _check_parts(manifest)
+            _check_stages(manifest)
             for record in manifest.weights:
                 record.check()
         except ValueError as error:
@@ -175,6 +195,15 @@ def _check_parts(manifest: Manifest) -> None:
         if part.path in ("", ".", "..") or Path(part.path).name != part.path:
             raise ValueError(f"part file {part.path!r} is not a plain file name")
         seen.add(part.model)
+
+
+def _check_stages(manifest: Manifest) -> None:
+    """Stages are numbered in the order they run, each from a plain file name."""
+    for index, stage in enumerate(manifest.stages):
+        if stage.index != index:
+            raise ValueError(f"stage {stage.index} is listed as stage {index}")
+        if stage.path in ("", ".", "..") or Path(stage.path).name != stage.path:
+            raise ValueError(f"stage file {stage.path!r} is not a plain file name")
 
 
 def read_json(path: Path, what: str, max_bytes: int) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fusedinf_cc.artifacts.integrity import check_part_file
-from fusedinf_cc.artifacts.manifest import PartRecord
+from fusedinf_cc.artifacts.manifest import PartRecord, StageRecord
 from fusedinf_cc.backends.base import Session
 from fusedinf_cc.backends.cpu_target import check_optimised_for_here
 from fusedinf_cc.backends.onnxruntime import (
@@ -48,7 +48,7 @@ def open_session(
     weight_pool: WeightPool | None = DEFAULT_POOL,
     shared_arena: bool = False,
     share_weights: bool = False,
-    part: PartRecord | None = None,
+    part: PartRecord | StageRecord | None = None,
 ) -> Session:
     """A loaded session for `path`; `options` are ONNX Runtime session options.
     `weight_streaming_budget` (bytes of weights kept on the GPU) is for engines built with
@@ -60,7 +60,7 @@ def open_session(
     processes (`SHARED_WEIGHTS_OPTIONS`, at a latency cost); an ahead-of-time artifact keeps
     them there anyway, so for it this changes nothing. `part`: open that model's part of the
     artifact at `path` instead of the whole (its file beside `path`, checked against its
-    digest; its weights the whole's, from the same side file and pool)."""
+    digest; its weights the whole's, from the same side file and pool), or that stage of it."""
     check_runtime(runtime)
     check_weight_streaming(path, weight_streaming_budget)
     if isinstance(path, Path) and is_engine(path):

@@ -76,6 +76,15 @@ NO_PARTS = Annotated[
     ),
 ]
 
+STAGES = Annotated[
+    str | None,
+    typer.Option(
+        "--stages",
+        help="[--aot] Also cut the bundle into N stages (or auto: one per 64 MiB of weights), "
+        "so that a bundle larger than the memory budget runs stage by stage.",
+    ),
+]
+
 
 BACKEND = Annotated[
     str,
@@ -115,6 +124,7 @@ def fusion_options(
     aot: bool,
     no_parts: bool = False,
     opset: int | None = None,
+    stages: str | None = None,
 ) -> dict[str, Any]:
     """The fusion flags that `fuse` and `bench` share, as `build_fused` keywords."""
     return {
@@ -127,6 +137,7 @@ def fusion_options(
         "aot": aot,
         "parts": not no_parts,
         "opset": opset,
+        "stages": stages,
     }
 
 

@@ -18,6 +18,7 @@ from fusedinf_cc.cli.base import (
     SHARE_INPUTS,
     SINGLE_FILE,
     STACK,
+    STAGES,
     console,
     error_console,
     fusion_options,
@@ -40,6 +41,7 @@ def fuse(
     single_file: SINGLE_FILE = False,
     aot: AOT = False,
     no_parts: NO_PARTS = False,
+    stages: STAGES = None,
     opset: OPSET = None,
     explain: Annotated[bool, typer.Option("--explain", help="Print what every pass did.")] = False,
     fp16: Annotated[
@@ -149,6 +151,7 @@ def fuse(
                 aot,
                 no_parts,
                 opset,
+                stages,
             ),
         )
     if explain:

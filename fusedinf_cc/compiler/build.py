@@ -17,6 +17,7 @@ from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.names import parse_model_spec
 from fusedinf_cc.compiler.pipeline import fuse
 from fusedinf_cc.compiler.runtime_support import warn_if_the_runtime_cannot_run
+from fusedinf_cc.compiler.stages import parse_stages
 from fusedinf_cc.compiler.targets import BuildOptions, target_for_output
 from fusedinf_cc.onnx_io.model_io import check_output_path, load_sources
 from fusedinf_cc.passes.base import FusionOptions
@@ -28,7 +29,7 @@ SHARE_MODES = ("auto", "none")
 def build_fused(model_specs: Sequence[str], output: Path, **options: Any) -> Manifest:
     """Fuse `[NAME=]PATH` models into `output` (its suffix picks the backend); return the manifest.
     `options` are `build_fused_all`'s keywords (sharing, dedup, cse, stack, opset,
-    single_file, aot, parts, engine)."""
+    single_file, aot, parts, stages, engine)."""
     (manifest,) = build_fused_all(model_specs, [output], **options)
     return manifest
 
@@ -46,6 +47,7 @@ def build_fused_all(
     single_file: bool = False,
     aot: bool = False,
     parts: bool = True,
+    stages: int | str | None = None,
     engine: EngineOptions | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[Manifest]:
@@ -57,6 +59,11 @@ def build_fused_all(
     outputs only; `aot` optimises `.onnx` outputs for this CPU.
     """
     check_aot(outputs, aot=aot, single_file=single_file)
+    stages = parse_stages(stages)
+    if stages is not None and not aot:
+        raise UserInputError(
+            "--stages cuts an ahead-of-time artifact, whose stages share its side file: add --aot"
+        )
     targets = [target_for_output(output) for output in outputs]
     engines = [o for o in outputs if o.suffix.lower() in ENGINE_SUFFIXES]
     if engine is not None and not engines:
@@ -64,7 +71,12 @@ def build_fused_all(
             f"{outputs[0]}: TensorRT options (--fp16, --shapes, ...) apply to .engine outputs only"
         )
     build_options = BuildOptions(
-        single_file=single_file, aot=aot, parts=parts, engine=engine, progress=progress
+        single_file=single_file,
+        aot=aot,
+        parts=parts,
+        stages=stages,
+        engine=engine,
+        progress=progress,
     )
     for target in targets:
         target.check(build_options)

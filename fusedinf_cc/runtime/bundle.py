@@ -4,7 +4,8 @@ A bundle of several models holds up to one session for its whole graph and one p
 part (`compiler/parts.py`). Sessions are keyed by `WHOLE` or by the model's name
 (`SessionKey`); `session_bytes` says what each counts in a memory budget (`ledger.py`): the whole
 at its measured footprint, a part at what it was measured to add beside the whole plus the
-pooled weights it maps.
+pooled weights it maps. A bundle built with stages (`compiler/stages.py`) that is larger than
+the budget runs its whole one stage at a time, each stage's session keyed by `StageKey`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from fusedinf_cc.artifacts.manifest import (
     Manifest,
     ModelEntry,
     PartRecord,
+    StageRecord,
     manifest_path_for,
     read_manifest,
 )
@@ -45,7 +47,15 @@ class _Whole(enum.Enum):
 # The session that runs a bundle's whole graph; any other session is a model's part, keyed by
 # the model's name.
 WHOLE: Final = _Whole.WHOLE
-SessionKey = str | Literal[_Whole.WHOLE]
+
+
+class StageKey(NamedTuple):
+    """The session of one stage of a bundle that runs stage by stage."""
+
+    index: int
+
+
+SessionKey = str | Literal[_Whole.WHOLE] | StageKey
 
 
 @dataclass
@@ -109,6 +119,8 @@ class Bundle:
         return self._counted[key, pooled]
 
     def _session_bytes(self, key: SessionKey, pooled: bool) -> SessionBytes:
+        if isinstance(key, StageKey):
+            return self._stage_bytes(key.index, pooled)
         shared = self.shared_weights if pooled else {}
         whole = SessionBytes(
             private_bytes=max(0, self.footprint.measured_bytes - sum(shared.values())),
@@ -125,6 +137,37 @@ class Bundle:
         if pooled:
             return SessionBytes(added, tuple(sorted(weights.items())))
         return SessionBytes(added + mapped)
+
+    @functools.cached_property
+    def stages(self) -> list[StageRecord]:
+        """The stages its whole can run in, in order (none unless built with --stages)."""
+        if self.manifest is None or is_engine(self.artifact):
+            return []
+        return list(self.manifest.stages)
+
+    def streamed_bytes(self, pooled: bool, *, ahead: bool) -> int:
+        """The most its whole holds run stage by stage: the largest stage, or with `ahead`
+        (the next stage read while one runs) the largest two consecutive stages together."""
+        sessions = [self.session_bytes(StageKey(i), pooled) for i in range(len(self.stages))]
+        window = 2 if ahead else 1
+        most = 0
+        for index in range(len(sessions)):
+            together = sessions[index : index + window]
+            weights = dict(pair for session in together for pair in session.weights)
+            private = sum(session.private_bytes for session in together)
+            most = max(most, private + sum(weights.values()))
+        return most
+
+    def _stage_bytes(self, index: int, pooled: bool) -> SessionBytes:
+        """A stage maps its share of the weights and holds, at most, what the whole holds
+        beside all of its weights (its structures and buffers: a stage has fewer)."""
+        reads = set(self.stages[index].weights)
+        records = [r for r in self.manifest.weights if r.name in reads] if self.manifest else []
+        weights = shared_bytes_by_digest(records)
+        own = max(0, self.footprint.measured_bytes - sum(self.shared_weights.values()))
+        if pooled:
+            return SessionBytes(own, tuple(sorted(weights.items())))
+        return SessionBytes(own + sum(weights.values()))
 
     @functools.cached_property
     def _part_weights(self) -> dict[str, dict[str, int]]:

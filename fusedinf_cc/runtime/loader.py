@@ -40,7 +40,7 @@ from fusedinf_cc.backends.sessions import (
 from fusedinf_cc.backends.weight_pool import DEFAULT_POOL
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.sizes import format_bytes
-from fusedinf_cc.runtime.bundle import WHOLE, Bundle, SessionKey, open_bundle
+from fusedinf_cc.runtime.bundle import WHOLE, Bundle, SessionKey, StageKey, open_bundle
 from fusedinf_cc.runtime.feeds import (
     check_feeds,
     load_feeds,
@@ -48,7 +48,7 @@ from fusedinf_cc.runtime.feeds import (
     read_feeds,
     resolve_shape,
 )
-from fusedinf_cc.runtime.ledger import Evictable, MemoryLedger
+from fusedinf_cc.runtime.ledger import Evictable, LoadNeed, MemoryLedger
 from fusedinf_cc.runtime.loading import ReadingSession, check_loading, read_weights
 from fusedinf_cc.runtime.pagecache import drop_file_pages
 from fusedinf_cc.runtime.policies import POLICIES, CachePolicy
@@ -66,6 +66,7 @@ class CacheStats:
     loads_by_bundle: dict[str, int] = field(default_factory=dict)
     sessions_opened: int = 0  # a bundle's first session, and each further part or whole
     models_opened: int = 0  # the models those sessions serve: a whole all of its, a part one
+    streamed_runs: int = 0  # requests for a bundle larger than the budget, run stage by stage
 
 
 @dataclass(eq=False)  # one per registered bundle: compared by identity
@@ -81,6 +82,8 @@ class _Entry:
     base: float = 0.0
     cost_seconds: float = 0.0
     run_seconds: dict[SessionKey, float] = field(default_factory=dict)  # each key's last run
+    streams: bool = False  # larger than the budget: its whole runs stage by stage
+    stage_specs: tuple[list[TensorSpec], list[TensorSpec]] | None = None
     freeable: int | None = None  # what evicting it frees now; set before a victim is chosen
 
     @property
@@ -190,12 +193,34 @@ class BundleCache:
                 )
             if clashes:
                 raise UserInputError(f"names already registered: {', '.join(sorted(clashes))}")
-            self._ledger.register(bundle.name, bundle.footprint.load_need)
+            streams = self._register_need(bundle)
             # GDSF's cost starts as the load time measured with the footprint.
-            self._entries[bundle.name] = _Entry(bundle, cost_seconds=bundle.footprint.load_seconds)
+            self._entries[bundle.name] = _Entry(
+                bundle, cost_seconds=bundle.footprint.load_seconds, streams=streams
+            )
             for model in bundle.models():
                 self._model_index.setdefault(model, []).append(bundle.name)
         return bundle
+
+    def _register_need(self, bundle: Bundle) -> bool:
+        """Register what `bundle` needs with the ledger: its whole, or where the whole cannot
+        fit the budget and it has stages, its stages one (or, read ahead, two) at a time.
+        True where it will run stage by stage."""
+        try:
+            self._ledger.register(bundle.name, bundle.footprint.load_need)
+            return False
+        except UserInputError as whole_refused:
+            if not bundle.stages:
+                hint = " (`fuse --aot --stages auto` builds it to run stage by stage)"
+                hint = hint if bundle.shared_weights else ""
+                raise UserInputError(f"{whole_refused}{hint}") from None
+        ahead = self._loading == "interleaved"
+        need = bundle.streamed_bytes(self._pool_weights, ahead=ahead)
+        try:
+            self._ledger.register(bundle.name, LoadNeed(need, bundle.footprint.activation_bytes))
+        except UserInputError as refused:
+            raise UserInputError(f"{refused}, even stage by stage") from None
+        return True
 
     # requests -----------------------------------------------------------------------------
     def run(
@@ -211,6 +236,8 @@ class BundleCache:
         the bundle whose copy of model `name` runs, for a model that sits in several (`name`
         equal to `bundle`: that bundle)."""
         bundle_name, model = self._resolve(name, bundle)
+        if model is None and self._entries[bundle_name].streams:
+            return self._run_streamed(self._entries[bundle_name], feeds, outputs, name)
         entry, session = self._acquire(bundle_name, model)
         try:
             if model is None:
@@ -261,6 +288,8 @@ class BundleCache:
         """(inputs, outputs) of bundle or model `name` (of `bundle`, where given), named as
         the caller names them (loading what a request for it runs, if it is not resident)."""
         bundle_name, model = self._resolve(name, bundle)
+        if model is None and self._entries[bundle_name].streams:
+            return self._streamed_specs(self._entries[bundle_name])
         entry, session = self._acquire(bundle_name, model)
         try:
             inputs, outputs = list(session.inputs), list(session.outputs)
@@ -310,6 +339,128 @@ class BundleCache:
         with self._condition:
             sessions = self._entries[bundle_name].sessions
             return [bundle_name if key is WHOLE else key for key in sessions]
+
+    # stage by stage ---------------------------------------------------------------------------
+    def _run_streamed(
+        self,
+        entry: _Entry,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None,
+        name: str,
+    ) -> dict[str, np.ndarray]:
+        """Run a bundle larger than the budget one stage at a time: each stage opened (room
+        made for it as for any session), run on what earlier stages computed, then closed and
+        its pages let go. With `interleaved` loading the next stage opens, and its weights
+        are read, while the current one runs."""
+        inputs, known_outputs = self._streamed_specs(entry)
+        check_feeds(feeds, inputs, f"request for {name!r}")
+        wanted = list(outputs) if outputs is not None else [spec.name for spec in known_outputs]
+        unknown = sorted(set(wanted) - {spec.name for spec in known_outputs})
+        if unknown:
+            raise UserInputError(f"bundle {name!r} has no outputs {unknown}")
+        stages = entry.bundle.stages
+        ahead = self._loading == "interleaved"
+        with self._condition:
+            entry.pins += 1
+            self.stats.misses += 1
+            self.stats.streamed_runs += 1
+            loads = self.stats.loads_by_bundle
+            loads[entry.name] = loads.get(entry.name, 0) + 1
+        opened: dict[int, Session] = {}
+        try:
+            values = dict(feeds)
+            last_read = {n: i for i, stage in enumerate(stages) for n in stage.inputs}
+            for index, stage in enumerate(stages):
+                if index not in opened:
+                    opened[index] = self._open_stage(entry, index)
+                if ahead and index + 1 < len(stages):
+                    opened[index + 1] = self._open_stage(entry, index + 1)
+                session = opened.pop(index)
+                try:
+                    stage_feeds = {n: values[n] for n in stage.inputs}
+                    values.update(
+                        self._run_session(
+                            entry, StageKey(index), session, stage_feeds, stage.outputs
+                        )
+                    )
+                finally:
+                    self._close_stage(entry, index, session)
+                for value in [n for n, i in last_read.items() if i == index]:
+                    if value not in wanted:
+                        values.pop(value, None)  # no later stage reads it
+            return {output: values[output] for output in wanted}
+        finally:
+            for index, session in opened.items():
+                self._close_stage(entry, index, session)
+            self._release(entry)
+
+    def _open_stage(self, entry: _Entry, index: int) -> Session:
+        """Count stage `index` of a pinned streaming bundle (evicting as needed) and open it."""
+        key = StageKey(index)
+        with self._condition:
+            while not self._make_room(entry, key):
+                if not any(e.pins for e in self._entries.values() if e is not entry):
+                    raise UserInputError(
+                        f"bundle {entry.name!r}: stage {index} does not fit the budget "
+                        f"({format_bytes(self.budget_bytes)}) even with every other bundle "
+                        "evicted"
+                    )
+                self._condition.wait()
+        started = time.perf_counter()
+        try:
+            session = self._session_factory(entry.bundle.artifact, part=entry.bundle.stages[index])
+            session = read_weights(session, self._loading)
+        except BaseException:
+            with self._condition:
+                self._ledger.uncount(entry.name, key)
+                self._condition.notify_all()
+            raise
+        with self._condition:
+            self._ledger.opened(entry.name, key)
+            self.stats.sessions_opened += 1
+            self.stats.seconds_loading += time.perf_counter() - started
+            self.stats.bytes_loaded += entry.bundle.session_bytes(key, self._pool_weights).bytes
+            self.stats.peak_accounted_bytes = max(
+                self.stats.peak_accounted_bytes, self._ledger.held_bytes
+            )
+        return session
+
+    def _close_stage(self, entry: _Entry, index: int, session: Session) -> None:
+        """Close a stage, stop counting it, and let its weights' pages go."""
+        session.close()
+        with self._condition:
+            self._ledger.uncount(entry.name, StageKey(index))
+            self._condition.notify_all()
+        if not self._keep_page_cache:
+            drop_file_pages(entry.bundle.files)  # pages still mapped (the next stage's) stay
+
+    def _streamed_specs(self, entry: _Entry) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """A streaming bundle's inputs and outputs: those of its stages that are the
+        bundle's own, read once from each stage opened alone (mapped, not read)."""
+        if entry.stage_specs is None:
+            graph_inputs: list[TensorSpec] = []
+            produced: list[TensorSpec] = []
+            made: set[str] = set()
+            for stage in entry.bundle.stages:
+                session = self._session_factory(entry.bundle.artifact, part=stage)
+                try:
+                    graph_inputs += [s for s in session.inputs if s.name not in made]
+                    produced += session.outputs
+                    made |= {s.name for s in session.outputs}
+                finally:
+                    session.close()
+            read_later = {n for stage in entry.bundle.stages for n in stage.inputs}
+            manifest_outputs = {
+                fused
+                for model in entry.bundle.models().values()
+                for fused in model.outputs.values()
+            }
+            outputs = [
+                s for s in produced if s.name in manifest_outputs or s.name not in read_later
+            ]
+            unique_inputs = list({s.name: s for s in graph_inputs}.values())
+            entry.stage_specs = (unique_inputs, outputs)
+        return entry.stage_specs
 
     def _resolve(self, name: str, bundle: str | None = None) -> tuple[str, ModelEntry | None]:
         """(bundle, model or None for the whole) that a request for `name` runs."""

@@ -23,14 +23,15 @@ _IO = Path("/proc/self/io")
 
 
 def artifact_files(artifact: Path) -> tuple[Path, ...]:
-    """The files a session of `artifact` reads: the artifact, its weights file and its parts
-    (those its manifest records; for a plain model, a weights file beside it if there is one)."""
+    """The files a session of `artifact` reads: the artifact, its weights file, its parts and
+    stages (those its manifest records; for a plain model, a weights file beside it if there is
+    one)."""
     manifest = cached_manifest(artifact)
     record = manifest.artifact if manifest is not None else None
     data = record.external_data if record is not None else None
     files = [artifact, artifact.with_name(data or external_data_name(artifact))]
     if manifest is not None:
-        files += [artifact.with_name(part.path) for part in manifest.parts]
+        files += [artifact.with_name(part.path) for part in [*manifest.parts, *manifest.stages]]
     return tuple(path for path in files if path.is_file())
 
 

@@ -20,10 +20,13 @@ class BuildOptions:
     """How to build an artifact. `single_file`: keep an ONNX model's weights inside it.
     `aot`: store ONNX Runtime's fully optimised model for this CPU (`.onnx` outputs).
     `engine`: TensorRT builder options (for `.engine` outputs only). `parts`: write each
-    model's part beside an ONNX Runtime artifact of several models (`compiler/parts.py`)."""
+    model's part beside an ONNX Runtime artifact of several models (`compiler/parts.py`).
+    `stages`: cut an `--aot` artifact into this many stages (`auto`: by its weights) beside it
+    (`compiler/stages.py`)."""
 
     single_file: bool = False
     parts: bool = True
+    stages: int | str | None = None
     aot: bool = False
     engine: EngineOptions | None = None
     # Called as (phase, steps done, steps) while a long build runs (TensorRT's phases).

@@ -21,6 +21,7 @@ from fusedinf_cc.compiler.pipeline import (
     remove_stale_parts,
     write_fused,
 )
+from fusedinf_cc.compiler.stages import stale_stages, write_stages
 from fusedinf_cc.compiler.targets.base import BuildOptions
 from fusedinf_cc.compiler.targets.weight_digests import external_weight_records
 from fusedinf_cc.compiler.targets.weight_order import order_by_first_use
@@ -41,7 +42,9 @@ def build_ort_format(fused: FusedModel, out_path: Path, *, parts: bool = True) -
     return _optimise_ahead_of_time(fused, out_path, config, "ort", parts=parts)
 
 
-def build_aot_onnx(fused: FusedModel, out_path: Path, *, parts: bool = True) -> Manifest:
+def build_aot_onnx(
+    fused: FusedModel, out_path: Path, *, parts: bool = True, stages: int | str | None = None
+) -> Manifest:
     """Optimise the fused model with ONNX Runtime now and keep the result as ONNX, its weights
     (reordered for this CPU's kernels) in `<out>.data`.
 
@@ -58,7 +61,7 @@ def build_aot_onnx(fused: FusedModel, out_path: Path, *, parts: bool = True) -> 
         ),
     }
     return _optimise_ahead_of_time(
-        fused, out_path, config, "onnx", data_name=data_name, parts=parts
+        fused, out_path, config, "onnx", data_name=data_name, parts=parts, stages=stages
     )
 
 
@@ -70,6 +73,7 @@ def _optimise_ahead_of_time(
     *,
     data_name: str | None = None,
     parts: bool = True,
+    stages: int | str | None = None,
 ) -> Manifest:
     """Let ONNX Runtime optimise the fused model fully, for this CPU, and save what it built.
     The manifest records the CPU class, which loading checks (`cpu_target`)."""
@@ -89,6 +93,8 @@ def _optimise_ahead_of_time(
             written_parts = write_parts(staged[-1], manifest, out_path)
         elif parts:
             written_parts = _ort_format_parts(ort, staged_onnx, manifest, out_path, save_config)
+        if stages is not None:
+            written_parts += write_stages(staged[-1], manifest, out_path, stages)
         manifest = finish_manifest(
             manifest,
             fused,
@@ -110,6 +116,8 @@ def _optimise_ahead_of_time(
     if data_name and len(staged) == 1:
         (out_path.parent / data_name).unlink(missing_ok=True)
     remove_stale_parts(out_path, manifest)
+    for path in stale_stages(out_path, [stage.path for stage in manifest.stages]):
+        path.unlink(missing_ok=True)
     return manifest
 
 
@@ -177,5 +185,5 @@ class OnnxRuntimeTarget:
         if out_path.suffix == ORT_FORMAT_SUFFIX:
             return build_ort_format(fused, out_path, parts=options.parts)
         if options.aot:
-            return build_aot_onnx(fused, out_path, parts=options.parts)
+            return build_aot_onnx(fused, out_path, parts=options.parts, stages=options.stages)
         return write_fused(fused, out_path, single_file=options.single_file, parts=options.parts)

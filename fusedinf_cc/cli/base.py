@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -13,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fusedinf_cc.common.errors import FusedInfError
+from fusedinf_cc.common.files import check_folder
 
 # Piped output (CI logs, files) gets room for the tables instead of Rich's 80-column default.
 _PIPED_WIDTH = 160
@@ -94,6 +97,39 @@ BACKEND = Annotated[
         "TensorRT.",
     ),
 ]
+
+
+WORK_DIR_HELP = (
+    "Where bundles are built, and kept for the next run (default: a temporary folder, removed "
+    "when the command ends)."
+)
+
+
+@contextlib.contextmanager
+def work_folder(given: Path | None, command: str) -> Iterator[Path]:
+    """`--work-dir` where it was given; else a temporary folder that goes with the command,
+    so that nothing is left in whatever folder the user stands in."""
+    if given is not None:
+        check_folder(given, "--work-dir")
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix=f"fusedinf-{command}-") as folder:
+        yield Path(folder)
+
+
+def run_folder(given: Path | None) -> Path:
+    """The folder whose disk a run under a device profile throttles: the work folder's."""
+    return given if given is not None else Path(tempfile.gettempdir())
+
+
+def progress_bar(*columns: Any) -> Any:
+    """A transient progress bar on stderr, shown only on a terminal: in a log or a pipe it
+    would leave a blank line before the one-line error or result."""
+    from rich.progress import Progress
+
+    return Progress(
+        *columns, console=error_console, transient=True, disable=not error_console.is_terminal
+    )
 
 
 def reports_errors(command: F) -> F:

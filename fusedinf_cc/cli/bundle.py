@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from fusedinf_cc.cli.base import console, error_console, reports_errors
+from fusedinf_cc.cli.base import console, error_console, progress_bar, reports_errors
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import check_output_file, write_text_atomic
 from fusedinf_cc.common.sizes import format_bytes
@@ -34,7 +34,6 @@ def bundle_build(
 
     Exit 0 when all are built or cached, 1 when one fails verification, 2 for a bad spec.
     """
-    from rich.progress import Progress
     from rich.table import Table
 
     from fusedinf_cc.precompile.build import build_bundles, results_json, select
@@ -49,7 +48,7 @@ def bundle_build(
         only or (),
         [t.strip() for t in targets.split(",") if t.strip()] if targets else (),
     )
-    with Progress(console=error_console, transient=True) as progress:
+    with progress_bar() as progress:
         task = progress.add_task("building bundles", total=len(chosen))
         results = build_bundles(
             chosen, out, jobs=jobs, on_done=lambda r: progress.update(task, advance=1)

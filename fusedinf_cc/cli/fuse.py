@@ -22,6 +22,7 @@ from fusedinf_cc.cli.base import (
     console,
     error_console,
     fusion_options,
+    progress_bar,
     reports_errors,
 )
 from fusedinf_cc.common.errors import UserInputError
@@ -100,8 +101,6 @@ def fuse(
     The output's suffix picks the backend: .onnx or .ort for ONNX Runtime, .engine for TensorRT
     (the [engine] options use trtexec's names).
     """
-    from rich.progress import Progress
-
     from fusedinf_cc.backends.tensorrt.options import parse_engine_options
     from fusedinf_cc.cli.tables import pass_table
     from fusedinf_cc.common.sizes import format_bytes
@@ -128,7 +127,7 @@ def fuse(
         not (value is None or value is False or value == "none") for value in engine_flags.values()
     )
     engine = parse_engine_options(**engine_flags) if given else None
-    with Progress(console=error_console, transient=True) as progress:
+    with progress_bar() as progress:
         tasks: dict[str, Any] = {}
 
         def on_phase(phase: str, done: int, total: int) -> None:

@@ -26,12 +26,16 @@ from fusedinf_cc.cli.base import (
     SHARE_INPUTS,
     SINGLE_FILE,
     STACK,
+    WORK_DIR_HELP,
     console,
     error_console,
     fusion_options,
     model_specs,
+    progress_bar,
     reports_errors,
     run_as_on_device,
+    run_folder,
+    work_folder,
 )
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import check_folder, check_output_file, write_text_atomic
@@ -102,8 +106,6 @@ def bench(
     cpus: CPUS = None,
 ) -> None:
     """Fused vs separate: cold load, latency p50/p90/p99, throughput, peak memory, bytes."""
-    from rich.progress import Progress
-
     from fusedinf_cc.cli.tables import bench_configs_table, bench_summary_table
     from fusedinf_cc.compiler.build import build_fused
     from fusedinf_cc.limits.run import inside_a_run_group
@@ -145,7 +147,7 @@ def bench(
         configs = default_configs(threads, backend)
         if model is not None:
             configs = one_model_configs(configs)
-        with Progress(console=error_console, transient=True) as progress:
+        with progress_bar() as progress:
             task = progress.add_task("benchmarking", total=len(configs) * rounds)
             report = bench_artifact(
                 artifact,
@@ -267,9 +269,7 @@ def simulate(
     rate: Annotated[
         float, typer.Option("--rate", help="Synthetic arrivals per second (Poisson).")
     ] = 4.0,
-    work_dir: Annotated[
-        Path, typer.Option("--work-dir", help="Where the fused bundles are built (reused).")
-    ] = Path(".fusedinf-simulate"),
+    work_dir: Annotated[Path | None, typer.Option("--work-dir", help=WORK_DIR_HELP)] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
     save_trace: Annotated[
         Path | None, typer.Option("--save-trace", help="Write the replayed trace as CSV.")
@@ -304,8 +304,6 @@ def simulate(
     cpus: CPUS = None,
 ) -> None:
     """Replay a request trace on the real loader: fused vs unfused (vs grouped), per policy."""
-    from rich.progress import Progress
-
     from fusedinf_cc.cli.tables import simulation_table
     from fusedinf_cc.limits.cgroups import device_record
     from fusedinf_cc.measure.simulate import simulate as simulate_workload
@@ -321,8 +319,9 @@ def simulate(
         if written is not None:
             check_output_file(written)
     specs = model_specs(models)
-    check_folder(work_dir, "--work-dir")
-    run_as_on_device(device_profile, memory_limit, read_bandwidth, cpus, work_dir)
+    if work_dir is not None:
+        check_folder(work_dir, "--work-dir")
+    run_as_on_device(device_profile, memory_limit, read_bandwidth, cpus, run_folder(work_dir))
     if rate <= 0 or requests < 1:
         raise UserInputError("--rate must be positive and --requests at least 1")
     policies = [p.strip() for p in policy.split(",") if p.strip()]
@@ -332,14 +331,14 @@ def simulate(
     spec = TraceSpec(requests=requests, seed=seed, rate_per_s=rate)
     workload = load_workload(trace, functions, lambda: sorted(specs), spec)
     groups = fused_groups_layout(fused_groups, workload.functions, specs)
-    with Progress(console=error_console, transient=True) as progress:
+    with work_folder(work_dir, "simulate") as folder, progress_bar() as progress:
         task = progress.add_task("replaying", total=None)
         report = simulate_workload(
             specs,
             workload,
             asked,
             policies,
-            work_dir,
+            folder,
             groups=groups,
             aot=aot,
             stack=stack,

@@ -16,11 +16,15 @@ from fusedinf_cc.cli.base import (
     MEMORY_LIMIT,
     READ_BANDWIDTH,
     STACK,
+    WORK_DIR_HELP,
     console,
     error_console,
     model_specs,
+    progress_bar,
     reports_errors,
     run_as_on_device,
+    run_folder,
+    work_folder,
 )
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import check_folder, check_output_file, write_text_atomic
@@ -67,9 +71,7 @@ def plan_command(
     search_seconds: Annotated[
         float, typer.Option("--search-seconds", help="Time the search may take.")
     ] = 20.0,
-    work_dir: Annotated[
-        Path, typer.Option("--work-dir", help="Where bundles are built (reused).")
-    ] = Path(".fusedinf-plan"),
+    work_dir: Annotated[Path | None, typer.Option("--work-dir", help=WORK_DIR_HELP)] = None,
     keep_page_cache: KEEP_PAGE_CACHE = False,
     device_profile: DEVICE_PROFILE = None,
     memory_limit: MEMORY_LIMIT = None,
@@ -82,7 +84,7 @@ def plan_command(
     searches groupings on predicted replays of the first part of the trace, then replays the
     plan, unfused and one bundle per function on the rest with real bundles.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
     from fusedinf_cc.cli.tables import plan_bundles_table, plan_lines, plan_table
     from fusedinf_cc.common.sizes import format_bytes
@@ -103,25 +105,26 @@ def plan_command(
     check_policies([policy])
     if replays < 0 or search_seconds <= 0:
         raise UserInputError("--replays is 0 or more and --search-seconds positive")
-    check_folder(work_dir, "--work-dir")
+    if work_dir is not None:
+        check_folder(work_dir, "--work-dir")
     asked = parse_budget(budget)
-    run_as_on_device(device_profile, memory_limit, read_bandwidth, cpus, work_dir)
+    run_as_on_device(device_profile, memory_limit, read_bandwidth, cpus, run_folder(work_dir))
     workload = load_workload(
         trace, functions, lambda: sorted(specs), TraceSpec(), functions_required=True
     )
-    settings = PlanSettings(
-        budget=asked,
-        policy=policy,
-        aot=aot,
-        stack=stack,
-        holdout=holdout,
-        replays=replays,
-        search_seconds=search_seconds,
-        work_dir=work_dir,
-        keep_page_cache=keep_page_cache,
-    )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, console=error_console, transient=True) as progress:
+    with work_folder(work_dir, "plan") as folder, progress_bar(*columns) as progress:
+        settings = PlanSettings(
+            budget=asked,
+            policy=policy,
+            aot=aot,
+            stack=stack,
+            holdout=holdout,
+            replays=replays,
+            search_seconds=search_seconds,
+            work_dir=folder,
+            keep_page_cache=keep_page_cache,
+        )
         tasks: dict[str, int] = {}
 
         def report(stage: str, done: int, total: int) -> None:

@@ -100,6 +100,15 @@ def check_output_folder(target: Path) -> None:
         raise UserInputError(f"{target}: output folder {target.parent} does not exist")
 
 
+def as_path(value: object, what: str) -> Path:
+    """A path a caller of the library gave: `str` or `os.PathLike`, else one line."""
+    if isinstance(value, str) or (isinstance(value, os.PathLike) and not isinstance(value, bytes)):
+        text = os.fspath(value)
+        if isinstance(text, str):
+            return Path(text)
+    raise UserInputError(f"{what}: a path (str or os.PathLike), not {type(value).__name__}")
+
+
 def check_folder(folder: Path, flag: str = "-o") -> None:
     """What `flag` names is a folder or nothing yet, never a file: checked before long work."""
     if folder.exists() and not folder.is_dir():

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 from fusedinf_cc.common.errors import UserInputError
 
 _UNITS = {"GiB": 2**30, "MiB": 2**20, "KiB": 2**10, "GB": 10**9, "MB": 10**6, "KB": 10**3, "B": 1}
+
+
+# No size anyone means is larger (an exbibyte, 2**60); a larger one is a typo or a probe.
+MAX_SIZE = 2**62
 
 
 def parse_size(text: str, what: str) -> int:
@@ -13,7 +19,10 @@ def parse_size(text: str, what: str) -> int:
     try:
         for unit, factor in _UNITS.items():
             if value.endswith(unit):
-                size = int(float(value[: -len(unit)]) * factor)
+                number = float(value[: -len(unit)])
+                if not math.isfinite(number) or abs(number) * factor >= MAX_SIZE:
+                    raise ValueError(value)
+                size = int(number * factor)
                 break
         else:
             size = int(value)
@@ -21,6 +30,8 @@ def parse_size(text: str, what: str) -> int:
         raise UserInputError(f"{what} {text!r}: use e.g. 512MiB, 2GiB or a byte count") from None
     if size < 0:
         raise UserInputError(f"{what} {text!r}: a size cannot be negative")
+    if size >= MAX_SIZE:
+        raise UserInputError(f"{what} {text!r}: more bytes than any machine has")
     return size
 
 

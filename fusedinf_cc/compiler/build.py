@@ -6,6 +6,7 @@ manifest = build_fused(["det=det.onnx", "cls.onnx"], Path("fused.onnx"), share_i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from fusedinf_cc.artifacts.manifest import Manifest
 from fusedinf_cc.backends.runtimes import ENGINE_SUFFIXES
 from fusedinf_cc.backends.tensorrt.options import EngineOptions
 from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import as_path
 from fusedinf_cc.common.names import parse_model_spec
 from fusedinf_cc.compiler.pipeline import fuse
 from fusedinf_cc.compiler.runtime_support import warn_if_the_runtime_cannot_run
@@ -26,7 +28,9 @@ from fusedinf_cc.passes.share import parse_share_spec
 SHARE_MODES = ("auto", "none")
 
 
-def build_fused(model_specs: Sequence[str], output: Path, **options: Any) -> Manifest:
+def build_fused(
+    model_specs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], **options: Any
+) -> Manifest:
     """Fuse `[NAME=]PATH` models into `output` (its suffix picks the backend); return the manifest.
     `options` are `build_fused_all`'s keywords (sharing, dedup, cse, stack, opset,
     single_file, aot, parts, stages, engine)."""
@@ -35,8 +39,8 @@ def build_fused(model_specs: Sequence[str], output: Path, **options: Any) -> Man
 
 
 def build_fused_all(
-    model_specs: Sequence[str],
-    outputs: Sequence[Path],
+    model_specs: Sequence[str | os.PathLike[str]],
+    outputs: Sequence[str | os.PathLike[str]],
     *,
     share_input: Sequence[str] = (),
     share_inputs: str = "none",
@@ -58,6 +62,10 @@ def build_fused_all(
     backends are installed, the paths, the names. `engine` holds TensorRT options, for `.engine`
     outputs only; `aot` optimises `.onnx` outputs for this CPU.
     """
+    if isinstance(model_specs, str | os.PathLike) or isinstance(outputs, str | os.PathLike):
+        raise UserInputError('models and outputs are lists: ["a.onnx", ...], ["fused.onnx"]')
+    outputs = [as_path(output, "output") for output in outputs]
+    model_specs = [str(as_path(spec, "model")) for spec in model_specs]
     check_aot(outputs, aot=aot, single_file=single_file)
     stages = parse_stages(stages)
     if stages is not None and not aot:
@@ -83,6 +91,7 @@ def build_fused_all(
     specs = [parse_model_spec(spec) for spec in model_specs]
     for output in outputs:
         check_output_path(output, [path for _, path in specs])
+        check_bundle_name(output, [name for name, _ in specs])
     if share_inputs not in SHARE_MODES:
         raise UserInputError(f"--share-inputs must be auto or none, not {share_inputs!r}")
     sources = load_sources(specs)
@@ -101,6 +110,17 @@ def build_fused_all(
         target.build(fused, output, build_options)
         for target, output in zip(targets, outputs, strict=True)
     ]
+
+
+def check_bundle_name(output: Path, models: Sequence[str]) -> None:
+    """A bundle is named after its file (`fused.onnx`: `fused`), and a bundle of several models
+    may not share its name with one of them: a request for that name could mean either."""
+    if len(models) > 1 and output.stem in models:
+        raise UserInputError(
+            f"{output}: the bundle would be named {output.stem!r}, like one of its models; "
+            f"name the file otherwise (e.g. {output.stem}-bundle{output.suffix}) or the model "
+            "(NAME=MODEL.onnx)"
+        )
 
 
 def check_aot(outputs: Sequence[Path], *, aot: bool, single_file: bool) -> None:

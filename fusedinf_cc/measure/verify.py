@@ -6,6 +6,7 @@ rel error per output), never just "failed".
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
 from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME
 from fusedinf_cc.backends.sessions import open_session
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.common.files import sha256_file
+from fusedinf_cc.common.files import as_path, sha256_file
 from fusedinf_cc.common.tolerances import check_tolerance, default_tolerances
 from fusedinf_cc.runtime.feeds import load_feeds, random_feeds
 
@@ -52,9 +53,9 @@ class VerifyReport:
 
 
 def verify_artifact(
-    artifact_path: Path,
+    artifact_path: str | os.PathLike[str],
     *,
-    feeds_path: Path | None = None,
+    feeds_path: str | os.PathLike[str] | None = None,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     rtol: float | None = None,
     atol: float | None = None,
@@ -64,6 +65,8 @@ def verify_artifact(
     """Compare each fused output with the output of the separate source model it came from.
 
     A tolerance not given is the artifact's default: FP16 engines get FP16's."""
+    artifact_path = as_path(artifact_path, "artifact")
+    feeds_path = as_path(feeds_path, "feeds") if feeds_path is not None else None
     manifest = manifest_for_artifact(artifact_path)
     default_rtol, default_atol = default_tolerances(manifest.build_options)
     rtol = check_tolerance(default_rtol if rtol is None else rtol, "--rtol")

@@ -61,6 +61,7 @@ def load_model(path: Path) -> ir.Model:
         raise UserInputError(f"{path}: cannot read it ({error.strerror or error})") from None
     try:
         _check_loaded(model, path)
+        _check_tensor_sizes(model, path)
         _materialize_small_external_tensors(model)
     except ValueError as error:  # onnx-ir refuses external data outside the model's folder
         raise UserInputError(f"{path}: {first_line(error)}") from None
@@ -97,6 +98,43 @@ def _check_loaded(model: ir.Model, path: Path) -> None:
                 f"{path}: external data file {tensor.location!r} of tensor {value.name!r} "
                 "is missing"
             )
+
+
+_TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+
+
+def _check_tensor_sizes(model: ir.Model, path: Path) -> None:
+    """Every initializer holds the data its type and shape declare: one that declares 2^40
+    floats and holds 16 bytes would fuse, then fail every runtime that allocates it."""
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if isinstance(tensor, ir.TensorProtoTensor):
+                proto = tensor.raw
+                if proto.data_type in (
+                    ir.DataType.STRING,
+                    ir.DataType.COMPLEX64,
+                    ir.DataType.COMPLEX128,
+                ):
+                    continue
+                if proto.raw_data:
+                    held, declared, unit = len(proto.raw_data), tensor.nbytes, "bytes"
+                else:
+                    held = sum(len(getattr(proto, field)) for field in _TYPED_FIELDS)
+                    declared, unit = tensor.size, "values"
+            elif isinstance(tensor, ir.ExternalTensor):
+                size = Path(tensor.path).stat().st_size
+                held = max(0, size - (tensor.offset or 0))
+                if held >= tensor.nbytes:
+                    continue
+                declared, unit = tensor.nbytes, "bytes (its external data file is shorter)"
+            else:
+                continue
+            if held != declared:
+                raise UserInputError(
+                    f"{path}: initializer {value.name!r} declares shape {list(tensor.shape)} "
+                    f"of {tensor.dtype.name.lower()}, {declared} {unit}, but holds {held}"
+                )
 
 
 def load_sources(specs: Sequence[tuple[str, Path]]) -> list[SourceModel]:

@@ -59,6 +59,10 @@ class Budget:
         return floor, f"{below}; using {format_bytes(floor)}"
 
 
+# A share past this is a typo: ten thousand times everything loaded at once.
+MAX_PERCENT = 1e6
+
+
 def parse_budget(text: str, flag: str = "--budget") -> Budget:
     """`512MiB`, `2GiB`, `300MB`, a byte count, or a share such as `50%`: positive and finite."""
     value = text.strip()
@@ -67,8 +71,11 @@ def parse_budget(text: str, flag: str = "--budget") -> Budget:
             percent = float(value[:-1])
         except ValueError:
             percent = math.nan
-        if not (math.isfinite(percent) and percent > 0):
-            raise UserInputError(f"{flag} {text!r}: use e.g. 512MiB, 2GiB or a share such as 50%")
+        if not (math.isfinite(percent) and 0 < percent <= MAX_PERCENT):
+            raise UserInputError(
+                f"{flag} {text!r}: use e.g. 512MiB, 2GiB or a share such as 50% "
+                f"(above 0, at most {MAX_PERCENT:g}%)"
+            )
         return Budget(text, flag, percent=percent)
     size = parse_size(value, flag)
     if size <= 0:

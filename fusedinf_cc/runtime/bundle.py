@@ -69,6 +69,34 @@ class Bundle:
     _counted: dict[tuple[SessionKey, bool], SessionBytes] = field(
         default_factory=dict, repr=False, compare=False
     )
+    # The files checked when it was opened, by path: their digests, and the identity (device,
+    # inode, size, mtime) they had then, so a load can tell cheaply that they are unchanged.
+    checked: dict[Path, tuple[str, tuple[int, ...]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def check_unchanged(self) -> None:
+        """Before a session opens: the files are those checked when the bundle was opened. A
+        file whose identity moved (replaced, rewritten, copied over) is hashed again, and one
+        whose bytes differ is refused in one line: a running server never loads weights it
+        did not check."""
+        for path, (digest, identity) in self.checked.items():
+            try:
+                now = file_identity(path)
+            except OSError:
+                raise UserInputError(
+                    f"{self.artifact}: {path.name} is gone since the bundle was registered; "
+                    "copy it again, or restart what serves it"
+                ) from None
+            if now == identity:
+                continue
+            if sha256_file(path) != digest:
+                raise UserInputError(
+                    f"{self.artifact}: {path.name} changed since the bundle was registered (a "
+                    "new build or an interrupted copy); it is not loaded: restart what serves "
+                    "it to serve the new build"
+                )
+            self.checked[path] = (digest, now)
 
     def models(self) -> dict[str, ModelEntry]:
         return {entry.name: entry for entry in self.manifest.models} if self.manifest else {}
@@ -215,8 +243,37 @@ def open_bundle(
         )
         footprint = Footprint(measured_bytes=engine, loading_bytes=0, load_seconds=0.0)
     else:
-        footprint = (footprints or FootprintCache()).footprint(path, digest, feeds)
-    return Bundle(name=name or path.stem, artifact=path, manifest=manifest, footprint=footprint)
+        footprint = (footprints or FootprintCache()).footprint(
+            path, digest, feeds, floor_bytes=_least_footprint(path, manifest)
+        )
+    bundle = Bundle(name=name or path.stem, artifact=path, manifest=manifest, footprint=footprint)
+    bundle.checked[path] = (digest, file_identity(path))
+    record = manifest.artifact if manifest is not None else None
+    if record is not None and record.external_data and record.external_data_sha256:
+        side = path.with_name(record.external_data)
+        bundle.checked[side] = (record.external_data_sha256, file_identity(side))
+    return bundle
+
+
+# What measuring a footprint can miss by: pages the allocator reuses, the runtime's own
+# growth. A tiny model's footprint is that noise; a quarter of its size is no floor for it.
+_MEASURING_NOISE_BYTES = 256 * 2**10
+
+
+def _least_footprint(path: Path, manifest: Manifest | None) -> int:
+    """Less than any real footprint of the artifact can be: a quarter of its files' bytes (a
+    load may leave most of a large embedding table unread, never nearly all its weights),
+    less what measuring can miss."""
+    record = manifest.artifact if manifest is not None else None
+    side = path.with_name(record.external_data) if record and record.external_data else None
+    size = path.stat().st_size + (side.stat().st_size if side and side.is_file() else 0)
+    return max(0, size // 4 - _MEASURING_NOISE_BYTES)
+
+
+def file_identity(path: Path) -> tuple[int, ...]:
+    """What changes when a file is replaced or rewritten: device, inode, size, mtime."""
+    status = path.stat()
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
 
 
 def _byte_count(record: Mapping[str, object], key: str, where: Path) -> int:

@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,12 @@ def machine_key() -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# A footprint record is a few hundred bytes; one far larger is not ours.
+_MAX_RECORD_BYTES = 1 << 20
+# No bundle this loader runs holds a tebibyte: a record past it was not measured.
+_MOST_BYTES = 1 << 40
+
+
 class FootprintCache:
     """Footprints by artifact sha256 and machine, one small JSON file each, outside any model
     folder. A cache that cannot be written (no home, a read-only file system) only means the
@@ -130,27 +137,55 @@ class FootprintCache:
     def _path(self, digest: str) -> Path:
         return self.folder / "footprints" / f"{digest}-{machine_key()}.json"
 
-    def get(self, digest: str) -> Footprint | None:
+    def get(self, digest: str, floor_bytes: int = 0) -> Footprint | None:
+        """The footprint kept for these bytes on this machine, or None (measure it again) for
+        anything in doubt: not a small regular file (a link to a device, a pipe), a record of
+        other bytes or another machine, or a footprint no load of them could have (below
+        `floor_bytes`, what their weights alone take at the least, or past any machine)."""
+        path = self._path(digest)
         try:
-            text = self._path(digest).read_text(encoding="utf-8")
-            return Footprint.from_record(json.loads(text))
+            descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            with open(descriptor, "rb") as stream:
+                if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                    return None
+                data = stream.read(_MAX_RECORD_BYTES + 1)
+            if len(data) > _MAX_RECORD_BYTES:
+                return None
+            record = json.loads(data.decode("utf-8"))
         except (OSError, ValueError, RecursionError):
             return None
+        if not isinstance(record, dict) or record.get("artifact_sha256") != digest:
+            return None
+        if record.get("machine") != machine_key():
+            return None
+        footprint = Footprint.from_record(record)
+        if footprint is None or footprint.measured_bytes < floor_bytes:
+            return None
+        if footprint.alone_bytes + sum(footprint.parts.values()) >= _MOST_BYTES:
+            return None
+        return footprint
 
     def put(self, digest: str, footprint: Footprint) -> None:
         path = self._path(digest)
-        record = json.dumps(footprint.to_record(), sort_keys=True) + "\n"
+        bound = {"artifact_sha256": digest, "machine": machine_key()}
+        record = json.dumps(footprint.to_record() | bound, sort_keys=True) + "\n"
         with contextlib.suppress(OSError, ValueError, UserInputError):
             path.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(path, record)
 
     def footprint(
-        self, artifact: Path, digest: str, feeds: Mapping[str, np.ndarray] | None = None
+        self,
+        artifact: Path,
+        digest: str,
+        feeds: Mapping[str, np.ndarray] | None = None,
+        *,
+        floor_bytes: int = 0,
     ) -> Footprint:
         """The cached footprint of these bytes on this machine, or one measured now (and kept),
         on `feeds` where given: a model that refuses random inputs (a sample rate, an index)
-        is measured on the inputs it accepts."""
-        known = self.get(digest)
+        is measured on the inputs it accepts. `floor_bytes`: the least a real footprint of
+        them holds (`get`)."""
+        known = self.get(digest, floor_bytes)
         if known is None:
             try:
                 known = measure_footprint(artifact, feeds)

@@ -39,6 +39,7 @@ from fusedinf_cc.backends.sessions import (
 )
 from fusedinf_cc.backends.weight_pool import DEFAULT_POOL
 from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import as_path
 from fusedinf_cc.common.sizes import format_bytes
 from fusedinf_cc.runtime.bundle import WHOLE, Bundle, SessionKey, StageKey, open_bundle
 from fusedinf_cc.runtime.feeds import (
@@ -132,7 +133,9 @@ class BundleCache:
             raise UserInputError(
                 f"the memory budget must be a positive number of bytes, not {budget_bytes!r}"
             )
-        if isinstance(policy, str) and policy not in POLICIES:
+        if (isinstance(policy, str) and policy not in POLICIES) or not (
+            isinstance(policy, str) or callable(policy)
+        ):
             raise UserInputError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)}")
         self._new_policy = POLICIES[policy] if isinstance(policy, str) else policy
         self.policy: CachePolicy = self._new_policy()
@@ -178,7 +181,9 @@ class BundleCache:
         if it must be measured, for a model that refuses random inputs. A bundle that could
         never load under the budget (`MemoryLedger.register`) is refused."""
         if not isinstance(bundle, Bundle):
-            bundle = open_bundle(Path(bundle), name=name, feeds=_whole_feeds(feeds_path))
+            bundle = open_bundle(
+                as_path(bundle, "bundle"), name=name, feeds=_whole_feeds(feeds_path)
+            )
         with self._condition:
             # Bundle names are unique and never another bundle's model; one model may sit in
             # several bundles (a model shared by several functions), which only makes it
@@ -235,6 +240,15 @@ class BundleCache:
         a model's request runs its part of the bundle where the bundle has one. `bundle`:
         the bundle whose copy of model `name` runs, for a model that sits in several (`name`
         equal to `bundle`: that bundle)."""
+        if outputs is not None and (isinstance(outputs, str) or not list(outputs)):
+            raise UserInputError(
+                f"request for {name!r}: name the outputs as a list of one or more, or none for all"
+            )
+        if not isinstance(feeds, Mapping):
+            raise UserInputError(
+                f"request for {name!r}: feeds map input names to arrays, not a "
+                f"{type(feeds).__name__}"
+            )
         bundle_name, model = self._resolve(name, bundle)
         if model is None and self._entries[bundle_name].streams:
             return self._run_streamed(self._entries[bundle_name], feeds, outputs, name)
@@ -408,6 +422,7 @@ class BundleCache:
                 self._condition.wait()
         started = time.perf_counter()
         try:
+            entry.bundle.check_unchanged()
             session = self._session_factory(entry.bundle.artifact, part=entry.bundle.stages[index])
             session = read_weights(session, self._loading)
         except BaseException:
@@ -441,6 +456,7 @@ class BundleCache:
             graph_inputs: list[TensorSpec] = []
             produced: list[TensorSpec] = []
             made: set[str] = set()
+            entry.bundle.check_unchanged()
             for stage in entry.bundle.stages:
                 session = self._session_factory(entry.bundle.artifact, part=stage)
                 try:
@@ -529,6 +545,7 @@ class BundleCache:
             if session is not None:
                 return session
             part = entry.bundle.parts[key] if key is not WHOLE else None
+            entry.bundle.check_unchanged()
             started = time.perf_counter()
             session = self._session_factory(entry.bundle.artifact, part=part)
             session = read_weights(session, self._loading)  # bulk reads here: load time

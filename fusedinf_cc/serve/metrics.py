@@ -40,13 +40,13 @@ class Metrics:
             "fusedinf_requests_total",
             "counter",
             "Inference requests by model and outcome.",
-            [(f'{{model="{m}",outcome="{o}"}}', n) for (m, o), n in requests],
+            [(f'{{model="{_label(m)}",outcome="{_label(o)}"}}', n) for (m, o), n in requests],
         )
         metric(
             "fusedinf_request_seconds_total",
             "counter",
             "Seconds spent on successful requests (swaps included), by model.",
-            [(f'{{model="{m}"}}', s) for m, s in seconds],
+            [(f'{{model="{_label(m)}"}}', s) for m, s in seconds],
         )
         metric("fusedinf_loads_total", "counter", "Bundle loads (misses).", [("", stats.misses)])
         metric("fusedinf_evictions_total", "counter", "Bundles evicted.", [("", stats.evictions)])
@@ -70,6 +70,12 @@ class Metrics:
         )
         metric("fusedinf_budget_bytes", "gauge", "The memory budget.", [("", cache.budget_bytes)])
         return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    """A label value as the Prometheus text format escapes it: a name read from a bundle's
+    files can hold a quote or a line break, which must not end the label or the sample."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _number(value: float) -> str:

@@ -99,6 +99,8 @@ def parse_request(
     for item in document["inputs"]:
         array, used = _input_tensor(item, by_name, tail, offset)
         offset += used
+        if item["name"] in inputs:
+            raise ProtocolError(f"input {item['name']!r} is given twice")
         inputs[item["name"]] = array
     if offset != len(tail):
         raise ProtocolError(f"{len(tail) - offset} bytes of binary data are not claimed by inputs")
@@ -116,17 +118,31 @@ def parse_request(
             isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
         ):
             raise ProtocolError('"outputs" must be a list of {"name": ...}')
+        if not outputs:
+            raise ProtocolError('"outputs" names no output; leave it out to get every output')
         requested = [o["name"] for o in outputs]
+        if len(set(requested)) != len(requested):
+            raise ProtocolError('"outputs" names an output twice')
         binary = {
-            o["name"] for o in outputs if _parameters(o, f"output {o['name']!r}").get("binary_data")
+            o["name"]
+            for o in outputs
+            if _flag(_parameters(o, f"output {o['name']!r}"), "binary_data")
         }
     return InferRequest(
         inputs=inputs,
         outputs=requested,
         binary_outputs=binary,
-        binary_by_default=bool(parameters.get("binary_data_output", False)),
+        binary_by_default=_flag(parameters, "binary_data_output"),
         request_id=document.get("id"),
     )
+
+
+def _flag(parameters: Mapping[str, Any], key: str) -> bool:
+    """A boolean parameter: true or false, never a string that reads as one."""
+    value = parameters.get(key, False)
+    if not isinstance(value, bool):
+        raise ProtocolError(f'"{key}" must be true or false, not {json.dumps(value)}')
+    return value
 
 
 def _input_tensor(
@@ -167,6 +183,7 @@ def _input_tensor(
     data = item.get("data")
     if data is None:
         raise ProtocolError(f"input {name!r}: no data and no binary_data_size")
+    _check_values(data, dtype, name)
     try:
         array = np.asarray(data, dtype=dtype).reshape(shape)
     except (ValueError, TypeError, OverflowError) as error:
@@ -174,6 +191,30 @@ def _input_tensor(
     except RecursionError:
         raise ProtocolError(f"input {name!r}: data is nested too deeply") from None
     return array, 0
+
+
+_LEAF_TYPES = {"b": (bool,), "i": (int,), "u": (int,), "f": (int, float)}
+
+
+def _check_values(data: Any, dtype: np.dtype, name: str) -> None:
+    """Every value is of the datatype's kind: a float is never cut to an integer, and a
+    string, a boolean or null never read as a number."""
+    allowed = _LEAF_TYPES[dtype.kind]
+    pending, depth = [data], 0
+    while pending:
+        depth += 1
+        if depth > 64:
+            raise ProtocolError(f"input {name!r}: data is nested too deeply")
+        nested = []
+        for value in pending:
+            if isinstance(value, list):
+                nested.extend(value)
+            elif type(value) not in allowed:
+                raise ProtocolError(
+                    f"input {name!r}: data holds {json.dumps(value)[:40]}, not a "
+                    f"value of datatype {datatype_of(dtype)}"
+                )
+        pending = nested
 
 
 def _parameters(item: Mapping[str, Any], what: str) -> Mapping[str, Any]:

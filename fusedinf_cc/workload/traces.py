@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,30 +16,85 @@ from fusedinf_cc.common.errors import UserInputError, first_line
 from fusedinf_cc.common.files import write_text_atomic
 from fusedinf_cc.workload.requests import Request, TraceSpec, synthetic_functions, synthetic_trace
 
+# A trace of a million requests is about 30 MB; a file past this is not one.
+MAX_TRACE_BYTES = 256 * 2**20
+MAX_FUNCTIONS_BYTES = 16 * 2**20
+# Seconds since 1970 are about 1.8e9 today; a timestamp past this is in milli-, micro- or
+# nanoseconds, which would read every gap between requests as 1,000 times or more too long.
+_LARGEST_SECONDS = 1e11
+
 
 def read_trace(path: Path) -> list[Request]:
-    """CSV with a header `timestamp,function` (seconds, any origin), one request per row; or
-    `timestamp,models`, each row naming the models a request calls (`a+b+c`)."""
+    """CSV with a header `timestamp,function`, one request per row; or `timestamp,models`, each
+    row naming the models a request calls (`a+b+c`). Timestamps are seconds from any origin
+    (finite, not negative; rows in any order are sorted). A spreadsheet's byte-order mark and
+    CRLF line ends are fine."""
+    text = read_small_text(path, "CSV trace", MAX_TRACE_BYTES)
     try:
-        with open(path, newline="", encoding="utf-8") as stream:
-            reader = csv.DictReader(stream)
-            columns = set(reader.fieldnames or ())
-            rows = list(reader)
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: no such trace") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or ()]
+        columns = set(reader.fieldnames)
+        rows = list(reader)
+    except csv.Error as error:
         raise UserInputError(f"{path}: not a CSV trace ({first_line(error)})") from None
     expected = "expected columns timestamp,function or timestamp,models"
     try:
         if "models" in columns and "function" not in columns:
-            requests = [_model_call(float(row["timestamp"]), row["models"]) for row in rows]
+            requests = [_model_call(_seconds(row["timestamp"]), row["models"]) for row in rows]
         else:
-            requests = [Request(float(row["timestamp"]), row["function"].strip()) for row in rows]
-    except (KeyError, ValueError, AttributeError) as error:
+            requests = [
+                Request(_seconds(row["timestamp"]), row["function"].strip()) for row in rows
+            ]
+    except (KeyError, AttributeError) as error:
         raise UserInputError(f"{path}: {expected} ({first_line(error)})") from None
+    except ValueError as error:
+        raise UserInputError(f"{path}: {error}") from None
     if not requests:
         raise UserInputError(f"{path}: no requests ({expected}, then rows)")
+    largest = max(request.arrival_s for request in requests)
+    if largest > _LARGEST_SECONDS:
+        raise UserInputError(
+            f"{path}: timestamp {largest:g} is in milli-, micro- or nanoseconds; give seconds "
+            "(any origin)"
+        )
     return sorted(requests, key=lambda request: request.arrival_s)
+
+
+def _seconds(text: str) -> float:
+    """A request's timestamp: seconds, finite and not negative."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"timestamp {text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"timestamp {text!r}: give seconds, finite and not negative")
+    return value
+
+
+def read_small_text(path: Path, what: str, max_bytes: int) -> str:
+    """A regular text file of at most `max_bytes` (UTF-8, a byte-order mark dropped): never a
+    device, a pipe or a folder, whose reading would not end or would fill memory."""
+    try:
+        # Opened without blocking: a pipe with no writer would wait forever before any check.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(descriptor, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                raise UserInputError(f"{path}: not a regular file, so not a {what}")
+            data = stream.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise UserInputError(f"{path}: a folder, not a {what}") from None
+    except OSError as error:
+        raise UserInputError(f"{path}: cannot read the {what} ({error.strerror})") from None
+    if len(data) > max_bytes:
+        raise UserInputError(f"{path}: larger than a {what} can be ({max_bytes} bytes)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UserInputError(
+            f"{path}: not a {what}: not UTF-8 text ({first_line(error)})"
+        ) from None
 
 
 def _model_call(arrival_s: float, text: str) -> Request:
@@ -69,15 +127,21 @@ def trace_functions(requests: Sequence[Request]) -> dict[str, list[str]] | None:
 def read_name_lists(path: Path, flag: str, key: str) -> dict[str, list[str]]:
     """A JSON object of non-empty lists of names, e.g. functions -> the models each calls."""
     expected = f'{flag} {path}: expected a JSON object such as {{"{key}": ["model", ...]}}'
+    text = read_small_text(path, f"{flag} file", MAX_FUNCTIONS_BYTES)
     try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        loaded = json.loads(text)
+    except ValueError as error:
         raise UserInputError(f"{expected} ({error})") from None
+    except RecursionError:
+        raise UserInputError(f"{expected} (nested too deeply)") from None
     if not isinstance(loaded, dict):
         raise UserInputError(expected)
     for entry, names in loaded.items():
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise UserInputError(f"{expected}; {entry!r} is {json.dumps(names)}")
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise UserInputError(f"{flag} {path}: {entry!r} lists {', '.join(twice)} twice")
     return loaded
 
 
@@ -122,4 +186,17 @@ def load_workload(
     missing = {r.function for r in given or ()} - set(functions)
     if missing:
         raise UserInputError(f"the trace names unknown functions: {sorted(missing)}")
+    check_function_names(functions, models())
     return Workload(given or synthetic_trace(sorted(functions), spec), functions)
+
+
+def check_function_names(functions: dict[str, list[str]], models: Sequence[str]) -> None:
+    """A function's fused bundle carries the function's name, so a function named like a model
+    may only call that model: else one name would mean a bundle and a model."""
+    known = set(models)
+    for function, called in functions.items():
+        if function in known and called != [function]:
+            raise UserInputError(
+                f"function {function!r} has the name of a model but calls "
+                f"{'+'.join(called)}: name functions apart from the models"
+            )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.support import builders
-from tests.support.commands import fuse_pair, run_cli
+from tests.support.commands import assert_clean_failure, fuse_pair, run_cli
 
 
 def test_fuse_explain_reports_every_pass(tmp_path):
@@ -69,3 +69,14 @@ def test_ort_format_artifact_verifies_and_records_how_it_was_built(tmp_path):
     }
     assert manifest["device"]["kind"] == "cpu" and manifest["device"]["isa"]
     assert run_cli("verify", out).returncode == 0
+
+
+def test_a_bundle_named_like_one_of_its_models_is_refused_at_fuse(tmp_path):
+    a = builders.save(builders.affine(0), tmp_path / "a.onnx")
+    b = builders.save(builders.affine(1), tmp_path / "b.onnx")
+    out = tmp_path / "out" / "a.onnx"
+    out.parent.mkdir()
+    result = run_cli("fuse", a, b, "-o", out)
+    assert_clean_failure(result, out, mentions="the bundle would be named 'a', like one of its")
+    alone = tmp_path / "out" / "b.onnx"
+    assert run_cli("fuse", b, "-o", alone).returncode == 0  # a bundle of the model alone may

@@ -25,7 +25,16 @@ def test_sizes_read_as_written_and_print_in_the_largest_fitting_unit(text, count
 
 
 @pytest.mark.parametrize(
-    ("text", "complaint"), [("lots", "use e.g. 512MiB"), ("-1MiB", "negative")]
+    ("text", "complaint"),
+    [
+        ("lots", "use e.g. 512MiB"),
+        ("-1MiB", "negative"),
+        ("1e400MiB", "use e.g. 512MiB"),  # infinite once read
+        ("infGiB", "use e.g. 512MiB"),
+        ("nanKiB", "use e.g. 512MiB"),
+        ("9" * 30, "more bytes than any machine has"),
+        ("1e30B", "use e.g. 512MiB"),
+    ],
 )
 def test_a_size_that_is_not_one_names_the_option(text, complaint):
     with pytest.raises(UserInputError, match=f"--budget '{text}': .*{complaint}"):

@@ -138,3 +138,14 @@ def test_simulate_replays_a_bundle_spec_whose_bundles_share_a_model(small_models
     functions.write_text(json.dumps({"fa": ["m0"]}))
     result = run_cli("simulate", *models, *common, "--functions", functions)
     assert result.returncode == 2 and "give no --functions" in result.stderr
+
+
+def test_without_a_work_dir_nothing_is_left_where_the_user_stands(small_models, tmp_path):
+    here = tmp_path / "here"
+    here.mkdir()
+    models = [f"{name}={path}" for name, path in small_models.items()]
+    result = run_cli("simulate", *models, "--synthetic", "--requests", "8", "--policy", "lru",
+                     cwd=here)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "unfused" in result.stdout
+    assert list(here.iterdir()) == []

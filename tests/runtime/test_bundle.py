@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import onnx
 import pytest
 
 from fusedinf_cc.artifacts.manifest import manifest_path_for
 from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.compiler.build import build_fused
 from fusedinf_cc.runtime.bundle import open_bundle
+from fusedinf_cc.runtime.loader import BundleCache
+from tests.support import builders
 from tests.support.bundles import fused_pair_bundle
 
 
@@ -33,3 +38,27 @@ def test_a_changed_artifact_is_refused(tmp_path):
     onnx.save(model, path)
     with pytest.raises(UserInputError, match="sha256 differs from its manifest"):
         open_bundle(path)
+
+
+def test_a_side_file_replaced_after_registration_is_never_loaded(tmp_path):
+    """Another build's weights of the same layout copied over a served bundle's: refused at the
+    next load; the same bytes written again (a copy that changed nothing) load as before."""
+    served, other = tmp_path / "served.onnx", tmp_path / "other" / "served.onnx"
+    build_fused(builders.affine_pair_specs(tmp_path / "m1", seed=1, width=256), served, aot=True)
+    other.parent.mkdir()
+    build_fused(builders.affine_pair_specs(tmp_path / "m2", seed=2, width=256), other, aot=True)
+    cache = BundleCache(1 << 30)
+    cache.register(served)
+    x = np.ones((1, 256), np.float32)
+    before = cache.run("a", {"x": x})["y"]
+    side = served.with_name("served.onnx.data")
+    kept = side.read_bytes()
+    cache.unload("served")
+    side.unlink()
+    side.write_bytes(kept)  # a new file, the same bytes
+    assert cache.run("a", {"x": x})["y"].tobytes() == before.tobytes()
+    cache.unload("served")
+    shutil.copyfile(other.with_name("served.onnx.data"), side)
+    with pytest.raises(UserInputError, match=r"served\.onnx\.data changed since the bundle was"):
+        cache.run("a", {"x": x})
+    assert cache.resident() == []

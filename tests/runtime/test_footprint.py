@@ -90,3 +90,33 @@ def test_footprint_is_measured_once_and_never_written_into_the_manifest(tmp_path
     again = open_bundle(path)
     assert again.footprint == first.footprint  # from the footprint cache, not measured again
     assert sidecar.read_bytes() == manifest_bytes and sidecar.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("entry", ["zeros", "huge", "other-digest", "dev-zero", "fifo", "big"])
+def test_a_cache_entry_in_doubt_is_measured_again(tmp_path, entry):
+    """A record the cache did not write for these bytes on this machine, or one no load of
+    them could have, is never trusted; reading it never hangs or fills memory."""
+    from fusedinf_cc.runtime.footprint import FootprintCache
+
+    artifact = fused_pair_bundle(tmp_path / "pair", "pair", seed=5, width=512)  # 2 MiB weights
+    cache = FootprintCache(tmp_path / "cache")
+    truth = open_bundle(artifact, footprints=cache).footprint
+    (path,) = (tmp_path / "cache" / "footprints").iterdir()
+    record = json.loads(path.read_text())
+    path.unlink()
+    if entry == "zeros":
+        path.write_text(json.dumps(record | {"measured_bytes": 0, "activation_bytes": 0}))
+    elif entry == "huge":
+        path.write_text(json.dumps(record | {"measured_bytes": 2**61}))
+    elif entry == "other-digest":  # right numbers for other bytes: wrong for these
+        wrong = {"artifact_sha256": "0" * 64, "measured_bytes": 10 * truth.measured_bytes}
+        path.write_text(json.dumps(record | wrong))
+    elif entry == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif entry == "fifo":
+        os.mkfifo(path)
+    else:  # too large to be a record of ours, whatever it says
+        wrong = {"measured_bytes": 10 * truth.measured_bytes}
+        path.write_text(json.dumps(record | wrong) + " " * (2 << 20))
+    again = open_bundle(artifact, footprints=cache).footprint
+    assert 0.5 < again.measured_bytes / truth.measured_bytes < 2

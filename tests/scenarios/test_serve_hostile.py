@@ -142,11 +142,26 @@ def _tensor(**change: object) -> dict:
             {"inputs": [_tensor(parameters={"binary_data_size": "16"})]},
             "binary_data_size",
         ),
+        ({"inputs": [_tensor(data=["nan", 1.0, 2.0, 3.0])]}, 'data holds "nan", not a value'),
+        ({"inputs": [_tensor(data=[True, 1.0, 2.0, 3.0])]}, "data holds true, not a value"),
+        ({"inputs": [_tensor(data=[None, 1.0, 2.0, 3.0])]}, "data holds null, not a value"),
+        ({"inputs": [_tensor(), _tensor()]}, "input 'x' is given twice"),
+        (
+            {"inputs": [_tensor()], "parameters": {"binary_data_output": "false"}},
+            '"binary_data_output" must be true or false, not "false"',
+        ),
+        ({"inputs": [_tensor()], "outputs": []}, '"outputs" names no output'),
     ],
 )
 def test_client_mistakes_are_4xx_in_json(server, document, says):
     status, reply = server.infer("m", document)
     assert status == 400 and says in reply["error"], reply
+
+
+def test_a_fraction_for_an_integer_input_is_a_400_not_cut(server):
+    tensor = {"name": "x", "shape": [1, 4], "datatype": "INT64", "data": [16000.7, 1, 2, 3]}
+    status, reply = server.infer("cast", {"inputs": [tensor]})
+    assert status == 400 and "data holds 16000.7, not a value of datatype INT64" in reply["error"]
 
 
 def test_an_integer_too_large_for_its_datatype_is_a_400(server):

@@ -92,9 +92,9 @@ def assert_clean_failure(
 ) -> None:
     """A user mistake: exit 2, one line on stderr that `mentions` it, no traceback, and
     nothing written at `out` (no temporary files beside it either)."""
-    lines = result.stderr.strip().splitlines()
+    lines = result.stderr.rstrip("\n").splitlines()  # a blank line before it counts too
     assert result.returncode == 2, result.stderr
-    assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr}"
+    assert len(lines) == 1, f"expected one line on stderr, got: {result.stderr!r}"
     assert lines[0].startswith("error: ")
     assert mentions in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout

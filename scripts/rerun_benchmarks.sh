@@ -2,7 +2,7 @@
 # Rerun every table docs/benchmarks.md shows, section by section, into bench-results/.
 #   bash scripts/rerun_benchmarks.sh                 # every section (hours on a 2-core machine)
 #   bash scripts/rerun_benchmarks.sh bench simulate  # some: bench fuse loader simulate plan serve
-#                                                    #   device (needs a writable cgroup: root)
+#                                                    #   device loading (need a writable cgroup)
 # Each command writes its report under the name of the table it fills; read them beside the doc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,7 @@ out="${RESULTS_DIR:-bench-results}"
 models="$out/models"
 mkdir -p "$out" "$models"
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(bench fuse loader simulate plan serve device)
+[ ${#sections[@]} -eq 0 ] && sections=(bench fuse loader simulate plan serve device loading)
 wants() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 
 if wants bench; then
@@ -136,5 +136,26 @@ if wants device; then
         "${flags[@]}" --json "$out/device-$workload-$profile.json"
     done
   done
+  for profile in none orin-nano-sd; do  # LRU and the clairvoyant policy at 80%
+    flags=(); [ "$profile" != none ] && flags=(--device-profile "$profile")
+    python scripts/simulate_zoo.py --aot --policy lru,belady --budget 80% --loading linear \
+      "${flags[@]}" --json "$out/device-zoo80-lru-belady-$profile.json"
+  done
+fi
+if wants loading; then
+  for profile in none orin-nano-nvme orin-nano-sd; do
+    flags=(); [ "$profile" != none ] && flags=(--device-profile "$profile")
+    python scripts/bench_loading.py --rounds 5 "${flags[@]}" \
+      --json "$out/loading-cold-$profile.json"
+  done
+  for profile in none orin-nano-nvme; do
+    flags=(); [ "$profile" != none ] && flags=(--device-profile "$profile")
+    python scripts/simulate_zoo.py --aot --policy gdsf --budget 25% \
+      --loading bulk,linear,interleaved "${flags[@]}" --json "$out/loading-zoo25-$profile.json"
+  done
+  python scripts/simulate_zoo.py --aot --policy gdsf --budget 25% --requests 200 \
+    --loading bulk,linear,interleaved --device-profile orin-nano-sd \
+    --json "$out/loading-zoo25-orin-nano-sd.json"
+  python scripts/bench_streaming.py --json "$out/streaming.json"
 fi
 echo "wrote $out/"

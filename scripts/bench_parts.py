@@ -2,7 +2,7 @@
 
     python scripts/bench_parts.py [--sets ocr,resnet_squeezenet,heads,stacked]
                                   [--kinds aot,portable,ort] [--rounds 15] [--requests 20]
-                                  [--json FILE]
+                                  [--json FILE] [--cold [--device-profile P]]
 
 For each set of zoo models and each kind of artifact (`--aot`, portable `.onnx`, `.ort`) it
 builds the fused bundle (`fuse`, the models on their own inputs, or sharing one with
@@ -15,6 +15,12 @@ before per-model parts) and in the one that has opened every part too. Medians o
 medians; a model's outputs from the part must be bitwise those of the whole and of the model
 alone. Memory: in a fresh process, the private memory (RssAnon) and PSS that opening and running
 every part adds to the loaded whole, against the bundle's footprint as the loader counts it.
+
+`--cold` measures instead a model's first request from storage, round by round: the files
+dropped from the page cache, a fresh loader, one request for the model in the fused bundle (its
+part) and for the model as its own bundle; the seconds and the bytes each read. Under a device
+profile (`--device-profile`, or `--memory-limit`/`--read-bandwidth`) the script runs itself
+again in a cgroup made for the run, throttled on the disk that holds `--work-dir`.
 
 Sets: `ocr` is the OCR-like trio (a detector on a 480x480 page, a small angle classifier on
 48x192 crops, a CRNN recognizer on 48x320 lines, each on its own input); `resnet_squeezenet` is
@@ -37,7 +43,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from fusedinf_cc.compiler.build import build_fused  # noqa: E402
+from fusedinf_cc.limits.profiles import device_profile  # noqa: E402
+from fusedinf_cc.limits.run import inside_a_run_group, run_limited  # noqa: E402
 from fusedinf_cc.runtime.feeds import random_feeds  # noqa: E402
+from fusedinf_cc.runtime.pagecache import drop_file_pages, storage_read_bytes  # noqa: E402
 from fusedinf_cc.runtime.loader import BundleCache  # noqa: E402
 from model_zoo.zoo import export  # noqa: E402
 
@@ -189,6 +198,52 @@ def _line(row: dict) -> str:
     )
 
 
+def measure_cold(set_name: str, kind: str, rounds: int, work: Path) -> dict:
+    """Each model's first request from storage: its part in the fused bundle, and alone."""
+    models, share, stack = SETS[set_name]
+    fused, alone = build(models, share, stack, kind, work / set_name / kind)
+    probe = BundleCache(BUDGET)
+    probe.register(fused, name="bundle")
+    feeds = {name: random_feeds(probe.input_specs(name), seed=1) for name in models}
+    probe.close()
+    samples: dict[str, list[tuple[float, int]]] = {}
+    for index in range(rounds):
+        for name in models if index % 2 == 0 else list(reversed(models)):
+            sides = [("in_bundle", fused, "bundle"), ("alone", alone[name], name)]
+            for label, artifact, bundle_name in sides if index % 2 == 0 else reversed(sides):
+                cache = BundleCache(BUDGET)
+                bundle = cache.register(artifact, name=bundle_name)
+                drop_file_pages(bundle.files)
+                before = storage_read_bytes()
+                started = time.perf_counter()
+                cache.run(name, feeds[name])
+                seconds = time.perf_counter() - started
+                samples.setdefault(f"{name}:{label}", []).append(
+                    (seconds, storage_read_bytes() - before)
+                )
+                cache.close()
+    rows = {}
+    for name in models:
+        part, own = samples[f"{name}:in_bundle"], samples[f"{name}:alone"]
+        rows[name] = {
+            "in_bundle_s": statistics.median(s for s, _ in part),
+            "alone_s": statistics.median(s for s, _ in own),
+            "in_bundle_read_bytes": statistics.median(b for _, b in part),
+            "alone_read_bytes": statistics.median(b for _, b in own),
+        }
+    return {"set": set_name, "kind": kind, "cold": rows}
+
+
+def _cold_line(row: dict) -> str:
+    models = ", ".join(
+        f"{name} {r['in_bundle_s'] * 1000:.1f}/{r['alone_s'] * 1000:.1f} ms = "
+        f"{r['in_bundle_s'] / r['alone_s']:.2f}x, read {r['in_bundle_read_bytes'] / 2**20:.1f}/"
+        f"{r['alone_read_bytes'] / 2**20:.1f} MiB"
+        for name, r in row["cold"].items()
+    )
+    return f"{row['set']:<18} {row['kind']:<8} cold: {models}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default=",".join(SETS))
@@ -197,15 +252,29 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "parts")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--cold", action="store_true", help="first requests from storage")
+    parser.add_argument("--device-profile")
+    parser.add_argument("--memory-limit")
+    parser.add_argument("--read-bandwidth")
     args = parser.parse_args()
+    profile = device_profile(args.device_profile, args.memory_limit, args.read_bandwidth, None)
+    if profile is not None and not inside_a_run_group():
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        run = run_limited([sys.executable, *sys.argv], profile, args.work_dir)
+        print(run.summary())
+        sys.exit(run.returncode)
     rows = []
     for set_name in args.sets.split(","):
         if set_name not in SETS:
             raise SystemExit(f"error: unknown set {set_name!r} (known: {', '.join(SETS)})")
         for kind in args.kinds.split(","):
-            row = measure_set(set_name, kind, args.rounds, args.requests, args.work_dir)
+            if args.cold:
+                row = measure_cold(set_name, kind, args.rounds, args.work_dir)
+                print(_cold_line(row), flush=True)
+            else:
+                row = measure_set(set_name, kind, args.rounds, args.requests, args.work_dir)
+                print(_line(row), flush=True)
             rows.append(row)
-            print(_line(row), flush=True)
     if args.json:
         report = {"rounds": args.rounds, "requests": args.requests, "rows": rows}
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

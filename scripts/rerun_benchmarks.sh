@@ -136,6 +136,11 @@ if wants device; then
         "${flags[@]}" --json "$out/device-$workload-$profile.json"
     done
   done
+  for profile in none orin-nano-sd; do  # one model's cold request, part against alone
+    flags=(); [ "$profile" != none ] && flags=(--device-profile "$profile")
+    python scripts/bench_parts.py --cold --sets ocr,resnet_squeezenet --kinds aot --rounds 5 \
+      "${flags[@]}" --json "$out/device-parts-cold-$profile.json"
+  done
   for profile in none orin-nano-sd; do  # LRU and the clairvoyant policy at 80%
     flags=(); [ "$profile" != none ] && flags=(--device-profile "$profile")
     python scripts/simulate_zoo.py --aot --policy lru,belady --budget 80% --loading linear \

@@ -259,6 +259,8 @@ def check_integers(node: Any, where: Path | str) -> None:
 def manifest_for_artifact(artifact_path: Path) -> Manifest:
     """The manifest beside an artifact: `x.onnx` -> `x.onnx.manifest.json`."""
     sidecar = manifest_path_for(artifact_path)
+    if not artifact_path.exists():
+        raise UserInputError(f"{artifact_path}: no such file")
     if not sidecar.is_file():
         raise UserInputError(
             f"{artifact_path}: no manifest beside it ({sidecar.name}); was it written by "

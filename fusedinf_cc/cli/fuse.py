@@ -158,10 +158,16 @@ def fuse(
     assert manifest.artifact is not None
     console.print(
         f"wrote {output} ({format_bytes(manifest.artifact.size_bytes)}, "
-        f"{len(manifest.models)} models, "
-        f"{sum(len(m.outputs) for m in manifest.models)} outputs) and {output.name}.manifest.json",
+        f"{counted(len(manifest.models), 'model')}, "
+        f"{counted(sum(len(m.outputs) for m in manifest.models), 'output')}) and "
+        f"{output.name}.manifest.json",
         highlight=False,
     )
+
+
+def counted(count: int, noun: str) -> str:
+    """`1 model`, `2 models`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 @reports_errors

@@ -12,6 +12,8 @@ put back afterwards.
 
 from __future__ import annotations
 
+from typing import Any
+
 import onnx
 import onnx_ir as ir
 from onnx import version_converter
@@ -160,10 +162,48 @@ def _convert(member: SourceModel, target: int) -> ir.Model:
             raise MergeError(_conversion_failure(member, target, error)) from None
     finally:
         _restore_tensors(model, detached)
+    _drop_attributes_the_target_lacks(member, converted_proto, target)
     converted = ir.serde.deserialize_model(converted_proto)
     _restore_tensors(converted, detached)
     _check_interface_kept(member, converted, target)
     return converted
+
+
+# Attributes a later opset added, with the value that means what the earlier opset did. onnx's
+# converter leaves them on a down-converted node (ReduceMean 18 -> 13: `noop_with_empty_axes`,
+# which every global average pooling of torch's dynamo exporter carries), and the checker then
+# refuses the node. At that value the attribute can go; at another the older opset cannot say it.
+_LATER_ATTRIBUTE_DEFAULTS = {"noop_with_empty_axes": 0}
+
+
+def _drop_attributes_the_target_lacks(member: SourceModel, proto: Any, target: int) -> None:
+    """Remove from each default-domain node the attributes its definition at `target` does not
+    have, where they hold the value that means the older behaviour; refuse one that does not."""
+    graphs = [proto.graph]
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            for attribute in node.attribute:
+                graphs.extend([attribute.g] if attribute.HasField("g") else [])
+                graphs.extend(attribute.graphs)
+            if node.domain not in DEFAULT_DOMAINS:
+                continue
+            try:
+                known = onnx.defs.get_schema(node.op_type, target, "").attributes
+            except onnx.defs.SchemaError:
+                continue
+            for attribute in list(node.attribute):
+                if attribute.name in known:
+                    continue
+                value = onnx.helper.get_attribute_value(attribute)
+                if _LATER_ATTRIBUTE_DEFAULTS.get(attribute.name) != value:
+                    where = f" (node {node.name!r})" if node.name else ""
+                    raise MergeError(
+                        f"model {member.name!r}: operator {node.op_type}{where} has "
+                        f"{attribute.name}={value!r}, which opset {target} cannot express; "
+                        f"fuse at a higher --opset or re-export the model at opset {target}"
+                    )
+                node.attribute.remove(attribute)
 
 
 def _check_interface_kept(member: SourceModel, converted: ir.Model, target: int) -> None:

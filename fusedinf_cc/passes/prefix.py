@@ -41,8 +41,8 @@ def prefix_model(model: ir.Model, prefix: str) -> int:
         if graph.name:
             graph.name = prefix + graph.name
         for node in graph:
-            if node.name:
-                node.name = prefix + node.name
+            if node.name:  # torch names nodes `/m/embeddings/Add`: one slash after the prefix
+                node.name = prefix + node.name.lstrip("/")
                 renamed += 1
     renamed += _prefix_functions(model, prefix)
     return renamed

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, Literal, NamedTuple
 
@@ -246,6 +246,14 @@ def open_bundle(
         footprint = (footprints or FootprintCache()).footprint(
             path, digest, feeds, floor_bytes=_least_footprint(path, manifest)
         )
+    if manifest is not None and manifest.weights:
+        # A request may touch few pages of a large table (an embedding's rows), so what one was
+        # measured to hold can be less than the weights it maps; more requests touch more. The
+        # budget counts mapped weights whole, so the footprint does too: registering a bundle
+        # and making room for it then weigh the same bytes.
+        mapped = sum(shared_bytes_by_digest(manifest.weights).values())
+        if footprint.measured_bytes < mapped:
+            footprint = replace(footprint, measured_bytes=mapped)
     bundle = Bundle(name=name or path.stem, artifact=path, manifest=manifest, footprint=footprint)
     bundle.checked[path] = (digest, file_identity(path))
     record = manifest.artifact if manifest is not None else None

@@ -226,3 +226,8 @@ def test_an_unknown_loading_policy_is_one_line(tmp_path, two_models, command):
     models = two_models[:1] if verb == "run" else two_models
     result = run_cli(verb, *models, *options, *(["--work-dir", tmp_path] if verb != "run" else []))
     assert_clean_failure(result, tmp_path / "none", mentions="unknown loading policy 'eager'")
+
+
+def test_verify_a_missing_file_says_so(tmp_path):
+    result = run_cli("verify", tmp_path / "missing.onnx")
+    assert_clean_failure(result, tmp_path / "none", mentions="missing.onnx: no such file")

@@ -80,3 +80,10 @@ def test_a_bundle_named_like_one_of_its_models_is_refused_at_fuse(tmp_path):
     assert_clean_failure(result, out, mentions="the bundle would be named 'a', like one of its")
     alone = tmp_path / "out" / "b.onnx"
     assert run_cli("fuse", b, "-o", alone).returncode == 0  # a bundle of the model alone may
+
+
+def test_one_model_is_counted_as_one(tmp_path):
+    a = builders.save(builders.affine(0), tmp_path / "a.onnx")
+    result = run_cli("fuse", a, "-o", tmp_path / "one.onnx")
+    assert result.returncode == 0 and "(" in result.stdout
+    assert "1 model, 1 output)" in result.stdout

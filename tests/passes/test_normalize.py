@@ -235,3 +235,37 @@ def test_custom_domain_at_two_versions_is_refused(tmp_path):
     b = builders.save(with_domain(2), tmp_path / "b.onnx")
     with pytest.raises(MergeError, match=r"com\.example"):
         fuse_files([("a", a), ("b", b)], tmp_path / "f.onnx")
+
+
+def _global_mean(noop: int) -> onnx.ModelProto:
+    """ReduceMean over H and W at opset 18, the axes an input and `noop_with_empty_axes` set,
+    as torch's dynamo exporter writes every global average pooling."""
+    return builders.make_model(
+        [
+            helper.make_node(
+                "ReduceMean", ["x", "axes"], ["y"], keepdims=1, noop_with_empty_axes=noop,
+                name="pool",
+            )
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 1, 1])],
+        [builders.tensor("axes", np.array([2, 3], np.int64))],
+        opset=18,
+    )  # fmt: skip
+
+
+def test_down_conversion_drops_an_attribute_the_older_opset_lacks_at_its_default(tmp_path):
+    source = tmp_path / "pool.onnx"
+    onnx.save(_global_mean(0), source)
+    out = tmp_path / "pool17.onnx"
+    manifest = build_fused([f"e={source}"], out, opset=17)
+    node = onnx.load(str(out)).graph.node[0]
+    assert node.op_type == "ReduceMean" and {a.name for a in node.attribute} == {"axes", "keepdims"}
+    assert all(bitwise for _, bitwise in compare_fused(out, manifest).values())
+
+
+def test_down_conversion_refuses_an_attribute_value_the_older_opset_cannot_express(tmp_path):
+    source = tmp_path / "pool.onnx"
+    onnx.save(_global_mean(1), source)
+    with pytest.raises(MergeError, match=r"'e': operator ReduceMean \(node 'pool'\) has "):
+        build_fused([f"e={source}"], tmp_path / "pool17.onnx", opset=17)

@@ -77,3 +77,16 @@ def test_model_local_functions_with_one_name_keep_their_own_bodies(tmp_path):
     assert sorted(f.name for f in fused.functions) == ["a/Scale", "b/Scale"]
     results = compare_fused(out, manifest)
     assert all(bitwise for _, bitwise in results.values()), results
+
+
+def test_node_names_as_torch_writes_them_get_one_slash_after_the_prefix(tmp_path):
+    model = builders.affine(0)
+    for index, node in enumerate(model.graph.node):
+        node.name = f"/m/layer{index}/MatMul"
+    a = builders.save(model, tmp_path / "a.onnx")
+    b = builders.save(builders.affine(1), tmp_path / "b.onnx")
+    out = tmp_path / "fused.onnx"
+    manifest = fuse_files([("bert", a), ("b", b)], out)
+    names = [node.name for node in onnx.load(out).graph.node if node.name.startswith("bert")]
+    assert names and all(name.startswith("bert/m/layer") for name in names), names
+    assert_bitwise(out, manifest)

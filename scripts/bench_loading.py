@@ -157,9 +157,7 @@ def main() -> None:
         print(run.summary())
         sys.exit(run.returncode)
     loadings = [check_loading(name) for name in args.loading.split(",")]
-    results = [
-        measure(name, loadings, args.rounds, args.work_dir) for name in args.sets.split(",")
-    ]
+    results = [measure(name, loadings, args.rounds, args.work_dir) for name in args.sets.split(",")]
     where = profile.describe() if profile else "no device profile"
     for result in results:
         print(

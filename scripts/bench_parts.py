@@ -46,8 +46,8 @@ from fusedinf_cc.compiler.build import build_fused  # noqa: E402
 from fusedinf_cc.limits.profiles import device_profile  # noqa: E402
 from fusedinf_cc.limits.run import inside_a_run_group, run_limited  # noqa: E402
 from fusedinf_cc.runtime.feeds import random_feeds  # noqa: E402
-from fusedinf_cc.runtime.pagecache import drop_file_pages, storage_read_bytes  # noqa: E402
 from fusedinf_cc.runtime.loader import BundleCache  # noqa: E402
+from fusedinf_cc.runtime.pagecache import drop_file_pages, storage_read_bytes  # noqa: E402
 from model_zoo.zoo import export  # noqa: E402
 
 # Set -> (zoo models, `ARCH-vK` for weight variant K; --share-inputs; --stack).

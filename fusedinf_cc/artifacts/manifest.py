@@ -16,6 +16,7 @@ import msgspec
 
 from fusedinf_cc.artifacts.weight_records import WeightRecord
 from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import read_small_file
 
 # A manifest lists every weight of a bundle; 10,000 weights take about 3 MiB.
 MAX_MANIFEST_BYTES = 64 * 2**20
@@ -209,17 +210,9 @@ def _check_stages(manifest: Manifest) -> None:
 def read_json(path: Path, what: str, max_bytes: int) -> Any:
     """A JSON file of ours, parsed strictly (no NaN, no integers past 64 bits) after its size is
     checked, with nesting too deep for the parser refused in one line."""
+    data = read_small_file(path, what, max_bytes)
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise UserInputError(f"{path}: {size} bytes, more than a {what} can be ({max_bytes})")
-        return msgspec.json.decode(path.read_bytes())
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: no such {what}") from None
-    except IsADirectoryError:
-        raise UserInputError(f"{path}: a folder, not a {what}") from None
-    except OSError as error:
-        raise UserInputError(f"{path}: cannot read the {what} ({error.strerror})") from None
+        return msgspec.json.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         raise UserInputError(f"{path}: not a JSON {what} ({error})") from None
     except RecursionError:

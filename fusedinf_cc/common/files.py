@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -98,6 +99,27 @@ def check_output_folder(target: Path) -> None:
     """The folder `target` will be written into exists: checked before long work, not after."""
     if not target.parent.is_dir():
         raise UserInputError(f"{target}: output folder {target.parent} does not exist")
+
+
+def read_small_file(path: Path, what: str, max_bytes: int) -> bytes:
+    """A regular file of at most `max_bytes`, whole, or one line saying why not: never a
+    device, a pipe or a folder, whose reading would not end or would fill memory."""
+    try:
+        # Opened without blocking: a pipe with no writer would wait forever before any check.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(descriptor, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                raise UserInputError(f"{path}: not a regular file, so not a {what}")
+            data = stream.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise UserInputError(f"{path}: a folder, not a {what}") from None
+    except OSError as error:
+        raise UserInputError(f"{path}: cannot read the {what} ({error.strerror})") from None
+    if len(data) > max_bytes:
+        raise UserInputError(f"{path}: more than a {what} can be ({max_bytes} bytes)")
+    return data
 
 
 def as_path(value: object, what: str) -> Path:

@@ -26,13 +26,37 @@ PART_INFIX = ".part-"
 
 def part_file_name(out_path: Path, model: str) -> str:
     """`fused.onnx` -> `fused.part-cls.onnx`."""
-    return f"{out_path.stem}{PART_INFIX}{model}{out_path.suffix}"
+    return sibling_file_name(out_path, PART_INFIX, model)
 
 
 def stale_parts(out_path: Path, keep: Iterable[str]) -> list[Path]:
     """Part files of an earlier build at `out_path` that the new build did not write."""
+    return stale_siblings(out_path, PART_INFIX, keep)
+
+
+def save_cut(cut: Any, path: Path, out_path: Path) -> Path:
+    """Write a part or stage into the build's staging folder, or say in one line why not."""
+    import onnx
+
+    try:
+        onnx.save(cut, str(path))
+    except OSError as error:
+        raise UserInputError(
+            f"{out_path.parent}: cannot write {path.name} there ({error.strerror})"
+        ) from None
+    return path
+
+
+def sibling_file_name(out_path: Path, infix: str, key: object) -> str:
+    """A file cut from the artifact at `out_path`, beside it: `fused<infix><key>.onnx`."""
+    return f"{out_path.stem}{infix}{key}{out_path.suffix}"
+
+
+def stale_siblings(out_path: Path, infix: str, keep: Iterable[str]) -> list[Path]:
+    """Files cut from an earlier build at `out_path` (by `infix`) that the new one did not
+    write."""
     kept = set(keep)
-    pattern = f"{out_path.stem}{PART_INFIX}*{out_path.suffix}"
+    pattern = sibling_file_name(out_path, infix, "*")
     return [path for path in out_path.parent.glob(pattern) if path.name not in kept]
 
 
@@ -52,13 +76,9 @@ def write_parts(staged_model: Path, manifest: Manifest, out_path: Path) -> list[
         if len(nodes) == len(graph.node):
             continue
         part = _part_model(model, nodes, needed, set(entry.outputs.values()))
-        path = staged_model.with_name(part_file_name(out_path, entry.name))
-        try:
-            onnx.save(part, str(path))
-        except OSError as error:
-            raise UserInputError(
-                f"{out_path.parent}: cannot write {path.name} there ({error.strerror})"
-            ) from None
+        path = save_cut(
+            part, staged_model.with_name(part_file_name(out_path, entry.name)), out_path
+        )
         records.append(
             PartRecord(
                 model=entry.name,
@@ -115,26 +135,47 @@ def reads(node: Any) -> list[str]:
 def _part_model(model: Any, nodes: list[Any], needed: set[str], outputs: set[str]) -> Any:
     """The artifact's model with only `nodes`, and the inputs, initializers and value infos
     they read; opsets, functions and IR version kept."""
+    graph = model.graph
+    return cut_model(
+        model,
+        nodes,
+        inputs=[value for value in graph.input if value.name in needed],
+        outputs=[value for value in graph.output if value.name in outputs],
+        reads=needed,
+    )
+
+
+def cut_model(
+    model: Any,
+    nodes: Sequence[Any],
+    *,
+    inputs: Sequence[Any],
+    outputs: Sequence[Any],
+    reads: set[str],
+) -> Any:
+    """`model` with only `nodes`, these inputs and outputs, and the initializers and value
+    infos named in `reads`; opsets, functions, IR version and producer kept. What a part and a
+    stage are cut with."""
     import onnx
 
     graph = model.graph
-    part_graph = onnx.GraphProto(name=graph.name)
-    part_graph.node.extend(nodes)
-    part_graph.input.extend(value for value in graph.input if value.name in needed)
-    part_graph.output.extend(value for value in graph.output if value.name in outputs)
-    part_graph.initializer.extend(t for t in graph.initializer if t.name in needed)
-    part_graph.sparse_initializer.extend(
-        t for t in graph.sparse_initializer if t.values.name in needed
+    cut_graph = onnx.GraphProto(name=graph.name)
+    cut_graph.node.extend(nodes)
+    cut_graph.input.extend(inputs)
+    cut_graph.output.extend(outputs)
+    cut_graph.initializer.extend(t for t in graph.initializer if t.name in reads)
+    cut_graph.sparse_initializer.extend(
+        t for t in graph.sparse_initializer if t.values.name in reads
     )
-    part_graph.value_info.extend(value for value in graph.value_info if value.name in needed)
-    part = onnx.ModelProto(
+    cut_graph.value_info.extend(value for value in graph.value_info if value.name in reads)
+    cut = onnx.ModelProto(
         ir_version=model.ir_version,
         producer_name=model.producer_name,
         producer_version=model.producer_version,
         domain=model.domain,
         model_version=model.model_version,
-        graph=part_graph,
+        graph=cut_graph,
     )
-    part.opset_import.extend(model.opset_import)
-    part.functions.extend(model.functions)
-    return part
+    cut.opset_import.extend(model.opset_import)
+    cut.functions.extend(model.functions)
+    return cut

@@ -23,7 +23,13 @@ from typing import Any
 from fusedinf_cc.artifacts.manifest import Manifest, StageRecord
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import sha256_file
-from fusedinf_cc.compiler.parts import reads
+from fusedinf_cc.compiler.parts import (
+    cut_model,
+    reads,
+    save_cut,
+    sibling_file_name,
+    stale_siblings,
+)
 
 STAGE_INFIX = ".stage-"
 # `--stages auto`: one stage per this many bytes of weights, at least two. A stage's session
@@ -37,14 +43,12 @@ _WINDOW = 0.25
 
 def stage_file_name(out_path: Path, index: int) -> str:
     """`fused.onnx` -> `fused.stage-0.onnx`."""
-    return f"{out_path.stem}{STAGE_INFIX}{index}{out_path.suffix}"
+    return sibling_file_name(out_path, STAGE_INFIX, index)
 
 
 def stale_stages(out_path: Path, keep: Sequence[str]) -> list[Path]:
     """Stage files of an earlier build at `out_path` that the new build did not write."""
-    kept = set(keep)
-    pattern = f"{out_path.stem}{STAGE_INFIX}*{out_path.suffix}"
-    return [path for path in out_path.parent.glob(pattern) if path.name not in kept]
+    return stale_siblings(out_path, STAGE_INFIX, keep)
 
 
 def parse_stages(value: str | int | None) -> int | str | None:
@@ -99,12 +103,7 @@ def write_stages(
         later = set(crossing.get(end, ())) | outputs_of_graph
         stage = _stage_model(model, nodes[start:end], needed, produced, later, types)
         path = staged_model.with_name(stage_file_name(out_path, index))
-        try:
-            onnx.save(stage, str(path))
-        except OSError as error:
-            raise UserInputError(
-                f"{out_path.parent}: cannot write {path.name} there ({error.strerror})"
-            ) from None
+        save_cut(stage, path, out_path)
         weights = [
             t.name for t in stage.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
         ]
@@ -272,8 +271,6 @@ def _stage_model(
     """The artifact's model with only `nodes`: it reads the graph's inputs and the values
     earlier stages made that it needs, and gives what it makes that later stages (or the
     graph's outputs) read."""
-    import onnx
-
     graph = model.graph
     initializers = {tensor.name for tensor in graph.initializer}
     graph_inputs = {value.name: value for value in graph.input}
@@ -285,23 +282,4 @@ def _stage_model(
         if name in types
     ]
     outputs = [graph_outputs.get(name) or types[name] for name in sorted(produced & later)]
-    stage_graph = onnx.GraphProto(name=graph.name)
-    stage_graph.node.extend(nodes)
-    stage_graph.input.extend(inputs)
-    stage_graph.output.extend(outputs)
-    stage_graph.initializer.extend(t for t in graph.initializer if t.name in needed)
-    stage_graph.sparse_initializer.extend(
-        t for t in graph.sparse_initializer if t.values.name in needed
-    )
-    stage_graph.value_info.extend(v for v in graph.value_info if v.name in needed | produced)
-    stage = onnx.ModelProto(
-        ir_version=model.ir_version,
-        producer_name=model.producer_name,
-        producer_version=model.producer_version,
-        domain=model.domain,
-        model_version=model.model_version,
-        graph=stage_graph,
-    )
-    stage.opset_import.extend(model.opset_import)
-    stage.functions.extend(model.functions)
-    return stage
+    return cut_model(model, nodes, inputs=inputs, outputs=outputs, reads=needed | produced)

@@ -6,14 +6,12 @@ import csv
 import io
 import json
 import math
-import os
-import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from fusedinf_cc.common.errors import UserInputError, first_line
-from fusedinf_cc.common.files import write_text_atomic
+from fusedinf_cc.common.files import read_small_file, write_text_atomic
 from fusedinf_cc.workload.requests import Request, TraceSpec, synthetic_functions, synthetic_trace
 
 # A trace of a million requests is about 30 MB; a file past this is not one.
@@ -72,23 +70,8 @@ def _seconds(text: str) -> float:
 
 
 def read_small_text(path: Path, what: str, max_bytes: int) -> str:
-    """A regular text file of at most `max_bytes` (UTF-8, a byte-order mark dropped): never a
-    device, a pipe or a folder, whose reading would not end or would fill memory."""
-    try:
-        # Opened without blocking: a pipe with no writer would wait forever before any check.
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with open(descriptor, "rb") as stream:
-            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-                raise UserInputError(f"{path}: not a regular file, so not a {what}")
-            data = stream.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: no such {what}") from None
-    except IsADirectoryError:
-        raise UserInputError(f"{path}: a folder, not a {what}") from None
-    except OSError as error:
-        raise UserInputError(f"{path}: cannot read the {what} ({error.strerror})") from None
-    if len(data) > max_bytes:
-        raise UserInputError(f"{path}: larger than a {what} can be ({max_bytes} bytes)")
+    """A regular text file of at most `max_bytes` (UTF-8, a byte-order mark dropped)."""
+    data = read_small_file(path, what, max_bytes)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -8,6 +8,7 @@ digest.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +57,18 @@ def external_weight_records(model_path: Path, data_name: str) -> list[WeightReco
 
 def _digest(data: Any, offset: int, length: int, dtype: str, shape: tuple[int, ...]) -> str:
     digest = hashlib.sha256(f"{dtype}{list(shape)}".encode())
+    for chunk in read_range(data, offset, length):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_range(data: Any, offset: int, length: int) -> Iterator[bytes]:
+    """The bytes of a tensor in a side file, a chunk at a time: never a large weight at once."""
     data.seek(offset)
     remaining = length
     while remaining > 0:
         chunk = data.read(min(remaining, _HASH_CHUNK_BYTES))
         if not chunk:
             raise ValueError(f"side file ends before its tensor at offset {offset}")
-        digest.update(chunk)
+        yield chunk
         remaining -= len(chunk)
-    return digest.hexdigest()

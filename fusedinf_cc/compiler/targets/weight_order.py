@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from fusedinf_cc.compiler.parts import reads
+from fusedinf_cc.compiler.targets.weight_digests import read_range
 
 # Each weight starts on a 64-byte boundary: what vector loads like, a few bytes per weight.
 _ALIGNMENT = 64
-_COPY_CHUNK_BYTES = 1 << 20
 
 
 def order_by_first_use(model_path: Path, data_name: str) -> bool:
@@ -57,7 +57,8 @@ def order_by_first_use(model_path: Path, data_name: str) -> bool:
                 padding = -end % _ALIGNMENT
                 target.write(b"\0" * padding)
                 moved[where] = end + padding
-                _copy_range(source, target, info.offset, info.length)
+                for chunk in read_range(source, info.offset, info.length):
+                    target.write(chunk)
                 end += padding + info.length
             _place(tensor, moved[where], info.length)
     os.replace(rewritten, side_file)
@@ -73,14 +74,3 @@ def _place(tensor: Any, offset: int, length: int) -> None:
             entries[key].value = str(value)
         else:
             tensor.external_data.add(key=key, value=str(value))
-
-
-def _copy_range(source: Any, target: Any, offset: int, length: int) -> None:
-    source.seek(offset)
-    remaining = length
-    while remaining > 0:
-        chunk = source.read(min(remaining, _COPY_CHUNK_BYTES))
-        if not chunk:
-            raise ValueError(f"side file ends before its tensor at offset {offset}")
-        target.write(chunk)
-        remaining -= len(chunk)

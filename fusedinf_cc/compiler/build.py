@@ -7,22 +7,29 @@ manifest = build_fused(["det=det.onnx", "cls.onnx"], Path("fused.onnx"), share_i
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fusedinf_cc.artifacts.manifest import Manifest
 from fusedinf_cc.backends.runtimes import ENGINE_SUFFIXES
 from fusedinf_cc.backends.tensorrt.options import EngineOptions
-from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.errors import FusedInfWarning, MergeError, UserInputError
 from fusedinf_cc.common.files import as_path
 from fusedinf_cc.common.names import parse_model_spec
-from fusedinf_cc.compiler.pipeline import fuse
-from fusedinf_cc.compiler.runtime_support import warn_if_the_runtime_cannot_run
+from fusedinf_cc.compiler.pipeline import FusedModel, fuse
+from fusedinf_cc.compiler.runtime_support import (
+    installed_kernels,
+    operators_without_kernels,
+    refuse_what_will_not_load,
+)
 from fusedinf_cc.compiler.stages import parse_stages
 from fusedinf_cc.compiler.targets import BuildOptions, target_for_output
 from fusedinf_cc.onnx_io.model_io import check_output_path, load_sources
 from fusedinf_cc.passes.base import FusionOptions
+from fusedinf_cc.passes.normalize import default_opset
 from fusedinf_cc.passes.share import parse_share_spec
 
 SHARE_MODES = ("auto", "none")
@@ -95,6 +102,7 @@ def build_fused_all(
     if share_inputs not in SHARE_MODES:
         raise UserInputError(f"--share-inputs must be auto or none, not {share_inputs!r}")
     sources = load_sources(specs)
+    runs_here = any(output.suffix.lower() in (".onnx", ".ort") for output in outputs)
     options = FusionOptions(
         share_inputs="auto" if share_inputs == "auto" else "none",
         explicit_shares=tuple(parse_share_spec(text, sources) for text in share_input),
@@ -104,12 +112,49 @@ def build_fused_all(
         opset=opset,
     )
     fused = fuse(sources, options)
-    if any(output.suffix.lower() in (".onnx", ".ort") for output in outputs):
-        warn_if_the_runtime_cannot_run(fused.model)
+    kernels = installed_kernels() if runs_here else None
+    if kernels is not None and opset is None:
+        fused = fused_at_an_opset_that_runs(fused, specs, options, kernels)
+    if runs_here:
+        refuse_what_will_not_load(fused.model)
     return [
         target.build(fused, output, build_options)
         for target, output in zip(targets, outputs, strict=True)
     ]
+
+
+def fused_at_an_opset_that_runs(
+    fused: FusedModel,
+    specs: Sequence[tuple[str, Path]],
+    options: FusionOptions,
+    kernels: dict[tuple[str, str], tuple[tuple[int, int], ...]],
+) -> FusedModel:
+    """The fused model at the models' highest opset where the runtime's `kernels` (the
+    installed ONNX Runtime's) run every operator there; else fused again at the highest lower
+    opset, down to the lowest a source uses, where they do (said in a warning); else as it is,
+    for `refuse_what_will_not_load`. Only this case pays for fusing again: the passes change
+    the sources they fuse, so each try reads them anew."""
+    if not operators_without_kernels(fused.model, kernels):
+        return fused
+    highest = fused.model.opset_imports.get("", 0)
+    used = [default_opset(source.model) for source in load_sources(specs)]
+    lowest = min((opset for opset in used if opset > 0), default=highest)
+    for opset in range(highest - 1, max(lowest, 1) - 1, -1):
+        try:
+            tried = fuse(load_sources(specs), replace(options, opset=opset))
+        except MergeError:
+            continue  # a model this opset cannot express
+        if not operators_without_kernels(tried.model, kernels):
+            warnings.warn(
+                f"ONNX Runtime here has no CPU kernel for "
+                f"{', '.join(operators_without_kernels(fused.model, kernels))} at the models' "
+                f"opset {highest}; fused at opset {opset}, the highest it runs every operator "
+                "at (--opset chooses)",
+                FusedInfWarning,
+                stacklevel=3,
+            )
+            return tried
+    return fused
 
 
 def check_bundle_name(output: Path, models: Sequence[str]) -> None:

@@ -9,13 +9,12 @@ command that made it. The runtime's own kernel table says so now.
 from __future__ import annotations
 
 import functools
-import warnings
 
 import onnx
 import onnx_ir as ir
 
 from fusedinf_cc.backends.onnxruntime import cpu_kernel_versions, import_onnxruntime
-from fusedinf_cc.common.errors import BackendUnavailableError, FusedInfWarning
+from fusedinf_cc.common.errors import BackendUnavailableError, UserInputError
 
 # The ONNX domains the runtime's kernel table names, by the names a model may import them as.
 _DOMAINS = {"": "", "ai.onnx": "", "ai.onnx.ml": "ai.onnx.ml"}
@@ -55,20 +54,27 @@ def _kernel_version(op_type: str, opset: int, domain: str) -> int | None:
     return schema.since_version
 
 
-def warn_if_the_runtime_cannot_run(model: ir.Model) -> None:
-    """A `FusedInfWarning` naming the operators the installed ONNX Runtime has no CPU kernel
-    for (nothing where it is not installed)."""
+def installed_kernels() -> dict[tuple[str, str], tuple[tuple[int, int], ...]] | None:
+    """The installed ONNX Runtime's CPU kernels, or None where it is not installed."""
     try:
-        kernels = cpu_kernel_versions()
+        return cpu_kernel_versions()
     except BackendUnavailableError:
+        return None
+
+
+def refuse_what_will_not_load(model: ir.Model) -> None:
+    """Refuse, in one line, a fused model the installed ONNX Runtime has no CPU kernel for:
+    writing an artifact that will not load here is never silent (nothing where it is not
+    installed)."""
+    kernels = installed_kernels()
+    if kernels is None:
         return
     missing = operators_without_kernels(model, kernels)
     if missing:
         version = import_onnxruntime().__version__
         opset = model.opset_imports.get("", "none")
-        warnings.warn(
+        raise UserInputError(
             f"ONNX Runtime {version} here has no CPU kernel for {', '.join(missing)} (the fused "
-            f"model's opset is {opset}): it will not load here; fuse with --opset N for another",
-            FusedInfWarning,
-            stacklevel=2,
+            f"model's opset is {opset}), so the artifact would not load here: fuse with --opset "
+            "N for one it runs, or build a .engine for TensorRT"
         )

@@ -54,6 +54,7 @@ from fusedinf_cc.runtime.loading import ReadingSession, check_loading, read_weig
 from fusedinf_cc.runtime.pagecache import drop_file_pages
 from fusedinf_cc.runtime.policies import POLICIES, CachePolicy
 from fusedinf_cc.runtime.procmem import release_freed_memory
+from fusedinf_cc.runtime.run_queue import RunQueue
 
 
 @dataclass
@@ -153,7 +154,8 @@ class BundleCache:
         self._keep_page_cache = keep_page_cache
         self._loading = check_loading(loading)
         self._ledger = MemoryLedger(budget_bytes, shared_arena=share_arena)
-        self._run_lock = threading.Lock() if share_arena else contextlib.nullcontext()
+        # Inference one at a time, in the order requests are ready to compute (`run_queue.py`).
+        self._run_lock = RunQueue() if share_arena else contextlib.nullcontext()
         self._entries: dict[str, _Entry] = {}
         self._model_index: dict[str, list[str]] = {}  # model name -> bundles holding it
         self._condition = threading.Condition()

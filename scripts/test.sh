@@ -10,4 +10,12 @@ source scripts/venv.sh "cpu,zoo,dev,plot,serve,ray"
 ruff check .
 ruff format --check .
 lint-imports  # the layers and contracts in .importlinter
-python -m pytest "$@"
+# The tests run shuffled (pytest-randomly); the order's seed is printed even under -q, and
+# `--randomly-seed=N` replays it.
+order=()
+if [[ " $* " != *"no:randomly"* && " $* " != *"--randomly-seed"* ]]; then
+  seed="${RANDOMLY_SEED:-$((RANDOM * 32768 + RANDOM))}"
+  echo "test order: --randomly-seed=$seed"
+  order=(--randomly-seed="$seed")
+fi
+python -m pytest ${order[@]+"${order[@]}"} "$@"

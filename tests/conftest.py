@@ -1,4 +1,4 @@
-"""Fixtures: a footprint cache of the session's own, small models, and zoo models (exported once,
+"""Fixtures: a footprint cache of each test's own, small models, and zoo models (exported once,
 cached). Helpers live in `tests/support/`."""
 
 from __future__ import annotations
@@ -12,13 +12,24 @@ from tests.support.commands import ZOO_CACHE
 
 
 @pytest.fixture(scope="session", autouse=True)
-def footprint_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Footprints measured by the tests (and the commands they start) go to a cache of the
-    session's own, not the user's."""
+def fixtures_footprint_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """What fixtures wider than one test measure (a server a module shares) goes to a cache of
+    the session's own, never the user's."""
     folder = tmp_path_factory.mktemp("footprints")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FUSEDINF_CACHE_DIR", str(folder))
         yield folder
+
+
+@pytest.fixture(autouse=True)
+def footprint_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Each test measures into a cache of its own (and the commands it starts do too): no test
+    passes because another measured a footprint first, in any order (the suite runs shuffled)."""
+    folder = tmp_path_factory.mktemp("footprints")
+    monkeypatch.setenv("FUSEDINF_CACHE_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="module")

@@ -167,12 +167,12 @@ def test_eviction_closes_a_bundles_parts_with_it(tmp_path, sources):
 
 def test_a_changed_part_is_refused_and_leaves_nothing_loaded(tmp_path, sources):
     artifact = _built(sources, tmp_path / "pair.onnx", aot=True)
+    cache = BundleCache(1 << 30)
+    bundle = cache.register(artifact)  # its footprint measured on the parts as built
     part = tmp_path / "pair.part-a.onnx"
     model = onnx.load(part, load_external_data=False)
     model.doc_string = "edited after the build"
     onnx.save(model, part)
-    cache = BundleCache(1 << 30)
-    bundle = cache.register(artifact)
     with pytest.raises(UserInputError, match=r"part 'pair\.part-a\.onnx' \(model 'a'\) differs"):
         cache.run("a", {"x": np.ones((1, 64), np.float32)})
     # Nothing of the bundle stays counted (the shared arena may: it never shrinks).

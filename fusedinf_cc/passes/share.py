@@ -8,6 +8,7 @@ and the symbolic dims of the merged models are renamed to match, downstream valu
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from fusedinf_cc.artifacts.manifest import SharedInput
-from fusedinf_cc.common.errors import MergeError, UserInputError
+from fusedinf_cc.common.errors import FusedInfWarning, MergeError, UserInputError
 from fusedinf_cc.onnx_io.model_io import SourceModel
 from fusedinf_cc.passes.base import FusionState, PassContext, PassOutcome, ShareSpec
 from fusedinf_cc.passes.values import all_values, rename_dims
@@ -100,7 +101,17 @@ class Share:
                         f"cannot share {label} as {group.fused_name!r}: " + "; ".join(problems)
                     )
                 notes.append(f"not shared {label} ({'; '.join(problems)})")
+                warnings.warn(
+                    f"--share-inputs auto: {label} stay apart ({'; '.join(problems)}); "
+                    "--share-input FUSED=... names inputs to share",
+                    FusedInfWarning,
+                    stacklevel=2,
+                )
                 continue
+            for fixed in _dims_fixed_by_sharing(group.members, values, shape):
+                warnings.warn(
+                    f"shared input {group.fused_name!r}: {fixed}", FusedInfWarning, stacklevel=2
+                )
             own_names = {value.name for value in values}
             if group.fused_name in taken_names - own_names:
                 raise MergeError(
@@ -131,6 +142,27 @@ def _auto_groups(ctx: PassContext, explicit: list[_Group]) -> list[_Group]:
         for name, members in by_name.items()
         if len(members) > 1
     ]
+
+
+def _dims_fixed_by_sharing(
+    members: Sequence[tuple[str, str]], values: Sequence[ir.Value], shape: ir.Shape | None
+) -> list[str]:
+    """Where a member's dim is symbolic and the shared input fixes it (another model's fixed
+    size), a line saying what a request for that model can no longer send."""
+    if shape is None:
+        return []
+    fixed = []
+    for (model, name), value in zip(members, values, strict=True):
+        for axis, (dim, unified) in enumerate(
+            zip(value.shape.dims if value.shape else (), shape.dims, strict=False)
+        ):
+            if isinstance(dim, ir.SymbolicDim) and isinstance(unified, int):
+                symbol = (dim.value or "?").split("/", 1)[-1]
+                fixed.append(
+                    f"{model}.{name} dim {axis} ({symbol!r}) is fixed to {unified}, the size "
+                    "another model takes there; a request for it must send that size"
+                )
+    return fixed
 
 
 def unify_shapes(shapes: Sequence[ir.Shape | None]) -> tuple[ir.Shape | None, list[str]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from fusedinf_cc.common.errors import MergeError, UserInputError
+from fusedinf_cc.common.errors import FusedInfWarning, MergeError, UserInputError
 from fusedinf_cc.onnx_io.model_io import SourceModel
 from fusedinf_cc.passes.base import FusionOptions, ShareSpec
 from fusedinf_cc.passes.share import parse_share_spec, unify_shapes
@@ -48,7 +48,8 @@ def test_sharing_fixed_and_symbolic_batch_takes_the_fixed_size(tmp_path):
     a = builders.save(builders.affine(0, batch=1), tmp_path / "a.onnx")
     b = builders.save(builders.affine(1, batch="batch"), tmp_path / "b.onnx")
     out = tmp_path / "fused.onnx"
-    manifest = fuse_files([("a", a), ("b", b)], out, FusionOptions(share_inputs="auto"))
+    with pytest.warns(FusedInfWarning, match=r"b\.x dim 0 \('batch'\) is fixed to 1"):
+        manifest = fuse_files([("a", a), ("b", b)], out, FusionOptions(share_inputs="auto"))
     (shared,) = onnx.load(out).graph.input
     assert [d.dim_value for d in shared.type.tensor_type.shape.dim] == [1, 8]
     assert_bitwise(out, manifest)
@@ -69,7 +70,8 @@ def test_auto_share_skips_incompatible_inputs_and_says_so(tmp_path):
     a = builders.save(builders.affine(0, width=8), tmp_path / "a.onnx")
     b = builders.save(builders.affine(1, width=4), tmp_path / "b.onnx")
     out = tmp_path / "fused.onnx"
-    manifest = fuse_files([("a", a), ("b", b)], out, FusionOptions(share_inputs="auto"))
+    with pytest.warns(FusedInfWarning, match=r"--share-inputs auto: a\.x, b\.x stay apart"):
+        manifest = fuse_files([("a", a), ("b", b)], out, FusionOptions(share_inputs="auto"))
     assert [i.name for i in onnx.load(out).graph.input] == ["a/x", "b/x"]
     share_record = next(p for p in manifest.passes if p.name == "share")
     assert "not shared a.x, b.x (dim 1: 4 vs 8)" in share_record.detail

@@ -242,19 +242,26 @@ class Service:
         refused = _over_limits(config, declared, min(json_length, declared))
         if refused is not None:
             return refused
-        reserved = InflightMemory.estimate(declared, min(json_length, declared))
+        header = request.headers.get(HEADER_LENGTH.lower())
+        limit, json_limit = config.max_body_bytes, config.max_json_bytes
+        chunked_json = "content-length" not in request.headers and header is None
+        if "content-length" in request.headers:
+            limit, json_limit = declared, min(json_length, declared)
+        elif chunked_json:  # no larger than a JSON body may be, stopped as it passes that
+            limit = json_limit
+        # A chunked body is reserved at the most it may be: its size is known only once read.
+        reserved = InflightMemory.estimate(limit, min(json_limit, limit))
         if not self.inflight.reserve(reserved):
             return _error(503, "too many requests in flight; retry", headers={"Retry-After": "1"})
         try:
             try:
-                body = await _read_limited(request, config.max_body_bytes, config.body_timeout_s)
+                body = await _read_limited(request, limit, config.body_timeout_s)
             except TimeoutError:
                 return _error(408, f"the body stopped arriving for {config.body_timeout_s:g} s")
-            if body is None:
-                return _error(413, f"request body over {config.max_body_bytes} bytes")
-            header = request.headers.get(HEADER_LENGTH.lower())
-            if header is None and len(body) > config.max_json_bytes:  # a chunked JSON body
+            if body is None and chunked_json:
                 return _error(413, f"JSON body over {config.max_json_bytes} bytes; {_BINARY}")
+            if body is None:
+                return _error(413, f"request body over {limit} bytes")
             try:
                 inputs, outputs = await run_in_threadpool(self.specs, name)
                 parsed = parse_request(body, header, inputs)
@@ -364,21 +371,22 @@ def _over_limits(config: ServeConfig, body_bytes: int, json_bytes: int) -> Respo
     return None
 
 
-async def _read_limited(request: Request, limit: int, timeout_s: float) -> bytes | None:
-    """The body, or None past `limit` bytes; TimeoutError when it stalls for `timeout_s`."""
-    chunks, size = [], 0
+async def _read_limited(request: Request, limit: int, timeout_s: float) -> bytearray | None:
+    """The body, or None past `limit` bytes (stopped there, the rest unread); TimeoutError
+    when it stalls for `timeout_s`. One buffer that grows: the body is never held twice, as
+    chunks and then joined."""
+    body = bytearray()
     stream = request.stream().__aiter__()
     while True:
         try:
             chunk = await asyncio.wait_for(stream.__anext__(), timeout_s)
         except StopAsyncIteration:
-            return b"".join(chunks)
+            return body
         except asyncio.TimeoutError:
             raise TimeoutError from None
-        size += len(chunk)
-        if size > limit:
+        if len(body) + len(chunk) > limit:
             return None
-        chunks.append(chunk)
+        body += chunk
 
 
 async def _http_error(request: Request, error: Exception) -> Response:

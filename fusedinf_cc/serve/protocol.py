@@ -73,10 +73,12 @@ def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
 
 
 def parse_request(
-    body: bytes, header_length: str | None, specs: Sequence[TensorSpec]
+    body: bytes | bytearray, header_length: str | None, specs: Sequence[TensorSpec]
 ) -> InferRequest:
-    """Decode an infer request and check every input against the model's specs."""
-    json_bytes, tail = body, b""
+    """Decode an infer request and check every input against the model's specs. Binary
+    tensors are read in place from the body (a view, not a copy)."""
+    view = memoryview(body)
+    json_bytes, tail = bytes(view), view[len(view) :]
     if header_length is not None:
         try:
             length = int(header_length)
@@ -84,7 +86,7 @@ def parse_request(
             raise ProtocolError(f"{HEADER_LENGTH} is not a number: {header_length!r}") from None
         if not 0 <= length <= len(body):
             raise ProtocolError(f"{HEADER_LENGTH} {length} is outside the body ({len(body)} bytes)")
-        json_bytes, tail = body[:length], body[length:]
+        json_bytes, tail = bytes(view[:length]), view[length:]
     try:
         document = json.loads(json_bytes)
     except (ValueError, UnicodeDecodeError) as error:
@@ -146,7 +148,7 @@ def _flag(parameters: Mapping[str, Any], key: str) -> bool:
 
 
 def _input_tensor(
-    item: Any, specs: Mapping[str, TensorSpec], tail: bytes, offset: int
+    item: Any, specs: Mapping[str, TensorSpec], tail: bytes | memoryview, offset: int
 ) -> tuple[np.ndarray, int]:
     if not isinstance(item, dict) or not isinstance(item.get("name"), str):
         raise ProtocolError('every input needs a "name"')

@@ -218,6 +218,34 @@ def test_a_json_body_over_its_own_limit_is_refused_before_it_is_read(server):
     assert status == 200
 
 
+def test_a_chunked_json_body_is_refused_as_it_passes_the_json_limit(server):
+    """No Content-Length to refuse up front: the body is read only up to the JSON limit
+    (64 KiB here) and refused there, while the client is still sending, not read whole
+    (here it would never end: the last chunk is never sent)."""
+    piece = b"x" * (100 * 1024)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+        )  # fmt: skip
+        reply = b""
+        for _ in range(20):
+            chunk = sock.recv(4096)
+            reply += chunk
+            if not chunk or b"}" in reply:
+                break
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert b"JSON body over 65536 bytes" in reply
+    tensor = json.dumps(_tensor()).encode()
+    connection = http_client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        body = iter([b'{"inputs": [', tensor, b"]}"])
+        connection.request("POST", "/v2/models/m/infer", body=body, encode_chunked=True)
+        assert connection.getresponse().status == 200  # a chunked body within it is served
+    finally:
+        connection.close()
+
+
 def test_a_stalled_body_is_dropped_with_a_408(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(

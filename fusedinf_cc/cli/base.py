@@ -110,7 +110,6 @@ def work_folder(given: Path | None, command: str) -> Iterator[Path]:
     """`--work-dir` where it was given; else a temporary folder that goes with the command,
     so that nothing is left in whatever folder the user stands in."""
     if given is not None:
-        check_folder(given, "--work-dir")
         yield given
         return
     with tempfile.TemporaryDirectory(prefix=f"fusedinf-{command}-") as folder:
@@ -118,8 +117,12 @@ def work_folder(given: Path | None, command: str) -> Iterator[Path]:
 
 
 def run_folder(given: Path | None) -> Path:
-    """The folder whose disk a run under a device profile throttles: the work folder's."""
-    return given if given is not None else Path(tempfile.gettempdir())
+    """The folder whose disk a run under a device profile throttles: the work folder's
+    (`--work-dir`, checked here, before any work), else the temporary folders'."""
+    if given is None:
+        return Path(tempfile.gettempdir())
+    check_folder(given, "--work-dir")
+    return given
 
 
 def progress_bar(*columns: Any) -> Any:

@@ -38,7 +38,7 @@ from fusedinf_cc.cli.base import (
     work_folder,
 )
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.common.files import check_folder, check_output_file, write_text_atomic
+from fusedinf_cc.common.files import check_output_file, write_text_atomic
 from fusedinf_cc.common.shapes import parse_shapes
 from fusedinf_cc.common.tolerances import DEFAULT_ATOL, DEFAULT_RTOL, FP16_ATOL, FP16_RTOL
 
@@ -319,14 +319,13 @@ def simulate(
         if written is not None:
             check_output_file(written)
     specs = model_specs(models)
-    if work_dir is not None:
-        check_folder(work_dir, "--work-dir")
     run_as_on_device(device_profile, memory_limit, read_bandwidth, cpus, run_folder(work_dir))
     if rate <= 0 or requests < 1:
         raise UserInputError("--rate must be positive and --requests at least 1")
     policies = [p.strip() for p in policy.split(",") if p.strip()]
     check_policies(policies)
-    loadings = [check_loading(name.strip()) for name in (loading or "").split(",") if name.strip()]
+    named = [name.strip() for name in (loading or "").split(",") if name.strip()]
+    loadings = [check_loading(name) for name in named] or [check_loading(None)]
     asked = parse_budget(budget)
     spec = TraceSpec(requests=requests, seed=seed, rate_per_s=rate)
     workload = load_workload(trace, functions, lambda: sorted(specs), spec)
@@ -343,7 +342,7 @@ def simulate(
             aot=aot,
             stack=stack,
             keep_page_cache=keep_page_cache,
-            loadings=loadings or [check_loading(None)],
+            loadings=loadings,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     if report.notice:
@@ -364,7 +363,7 @@ def simulate(
             "aot": aot,
             "stack": stack,
             "keep_page_cache": keep_page_cache,
-            "loading": loadings or [check_loading(None)],
+            "loading": loadings,
             "device": device_record(),
         }
         write_text_atomic(json_out, report.to_json(extra))

@@ -27,7 +27,7 @@ from fusedinf_cc.cli.base import (
     work_folder,
 )
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.common.files import check_folder, check_output_file, write_text_atomic
+from fusedinf_cc.common.files import check_output_file, write_text_atomic
 
 
 @reports_errors
@@ -105,8 +105,6 @@ def plan_command(
     check_policies([policy])
     if replays < 0 or search_seconds <= 0:
         raise UserInputError("--replays is 0 or more and --search-seconds positive")
-    if work_dir is not None:
-        check_folder(work_dir, "--work-dir")
     asked = parse_budget(budget)
     run_as_on_device(device_profile, memory_limit, read_bandwidth, cpus, run_folder(work_dir))
     workload = load_workload(

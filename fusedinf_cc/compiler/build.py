@@ -111,10 +111,12 @@ def build_fused_all(
         stack=stack,
         opset=opset,
     )
+    used = [default_opset(source.model) for source in sources]  # before fusing converts them
+    lowest = min((opset for opset in used if opset > 0), default=0)
     fused = fuse(sources, options)
     kernels = installed_kernels() if runs_here else None
     if kernels is not None and opset is None:
-        fused = fused_at_an_opset_that_runs(fused, specs, options, kernels)
+        fused = fused_at_an_opset_that_runs(fused, specs, options, kernels, lowest)
     if runs_here:
         refuse_what_will_not_load(fused.model)
     return [
@@ -128,17 +130,16 @@ def fused_at_an_opset_that_runs(
     specs: Sequence[tuple[str, Path]],
     options: FusionOptions,
     kernels: dict[tuple[str, str], tuple[tuple[int, int], ...]],
+    lowest: int,
 ) -> FusedModel:
     """The fused model at the models' highest opset where the runtime's `kernels` (the
     installed ONNX Runtime's) run every operator there; else fused again at the highest lower
-    opset, down to the lowest a source uses, where they do (said in a warning); else as it is,
-    for `refuse_what_will_not_load`. Only this case pays for fusing again: the passes change
-    the sources they fuse, so each try reads them anew."""
+    opset, down to `lowest` (the lowest a source uses), where they do (said in a warning);
+    else as it is, for `refuse_what_will_not_load`. Only this case pays for fusing again: the
+    passes change the sources they fuse, so each try reads them anew."""
     if not operators_without_kernels(fused.model, kernels):
         return fused
     highest = fused.model.opset_imports.get("", 0)
-    used = [default_opset(source.model) for source in load_sources(specs)]
-    lowest = min((opset for opset in used if opset > 0), default=highest)
     for opset in range(highest - 1, max(lowest, 1) - 1, -1):
         try:
             tried = fuse(load_sources(specs), replace(options, opset=opset))

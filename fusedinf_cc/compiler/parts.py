@@ -120,6 +120,16 @@ def cone(nodes: Sequence[Any], outputs: Iterable[str]) -> tuple[list[Any], set[s
     return [nodes[index] for index in sorted(kept)], needed
 
 
+def first_reads(node_reads: Sequence[Sequence[str]]) -> dict[str, int]:
+    """Each value name -> the index of the first node that reads it (`reads` of each node, in
+    graph order): where a weight is first needed."""
+    first: dict[str, int] = {}
+    for index, names in enumerate(node_reads):
+        for name in names:
+            first.setdefault(name, index)
+    return first
+
+
 def reads(node: Any) -> list[str]:
     """Every value name `node` reads, its subgraphs' included."""
     names = [name for name in node.input if name]

@@ -25,6 +25,7 @@ from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import sha256_file
 from fusedinf_cc.compiler.parts import (
     cut_model,
+    first_reads,
     reads,
     save_cut,
     sibling_file_name,
@@ -82,18 +83,19 @@ def write_stages(
         if tensor.data_location == onnx.TensorProto.EXTERNAL
     }
     node_reads = [reads(node) for node in nodes]
-    first_use: dict[str, int] = {}
-    for index, names in enumerate(node_reads):
-        for name in names:
-            first_use.setdefault(name, index)
+    first_use = first_reads(node_reads)
     weight_at = [0] * len(nodes)
     for name, size in stored.items():
         if name in first_use:
             weight_at[first_use[name]] += size
     count = _count(stages, sum(weight_at), len(nodes))
-    cuts = _cuts(nodes, node_reads, weight_at, graph, count)
+    lifetimes = _lifetimes(nodes, node_reads, graph)
+    cuts = _cuts(len(nodes), lifetimes, weight_at, count)
     bounds = list(zip([0, *cuts], [*cuts, len(nodes)], strict=True))
-    crossing = _crossing(nodes, node_reads, graph, cuts)
+    crossing = {
+        cut: sorted(name for name, (made, last) in lifetimes.items() if made < cut <= last)
+        for cut in cuts
+    }
     types = _types_of(model, staged_model, sorted(set().union(*crossing.values())))
     outputs_of_graph = {value.name for value in graph.output}
     written, records = [], []
@@ -135,25 +137,21 @@ def _count(stages: int | str, weight_bytes: int, nodes: int) -> int:
 
 
 def _cuts(
-    nodes: Sequence[Any],
-    node_reads: Sequence[list[str]],
-    weight_at: Sequence[int],
-    graph: Any,
-    count: int,
+    node_count: int, lifetimes: dict[str, tuple[int, int]], weight_at: Sequence[int], count: int
 ) -> list[int]:
     """`count - 1` cut positions (a cut at k: nodes before k in one stage, from k in the next)."""
     total = sum(weight_at)
     before = [0]
     for size in weight_at:
         before.append(before[-1] + size)
-    live = _live_counts(nodes, node_reads, graph)
+    live = _live_counts(node_count, lifetimes)
     cuts: list[int] = []
     for boundary in range(1, count):
         low = cuts[-1] + 1 if cuts else 1
-        high = len(nodes) - (count - boundary)  # leave a node for each stage still to come
+        high = node_count - (count - boundary)  # leave a node for each stage still to come
         target = total * boundary / count
         if total == 0:  # no weights: equal numbers of nodes
-            target_index = round(len(nodes) * boundary / count)
+            target_index = round(node_count * boundary / count)
             cuts.append(min(max(target_index, low), high))
             continue
         slack = _WINDOW * total / count
@@ -164,8 +162,11 @@ def _cuts(
     return cuts
 
 
-def _live_counts(nodes: Sequence[Any], node_reads: Sequence[list[str]], graph: Any) -> list[int]:
-    """For each cut position k, how many computed values cross it."""
+def _lifetimes(
+    nodes: Sequence[Any], node_reads: Sequence[list[str]], graph: Any
+) -> dict[str, tuple[int, int]]:
+    """Each computed value that something reads -> (the node that makes it, the last node that
+    reads it; past the last node for a graph output). It crosses a cut k where made < k <= last."""
     produced_at = {name: i for i, node in enumerate(nodes) for name in node.output if name}
     last_read: dict[str, int] = {}
     for index, names in enumerate(node_reads):
@@ -175,36 +176,20 @@ def _live_counts(nodes: Sequence[Any], node_reads: Sequence[list[str]], graph: A
     for value in graph.output:
         if value.name in produced_at:
             last_read[value.name] = len(nodes)
-    change = [0] * (len(nodes) + 2)
-    for name, last in last_read.items():
-        change[produced_at[name] + 1] += 1  # crosses every cut after its node, up to its last read
+    return {name: (produced_at[name], last) for name, last in last_read.items()}
+
+
+def _live_counts(node_count: int, lifetimes: dict[str, tuple[int, int]]) -> list[int]:
+    """For each cut position k, how many computed values cross it."""
+    change = [0] * (node_count + 2)
+    for made, last in lifetimes.values():
+        change[made + 1] += 1
         change[last + 1] -= 1
     live, running = [], 0
-    for step in change[: len(nodes) + 1]:
+    for step in change[: node_count + 1]:
         running += step
         live.append(running)
     return live
-
-
-def _crossing(
-    nodes: Sequence[Any], node_reads: Sequence[list[str]], graph: Any, cuts: Sequence[int]
-) -> dict[int, list[str]]:
-    """The computed values that cross each cut: made before it, read at or after it."""
-    produced_at = {name: i for i, node in enumerate(nodes) for name in node.output if name}
-    read_from: dict[str, list[int]] = {}
-    for index, names in enumerate(node_reads):
-        for name in names:
-            read_from.setdefault(name, []).append(index)
-    for value in graph.output:
-        read_from.setdefault(value.name, []).append(len(nodes))
-    crossing = {}
-    for cut in cuts:
-        crossing[cut] = sorted(
-            name
-            for name, made in produced_at.items()
-            if made < cut and any(index >= cut for index in read_from.get(name, ()))
-        )
-    return crossing
 
 
 def _types_of(model: Any, staged_model: Path, names: Sequence[str]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, Literal, NamedTuple
@@ -189,9 +189,7 @@ class Bundle:
     def _stage_bytes(self, index: int, pooled: bool) -> SessionBytes:
         """A stage maps its share of the weights and holds, at most, what the whole holds
         beside all of its weights (its structures and buffers: a stage has fewer)."""
-        reads = set(self.stages[index].weights)
-        records = [r for r in self.manifest.weights if r.name in reads] if self.manifest else []
-        weights = shared_bytes_by_digest(records)
+        weights = self._weights_read(self.stages[index].weights)
         own = max(0, self.footprint.measured_bytes - sum(self.shared_weights.values()))
         if pooled:
             return SessionBytes(own, tuple(sorted(weights.items())))
@@ -200,12 +198,13 @@ class Bundle:
     @functools.cached_property
     def _part_weights(self) -> dict[str, dict[str, int]]:
         """Each part's share of the whole's side-file weights, by digest."""
+        return {model: self._weights_read(part.weights) for model, part in self.parts.items()}
+
+    def _weights_read(self, names: Iterable[str]) -> dict[str, int]:
+        """The side-file weights a part or stage reads, by name: bytes by digest."""
+        reads = set(names)
         records = self.manifest.weights if self.manifest else []
-        shares = {}
-        for model, part in self.parts.items():
-            reads = set(part.weights)
-            shares[model] = shared_bytes_by_digest(r for r in records if r.name in reads)
-        return shares
+        return shared_bytes_by_digest(r for r in records if r.name in reads)
 
 
 def open_bundle(

@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 from fusedinf_cc.backends.cpu_target import this_cpu
 from fusedinf_cc.backends.onnxruntime import RUN_REFUSED, import_onnxruntime
 from fusedinf_cc.common.errors import UserInputError
-from fusedinf_cc.common.files import write_text_atomic
+from fusedinf_cc.common.files import read_small_file, write_text_atomic
 from fusedinf_cc.runtime.ledger import LoadNeed
 from fusedinf_cc.runtime.worker import BenchConfig, ProbeJob, run_in_fresh_process
 
@@ -142,17 +141,10 @@ class FootprintCache:
         anything in doubt: not a small regular file (a link to a device, a pipe), a record of
         other bytes or another machine, or a footprint no load of them could have (below
         `floor_bytes`, what their weights alone take at the least, or past any machine)."""
-        path = self._path(digest)
         try:
-            descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-            with open(descriptor, "rb") as stream:
-                if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-                    return None
-                data = stream.read(_MAX_RECORD_BYTES + 1)
-            if len(data) > _MAX_RECORD_BYTES:
-                return None
+            data = read_small_file(self._path(digest), "footprint record", _MAX_RECORD_BYTES)
             record = json.loads(data.decode("utf-8"))
-        except (OSError, ValueError, RecursionError):
+        except (UserInputError, ValueError, RecursionError):
             return None
         if not isinstance(record, dict) or record.get("artifact_sha256") != digest:
             return None

@@ -386,6 +386,10 @@ class BundleCache:
         try:
             values = dict(feeds)
             last_read = {n: i for i, stage in enumerate(stages) for n in stage.inputs}
+            spent: dict[int, list[str]] = {}  # stage -> values no later stage reads
+            for value, index in last_read.items():
+                if value not in wanted:
+                    spent.setdefault(index, []).append(value)
             for index, stage in enumerate(stages):
                 if index not in opened:
                     opened[index] = self._open_stage(entry, index)
@@ -401,9 +405,8 @@ class BundleCache:
                     )
                 finally:
                     self._close_stage(entry, index, session)
-                for value in [n for n, i in last_read.items() if i == index]:
-                    if value not in wanted:
-                        values.pop(value, None)  # no later stage reads it
+                for value in spent.get(index, ()):
+                    values.pop(value, None)
             return {output: values[output] for output in wanted}
         finally:
             for index, session in opened.items():
@@ -414,14 +417,7 @@ class BundleCache:
         """Count stage `index` of a pinned streaming bundle (evicting as needed) and open it."""
         key = StageKey(index)
         with self._condition:
-            while not self._make_room(entry, key):
-                if not any(e.pins for e in self._entries.values() if e is not entry):
-                    raise UserInputError(
-                        f"bundle {entry.name!r}: stage {index} does not fit the budget "
-                        f"({format_bytes(self.budget_bytes)}) even with every other bundle "
-                        "evicted"
-                    )
-                self._condition.wait()
+            self._wait_for_room(entry, key, f"bundle {entry.name!r}: stage {index}", own_pins=1)
         started = time.perf_counter()
         try:
             entry.bundle.check_unchanged()
@@ -507,18 +503,7 @@ class BundleCache:
         with self._condition:
             entry = self._entries[bundle_name]
             key = entry.bundle.session_key(model.name if model is not None else None)
-            while True:
-                resident = self._ledger.holds(bundle_name)
-                if self._make_room(entry, key):  # a hit may need a part or more arena
-                    break
-                if not any(e.pins for e in self._entries.values()):
-                    # Nothing in flight can free room: waiting would never end.
-                    raise UserInputError(
-                        f"bundle {bundle_name!r} does not fit the budget "
-                        f"({format_bytes(self.budget_bytes)}) even with every other bundle "
-                        "evicted"
-                    )
-                self._condition.wait()  # pins hold the room
+            resident = self._wait_for_room(entry, key, f"bundle {bundle_name!r}", own_pins=0)
             entry.pins += 1
             if resident:
                 self.stats.hits += 1
@@ -573,6 +558,23 @@ class BundleCache:
             # was measured, so that what stays counted is what stays resident.
             release_freed_memory()
         return session
+
+    def _wait_for_room(self, entry: _Entry, key: SessionKey, what: str, *, own_pins: int) -> bool:
+        """Under the lock: count `entry`'s session for `key` once room is made (`_make_room`),
+        waiting while requests in flight hold it; refuse where nothing in flight could free
+        any (`own_pins`: the pins the caller itself holds). Whether the bundle held sessions
+        just before: a hit."""
+        while True:
+            resident = self._ledger.holds(entry.name)
+            if self._make_room(entry, key):  # a hit may need a part or more arena
+                return resident
+            if sum(e.pins for e in self._entries.values()) <= own_pins:
+                # Nothing in flight can free room: waiting would never end.
+                raise UserInputError(
+                    f"{what} does not fit the budget ({format_bytes(self.budget_bytes)}) even "
+                    "with every other bundle evicted"
+                )
+            self._condition.wait()  # pins hold the room
 
     def _make_room(self, newcomer: _Entry, key: SessionKey) -> bool:
         """Count `newcomer`'s session for `key` in the ledger, which evicts idle bundles

@@ -78,7 +78,7 @@ def parse_request(
     """Decode an infer request and check every input against the model's specs. Binary
     tensors are read in place from the body (a view, not a copy)."""
     view = memoryview(body)
-    json_bytes, tail = bytes(view), view[len(view) :]
+    json_bytes, tail = body, view[len(view) :]  # all JSON: parsed as it is, not copied
     if header_length is not None:
         try:
             length = int(header_length)
@@ -86,7 +86,7 @@ def parse_request(
             raise ProtocolError(f"{HEADER_LENGTH} is not a number: {header_length!r}") from None
         if not 0 <= length <= len(body):
             raise ProtocolError(f"{HEADER_LENGTH} {length} is outside the body ({len(body)} bytes)")
-        json_bytes, tail = bytes(view[:length]), view[length:]
+        json_bytes, tail = bytes(view[:length]), view[length:]  # the small JSON part copied
     try:
         document = json.loads(json_bytes)
     except (ValueError, UnicodeDecodeError) as error:

@@ -70,6 +70,6 @@ def test_the_default_opset_falls_to_the_highest_the_runtime_runs_every_operator_
     with pytest.warns(
         FusedInfWarning, match="ReduceMean-18 at the models. opset 18; fused at opset 17"
     ):
-        chosen = fused_at_an_opset_that_runs(at_18, specs, FusionOptions(), older)
+        chosen = fused_at_an_opset_that_runs(at_18, specs, FusionOptions(), older, 17)
     assert chosen.model.opset_imports[""] == 17
-    assert fused_at_an_opset_that_runs(at_18, specs, FusionOptions(), everything) is at_18
+    assert fused_at_an_opset_that_runs(at_18, specs, FusionOptions(), everything, 17) is at_18

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fusedinf_cc.compiler.parts import reads
+from fusedinf_cc.compiler.parts import first_reads, reads
 from fusedinf_cc.compiler.targets.weight_digests import read_range
 
 # Each weight starts on a 64-byte boundary: what vector loads like, a few bytes per weight.
@@ -30,10 +30,7 @@ def order_by_first_use(model_path: Path, data_name: str) -> bool:
     from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors
 
     model = onnx.load(str(model_path), load_external_data=False)
-    first_use: dict[str, int] = {}
-    for index, node in enumerate(model.graph.node):
-        for name in reads(node):
-            first_use.setdefault(name, index)
+    first_use = first_reads([reads(node) for node in model.graph.node])
     stored = [
         tensor
         for tensor in _get_all_tensors(model)

@@ -13,6 +13,7 @@ from fusedinf_cc.cli.base import (
     CPUS,
     DEVICE_PROFILE,
     KEEP_PAGE_CACHE,
+    LOADING,
     MEMORY_LIMIT,
     READ_BANDWIDTH,
     STACK,
@@ -73,6 +74,7 @@ def plan_command(
     ] = 20.0,
     work_dir: Annotated[Path | None, typer.Option("--work-dir", help=WORK_DIR_HELP)] = None,
     keep_page_cache: KEEP_PAGE_CACHE = False,
+    loading: LOADING = None,
     device_profile: DEVICE_PROFILE = None,
     memory_limit: MEMORY_LIMIT = None,
     read_bandwidth: READ_BANDWIDTH = None,
@@ -89,9 +91,11 @@ def plan_command(
     from fusedinf_cc.cli.tables import plan_bundles_table, plan_lines, plan_table
     from fusedinf_cc.common.sizes import format_bytes
     from fusedinf_cc.limits.cgroups import device_record
+    from fusedinf_cc.limits.profiles import DeviceProfile
     from fusedinf_cc.plan.planner import PlanSettings, plan
     from fusedinf_cc.plan.spec_file import spec_text, write_plan_spec
     from fusedinf_cc.runtime.budget import parse_budget
+    from fusedinf_cc.runtime.loading import check_loading
     from fusedinf_cc.workload.replay import check_policies
     from fusedinf_cc.workload.requests import TraceSpec
     from fusedinf_cc.workload.traces import load_workload
@@ -103,6 +107,7 @@ def plan_command(
         raise UserInputError(f"-o {out}: a bundle spec is a .toml file")
     specs = model_specs(models)
     check_policies([policy])
+    loading = check_loading(loading)
     if replays < 0 or search_seconds <= 0:
         raise UserInputError("--replays is 0 or more and --search-seconds positive")
     asked = parse_budget(budget)
@@ -115,6 +120,7 @@ def plan_command(
         settings = PlanSettings(
             budget=asked,
             policy=policy,
+            loading=loading,
             aot=aot,
             stack=stack,
             holdout=holdout,
@@ -133,15 +139,19 @@ def plan_command(
         chosen = plan(specs, workload.functions, workload.requests, settings, report)
     for notice in chosen.notices:
         error_console.print(notice, highlight=False)
+    device = device_record()
+    profile = DeviceProfile(**device["profile"]).describe() if device else None
     header = (
         f"Written by `fusedinf-cc plan` for {trace.name}: budget "
-        f"{format_bytes(chosen.budget_bytes)}, policy {policy}.\n"
-        f"Build it with `fusedinf-cc bundle build {out.name}`."
+        f"{format_bytes(chosen.budget_bytes)}, policy {policy}, loading {loading}"
+        f"{f', on {profile}' if profile else ''}.\n"
+        f"Build it with `fusedinf-cc bundle build {out.name}`; serve it with "
+        f"`--loading {loading}`."
     )
     text = spec_text(chosen.bundles, specs, out.parent, aot=aot, stack=stack, header=header)
     write_plan_spec(out, text, chosen.bundles)
     console.print(plan_bundles_table(chosen))
-    console.print(plan_table(chosen))
+    console.print(plan_table(chosen, profile))
     for line in plan_lines(chosen):
         console.print(line)
     console.print(f"wrote {out}")
@@ -149,9 +159,10 @@ def plan_command(
         record = {
             "trace": str(trace),
             "policy": policy,
+            "loading": loading,
             "aot": aot,
             "keep_page_cache": keep_page_cache,
-            "device": device_record(),
+            "device": device_record(),  # what the group used by now
             **chosen.to_record(),
         }
         write_text_atomic(json_out, json.dumps(record, indent=2) + "\n")

@@ -64,31 +64,34 @@ def plan_bundles_table(plan: Plan) -> Table:
     return table
 
 
-def plan_table(plan: Plan) -> Table:
+def plan_table(plan: Plan, device: str | None = None) -> Table:
     """Each deployment on the held-out requests: predicted, then replayed (the median, and the
-    range over the replays)."""
+    range over the replays); `device`: the profile the command ran under."""
+    on = f", on {device}" if device else ""
     table = Table(
         "deployment",
         "bundles",
         "misses",
+        "MiB read",
         "loading s",
         "p50 ms",
         "p99 ms",
         title=(
             f"{plan.held_out_requests} held-out requests (planned on {plan.planning_requests}), "
-            f"budget {format_bytes(plan.budget_bytes)}, {plan.search.best.result.policy}: "
-            "predicted / replayed"
+            f"budget {format_bytes(plan.budget_bytes)}, {plan.search.best.result.policy}, "
+            f"loading {plan.loading}{on}: predicted / replayed"
         ),
     )
     for evaluation in plan.evaluations:
         if evaluation.predicted is None or evaluation.left_out:
             why = evaluation.left_out or "not judged"
-            table.add_row(evaluation.deployment, str(evaluation.bundles), Text(why), "", "", "")
+            table.add_row(evaluation.deployment, str(evaluation.bundles), Text(why), "", "", "", "")
             continue
         table.add_row(
             evaluation.deployment,
             str(evaluation.bundles),
             _predicted_replayed(evaluation, lambda r: r.misses, "{:.0f}"),
+            _predicted_replayed(evaluation, lambda r: r.bytes_read / 2**20, "{:.0f}"),
             _predicted_replayed(evaluation, lambda r: r.seconds_loading, "{:.2f}"),
             _predicted_replayed(evaluation, lambda r: r.p50_ms, "{:.1f}"),
             _predicted_replayed(evaluation, lambda r: r.p99_ms, "{:.1f}"),

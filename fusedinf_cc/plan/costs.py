@@ -11,6 +11,15 @@ models, fused), and predicts any other group from its members:
 - a model's part of a group: the model alone, scaled by what parts were measured to cost
   against their models alone.
 
+Where reads are slow (a device's storage, `--device-profile`), what a load costs is mostly the
+bytes it reads. Each session measured records how many (`read_bytes`), and two lines are fitted
+on all of them: a load's seconds and its first run's extra seconds against the bytes read
+(`ReadCost`: under `bulk` the read lands in the load, under `linear` and `interleaved` in the
+first run). What is left of each session's seconds is its fixed cost, from which groups are
+predicted as above; a group then reads its members' graphs and the union of their weights, each
+distinct weight once. A replay pays the read only for bytes not already in memory: a pooled
+weight another session maps is not read again (`CostModel.open_seconds`).
+
 A load's seconds scatter: on a busy machine one load in twenty may take several times the
 median. Every load measured is kept as a ratio over its session's median, and a predicted load
 draws its factor from those ratios, so that predicted loading seconds are a sum like the
@@ -34,6 +43,7 @@ from fusedinf_cc.runtime.bundle import WHOLE, Bundle, SessionKey
 from fusedinf_cc.runtime.feeds import random_feeds
 from fusedinf_cc.runtime.ledger import LoadNeed, SessionBytes
 from fusedinf_cc.runtime.loader import BundleCache
+from fusedinf_cc.runtime.loading import DEFAULT_LOADING
 
 
 @dataclass(frozen=True)
@@ -43,8 +53,10 @@ class SessionCost(SessionBytes):
     activation_bytes: int = 0  # what its request needs from the shared arena
     load_seconds: float = 0.0
     run_seconds: float = 0.0  # a warm request
-    # What the first request after a load takes beyond a warm one (allocations, cold caches).
+    # What the first request after a load takes beyond a warm one (allocations, cold caches,
+    # and the weights it waits for where they are read as inference reaches them).
     cold_seconds: float = 0.0
+    read_bytes: int = 0  # what opening it reads from storage with nothing of it in memory
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,36 @@ class Savings:
 
 
 @dataclass(frozen=True)
+class ReadCost:
+    """Seconds per byte read from storage: of a load, and of the first run after it (least
+    squares with an intercept, over every session measured; never below zero)."""
+
+    load_seconds_per_byte: float = 0.0
+    cold_seconds_per_byte: float = 0.0
+
+    @classmethod
+    def fitted(cls, sessions: Sequence[SessionCost]) -> ReadCost:
+        return cls(
+            load_seconds_per_byte=_slope(sessions, lambda c: c.load_seconds),
+            cold_seconds_per_byte=_slope(sessions, lambda c: c.cold_seconds),
+        )
+
+    def fixed(self, cost: SessionCost) -> SessionCost:
+        """`cost` with its read taken out: what it would cost with every byte in memory."""
+        return replace(
+            cost,
+            load_seconds=cost.load_seconds - self.load_seconds_per_byte * cost.read_bytes,
+            cold_seconds=cost.cold_seconds - self.cold_seconds_per_byte * cost.read_bytes,
+        )
+
+    @property
+    def bytes_per_second(self) -> float:
+        """The storage's bandwidth as the fit sees it (infinite: reads cost nothing)."""
+        per_byte = self.load_seconds_per_byte + self.cold_seconds_per_byte
+        return 1.0 / per_byte if per_byte > 0 else math.inf
+
+
+@dataclass(frozen=True)
 class PartScale:
     """A model's part over the model alone."""
 
@@ -78,9 +120,11 @@ class PartScale:
     run_seconds: float = 1.0
 
 
-def measure_bundle(bundle: Bundle, pooled: bool, rounds: int = 3, runs: int = 5) -> Measured:
+def measure_bundle(
+    bundle: Bundle, pooled: bool, rounds: int = 3, runs: int = 5, loading: str = DEFAULT_LOADING
+) -> Measured:
     """`measure_bundles` of this one bundle."""
-    return measure_bundles([bundle], pooled, rounds, runs)[0]
+    return measure_bundles([bundle], pooled, rounds, runs, loading=loading)[0]
 
 
 @dataclass
@@ -100,6 +144,7 @@ def measure_bundles(
     rounds: int = 3,
     runs: int = 5,
     done: Callable[[str], None] | None = None,
+    loading: str = DEFAULT_LOADING,
 ) -> list[Measured]:
     """Open, run and close each session of each bundle `rounds` times, each bundle in a loader
     holding only it; the medians of load, first-run and warm-run seconds, the bytes the loader
@@ -107,11 +152,15 @@ def measure_bundles(
     runs, as a miss does in a replay under a budget: its first run finds the caches and page
     tables the others left. Reloading straight after closing measured a first run 0.1-1.4 ms
     over a warm one on the zoo models; after the others ran, 1-12 ms. `done(name)` after each
-    bundle's round."""
+    bundle's round. Weights are read as `loading` says, as the loader serving the plan will."""
     turns: list[tuple[Bundle, BundleCache, list[_Timing]]] = []
     try:
         for bundle in bundles:
-            cache = BundleCache(max(bundle.footprint.alone_bytes * 4, 1 << 20), pool_weights=pooled)
+            cache = BundleCache(
+                max(bundle.footprint.alone_bytes * 4, 1 << 20),
+                pool_weights=pooled,
+                loading=loading,
+            )
             timings: list[_Timing] = []
             turns.append((bundle, cache, timings))
             cache.register(bundle)
@@ -158,6 +207,7 @@ def _held_bytes(bundle: Bundle, key: SessionKey, pooled: bool) -> dict:
         "weights": counted.weights,
         "activation_bytes": bundle.footprint.activation_bytes,
         "loading_bytes": counted.loading_bytes,
+        "read_bytes": bundle.read_bytes(key),
     }
 
 
@@ -188,10 +238,12 @@ class CostModel:
         part_scale: PartScale = PartScale(),
         measured: Iterable[Measured] = (),
         load_jitter: Sequence[float] = (),
+        reads: ReadCost = ReadCost(),
     ):
         self.alone = dict(alone)
         self.savings = savings
         self.part_scale = part_scale
+        self.reads = reads
         # Groups measured for real are not predicted: their own numbers are used.
         self._measured = {m.models: m for m in measured if len(m.models) > 1}
         # Loads over their median, as measured: a predicted load draws its scatter from
@@ -207,9 +259,11 @@ class CostModel:
     def fitted(cls, alone: Mapping[str, Measured], groups: Sequence[Measured]) -> CostModel:
         """Fit savings and part scales on the measured `groups` against their `alone` members."""
         singles = {name: measured.whole for name, measured in alone.items()}
+        every = [c for m in (*alone.values(), *groups) for c in (m.whole, *m.parts.values())]
+        reads = ReadCost.fitted(every)
         savings = Savings(
             private_bytes=_saved(groups, singles, lambda c: c.private_bytes),
-            load_seconds=_saved(groups, singles, lambda c: c.load_seconds),
+            load_seconds=_saved(groups, singles, lambda c: reads.fixed(c).load_seconds),
             run_seconds=_saved(groups, singles, lambda c: c.run_seconds),
             activation=_activation_share(groups, singles),
             loading_bytes=_saved(groups, singles, lambda c: c.loading_bytes),
@@ -221,7 +275,17 @@ class CostModel:
             run_seconds=_ratio(pairs, lambda c: c.run_seconds),
         )
         jitter = [r for m in (*alone.values(), *groups) for r in m.load_ratios]
-        return cls(singles, savings, scale, groups, jitter)
+        return cls(singles, savings, scale, groups, jitter, reads)
+
+    def open_seconds(self, session: SessionCost, in_memory_bytes: int) -> tuple[float, float]:
+        """The load's and the first run's extra seconds of opening `session` where
+        `in_memory_bytes` of what it reads are in memory already (pooled weights another
+        session maps): those are not read again."""
+        reads = self.reads
+        return (
+            max(0.0, session.load_seconds - reads.load_seconds_per_byte * in_memory_bytes),
+            max(0.0, session.cold_seconds - reads.cold_seconds_per_byte * in_memory_bytes),
+        )
 
     def whole(self, members: frozenset[str]) -> SessionCost:
         """The whole session of a bundle of `members` (one model: the model alone)."""
@@ -290,11 +354,15 @@ class CostModel:
         return replace(self._fitted_whole(members), **self._held.get(members, {}))
 
     def _fitted_whole(self, members: frozenset[str]) -> SessionCost:
-        costs = [self.alone[name] for name in sorted(members)]
+        """The members' fixed costs less what fusing saves, and the group's read: each
+        member's graph and each distinct weight once."""
+        reads = self.reads
+        costs = [reads.fixed(self.alone[name]) for name in sorted(members)]
         extra = len(costs) - 1
         saved = self.savings
         activations = sorted(cost.activation_bytes for cost in costs)
         weights = dict(weight for cost in costs for weight in cost.weights)
+        read = sum(c.read_bytes - c.weight_bytes for c in costs) + sum(weights.values())
         return SessionCost(
             private_bytes=max(
                 int(sum(c.private_bytes for c in costs) - extra * saved.private_bytes),
@@ -305,12 +373,16 @@ class CostModel:
             load_seconds=max(
                 sum(c.load_seconds for c in costs) - extra * saved.load_seconds,
                 max(c.load_seconds for c in costs),
-            ),
+                0.0,
+            )
+            + reads.load_seconds_per_byte * read,
             run_seconds=max(
                 sum(c.run_seconds for c in costs) - extra * saved.run_seconds,
                 max(c.run_seconds for c in costs),
             ),
-            cold_seconds=sum(c.cold_seconds for c in costs),
+            cold_seconds=max(0.0, sum(c.cold_seconds for c in costs))
+            + reads.cold_seconds_per_byte * read,
+            read_bytes=read,
             loading_bytes=max(
                 int(sum(c.loading_bytes for c in costs) - extra * saved.loading_bytes),
                 max(c.loading_bytes for c in costs),
@@ -321,14 +393,19 @@ class CostModel:
         measured = self._measured.get(members)
         if measured is not None and model in measured.parts:
             return measured.parts[model]
-        alone, scale = self.alone[model], self.part_scale
+        reads, scale = self.reads, self.part_scale
+        alone = self.alone[model]
+        fixed = reads.fixed(alone)
         return SessionCost(
             private_bytes=int(alone.private_bytes * scale.private_bytes),
             weights=alone.weights,
             activation_bytes=alone.activation_bytes,
-            load_seconds=alone.load_seconds * scale.load_seconds,
+            load_seconds=max(0.0, fixed.load_seconds * scale.load_seconds)
+            + reads.load_seconds_per_byte * alone.read_bytes,
             run_seconds=alone.run_seconds * scale.run_seconds,
-            cold_seconds=alone.cold_seconds * scale.run_seconds,
+            cold_seconds=max(0.0, fixed.cold_seconds * scale.run_seconds)
+            + reads.cold_seconds_per_byte * alone.read_bytes,
+            read_bytes=alone.read_bytes,
         )
 
     def to_record(self) -> dict:
@@ -338,6 +415,7 @@ class CostModel:
             "part_over_alone": vars(self.part_scale),
             "measured_groups": sorted(sorted(members) for members in self._measured),
             "load_over_median": _quantiles(self.load_jitter),
+            "read_cost": {**vars(self.reads), "bytes_per_second": self.reads.bytes_per_second},
             "bytes_margin": self.bytes_margin,
             "activation_margin": self.activation_margin,
         }
@@ -354,6 +432,21 @@ def _saved(groups: Sequence[Measured], singles: Mapping[str, SessionCost], value
         numerator += extra * (summed - value(group.whole))
         denominator += extra * extra
     return max(0.0, numerator / denominator) if denominator else 0.0
+
+
+def _slope(sessions: Sequence[SessionCost], value) -> float:
+    """Least squares slope of `value` over bytes read, with an intercept; 0 where the bytes do
+    not vary or the slope would be negative (reads cannot save time)."""
+    xs = [float(c.read_bytes) for c in sessions]
+    if len(xs) < 2:
+        return 0.0
+    mean_x = statistics.fmean(xs)
+    mean_y = statistics.fmean(value(c) for c in sessions)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    if spread <= 0:
+        return 0.0
+    covariance = sum((x - mean_x) * (value(c) - mean_y) for x, c in zip(xs, sessions, strict=True))
+    return max(0.0, covariance / spread)
 
 
 def _activation_share(groups: Sequence[Measured], singles: Mapping[str, SessionCost]) -> float:

@@ -38,6 +38,7 @@ from fusedinf_cc.plan.report import NOTHING_EVICTED, Evaluation, Plan
 from fusedinf_cc.plan.search import REQUIRED_GAIN, search
 from fusedinf_cc.runtime.budget import Budget
 from fusedinf_cc.runtime.ledger import MemoryLedger
+from fusedinf_cc.runtime.loading import DEFAULT_LOADING
 from fusedinf_cc.workload.layout import Functions, Layout, used_models
 from fusedinf_cc.workload.requests import Request
 from fusedinf_cc.workload.routing import route
@@ -53,6 +54,7 @@ Progress = Callable[[str, int, int], None]
 class PlanSettings:
     budget: Budget  # a size, or a percentage of every model alone
     policy: str = "gdsf"
+    loading: str = DEFAULT_LOADING  # how the loader serving the plan reads new sessions' weights
     aot: bool = False
     stack: bool = False
     holdout: float = 0.5  # the share of the trace, at its end, the plan is judged on
@@ -144,6 +146,7 @@ def calibrate(
                 settings.aot,
                 rounds=MEASURING_ROUNDS,
                 done=lambda _: report("calibrating", next(steps), total),
+                loading=settings.loading,
             ),
             strict=True,
         )
@@ -227,6 +230,7 @@ def plan(
         seconds=seconds,
         notices=(notice,) if notice else (),
         kept_because=kept_because,
+        loading=settings.loading,
     )
 
 
@@ -284,6 +288,7 @@ def evaluate(
         [settings.policy],
         rounds=settings.replays,
         keep_page_cache=settings.keep_page_cache,
+        loadings=[settings.loading],
         done=done,
     )
     for name, results in replays.results.items():

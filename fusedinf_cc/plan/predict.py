@@ -77,6 +77,7 @@ class PredictedServer:
         self._resident: dict[str, _Bundle] = {}  # in the order bundles registered
         self._order = {name: index for index, name in enumerate(self._bundles)}
         self._scatter = _scatter(costs.load_jitter)
+        self.bytes_read = 0  # from storage, as the loads' sessions would read it
 
     def serve(self, call: Call) -> float:
         bundle = self._bundles[call.bundle]
@@ -86,8 +87,7 @@ class PredictedServer:
             self.stats.hits += 1
             self.policy.touch(bundle)
             return session.run_seconds
-        seconds = self._open(bundle, key, session)
-        return seconds + session.run_seconds + session.cold_seconds
+        return self._open(bundle, key, session) + session.run_seconds
 
     def request_done(self) -> None:
         return None
@@ -98,7 +98,8 @@ class PredictedServer:
         return self.costs.part(bundle.members, key)  # type: ignore[arg-type]
 
     def _open(self, bundle: _Bundle, key: SessionKey, session: SessionCost) -> float:
-        """Make room as the loader does, open the session, and count its load."""
+        """Make room as the loader does, open the session, and count its load; the seconds
+        of its load and of its first run's extra (the read of what is not in memory)."""
         resident = self.ledger.holds(bundle.name)
         others = sorted(
             (b for b in self._resident.values() if b is not bundle),
@@ -120,13 +121,16 @@ class PredictedServer:
         stats = self.stats
         stats.peak_accounted_bytes = max(stats.peak_accounted_bytes, self.ledger.held_bytes)
         self.ledger.opened(bundle.name, key)
-        seconds = session.load_seconds * next(self._scatter)
+        in_memory = self.ledger.mapped_elsewhere(session)
+        self.bytes_read += max(0, session.read_bytes - in_memory)
+        load, cold = self.costs.open_seconds(session, in_memory)
+        seconds = load * next(self._scatter)
         stats.seconds_loading += seconds
         stats.models_opened += 1 if key is not WHOLE else len(bundle.members)
         if len(bundle.sessions) == 1:
             bundle.cost_seconds = seconds
             self.policy.touch(bundle)
-        return seconds
+        return seconds + cold
 
     def _evict(self, victim: Evictable) -> None:
         bundle = self._bundles[victim.name]
@@ -151,7 +155,9 @@ def predict(
     future = FutureUses.of(requests, routes)
     server = PredictedServer(layout, routes, costs, budget_bytes, new_policy(policy, future))
     latencies = serve_trace(requests, routes, server, future)
-    return ReplayResult.of(deployment, policy, budget_bytes, server.stats, latencies)
+    return ReplayResult.of(
+        deployment, policy, budget_bytes, server.stats, latencies, bytes_read=server.bytes_read
+    )
 
 
 def _scatter(ratios: Sequence[float]) -> Iterator[float]:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from fusedinf_cc.plan.costs import CostModel
 from fusedinf_cc.plan.search import Judged, SearchResult
+from fusedinf_cc.runtime.loading import DEFAULT_LOADING
 from fusedinf_cc.workload.layout import Layout
 from fusedinf_cc.workload.replay import ReplayResult
 
@@ -49,6 +50,7 @@ class Plan:
     seconds: dict[str, float]
     notices: tuple[str, ...] = ()
     kept_because: str | None = None  # why the plan is a baseline, where it is
+    loading: str = DEFAULT_LOADING  # how the loader read new sessions' weights, and will
 
     @property
     def kept_baseline(self) -> str | None:
@@ -104,6 +106,7 @@ class Plan:
             "held_out_requests": self.held_out_requests,
             "kept_baseline": self.kept_baseline,
             "kept_because": self.kept_because,
+            "loading": self.loading,
             "search": {
                 "evaluated": self.search.evaluated,
                 "seconds": self.search.seconds,

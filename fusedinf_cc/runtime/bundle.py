@@ -34,7 +34,7 @@ from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import sha256_file
 from fusedinf_cc.runtime.footprint import Footprint, FootprintCache
 from fusedinf_cc.runtime.ledger import SessionBytes
-from fusedinf_cc.runtime.pagecache import artifact_files
+from fusedinf_cc.runtime.pagecache import artifact_files, whole_files
 
 
 class _Whole(enum.Enum):
@@ -165,6 +165,18 @@ class Bundle:
         if pooled:
             return SessionBytes(added, tuple(sorted(weights.items())))
         return SessionBytes(added + mapped)
+
+    def read_bytes(self, key: SessionKey) -> int:
+        """What opening the session for `key` reads from storage when none of it is in memory:
+        the whole's artifact and weights file, or a part's or stage's own file and the weights
+        it maps from the side file. What a load costs on a device, where reads are slow."""
+        if key is WHOLE:
+            return sum(path.stat().st_size for path in whole_files(self.artifact))
+        if isinstance(key, StageKey):
+            record: PartRecord | StageRecord = self.stages[key.index]
+        else:
+            record = self.parts[key]  # type: ignore[index]
+        return record.size_bytes + sum(self._weights_read(record.weights).values())
 
     @functools.cached_property
     def stages(self) -> list[StageRecord]:

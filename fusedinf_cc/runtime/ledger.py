@@ -129,6 +129,12 @@ class MemoryLedger:
         """The holder's sessions counted: those open and those being opened."""
         return set(self._sessions.get(holder, ()))
 
+    def mapped_elsewhere(self, session: SessionBytes) -> int:
+        """Bytes of a counted session's pooled weights that another counted session maps too:
+        what opening it finds in memory rather than reads."""
+        maps = self._maps
+        return sum(size for digest, size in session.weights if maps.get(digest, 0) > 1)
+
     def added_by(self, sessions: Sequence[SessionBytes]) -> int:
         """Bytes these sessions would add to what is counted (transients aside)."""
         new: dict[str, int] = {}

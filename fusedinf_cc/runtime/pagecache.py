@@ -27,11 +27,18 @@ def artifact_files(artifact: Path) -> tuple[Path, ...]:
     stages (those its manifest records; for a plain model, a weights file beside it if there is
     one)."""
     manifest = cached_manifest(artifact)
-    record = manifest.artifact if manifest is not None else None
-    data = record.external_data if record is not None else None
-    files = [artifact, artifact.with_name(data or external_data_name(artifact))]
+    files = list(whole_files(artifact))
     if manifest is not None:
         files += [artifact.with_name(part.path) for part in [*manifest.parts, *manifest.stages]]
+    return tuple(path for path in files if path.is_file())
+
+
+def whole_files(artifact: Path) -> tuple[Path, ...]:
+    """The files a session of the whole artifact reads: the artifact and its weights file."""
+    manifest = cached_manifest(artifact)
+    record = manifest.artifact if manifest is not None else None
+    data = record.external_data if record is not None else None
+    files = (artifact, artifact.with_name(data or external_data_name(artifact)))
     return tuple(path for path in files if path.is_file())
 
 

@@ -115,7 +115,7 @@ class ReplayResult:
     p99_ms: float
     peak_accounted_bytes: int
     peak_rss_growth_bytes: int
-    bytes_read: int = 0  # from storage by the loads (real replays; a prediction reads nothing)
+    bytes_read: int = 0  # from storage by the loads (measured, or as predicted)
     baseline_rss_bytes: int = 0  # the process before the replay: runtime up, nothing loaded
     loading: str = ""  # the loading policy the loader read new sessions' weights with
 

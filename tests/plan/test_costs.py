@@ -102,3 +102,47 @@ def test_calibration_measures_the_bundles_in_turn(small_models, tmp_path):
     assert (
         measured[1].parts["m0"].private_bytes == bundles[1].session_bytes("m0", True).private_bytes
     )
+
+
+def _reading(name: str, weights: list[tuple[str, int]], graph: int = 1000) -> Measured:
+    """A model alone whose load takes 2 ms plus 10 ns a byte and whose first run waits 1 ms
+    plus 20 ns a byte: what a slow storage's reads look like."""
+    read = graph + sum(size for _, size in weights)
+    cost = session_cost(
+        100, 0.002 + 1e-8 * read, 0.005, weights=weights, cold=0.001 + 2e-8 * read, read=read
+    )
+    return Measured(frozenset({name}), cost)
+
+
+def test_reads_are_fitted_per_byte_and_a_group_reads_each_weight_once():
+    backbone = ("digest-backbone", 4_000_000)
+    alone = {
+        "h0": _reading("h0", [backbone, ("w0", 1_000_000)]),
+        "h1": _reading("h1", [backbone, ("w1", 3_000_000)]),
+        "c": _reading("c", [("wc", 500_000)]),
+    }
+    model = CostModel.fitted(alone, [])
+    assert model.reads.load_seconds_per_byte == pytest.approx(1e-8)
+    assert model.reads.cold_seconds_per_byte == pytest.approx(2e-8)
+    assert model.reads.bytes_per_second == pytest.approx(1 / 3e-8)
+    group = model.whole(frozenset({"h0", "h1"}))
+    read = 2 * 1000 + 4_000_000 + 1_000_000 + 3_000_000  # the backbone once
+    assert group.read_bytes == read
+    # Fixed costs add up (nothing fitted as saved without groups); the read is the group's.
+    assert group.load_seconds == pytest.approx(2 * 0.002 + 1e-8 * read)
+    assert group.cold_seconds == pytest.approx(2 * 0.001 + 2e-8 * read)
+    # Opened beside a bundle that maps the backbone already, it is not read again.
+    load, cold = model.open_seconds(group, in_memory_bytes=4_000_000)
+    assert load == pytest.approx(group.load_seconds - 0.04)
+    assert cold == pytest.approx(group.cold_seconds - 0.08)
+
+
+def test_reads_that_cost_nothing_fit_no_slope():
+    """From the page cache, a load's seconds do not grow with its bytes: no read cost."""
+    alone = {
+        name: Measured(frozenset({name}), session_cost(100, 0.003, 0.001, read=size))
+        for name, size in (("a", 10_000), ("b", 9_000_000))
+    }
+    model = CostModel.fitted(alone, [])
+    assert model.reads.load_seconds_per_byte == model.reads.cold_seconds_per_byte == 0.0
+    assert model.whole(frozenset("ab")).load_seconds == pytest.approx(0.006)

@@ -29,11 +29,14 @@ def test_plan_writes_a_spec_that_bundle_build_and_simulate_take(small_models, tm
     common = ["--trace", trace, "--work-dir", tmp_path / "work", "--aot", "--policy", "lru"]
     result = run_cli(
         "plan", *models, *common, "--budget", "100%", "-o", spec, "--json", report,
-        "--replays", "1", "--search-seconds", "3",
+        "--replays", "1", "--search-seconds", "3", "--loading", "bulk",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "held-out" in result.stdout and f"wrote {spec}" in result.stdout
+    assert "MiB read" in result.stdout and "loading bulk" in result.stdout
+    assert "--loading bulk" in spec.read_text()  # the spec says how to serve it
     record = json.loads(report.read_text())
+    assert record["loading"] == "bulk"
     deployed = read_spec(spec).groups()
     assert deployed == record["bundles"]
     assert {m for members in deployed.values() for m in members} == set(small_models)
@@ -48,6 +51,11 @@ def test_plan_writes_a_spec_that_bundle_build_and_simulate_take(small_models, tm
     # Every model alone was measured for real: under LRU the prediction counts its loads.
     unfused = held_out["unfused"]
     assert unfused["predicted"]["misses"] == unfused["replayed"][0]["misses"] > 0
+    assert unfused["replayed"][0]["loading"] == "bulk"
+    # Each miss reads its model's files at least: the prediction counts what it reads.
+    assert unfused["predicted"]["bytes_read"] >= unfused["predicted"]["misses"] * min(
+        path.stat().st_size for path in small_models.values()
+    )
     # With no budget, each bundle loads once and stays: the references for the tail.
     unevicted = held_out["unfused, nothing evicted"]["replayed"][0]
     assert unevicted["misses"] == len(small_models) and unevicted["evictions"] == 0
@@ -111,6 +119,7 @@ def test_a_plan_that_does_not_load_once_built_is_not_written(small_models, tmp_p
         (["m0+m1"] * 4, ["--budget", "1KiB"], "below the largest model"),
         (["m0+m1"] * 4, ["--holdout", "1"], "--holdout 1: a share of the trace"),
         ([], [], "no requests"),
+        (["m0+m1"] * 4, ["--loading", "eager"], "unknown loading policy 'eager'"),
     ],
 )
 def test_plan_refuses_bad_input_in_one_line_and_writes_nothing(

@@ -10,7 +10,7 @@ import pytest
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.measure.deployments import Deployment, deployments
 from fusedinf_cc.measure.simulate import replay
-from fusedinf_cc.plan.costs import CostModel, Measured, measure_bundle
+from fusedinf_cc.plan.costs import CostModel, Measured, ReadCost, measure_bundle
 from fusedinf_cc.plan.predict import predict
 from fusedinf_cc.runtime.bundle import Bundle
 from fusedinf_cc.runtime.ledger import least_budget
@@ -106,3 +106,30 @@ def test_a_predicted_replay_counts_what_the_real_loader_counts(small_models, tmp
             1000,
             "lru",
         )
+
+
+def test_a_predicted_miss_reads_only_what_is_not_in_memory():
+    """Two bundles pool one backbone: while one is resident, a miss of the other reads only its
+    own weights, and pays the read's seconds only for them."""
+    backbone = ("backbone", 8 << 20)
+    per_byte = 1e-8
+
+    def reading(own: str) -> Measured:
+        weights = [backbone, (own, 1 << 20)]
+        read = sum(size for _, size in weights)
+        cost = session_cost(0, 0.001, 0.002, weights=weights, cold=per_byte * read, read=read)
+        return Measured(frozenset({own}), cost)
+
+    alone = {name: reading(name).whole for name in ("a", "b")}
+    costs = CostModel(alone, reads=ReadCost(cold_seconds_per_byte=per_byte))
+    bundles = Layout({n: {n} for n in "ab"})
+    calls = {n: [Call(n)] for n in "ab"}
+    trace = [Request(1.0 * i, "ab"[i % 2]) for i in range(2)]
+    both = predict(trace, bundles, calls, costs, 64 << 20, "lru")  # room for both
+    assert both.misses == 2
+    assert both.bytes_read == (9 << 20) + (1 << 20)  # the backbone once
+    first, second = (9 << 20) * per_byte, (1 << 20) * per_byte
+    assert both.p99_ms == pytest.approx(1000 * (0.001 + 0.002 + first), rel=0.02)
+    assert both.p50_ms == pytest.approx(1000 * (0.001 + 0.002 + (first + second) / 2), rel=0.02)
+    one = predict(trace, bundles, calls, costs, (9 << 20) + 200, "lru")  # room for one
+    assert one.bytes_read == 2 * (9 << 20)  # the backbone left with the first

@@ -12,7 +12,7 @@ import pytest
 from fusedinf_cc.artifacts.manifest import manifest_path_for
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.compiler.build import build_fused
-from fusedinf_cc.runtime.bundle import open_bundle
+from fusedinf_cc.runtime.bundle import WHOLE, open_bundle
 from fusedinf_cc.runtime.loader import BundleCache
 from tests.support import builders
 from tests.support.bundles import fused_pair_bundle
@@ -62,3 +62,17 @@ def test_a_side_file_replaced_after_registration_is_never_loaded(tmp_path):
     with pytest.raises(UserInputError, match=r"served\.onnx\.data changed since the bundle was"):
         cache.run("a", {"x": x})
     assert cache.resident() == []
+
+
+def test_a_session_reads_its_files_and_a_part_only_the_weights_it_maps(tmp_path):
+    """What a cold open reads from storage: the whole, its artifact and side file; a part, its
+    own small file and its share of the side file's weights."""
+    bundle = open_bundle(fused_pair_bundle(tmp_path, "pair", 3, width=128, aot=True))
+    side = bundle.artifact.with_name("pair.onnx.data")
+    assert bundle.read_bytes(WHOLE) == bundle.artifact.stat().st_size + side.stat().st_size
+    for model, part in bundle.parts.items():
+        weights = bundle.session_bytes(model, pooled=True).weight_bytes
+        assert 0 < weights < side.stat().st_size
+        assert bundle.read_bytes(model) == part.size_bytes + weights
+    shares = [bundle.session_bytes(model, pooled=True).weight_bytes for model in bundle.parts]
+    assert sum(shares) == sum(bundle.shared_weights.values())  # the two share no weight

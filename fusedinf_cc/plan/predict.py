@@ -23,7 +23,7 @@ from fusedinf_cc.plan.costs import CostModel, SessionCost
 from fusedinf_cc.runtime.bundle import WHOLE, SessionKey
 from fusedinf_cc.runtime.ledger import Evictable, LoadNeed, MemoryLedger
 from fusedinf_cc.runtime.loader import CacheStats
-from fusedinf_cc.runtime.policies import CachePolicy
+from fusedinf_cc.runtime.policies import CachePolicy, MissCost
 from fusedinf_cc.workload.layout import Layout
 from fusedinf_cc.workload.replay import FutureUses, ReplayResult, new_policy, serve_trace
 from fusedinf_cc.workload.requests import Request
@@ -42,6 +42,7 @@ class _Bundle:
     priority: float = 0.0
     base: float = 0.0
     cost_seconds: float = 0.0
+    miss: MissCost = field(default_factory=MissCost)
     freeable: int | None = None
 
     @property
@@ -86,8 +87,17 @@ class PredictedServer:
         if key in bundle.sessions:
             self.stats.hits += 1
             self.policy.touch(bundle)
+            self._ran(bundle, key, 0.0, session.run_seconds)
             return session.run_seconds
-        return self._open(bundle, key, session) + session.run_seconds
+        load, cold = self._open(bundle, key, session)
+        self._ran(bundle, key, cold, session.run_seconds)
+        return load + cold + session.run_seconds
+
+    @staticmethod
+    def _ran(bundle: _Bundle, key: SessionKey, waited: float, ran: float) -> None:
+        cost = bundle.miss.ran(key, waited, ran)
+        if cost is not None:
+            bundle.cost_seconds = cost
 
     def request_done(self) -> None:
         return None
@@ -97,7 +107,7 @@ class PredictedServer:
             return self.costs.whole(bundle.members)
         return self.costs.part(bundle.members, key)  # type: ignore[arg-type]
 
-    def _open(self, bundle: _Bundle, key: SessionKey, session: SessionCost) -> float:
+    def _open(self, bundle: _Bundle, key: SessionKey, session: SessionCost) -> tuple[float, float]:
         """Make room as the loader does, open the session, and count its load; the seconds
         of its load and of its first run's extra (the read of what is not in memory)."""
         resident = self.ledger.holds(bundle.name)
@@ -127,10 +137,11 @@ class PredictedServer:
         seconds = load * next(self._scatter)
         stats.seconds_loading += seconds
         stats.models_opened += 1 if key is not WHOLE else len(bundle.members)
+        bundle.miss.opened(key, seconds)
         if len(bundle.sessions) == 1:
-            bundle.cost_seconds = seconds
+            bundle.cost_seconds = bundle.miss.became_resident(key)
             self.policy.touch(bundle)
-        return seconds + cold
+        return seconds, cold
 
     def _evict(self, victim: Evictable) -> None:
         bundle = self._bundles[victim.name]

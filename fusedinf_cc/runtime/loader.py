@@ -52,7 +52,7 @@ from fusedinf_cc.runtime.feeds import (
 from fusedinf_cc.runtime.ledger import Evictable, LoadNeed, MemoryLedger
 from fusedinf_cc.runtime.loading import ReadingSession, check_loading, read_weights
 from fusedinf_cc.runtime.pagecache import drop_file_pages
-from fusedinf_cc.runtime.policies import POLICIES, CachePolicy
+from fusedinf_cc.runtime.policies import POLICIES, CachePolicy, MissCost
 from fusedinf_cc.runtime.procmem import release_freed_memory
 from fusedinf_cc.runtime.run_queue import RunQueue
 
@@ -82,7 +82,8 @@ class _Entry:
     frequency: int = 0
     priority: float = 0.0
     base: float = 0.0
-    cost_seconds: float = 0.0
+    cost_seconds: float = 0.0  # what its miss costs: GDSF's weight (`MissCost`)
+    miss: MissCost = field(default_factory=MissCost)
     run_seconds: dict[SessionKey, float] = field(default_factory=dict)  # each key's last run
     streams: bool = False  # larger than the budget: its whole runs stage by stage
     stage_specs: tuple[list[TensorSpec], list[TensorSpec]] | None = None
@@ -286,12 +287,18 @@ class BundleCache:
         (`interleaved`) first waits, without the lock, until the rest of its read should end
         within its last run's time: its inference then overlaps the read without stalling on
         it, and the requests of resident bundles compute meanwhile."""
+        waited = 0.0
         if isinstance(session, ReadingSession):
+            began = time.perf_counter()
             session.reader.wait_until_within(entry.run_seconds.get(key))
+            waited = time.perf_counter() - began
         with self._run_lock:
             started = time.perf_counter()
             results = session.run(feeds, outputs)
-            entry.run_seconds[key] = time.perf_counter() - started
+            ran = entry.run_seconds[key] = time.perf_counter() - started
+            cost = entry.miss.ran(key, waited, ran)
+            if cost is not None:
+                entry.cost_seconds = cost
         return results
 
     def input_specs(self, name: str, *, bundle: str | None = None) -> list[TensorSpec]:
@@ -548,8 +555,9 @@ class BundleCache:
                 self.stats.models_opened += max(1, serves)
                 self.stats.seconds_loading += seconds
                 self.stats.bytes_loaded += counted.bytes
+                entry.miss.opened(key, seconds)
                 if len(entry.sessions) == 1:  # the bundle has just become resident
-                    entry.cost_seconds = seconds
+                    entry.cost_seconds = entry.miss.became_resident(key)
                     self.policy.touch(entry)
                 if counted.loading_bytes:
                     self._condition.notify_all()  # its transient is no longer counted

@@ -1,8 +1,9 @@
 """Which idle bundle leaves when a newcomer needs room.
 
 - `lru`: least recently used (the ShmFaaS baseline).
-- `gdsf`: GreedyDual-Size-Frequency. Priority = L + frequency * cost / size, where cost is the
-  bundle's measured load seconds and L rises to each victim's priority, so bundles that are
+- `gdsf`: GreedyDual-Size-Frequency. Priority = L + frequency * cost / size, where cost is
+  what the bundle's miss was measured to cost (`MissCost`: its load and its first run's extra)
+  and L rises to each victim's priority, so bundles that are
   often used, slow to load and small stay, and a long-unused bundle ages out. Size is what
   evicting the bundle would free when the victim is chosen: a bundle whose weights other
   resident bundles also hold frees only its own part, and is weighed by that.
@@ -16,7 +17,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol
 
 
@@ -107,3 +108,42 @@ POLICIES: dict[str, type[CachePolicy]] = {
     LeastRecentlyUsed.name: LeastRecentlyUsed,
     GreedyDualSizeFrequency.name: GreedyDualSizeFrequency,
 }
+
+
+class MissCost:
+    """What a bundle's miss costs beyond a hit, as GDSF weighs it: the load, and what its first
+    run took over a warm one (the weights it waited for or faulted in, cold caches). Where
+    weights are read as inference reaches them (`linear`, `interleaved`) the read is in that
+    first run, not in the load, and on a device's storage it is most of a miss; weighing the
+    load alone made GDSF keep small bundles and swap large ones, reading more bytes than LRU.
+    The first run's extra is known at the next warm run, and kept for later misses."""
+
+    def __init__(self) -> None:
+        self.resident_key: Hashable | None = None  # the session that made it resident
+        self._load: dict[Hashable, float] = {}
+        self._first_run_extra: dict[Hashable, float] = {}  # as last measured
+        self._fresh: set[Hashable] = set()  # opened, not run yet
+        self._first_run: dict[Hashable, float] = {}  # run once since opened
+
+    def opened(self, key: Hashable, load_seconds: float) -> None:
+        self._load[key] = load_seconds
+        self._fresh.add(key)
+        self._first_run.pop(key, None)
+
+    def became_resident(self, key: Hashable) -> float:
+        """The cost of the miss that opened `key`, as far as it is known yet."""
+        self.resident_key = key
+        return self._load[key] + self._first_run_extra.get(key, 0.0)
+
+    def ran(self, key: Hashable, waited: float, ran: float) -> float | None:
+        """Note a run of `key` (`waited` for its weights, then `ran`); the bundle's cost anew
+        where this warm run completes the measure of the miss that made it resident."""
+        if key in self._fresh:
+            self._fresh.discard(key)
+            self._first_run[key] = waited + ran
+            return None
+        first = self._first_run.pop(key, None)
+        if first is None:
+            return None
+        self._first_run_extra[key] = max(0.0, first - ran)
+        return self.became_resident(key) if key == self.resident_key else None

@@ -8,7 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from fusedinf_cc.runtime.policies import Clairvoyant, GreedyDualSizeFrequency, LeastRecentlyUsed
+from fusedinf_cc.runtime.bundle import WHOLE
+from fusedinf_cc.runtime.policies import (
+    Clairvoyant,
+    GreedyDualSizeFrequency,
+    LeastRecentlyUsed,
+    MissCost,
+)
 from fusedinf_cc.workload.replay import FutureUses
 
 
@@ -67,3 +73,25 @@ def test_clairvoyant_policy_evicts_by_distance_to_next_use_times_size():
     assert policy.victim([a, b]) is a  # used sooner, but frees three times as much
     future.now = 4
     assert policy.victim([a, b]) is b  # never used again
+
+
+def test_a_miss_costs_its_load_and_what_its_first_run_took_over_a_warm_one():
+    """GDSF weighs a bundle by what its miss costs: where weights are read as inference reaches
+    them, the read is in the first run, and that is known once a warm run follows."""
+    miss = MissCost()
+    miss.opened(WHOLE, 0.010)
+    assert miss.became_resident(WHOLE) == pytest.approx(0.010)  # the first run not known yet
+    assert miss.ran(WHOLE, waited=0.050, ran=0.020) is None
+    assert miss.ran(WHOLE, waited=0.0, ran=0.020) == pytest.approx(0.060)
+    assert miss.ran(WHOLE, waited=0.0, ran=0.020) is None  # measured once per open
+    # A later miss of the same session is weighed with what the last one measured at once.
+    miss.opened(WHOLE, 0.012)
+    assert miss.became_resident(WHOLE) == pytest.approx(0.062)
+    # A part opened beside the whole measures its own, and does not change the bundle's cost.
+    miss.opened("a", 0.004)
+    miss.ran("a", waited=0.0, ran=0.009)
+    assert miss.ran("a", waited=0.0, ran=0.002) is None
+    # A first run faster than a warm one (noise) adds nothing.
+    miss.opened(WHOLE, 0.010)
+    miss.ran(WHOLE, waited=0.0, ran=0.010)
+    assert miss.ran(WHOLE, waited=0.0, ran=0.015) == pytest.approx(0.010)

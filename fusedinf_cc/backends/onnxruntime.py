@@ -218,7 +218,7 @@ class OnnxRuntimeSession:
         # What ONNX Runtime really uses: a GPU provider asked for may have fallen back to the CPU.
         self.providers: list[str] = list(self._session.get_providers())
         self.inputs = [_spec(arg) for arg in self._session.get_inputs()]
-        self.outputs = [_spec(arg) for arg in self._session.get_outputs()]
+        self.outputs = [_spec(arg, output=True) for arg in self._session.get_outputs()]
 
     def run(
         self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
@@ -242,8 +242,12 @@ class OnnxRuntimeSession:
         self._shared_weights = []
 
 
-def _spec(arg: Any) -> TensorSpec:
+def _spec(arg: Any, *, output: bool = False) -> TensorSpec:
+    """An input's or output's spec. An output that is not a tensor (a source classifier's
+    sequence of maps, which `verify` reads as its tensor) comes back as Python objects."""
     dtype = _ONNX_TYPES.get(arg.type)
+    if dtype is None and output and not arg.type.startswith("tensor("):
+        return TensorSpec(name=arg.name, dtype=np.dtype(object), shape=())
     if dtype is None:
         raise UserInputError(
             f"tensor {arg.name!r} has type {arg.type}, which fusedinf-cc cannot feed"

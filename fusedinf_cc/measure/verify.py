@@ -93,6 +93,7 @@ def verify_artifact(
         source = OnnxRuntimeSession(source_path(artifact_path, manifest, entry))
         expected = source.run({original: feeds[name] for original, name in entry.inputs.items()})
         source.close()
+        expected = {name: _as_tensor(value) for name, value in expected.items()}
         for original, fused_name in entry.outputs.items():
             args = (entry.name, original, fused_name, expected[original])
             comparisons.append(compare(*args, fused_outputs[fused_name], rtol, atol))
@@ -105,6 +106,15 @@ def verify_artifact(
                     )
                 )
     return VerifyReport(comparisons=comparisons, rtol=rtol, atol=atol)
+
+
+def _as_tensor(value: object) -> np.ndarray:
+    """A source output as the fused model gives it: a classifier's sequence of maps (ZipMap,
+    carried as its tensor by `onnx_io/zipmap.py`) as the probabilities, one column per label
+    in the maps' order."""
+    if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+        return np.asarray([list(row.values()) for row in value], dtype=np.float32)
+    return np.asarray(value)
 
 
 def _run_parts(

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
@@ -20,6 +21,7 @@ from fusedinf_cc.common.errors import UserInputError, first_line
 from fusedinf_cc.common.files import commit_staged, external_data_name, sha256_file, staging_dir
 from fusedinf_cc.common.names import check_unique_names
 from fusedinf_cc.onnx_io.stream import STREAMED_TENSOR_BYTES, write_streamed
+from fusedinf_cc.onnx_io.zipmap import holds_maps, tensors_for_maps
 
 # Above this many bytes of weights a model is written with its tensors in a side file. ONNX Runtime
 # reads a single-file model whole and keeps it for the session's life; from a side file it reads
@@ -54,7 +56,7 @@ def load_model(path: Path) -> ir.Model:
     if path.stat().st_size == 0:
         raise UserInputError(f"{path}: file is empty, not an ONNX model")
     try:
-        model = ir.load(path)
+        model = _load_ir(path)
     except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as error:
         raise UserInputError(f"{path}: not a readable ONNX model ({first_line(error)})") from None
     except OSError as error:
@@ -67,6 +69,23 @@ def load_model(path: Path) -> ir.Model:
         raise UserInputError(f"{path}: {first_line(error)}") from None
     except OSError as error:
         raise UserInputError(f"{path}: its external data cannot be read ({error})") from None
+    return model
+
+
+def _load_ir(path: Path) -> ir.Model:
+    """`ir.load`, or where the model has a type the IR cannot hold (a classifier's ZipMap),
+    the model with that output carried as a tensor (`zipmap.py`)."""
+    try:
+        return ir.load(path)
+    except ir.serde.SerdeError as error:
+        proto = onnx.load(path, load_external_data=False)
+        if not holds_maps(proto):
+            raise UserInputError(
+                f"{path}: not a model fusedinf-cc can read ({first_line(error)})"
+            ) from None
+    tensors_for_maps(proto, path)
+    model = ir.serde.deserialize_model(proto)
+    ir.external_data.set_base_dir(model.graph, path.parent)
     return model
 
 

@@ -23,7 +23,9 @@ weight another session maps is not read again (`CostModel.open_seconds`).
 A load's seconds scatter: on a busy machine one load in twenty may take several times the
 median. Every load measured is kept as a ratio over its session's median, and a predicted load
 draws its factor from those ratios, so that predicted loading seconds are a sum like the
-replay's and the predicted p99 sees the tail.
+replay's and the predicted p99 sees the tail. Runs scatter too (a session's warm runs measured
+here moved by up to 1.6x from one calibration to the next), and a predicted run draws its
+factor from the warm runs' ratios the same way.
 
 Load and run seconds are measured in this process through the loader itself, as a replay
 counts them (session open; one request, warm), not in the fresh process a footprint is
@@ -68,6 +70,7 @@ class Measured:
     parts: dict[str, SessionCost] = field(default_factory=dict)
     # Each load measured over its session's median: how loads scatter on this machine.
     load_ratios: tuple[float, ...] = ()
+    run_ratios: tuple[float, ...] = ()  # each warm run over its session's median, likewise
 
 
 @dataclass(frozen=True)
@@ -214,10 +217,12 @@ def _held_bytes(bundle: Bundle, key: SessionKey, pooled: bool) -> dict:
 def _measured(bundle: Bundle, timings: Sequence[_Timing], pooled: bool) -> Measured:
     costs: dict[SessionKey, SessionCost] = {}
     ratios: list[float] = []
+    run_ratios: list[float] = []
     for timing in timings:
         median = statistics.median(timing.loads)
         ratios += [load / median for load in timing.loads] if median > 0 else []
         warm = statistics.median(timing.warm)
+        run_ratios += [run / warm for run in timing.warm] if warm > 0 else []
         costs[timing.key] = SessionCost(
             **_held_bytes(bundle, timing.key, pooled),
             load_seconds=median,
@@ -225,7 +230,8 @@ def _measured(bundle: Bundle, timings: Sequence[_Timing], pooled: bool) -> Measu
             cold_seconds=max(0.0, statistics.median(timing.first) - warm),
         )
     parts = {key: cost for key, cost in costs.items() if key is not WHOLE}
-    return Measured(bundle.members, costs[WHOLE], parts, tuple(ratios))  # type: ignore[arg-type]
+    whole = costs[WHOLE]
+    return Measured(bundle.members, whole, parts, tuple(ratios), tuple(run_ratios))  # type: ignore[arg-type]
 
 
 class CostModel:
@@ -239,6 +245,7 @@ class CostModel:
         measured: Iterable[Measured] = (),
         load_jitter: Sequence[float] = (),
         reads: ReadCost = ReadCost(),
+        run_jitter: Sequence[float] = (),
     ):
         self.alone = dict(alone)
         self.savings = savings
@@ -249,6 +256,7 @@ class CostModel:
         # Loads over their median, as measured: a predicted load draws its scatter from
         # these, so a replay's tail (a load that took several times the median) is predicted.
         self.load_jitter = tuple(load_jitter)
+        self.run_jitter = tuple(run_jitter)  # warm runs over their median, as measured
         # Bundles built but not timed: what they hold is known (`_held_bytes`), their times
         # are fitted.
         self._held: dict[frozenset[str], dict] = {}
@@ -275,7 +283,8 @@ class CostModel:
             run_seconds=_ratio(pairs, lambda c: c.run_seconds),
         )
         jitter = [r for m in (*alone.values(), *groups) for r in m.load_ratios]
-        return cls(singles, savings, scale, groups, jitter, reads)
+        run_jitter = [r for m in (*alone.values(), *groups) for r in m.run_ratios]
+        return cls(singles, savings, scale, groups, jitter, reads, run_jitter)
 
     def open_seconds(self, session: SessionCost, in_memory_bytes: int) -> tuple[float, float]:
         """The load's and the first run's extra seconds of opening `session` where
@@ -415,6 +424,7 @@ class CostModel:
             "part_over_alone": vars(self.part_scale),
             "measured_groups": sorted(sorted(members) for members in self._measured),
             "load_over_median": _quantiles(self.load_jitter),
+            "run_over_median": _quantiles(self.run_jitter),
             "read_cost": {**vars(self.reads), "bytes_per_second": self.reads.bytes_per_second},
             "bytes_margin": self.bytes_margin,
             "activation_margin": self.activation_margin,

@@ -44,8 +44,9 @@ from fusedinf_cc.workload.requests import Request
 from fusedinf_cc.workload.routing import route
 
 UNLIMITED_BYTES = 1 << 62
-# Loads of each calibration bundle measured, taking turns with the others.
-MEASURING_ROUNDS = 3
+# Loads of each calibration bundle measured, taking turns with the others. A session's warm
+# runs moved by up to 1.6x between calibrations of three rounds on this machine.
+MEASURING_ROUNDS = 5
 # What a stage reports as it goes: (stage, done, total).
 Progress = Callable[[str, int, int], None]
 

@@ -78,20 +78,22 @@ class PredictedServer:
         self._resident: dict[str, _Bundle] = {}  # in the order bundles registered
         self._order = {name: index for index, name in enumerate(self._bundles)}
         self._scatter = _scatter(costs.load_jitter)
+        self._run_scatter = _scatter(costs.run_jitter, seed=1)
         self.bytes_read = 0  # from storage, as the loads' sessions would read it
 
     def serve(self, call: Call) -> float:
         bundle = self._bundles[call.bundle]
         key = WHOLE if call.model is None or len(bundle.members) == 1 else call.model
         session = self._session(bundle, key)
+        run = session.run_seconds * next(self._run_scatter)
         if key in bundle.sessions:
             self.stats.hits += 1
             self.policy.touch(bundle)
-            self._ran(bundle, key, 0.0, session.run_seconds)
-            return session.run_seconds
+            self._ran(bundle, key, 0.0, run)
+            return run
         load, cold = self._open(bundle, key, session)
-        self._ran(bundle, key, cold, session.run_seconds)
-        return load + cold + session.run_seconds
+        self._ran(bundle, key, cold, run)
+        return load + cold + run
 
     @staticmethod
     def _ran(bundle: _Bundle, key: SessionKey, waited: float, ran: float) -> None:
@@ -171,11 +173,11 @@ def predict(
     )
 
 
-def _scatter(ratios: Sequence[float]) -> Iterator[float]:
-    """Each load's measured-over-median factor, drawn (seeded) from `ratios`: 1 with none."""
+def _scatter(ratios: Sequence[float], seed: int = 0) -> Iterator[float]:
+    """Measured-over-median factors, drawn (seeded) from `ratios`: 1 with none."""
     if not ratios:
         yield from itertools.repeat(1.0)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     pool = np.asarray(ratios, dtype=float)
     while True:
         yield from pool[rng.integers(0, len(pool), size=1024)].tolist()

@@ -53,6 +53,11 @@ def test_predicted_loads_scatter_as_measured_and_the_first_run_after_one_is_cold
     assert scattered.seconds_loading / calm.seconds_loading == pytest.approx(3.0, rel=0.2)
     assert scattered.p99_ms == pytest.approx(9 * 0.01 * 1000 + 1, rel=0.05)
     assert scattered.p50_ms == pytest.approx(calm.p50_ms)
+    # Runs scatter as the warm runs measured did: a quarter take 3x, none of the loads.
+    uneven = CostModel(alone={n: m.whole for n, m in alone.items()}, run_jitter=[1, 1, 1, 3])
+    spread = predict(trace, bundles, calls, uneven, budget, "lru")
+    assert spread.seconds_loading == pytest.approx(calm.seconds_loading)
+    assert spread.p99_ms == pytest.approx(calm.p99_ms + 2 * 1.0, rel=0.05)
     # The first request after a load runs cold: every call here pays it.
     cold = {n: replace(m.whole, cold_seconds=0.005) for n, m in alone.items()}
     slow = predict(trace, bundles, calls, CostModel(alone=cold), budget, "lru")

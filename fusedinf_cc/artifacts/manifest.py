@@ -130,6 +130,9 @@ class Manifest:
     parts: list[PartRecord] = field(default_factory=list)
     # Stages (`compiler/stages.py`), in the order they run; none unless built with --stages.
     stages: list[StageRecord] = field(default_factory=list)
+    # Integer inputs that index a table, by fused name: random inputs stay below its rows
+    # (`onnx_io/index_bounds.py`).
+    input_bounds: dict[str, int] = field(default_factory=dict)
     format: str = FORMAT
 
     def part(self, model: str) -> PartRecord | None:

@@ -16,6 +16,7 @@ class TensorSpec:
     name: str
     dtype: np.dtype
     shape: tuple[int | str | None, ...]
+    index_rows: int | None = None  # an integer input that indexes a table of this many rows
 
 
 class Session(Protocol):

@@ -33,6 +33,7 @@ from fusedinf_cc.common.files import (
 )
 from fusedinf_cc.common.versions import tool_versions
 from fusedinf_cc.compiler.parts import stale_parts, write_parts
+from fusedinf_cc.onnx_io.index_bounds import index_bounds
 from fusedinf_cc.onnx_io.model_io import (
     SourceModel,
     node_count,
@@ -106,6 +107,7 @@ def fuse(sources: Sequence[SourceModel], options: FusionOptions | None = None) -
                 seconds=seconds,
             )
         )
+    fused = state.require_fused()
     manifest = Manifest(
         models=[
             ModelEntry(
@@ -121,8 +123,9 @@ def fuse(sources: Sequence[SourceModel], options: FusionOptions | None = None) -
         passes=records,
         opset=ctx.opset,
         ir_version=ctx.ir_version,
+        input_bounds=index_bounds(fused.graph),
     )
-    return FusedModel(model=state.require_fused(), manifest=manifest)
+    return FusedModel(model=fused, manifest=manifest)
 
 
 def _measure(state: FusionState) -> tuple[int, int, int]:

@@ -33,7 +33,7 @@ from fusedinf_cc.compiler.build import build_fused
 from fusedinf_cc.compiler.targets.tensorrt import build_source_engine
 from fusedinf_cc.measure.verify import source_path
 from fusedinf_cc.onnx_io.model_io import load_model, save_model_atomic
-from fusedinf_cc.runtime.feeds import load_feeds, random_feeds
+from fusedinf_cc.runtime.feeds import load_feeds, random_feeds, refused_random_inputs, with_bounds
 from fusedinf_cc.runtime.worker import (
     BenchConfig,
     ProbeJob,
@@ -159,44 +159,52 @@ def bench_artifact(
     fused_feeds = (
         load_feeds(feeds_path, session.inputs)
         if feeds_path
-        else random_feeds(session.inputs, shapes)
+        else random_feeds(with_bounds(session.inputs, manifest.input_bounds), shapes)
     )
     session.close()
-    if model is not None:
-        assert scratch is not None
-        return _bench_model(
-            fused_path,
-            manifest.model(model),
-            fused_feeds,
-            scratch,
-            runs=runs,
-            warmup=warmup,
-            manifest=manifest,
-            configs=one_model_configs(configs or default_configs(threads, runtime)),
-            rounds=rounds,
-            runtime=runtime,
-            on_config_done=on_config_done,
-        )
-    sources = [(e.name, source_path(fused_path, manifest, e)) for e in manifest.models]
-    if separate_side_files:
-        sources = resave_with_side_files(sources, scratch / "separate")
-    if is_engine(fused_path):
-        entries = {entry.name: entry for entry in manifest.models}
-        sources = [
-            (name, build_source_engine(manifest, entries[name], path, scratch / f"{name}.engine"))
-            for name, path in sources
+    try:
+        if model is not None:
+            assert scratch is not None
+            return _bench_model(
+                fused_path,
+                manifest.model(model),
+                fused_feeds,
+                scratch,
+                runs=runs,
+                warmup=warmup,
+                manifest=manifest,
+                configs=one_model_configs(configs or default_configs(threads, runtime)),
+                rounds=rounds,
+                runtime=runtime,
+                on_config_done=on_config_done,
+            )
+        sources = [(e.name, source_path(fused_path, manifest, e)) for e in manifest.models]
+        if separate_side_files:
+            sources = resave_with_side_files(sources, scratch / "separate")
+        if is_engine(fused_path):
+            entries = {entry.name: entry for entry in manifest.models}
+            sources = [
+                (
+                    name,
+                    build_source_engine(manifest, entries[name], path, scratch / f"{name}.engine"),
+                )
+                for name, path in sources
+            ]
+        separate_feeds = [
+            {original: fused_feeds[name] for original, name in entry.inputs.items()}
+            for entry in manifest.models
         ]
-    separate_feeds = [
-        {original: fused_feeds[name] for original, name in entry.inputs.items()}
-        for entry in manifest.models
-    ]
-    jobs: dict[Variant, ProbeJob] = {
-        "fused": ProbeJob([("fused", fused_path)], [fused_feeds], runs, warmup, cold=cold),
-        "separate": ProbeJob(sources, separate_feeds, runs, warmup, cold=cold),
-    }
-    results = _run_rounds(
-        jobs, list(configs or default_configs(threads, runtime)), rounds, on_config_done
-    )
+        jobs: dict[Variant, ProbeJob] = {
+            "fused": ProbeJob([("fused", fused_path)], [fused_feeds], runs, warmup, cold=cold),
+            "separate": ProbeJob(sources, separate_feeds, runs, warmup, cold=cold),
+        }
+        results = _run_rounds(
+            jobs, list(configs or default_configs(threads, runtime)), rounds, on_config_done
+        )
+    except UserInputError as error:
+        if feeds_path is not None:
+            raise
+        raise refused_random_inputs(error, fused_path, "bench --fused") from None
     return BenchReport(results=results, environment=_environment(runtime), separate_models=sources)
 
 

@@ -20,7 +20,7 @@ from fusedinf_cc.backends.sessions import open_session
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import as_path, sha256_file
 from fusedinf_cc.common.tolerances import check_tolerance, default_tolerances
-from fusedinf_cc.runtime.feeds import load_feeds, random_feeds
+from fusedinf_cc.runtime.feeds import load_feeds, random_feeds, refused_random_inputs, with_bounds
 
 
 @dataclass(frozen=True)
@@ -84,16 +84,20 @@ def verify_artifact(
     if feeds_path is not None:
         feeds = load_feeds(feeds_path, fused.inputs)
     else:
-        feeds = random_feeds(fused.inputs, shapes, seed=seed)
-    fused_outputs = fused.run(feeds)
-    fused.close()
-    part_outputs = _run_parts(artifact_path, manifest, feeds, runtime)
+        feeds = random_feeds(with_bounds(fused.inputs, manifest.input_bounds), shapes, seed=seed)
+    try:
+        try:
+            fused_outputs = fused.run(feeds)
+        finally:
+            fused.close()  # before the parts and sources open: one session at a time
+        part_outputs = _run_parts(artifact_path, manifest, feeds, runtime)
+        sources = [_run_source(artifact_path, manifest, entry, feeds) for entry in manifest.models]
+    except UserInputError as error:
+        if feeds_path is not None:
+            raise
+        raise refused_random_inputs(error, artifact_path, "verify") from None
     comparisons = []
-    for entry in manifest.models:
-        source = OnnxRuntimeSession(source_path(artifact_path, manifest, entry))
-        expected = source.run({original: feeds[name] for original, name in entry.inputs.items()})
-        source.close()
-        expected = {name: _as_tensor(value) for name, value in expected.items()}
+    for entry, expected in zip(manifest.models, sources, strict=True):
         for original, fused_name in entry.outputs.items():
             args = (entry.name, original, fused_name, expected[original])
             comparisons.append(compare(*args, fused_outputs[fused_name], rtol, atol))
@@ -106,6 +110,18 @@ def verify_artifact(
                     )
                 )
     return VerifyReport(comparisons=comparisons, rtol=rtol, atol=atol)
+
+
+def _run_source(
+    artifact_path: Path, manifest: Manifest, entry: ModelEntry, feeds: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """The source model's outputs on the fused inputs it takes, as tensors."""
+    source = OnnxRuntimeSession(source_path(artifact_path, manifest, entry))
+    try:
+        expected = source.run({original: feeds[name] for original, name in entry.inputs.items()})
+    finally:
+        source.close()
+    return {name: _as_tensor(value) for name, value in expected.items()}
 
 
 def _as_tensor(value: object) -> np.ndarray:

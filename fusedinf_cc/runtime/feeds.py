@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from fusedinf_cc.backends.base import TensorSpec
+from fusedinf_cc.backends.onnxruntime import RUN_REFUSED
 from fusedinf_cc.common.errors import UserInputError
 
 DEFAULT_DYNAMIC_DIM = 1
+RANDOM_INTEGERS_BELOW = 8
 
 
 def resolve_shape(spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
@@ -34,7 +37,8 @@ def resolve_shape(spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]]) -> tu
 def random_feeds(
     specs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]] | None = None, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """Random inputs; integers stay small and non-negative so they are valid indices."""
+    """Random inputs; integers stay small and non-negative so they are valid indices, and
+    below a table's rows where an input indexes one (`TensorSpec.index_rows`)."""
     shapes = shapes or {}
     unknown = set(shapes) - {spec.name for spec in specs}
     if unknown:
@@ -47,10 +51,29 @@ def random_feeds(
         if spec.dtype == np.bool_:
             feeds[spec.name] = rng.integers(0, 2, size=shape).astype(np.bool_)
         elif np.issubdtype(spec.dtype, np.integer):
-            feeds[spec.name] = rng.integers(0, 8, size=shape).astype(spec.dtype)
+            high = min(RANDOM_INTEGERS_BELOW, spec.index_rows or RANDOM_INTEGERS_BELOW)
+            feeds[spec.name] = rng.integers(0, high, size=shape).astype(spec.dtype)
         else:
             feeds[spec.name] = rng.standard_normal(size=shape).astype(spec.dtype)
     return feeds
+
+
+def with_bounds(specs: Sequence[TensorSpec], bounds: Mapping[str, int]) -> list[TensorSpec]:
+    """`specs` with the rows each integer input indexes, by name (a manifest's
+    `input_bounds`)."""
+    return [replace(spec, index_rows=bounds.get(spec.name, spec.index_rows)) for spec in specs]
+
+
+def refused_random_inputs(error: UserInputError, artifact: Path, command: str) -> UserInputError:
+    """`error`, where it is a run refusing random inputs, said of `artifact` with what to give
+    instead; else `error` itself."""
+    if RUN_REFUSED not in str(error):
+        return error
+    detail = str(error).split(f"{RUN_REFUSED} ", 1)[-1]
+    return UserInputError(
+        f"{artifact}: {RUN_REFUSED} drawn at random {detail}; give inputs it accepts: "
+        f"fusedinf-cc {command} {artifact} --inputs FEEDS.npz"
+    )
 
 
 def read_feeds(path: Path) -> dict[str, np.ndarray] | np.ndarray:

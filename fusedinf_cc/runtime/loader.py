@@ -48,6 +48,7 @@ from fusedinf_cc.runtime.feeds import (
     random_feeds,
     read_feeds,
     resolve_shape,
+    with_bounds,
 )
 from fusedinf_cc.runtime.ledger import Evictable, LoadNeed, MemoryLedger
 from fusedinf_cc.runtime.loading import ReadingSession, check_loading, read_weights
@@ -318,6 +319,8 @@ class BundleCache:
             inputs, outputs = list(session.inputs), list(session.outputs)
         finally:
             self._release(entry)
+        manifest = entry.bundle.manifest
+        inputs = with_bounds(inputs, manifest.input_bounds) if manifest else inputs
         if model is None:
             return inputs, outputs
         own_inputs = {fused: own for own, fused in model.inputs.items()}

@@ -29,7 +29,7 @@ from fusedinf_cc.backends.sessions import open_session
 from fusedinf_cc.backends.tensorrt.device import device_memory_in_use
 from fusedinf_cc.common.errors import FusedInfError, UserInputError
 from fusedinf_cc.common.files import external_data_name
-from fusedinf_cc.runtime.feeds import random_feeds
+from fusedinf_cc.runtime.feeds import random_feeds, with_bounds
 from fusedinf_cc.runtime.pagecache import artifact_files, drop_file_pages, storage_read_bytes
 from fusedinf_cc.runtime.procmem import release_freed_memory, reset_peak_rss, status_bytes
 
@@ -233,7 +233,15 @@ def _open_all(job: ProbeJob, config: BenchConfig) -> list[Session]:
 
 
 def _feeds_for(job: ProbeJob, sessions: list[Session]) -> list[dict[str, np.ndarray]]:
-    return job.feeds or [random_feeds(session.inputs) for session in sessions]
+    """The job's feeds, or random ones below the tables an artifact's integer inputs index."""
+    if job.feeds:
+        return job.feeds
+    feeds = []
+    for (_, path), session in zip(job.models, sessions, strict=True):
+        manifest = cached_manifest(path)
+        bounds = manifest.input_bounds if manifest is not None else {}
+        feeds.append(random_feeds(with_bounds(session.inputs, bounds)))
+    return feeds
 
 
 def _part_increments(

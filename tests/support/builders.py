@@ -257,13 +257,44 @@ def affine_pair_specs(folder: Path, seed: int, width: int = 64) -> list[str]:
 
 
 def picky_model(path: Path) -> Path:
-    """y = table[idx] for a table of two rows: like a sample rate that must be 8000 or 16000,
-    the random integers a footprint measurement draws (0..7) are mostly refused."""
+    """y = table[idx + offset] for a table of two rows: like a sample rate that must be 8000
+    or 16000, the random integers a footprint measurement draws (0..7) are mostly refused, and
+    the index is computed, so the graph does not say what `idx` admits."""
     model = make_model(
-        [helper.make_node("Gather", ["table", "idx"], ["y"], axis=0)],
+        [
+            helper.make_node("Add", ["idx", "offset"], ["row"]),
+            helper.make_node("Gather", ["table", "row"], ["y"], axis=0),
+        ],
         [helper.make_tensor_value_info("idx", TensorProto.INT64, [4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 3])],
-        [tensor("table", np.arange(6, dtype=np.float32).reshape(2, 3))],
+        [
+            tensor("table", np.arange(6, dtype=np.float32).reshape(2, 3)),
+            tensor("offset", np.zeros((), dtype=np.int64)),
+        ],
+    )
+    return save(model, path)
+
+
+def token_model(path: Path, seed: int = 0) -> Path:
+    """A transformer's embeddings in small: word ids into a table of 50 rows and token-type
+    ids, through a Cast, into a table of 2, summed: random integers must stay below 2."""
+    rng = np.random.default_rng(seed)
+    model = make_model(
+        [
+            helper.make_node("Gather", ["words", "input_ids"], ["w"], axis=0),
+            helper.make_node("Cast", ["token_type_ids"], ["types32"], to=TensorProto.INT32),
+            helper.make_node("Gather", ["types", "types32"], ["t"], axis=0),
+            helper.make_node("Add", ["w", "t"], ["embeddings"]),
+        ],
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 6]),
+            helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, [1, 6]),
+        ],
+        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, [1, 6, 4])],
+        [
+            tensor("words", rng.standard_normal((50, 4)).astype(np.float32)),
+            tensor("types", rng.standard_normal((2, 4)).astype(np.float32)),
+        ],
     )
     return save(model, path)
 

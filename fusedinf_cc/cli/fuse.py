@@ -155,6 +155,10 @@ def fuse(
         )
     if explain:
         console.print(pass_table(manifest.passes))
+    elif stack:  # what --stack did, and why the rest was left as merged
+        for record in manifest.passes:
+            if record.name == "stack":
+                console.print(f"--stack: {record.detail}", highlight=False)
     assert manifest.artifact is not None
     console.print(
         f"wrote {output} ({format_bytes(manifest.artifact.size_bytes)}, "

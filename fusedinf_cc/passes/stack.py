@@ -15,7 +15,7 @@ input, or a stem that `cse` made common). Only the weights may differ.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -46,6 +46,7 @@ _CHANNELWISE = frozenset(
     }
 )
 _BINARY = frozenset({"Add", "Sub", "Mul", "Div"})
+_STACKABLE = _CHANNELWISE | _BINARY | {"Conv", "BatchNormalization", "Clip"}
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,15 @@ class Stack:
         groups = _matching_groups(nodes_by_model)
         if not groups:
             return PassOutcome(changed=False, detail="no models of one architecture on one input")
-        counts = {
-            "+".join(group): _StackedGroup(model, [nodes_by_model[m] for m in group], group).build()
-            for group in groups
-        }
+        built = [
+            _StackedGroup(model, [nodes_by_model[m] for m in group], group) for group in groups
+        ]
+        counts = [group.build() for group in built]
         model.graph.sort()
-        detail = "; ".join(f"{label}: {count} layers" for label, count in counts.items())
-        return PassOutcome(changed=any(counts.values()), detail=detail)
+        detail = "; ".join(
+            group.describe(count) for group, count in zip(built, counts, strict=True)
+        )
+        return PassOutcome(changed=any(counts), detail=detail)
 
 
 def _nodes_by_model(graph: ir.Graph, models: Sequence[str]) -> dict[str, list[ir.Node]]:
@@ -168,6 +171,7 @@ class _StackedGroup:
         self.stacked: dict[tuple[int, int], _Layout] = {}
         self.new_nodes: list[ir.Node] = []
         self.new_initializers: list[ir.Value] = []
+        self.unstacked: Counter[str] = Counter()  # why layers were not stacked, by reason
 
     def build(self) -> int:
         """Stack every layer that can be, from the first; returns how many were."""
@@ -176,7 +180,11 @@ class _StackedGroup:
             node = self._stack_layer(index, list(column))
             if node is not None:
                 layers.append(index)
+            else:
+                self.unstacked[self._why_not(list(column))] += 1
         if len(layers) < 2:  # one layer and its Split save nothing
+            if layers:
+                self.unstacked["a lone stackable layer (its Split would cost what it saves)"] += 1
             for node in self.new_nodes:
                 node.resize_inputs(0)  # a node built but not kept must not count as a reader
             return 0
@@ -188,6 +196,30 @@ class _StackedGroup:
         for index in layers:
             self.graph.remove([column[index] for column in self.nodes], safe=False)
         return len(layers)
+
+    def describe(self, stacked: int) -> str:
+        """How many of the models' layers were stacked, and why the others were not, the most
+        common reasons first."""
+        total = len(self.nodes[0])
+        why = ", ".join(f"{reason} x{count}" for reason, count in self.unstacked.most_common(4))
+        rest = f"; not stacked: {why}" if why else ""
+        return f"{self.label}: {stacked} of {total} layers stacked{rest}"
+
+    def _why_not(self, column: list[ir.Node]) -> str:
+        """Why a layer was not stacked, in a few words a user can act on."""
+        first = column[0]
+        op = first.op_type if first.domain in ("", "ai.onnx") else f"{first.domain}.{first.op_type}"
+        if op not in _STACKABLE:
+            return f"{op} (no stacked form)"
+        if (
+            op == "Conv"
+            and _int_attr(first, "group", 1) > 1
+            and self._input_layout(column, 0) is None
+        ):
+            return "grouped Conv on an unstacked input"
+        if all(self._input_layout(column, slot) is None for slot in range(len(first.inputs))):
+            return f"{op} after an unstacked layer"
+        return f"{op} (weights or attributes of another form)"
 
     # -- one layer ----------------------------------------------------------------------------
 

@@ -51,7 +51,8 @@ def test_stacked_models_compute_each_layer_once_with_equal_outputs(tmp_path, cou
     assert stacked.count("Gemm") == count and stacked.count("Split") == 2
     assert len(stacked) == 13 + 2 * count + 2
     record = _stack_record(manifest)
-    assert record.changed and record.detail == f"{'+'.join(m for m, _ in specs)}: 13 layers"
+    label = "+".join(m for m, _ in specs)
+    assert record.changed and record.detail.startswith(f"{label}: 13 of 15 layers stacked; ")
     convs = [n for n in onnx.load(tmp_path / "stacked.onnx").graph.node if n.op_type == "Conv"]
     groups = [next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs]
     assert groups == [1, 8 * count]  # shared input: plain; depthwise: every model's channels
@@ -71,7 +72,11 @@ def test_a_constant_that_differs_stops_the_stack_there(tmp_path):
     ops = _ops(tmp_path / "stacked.onnx")
     # conv, bn, relu and the depthwise conv stack; from the Clip on, each model runs its own.
     assert ops.count("Conv") == 2 and ops.count("Clip") == 2
-    assert _stack_record(manifest).detail.endswith("4 layers")
+    detail = _stack_record(manifest).detail
+    assert detail.startswith("m0+m1: 4 of ") and "layers stacked" in detail
+    # Why the rest was not: the Clip's constants differ, and what follows reads its output.
+    assert "Clip (weights or attributes of another form) x1" in detail
+    assert "after an unstacked layer" in detail
     assert_within_rounding(tmp_path / "stacked.onnx", manifest)
 
 
@@ -91,7 +96,7 @@ def test_heads_of_one_architecture_on_a_shared_backbone_stack(tmp_path):
     ops = _ops(tmp_path / "heads.onnx")
     # cse computes the stem once; the three heads then read it as a shared value and stack.
     assert ops.count("Conv") == 3 and ops.count("Relu") == 2 and ops.count("Split") == 1
-    assert _stack_record(manifest).detail == "h0+h1+h2: 4 layers"
+    assert _stack_record(manifest).detail == "h0+h1+h2: 4 of 4 layers stacked"
     assert_within_rounding(tmp_path / "heads.onnx", manifest)
 
 
@@ -110,7 +115,10 @@ def test_a_group_with_one_stackable_layer_is_left_as_merged(tmp_path):
 
     specs = [(f"m{k}", save(conv_then_flatten(k), tmp_path / f"m{k}.onnx")) for k in range(2)]
     fused = fuse(load_sources(specs), STACK)
-    assert _stack_record(fused.manifest).detail == "m0+m1: 0 layers"
+    assert _stack_record(fused.manifest).detail == (
+        "m0+m1: 0 of 2 layers stacked; not stacked: Flatten (no stacked form) x1, "
+        "a lone stackable layer (its Split would cost what it saves) x1"
+    )
     # The stacked conv built and dropped reads nothing: the input's readers are the two convs.
     (image,) = fused.model.graph.inputs
     assert sorted(use.node.name for use in image.uses()) == ["m0/conv", "m1/conv"]
@@ -136,9 +144,17 @@ def test_cli_fuse_stack(tmp_path):
         out,
     )
     assert result.returncode == 0, result.stderr
-    assert "m0+m1: 13 layers" in result.stdout
+    assert "m0+m1: 13 of 15 layers stacked" in result.stdout
     verified = run_cli("verify", out)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    # Without --explain, --stack still says what it stacked and why the rest stayed merged.
+    quiet = run_cli(
+        "fuse", f"{a}={path_a}", f"{b}={path_b}", "--share-inputs", "auto", "--stack",
+        "-o", tmp_path / "quiet.onnx",
+    )  # fmt: skip
+    assert quiet.returncode == 0, quiet.stderr
+    line = next(x for x in quiet.stdout.splitlines() if x.startswith("--stack: "))
+    assert "m0+m1: 13 of 15 layers stacked; not stacked: " in line
 
 
 @pytest.mark.slow
@@ -167,4 +183,4 @@ def test_a_bundle_spec_asks_for_stacking(tmp_path):
     assert built.returncode == 0, built.stderr
     manifest = json.loads((tmp_path / "dist" / "pair" / "pair.onnx.manifest.json").read_text())
     (record,) = [p for p in manifest["passes"] if p["name"] == "stack"]
-    assert record["detail"] == "m0+m1: 13 layers"
+    assert record["detail"].startswith("m0+m1: 13 of 15 layers stacked; ")

@@ -8,12 +8,14 @@ Each set is built once with `fuse --aot`: `resnet18` alone, `ocr` the OCR-like t
 one bundle (a request runs the whole bundle). Then, in one process and round by round, the
 policies taking turns in a rotating order, each round measures:
 - a cold request per policy: the bundle's files dropped from the page cache, a fresh loader
-  (`BundleCache(loading=...)`), one request from nothing loaded to its outputs;
+  (`BundleCache(loading=...)`), one request from nothing loaded to its outputs; then the
+  median of 10 warm requests in that loader (what the policy costs once nothing is read);
 - the load alone: the files dropped, the session opened and every weight read, no inference;
 - the compute alone: the median of 10 requests once everything is resident.
 Reported per policy: the cold request's median and range over the rounds, the bytes it read,
 and its ratio to max(load, compute) (what full overlap could reach) and to load + compute (no
-overlap). The outputs of every policy must be bitwise those of the first.
+overlap), and its warm requests' median over bulk's. The outputs of every policy must be
+bitwise those of the first.
 
 Under a device profile (or `--read-bandwidth`, `--memory-limit`) the script runs itself again
 in a cgroup made for the run, with the profile's limits on the disk that holds `--work-dir`.
@@ -59,7 +61,8 @@ def build(models: tuple[str, ...], work: Path) -> Path:
     return artifact
 
 
-def cold_request(artifact: Path, loading: str, feeds: dict) -> tuple[float, int, dict]:
+def cold_request(artifact: Path, loading: str, feeds: dict) -> tuple[float, int, dict, float]:
+    """The cold request's seconds, bytes read and outputs; then the warm requests' median."""
     bundle = open_bundle(artifact, name="bundle")
     drop_file_pages(bundle.files)
     cache = BundleCache(BUDGET, loading=loading)
@@ -69,8 +72,13 @@ def cold_request(artifact: Path, loading: str, feeds: dict) -> tuple[float, int,
     outputs = cache.run("bundle", feeds)
     seconds = time.perf_counter() - started
     read = storage_read_bytes() - read_before
+    warm = []
+    for _ in range(10):
+        started = time.perf_counter()
+        cache.run("bundle", feeds)
+        warm.append(time.perf_counter() - started)
     cache.close()
-    return seconds, read, outputs
+    return seconds, read, outputs, statistics.median(warm)
 
 
 def load_alone(artifact: Path) -> float:
@@ -105,12 +113,14 @@ def measure(set_name: str, loadings: list[str], rounds: int, work: Path) -> dict
     probe.close()
     cold: dict[str, list[float]] = {name: [] for name in loadings}
     read: dict[str, list[int]] = {name: [] for name in loadings}
+    warm: dict[str, list[float]] = {name: [] for name in loadings}
     loads, computes, reference, bitwise = [], [], None, True
     for index in range(rounds):
         order = loadings[index % len(loadings) :] + loadings[: index % len(loadings)]
         for loading in order:
-            seconds, bytes_read, outputs = cold_request(artifact, loading, feeds)
+            seconds, bytes_read, outputs, warm_seconds = cold_request(artifact, loading, feeds)
             cold[loading].append(seconds)
+            warm[loading].append(warm_seconds)
             read[loading].append(bytes_read)
             if reference is None:
                 reference = outputs
@@ -127,7 +137,12 @@ def measure(set_name: str, loadings: list[str], rounds: int, work: Path) -> dict
             "read_bytes": statistics.median(read[loading]),
             "over_max": median / max(load, compute),
             "over_sum": median / (load + compute),
+            "warm_s": statistics.median(warm[loading]),
+            "warm_range_s": [min(warm[loading]), max(warm[loading])],
         }
+    if "bulk" in rows:
+        for row in rows.values():
+            row["warm_over_bulk"] = row["warm_s"] / rows["bulk"]["warm_s"]
     return {
         "set": set_name,
         "load_alone_s": load,
@@ -170,7 +185,8 @@ def main() -> None:
             print(
                 f"  {loading:<12} cold {row['cold_s'] * 1000:8.1f} ms ({low:.1f}-{high:.1f}), "
                 f"read {row['read_bytes'] / 2**20:6.1f} MiB, {row['over_max']:.2f}x max, "
-                f"{row['over_sum']:.2f}x sum"
+                f"{row['over_sum']:.2f}x sum; warm {row['warm_s'] * 1000:.1f} ms"
+                + (f" = {row['warm_over_bulk']:.2f}x bulk's" if "warm_over_bulk" in row else "")
             )
     if args.json:
         args.json.write_text(json.dumps({"profile": where, "results": results}, indent=2) + "\n")

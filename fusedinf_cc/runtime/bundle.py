@@ -76,10 +76,20 @@ class Bundle:
     )
 
     def check_unchanged(self) -> None:
-        """Before a session opens: the files are those checked when the bundle was opened. A
-        file whose identity moved (replaced, rewritten, copied over) is hashed again, and one
-        whose bytes differ is refused in one line: a running server never loads weights it
-        did not check."""
+        """Before a session opens: the files are those checked when the bundle was opened, or
+        one line refuses them: a running server never loads weights it did not check."""
+        changed = self.changed_file()
+        if changed is not None:
+            raise UserInputError(
+                f"{self.artifact}: {changed.name} changed since the bundle was registered (a "
+                "new build or an interrupted copy); it is not loaded: register it again to "
+                "load the new build (serve does)"
+            )
+
+    def changed_file(self) -> Path | None:
+        """The first file whose bytes differ from those checked when the bundle was opened. A
+        file whose identity moved (replaced, rewritten, copied over) is hashed again; one that
+        is gone is refused in one line."""
         for path, (digest, identity) in self.checked.items():
             try:
                 now = file_identity(path)
@@ -91,12 +101,9 @@ class Bundle:
             if now == identity:
                 continue
             if sha256_file(path) != digest:
-                raise UserInputError(
-                    f"{self.artifact}: {path.name} changed since the bundle was registered (a "
-                    "new build or an interrupted copy); it is not loaded: restart what serves "
-                    "it to serve the new build"
-                )
+                return path
             self.checked[path] = (digest, now)
+        return None
 
     def models(self) -> dict[str, ModelEntry]:
         return {entry.name: entry for entry in self.manifest.models} if self.manifest else {}

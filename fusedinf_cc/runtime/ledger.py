@@ -108,6 +108,12 @@ class MemoryLedger:
             )
         self._needs[holder] = need
 
+    def unregister(self, holder: str) -> None:
+        """Forget a bundle that holds nothing (before it is registered again, rebuilt)."""
+        if self.holds(holder):
+            raise ValueError(f"{holder!r} still holds sessions")
+        self._needs.pop(holder, None)
+
     @property
     def least_budget(self) -> int:
         """The least budget every registered bundle can load under."""

@@ -87,6 +87,7 @@ class _Entry:
     miss: MissCost = field(default_factory=MissCost)
     run_seconds: dict[SessionKey, float] = field(default_factory=dict)  # each key's last run
     streams: bool = False  # larger than the budget: its whole runs stage by stage
+    feeds_path: Path | None = None  # the inputs its footprint is measured on, if given
     stage_specs: tuple[list[TensorSpec], list[TensorSpec]] | None = None
     freeable: int | None = None  # what evicting it frees now; set before a victim is chosen
 
@@ -161,6 +162,7 @@ class BundleCache:
         self._entries: dict[str, _Entry] = {}
         self._model_index: dict[str, list[str]] = {}  # model name -> bundles holding it
         self._condition = threading.Condition()
+        self._refreshing = threading.Lock()  # one rebuilt bundle registered again at a time
 
     @property
     def budget_bytes(self) -> int:
@@ -205,11 +207,62 @@ class BundleCache:
             streams = self._register_need(bundle)
             # GDSF's cost starts as the load time measured with the footprint.
             self._entries[bundle.name] = _Entry(
-                bundle, cost_seconds=bundle.footprint.load_seconds, streams=streams
+                bundle,
+                cost_seconds=bundle.footprint.load_seconds,
+                streams=streams,
+                feeds_path=feeds_path,
             )
             for model in bundle.models():
                 self._model_index.setdefault(model, []).append(bundle.name)
         return bundle
+
+    def refresh(self, name: str) -> bool:
+        """Register bundle `name` again where its files changed since it was registered (a
+        dist rebuilt in place): the new build is opened (its manifest, inputs, models and
+        footprint), then once no request holds the old one, the old one's sessions close and
+        the new one takes its place. Requests that ran meanwhile ran the version they found.
+        False where nothing changed; a new build that cannot be registered is refused in one
+        line and the old one stays registered."""
+        bundle_name = self._resolve(name)[0]
+        old = self._entries[bundle_name]
+        if old.bundle.changed_file() is None:
+            return False
+        with self._refreshing:  # one request opens the new build; the others find it done
+            if self._entries.get(bundle_name) is not old:
+                return True
+            feeds = _whole_feeds(old.feeds_path)
+            self._replace(old, open_bundle(old.bundle.artifact, name=bundle_name, feeds=feeds))
+        return True
+
+    def _replace(self, old: _Entry, new: Bundle) -> None:
+        """Put the `new` build in the place of `old` once no request holds it; where the new
+        one cannot be registered, the old one stays."""
+        with self._condition:
+            while old.pins > 0:
+                self._condition.wait()
+            if self._ledger.holds(old.name):
+                self._evict(old)
+            self._forget(old)
+            try:
+                self.register(new, feeds_path=old.feeds_path)
+            except UserInputError:
+                self._entries[old.name] = old
+                self._register_need(old.bundle)
+                for model in old.bundle.models():
+                    self._model_index.setdefault(model, []).append(old.name)
+                raise
+            self._condition.notify_all()
+
+    def _forget(self, entry: _Entry) -> None:
+        """Unregister a bundle that holds nothing: its name, its models' index, its need."""
+        del self._entries[entry.name]
+        for model in entry.bundle.models():
+            holders = self._model_index.get(model, [])
+            if entry.name in holders:
+                holders.remove(entry.name)
+            if not holders:
+                self._model_index.pop(model, None)
+        self._ledger.unregister(entry.name)
 
     def _register_need(self, bundle: Bundle) -> bool:
         """Register what `bundle` needs with the ledger: its whole, or where the whole cannot

@@ -194,6 +194,9 @@ class Service:
         name = request.path_params["name"]
         if not self.known(name):
             return _error(404, f"unknown model {name!r}")
+        refreshed = await self._refresh(name)
+        if refreshed is not None:
+            return refreshed
         inputs, outputs = await run_in_threadpool(self.specs, name)
         return JSONResponse(
             {
@@ -228,9 +231,24 @@ class Service:
         self.metrics.observe(label, "success" if succeeded else "failure", seconds)
         return response
 
+    async def _refresh(self, name: str) -> Response | None:
+        """Register `name`'s bundle again where its dist was rebuilt in place, so that its
+        metadata, inputs and weights are the new build's; an error response where the new
+        build cannot be registered, or no longer has `name`."""
+        try:
+            if await run_in_threadpool(self.cache.refresh, name):
+                with self._specs_lock:
+                    self._specs.clear()
+        except FusedInfError as error:
+            return _error(400, str(error))
+        return None if self.known(name) else _error(404, f"unknown model {name!r}")
+
     async def _answer(self, request: Request, name: str) -> Response:
         if not self.known(name):
             return _error(404, f"unknown model {name!r}")
+        refreshed = await self._refresh(name)
+        if refreshed is not None:
+            return refreshed
         if self.cache.bundle_of(name) in self.unloaded:
             return _error(400, f"model {name!r} is unloaded; load it first")
         config = self.config

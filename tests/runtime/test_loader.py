@@ -404,3 +404,30 @@ def test_a_request_that_can_never_fit_fails_at_once_rather_than_waiting(tmp_path
     worker.join(timeout=60)
     assert not worker.is_alive(), "the request waited for room that could never come"
     assert raised and "does not fit the budget" in str(raised[0])
+
+
+def test_a_bundle_rebuilt_in_place_is_registered_again_whole(tmp_path):
+    """`refresh` finds a rebuilt bundle and puts the new build in the old one's place once no
+    request holds it: its models, inputs and weights are the new build's; an unchanged or
+    merely rewritten bundle stays as it is."""
+    folder = tmp_path / "served"
+    path = fused_pair_bundle(folder, "pair", 1, width=32, aot=True)
+    cache = BundleCache(1 << 30)
+    cache.register(path)
+    x = np.ones((1, 32), np.float32)
+    before = cache.run("pair_a", {"x": x})["y"]
+    assert cache.refresh("pair") is False
+    fused_pair_bundle(folder, "pair", 7, width=32, aot=True)  # other weights, same names
+    # A resident session keeps serving the version it checked, never half of each.
+    assert cache.run("pair_a", {"x": x})["y"].tobytes() == before.tobytes()
+    cache.unload("pair")
+    with pytest.raises(UserInputError, match="register it again to load the new build"):
+        cache.run("pair_a", {"x": x})
+    assert cache.refresh("pair_a") is True
+    after = cache.run("pair_a", {"x": x})["y"]
+    expected = oracle_session(folder / "pair_a.onnx").run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, expected, rtol=1e-5, atol=1e-6)  # the new weights
+    assert not np.allclose(after, before)
+    assert cache.refresh("pair") is False
+    assert cache.names()["pair"] == ["pair_a", "pair_b"]
+    cache.close()

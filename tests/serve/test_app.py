@@ -358,3 +358,40 @@ def test_the_former_engine_option_still_works_and_says_its_new_name(dist):
     warning, error = result.stderr.strip().splitlines()
     assert warning == "warning: --engine is now --on; --engine goes in the next release"
     assert error.startswith("error: ") and "--on 'kserve': use uvicorn or ray" in error
+
+
+def test_a_dist_rebuilt_while_served_is_served_whole_at_its_new_version(tmp_path):
+    """`bundle build` over a served dist, with other inputs shared: the next request finds the
+    new build, registered again whole (metadata, input names, weights); the old never mixes
+    with the new."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for seed in range(2):
+        builders.save(builders.affine(seed, width=32), models / f"m{seed}.onnx")
+    spec = tmp_path / "fusedinf.toml"
+    bundle = '[bundles.pair]\nmodels = { a = "models/m0.onnx", b = "models/m1.onnx" }\n'
+    spec.write_text(bundle)
+    assert all(r.status == "built" for r in build_bundles(list(read_spec(spec).bundles.values()),
+                                                          tmp_path / "dist"))  # fmt: skip
+    running = Server(tmp_path / "dist", "--budget", "256MiB")
+    try:
+        before = running.client.get_model_metadata("pair")
+        assert sorted(i["name"] for i in before["inputs"]) == ["a/x", "b/x"]
+        x = np.ones((1, 32), np.float32)
+        apart = [_input("a/x", x, False), _input("b/x", x, False)]
+        assert running.client.infer("pair", apart).as_numpy("a/y") is not None
+        spec.write_text(bundle + 'share_inputs = "auto"\n')
+        rebuilt = build_bundles(list(read_spec(spec).bundles.values()), tmp_path / "dist")
+        assert [r.status for r in rebuilt] == ["built"]
+        after = running.client.get_model_metadata("pair")
+        assert [i["name"] for i in after["inputs"]] == ["x"]
+        result = running.client.infer("pair", [_input("x", x, False)])
+        np.testing.assert_allclose(
+            result.as_numpy("a/y"), _expected(tmp_path / "dist", "m0.onnx", x), rtol=1e-5
+        )
+        status, body = running.post("/v2/models/pair/infer", json.dumps({"inputs": [
+            {"name": "a/x", "datatype": "FP32", "shape": [1, 32], "data": [1.0] * 32},
+        ]}).encode())  # fmt: skip
+        assert status == 400 and "x" in body["error"]  # the old input names are gone
+    finally:
+        assert running.stop() == 0

@@ -86,6 +86,17 @@ class Bundle:
                 "load the new build (serve does)"
             )
 
+    def files_moved(self) -> bool:
+        """Whether any file's identity moved since it was checked (a stat each, no hashing):
+        what `changed_file` then looks at."""
+        for path, (_, identity) in self.checked.items():
+            try:
+                if file_identity(path) != identity:
+                    return True
+            except OSError:
+                return True
+        return False
+
     def changed_file(self) -> Path | None:
         """The first file whose bytes differ from those checked when the bundle was opened. A
         file whose identity moved (replaced, rewritten, copied over) is hashed again; one that

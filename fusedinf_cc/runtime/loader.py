@@ -234,6 +234,11 @@ class BundleCache:
             self._replace(old, open_bundle(old.bundle.artifact, name=bundle_name, feeds=feeds))
         return True
 
+    def files_moved(self, name: str) -> bool:
+        """Whether bundle `name`'s files may have changed since it was registered (their
+        identities moved): cheap enough for every request; `refresh` then decides."""
+        return self._entries[self._resolve(name)[0]].bundle.files_moved()
+
     def _replace(self, old: _Entry, new: Bundle) -> None:
         """Put the `new` build in the place of `old` once no request holds it; where the new
         one cannot be registered, the old one stays."""

@@ -235,6 +235,8 @@ class Service:
         """Register `name`'s bundle again where its dist was rebuilt in place, so that its
         metadata, inputs and weights are the new build's; an error response where the new
         build cannot be registered, or no longer has `name`."""
+        if not self.cache.files_moved(name):  # a stat per file: the common case stays here
+            return None
         try:
             if await run_in_threadpool(self.cache.refresh, name):
                 with self._specs_lock:

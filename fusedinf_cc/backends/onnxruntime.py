@@ -156,6 +156,8 @@ def prepacks(options: Mapping[str, Any] | None, optimised: bool) -> bool:
 class OnnxRuntimeSession:
     """One `InferenceSession` behind the backend-neutral `Session` interface."""
 
+    gives_back_arena = True  # `run(..., give_back_arena=True)`
+
     def __init__(
         self,
         model: Path | bytes,
@@ -203,6 +205,13 @@ class OnnxRuntimeSession:
         # A failed run is reported once, as the error below, not also by ONNX Runtime's log.
         self._run_options = ort.RunOptions()
         self._run_options.log_severity_level = _LOG_FATAL_ONLY
+        # A request larger than any before grows the CPU arena, which keeps what it grew; this
+        # run gives it back at its end (`run(..., give_back_arena=True)`).
+        self._shrinking_options = ort.RunOptions()
+        self._shrinking_options.log_severity_level = _LOG_FATAL_ONLY
+        self._shrinking_options.add_run_config_entry(
+            "memory.enable_memory_arena_shrinkage", "cpu:0"
+        )
         # ONNX Runtime reads these in place: they must outlive the session.
         self._shared_weights = list(shared_weights)
         source = model if isinstance(model, bytes) else str(model)
@@ -221,11 +230,18 @@ class OnnxRuntimeSession:
         self.outputs = [_spec(arg, output=True) for arg in self._session.get_outputs()]
 
     def run(
-        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+        self,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        *,
+        give_back_arena: bool = False,
     ) -> dict[str, np.ndarray]:
+        """The outputs named (all by default); `give_back_arena`: the CPU arena returns what
+        this run grew it by, at its end (a request larger than those it was sized for)."""
         names = list(outputs) if outputs is not None else [spec.name for spec in self.outputs]
+        options = self._shrinking_options if give_back_arena else self._run_options
         try:
-            results = self._session.run(names, dict(feeds), self._run_options)
+            results = self._session.run(names, dict(feeds), options)
         except Exception as error:  # onnxruntime raises its own types; the inputs caused it
             raise UserInputError(f"{self.name}: {RUN_REFUSED} ({first_line(error)})") from None
         return dict(zip(names, results, strict=True))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import threading
 import time
@@ -70,6 +71,7 @@ class CacheStats:
     sessions_opened: int = 0  # a bundle's first session, and each further part or whole
     models_opened: int = 0  # the models those sessions serve: a whole all of its, a part one
     streamed_runs: int = 0  # requests for a bundle larger than the budget, run stage by stage
+    arenas_given_back: int = 0  # requests larger than their bundle was measured on
 
 
 @dataclass(eq=False)  # one per registered bundle: compared by identity
@@ -88,6 +90,7 @@ class _Entry:
     run_seconds: dict[SessionKey, float] = field(default_factory=dict)  # each key's last run
     streams: bool = False  # larger than the budget: its whole runs stage by stage
     feeds_path: Path | None = None  # the inputs its footprint is measured on, if given
+    measured_sizes: dict[str, int] | None = None  # their elements by input, once read
     stage_specs: tuple[list[TensorSpec], list[TensorSpec]] | None = None
     freeable: int | None = None  # what evicting it frees now; set before a victim is chosen
 
@@ -351,9 +354,17 @@ class BundleCache:
             began = time.perf_counter()
             session.reader.wait_until_within(entry.run_seconds.get(key))
             waited = time.perf_counter() - began
+        # A request larger than the one its footprint was measured on grows the arena past
+        # what the budget counts: the run gives that back at its end.
+        options = {}
+        if getattr(session, "gives_back_arena", False) and _larger_than_measured(
+            entry, session, feeds
+        ):
+            options["give_back_arena"] = True
+            self.stats.arenas_given_back += 1
         with self._run_lock:
             started = time.perf_counter()
-            results = session.run(feeds, outputs)
+            results = session.run(feeds, outputs, **options)
             ran = entry.run_seconds[key] = time.perf_counter() - started
             cost = entry.miss.ran(key, waited, ran)
             if cost is not None:
@@ -793,6 +804,20 @@ def run_once(
         return cache.run(name, feeds)
     finally:
         cache.close()
+
+
+def _larger_than_measured(entry: _Entry, session: Session, feeds: Mapping[str, np.ndarray]) -> bool:
+    """Whether a request's inputs hold more elements than those the bundle's footprint, and
+    with it the arena the budget counts, was measured on: the inputs it ships, or random ones
+    with every dynamic dim 1."""
+    if entry.measured_sizes is None:
+        shipped = _whole_feeds(entry.feeds_path) or {}
+        entry.measured_sizes = {name: array.size for name, array in shipped.items()}
+    sizes = entry.measured_sizes
+    measured = sum(
+        sizes.get(spec.name) or math.prod(resolve_shape(spec, {})) for spec in session.inputs
+    )
+    return sum(array.size for array in feeds.values()) > measured
 
 
 def _whole_feeds(path: Path | None) -> dict[str, np.ndarray] | None:

@@ -62,9 +62,9 @@ class ReadingSession:
         self.outputs: Sequence[TensorSpec] = session.outputs
 
     def run(
-        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None, **options: Any
     ) -> dict[str, np.ndarray]:
-        return self.session.run(feeds, outputs)
+        return self.session.run(feeds, outputs, **options)
 
     def close(self) -> None:
         self.reader.stop()

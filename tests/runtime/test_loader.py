@@ -431,3 +431,37 @@ def test_a_bundle_rebuilt_in_place_is_registered_again_whole(tmp_path):
     assert cache.refresh("pair") is False
     assert cache.names()["pair"] == ["pair_a", "pair_b"]
     cache.close()
+
+
+def test_a_request_larger_than_measured_gives_back_what_it_grew(tmp_path):
+    """A dynamic-shape bundle measured at 1x1 pixels, then a request of 1500x1500: its
+    activations (over 100 MiB) are given back when it ends, not kept by the arena."""
+    weight = np.random.default_rng(0).standard_normal((16, 3, 3, 3)).astype(np.float32)
+    model = builders.make_model(
+        [
+            onnx.helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            onnx.helper.make_node("ReduceMean", ["c"], ["y"], axes=[2, 3], keepdims=0),
+        ],
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16])],
+        [builders.tensor("w", weight)],
+    )
+    path = builders.save(model, tmp_path / "dynamic.onnx")
+    result = run_probe(
+        f"""
+import json
+import numpy as np
+from fusedinf_cc.runtime.loader import BundleCache
+from fusedinf_cc.runtime.procmem import status_bytes
+cache = BundleCache(1 << 30)
+cache.register({str(path)!r})
+rss = lambda: status_bytes()["VmRSS"]
+cache.run("dynamic", {{"x": np.ones((1, 3, 1, 1), np.float32)}})  # as measured
+before = rss()
+cache.run("dynamic", {{"x": np.ones((1, 3, 1500, 1500), np.float32)}})
+print(json.dumps([rss() - before, cache.stats.arenas_given_back]))
+"""
+    )
+    grown, given_back = result
+    assert given_back == 1
+    assert grown < 64 << 20  # the 1500x1500 request's 138 MiB of activations went back

@@ -87,6 +87,12 @@ if wants plan; then
     --json "$out/plan-mlp.json"
   python scripts/bench_plan.py --models 24 --functions 60 --requests 4000 --replays 3 \
     --budget 50% --json "$out/plan-mlp50.json"
+  for profile in orin-nano-nvme orin-nano-sd; do  # where a miss reads storage
+    python scripts/simulate_zoo.py --plan --aot --requests 1000 --budget 50% \
+      --device-profile "$profile" --json "$out/plan-zoo-$profile.json"
+    python scripts/simulate_zoo.py --plan --aot --drifting --requests 1000 --budget 75% \
+      --device-profile "$profile" --json "$out/plan-drift-$profile.json"
+  done
 fi
 
 if wants serve; then
@@ -136,6 +142,9 @@ if wants device; then
         "${flags[@]}" --json "$out/device-$workload-$profile.json"
     done
   done
+  # GDSF weighing a miss's read, against LRU, under the card (decision miss-cost)
+  python scripts/simulate_zoo.py --drifting --aot --policy lru,gdsf --budget 75% \
+    --loading linear,interleaved --device-profile orin-nano-sd --json "$out/device-gdsf-drifting.json"
   for profile in none orin-nano-sd; do  # one model's cold request, part against alone
     flags=(); [ "$profile" != none ] && flags=(--device-profile "$profile")
     python scripts/bench_parts.py --cold --sets ocr,resnet_squeezenet --kinds aot --rounds 5 \

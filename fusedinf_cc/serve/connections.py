@@ -5,17 +5,19 @@ head: 200 such connections held a server's file descriptors until health checks 
 Here a connection must send a whole request head within `header_timeout_s`, and at most
 `max_connections` are open at once; at the limit, the connection that has waited longest for
 its head is closed to let the newcomer in, so health checks and real clients, which send their
-heads at once, keep being answered.
+heads at once, keep being answered. A request it cannot parse is answered in JSON.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import time
 from collections import OrderedDict
 from typing import Any, ClassVar
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 DEFAULT_HEADER_TIMEOUT_S = 10.0
@@ -91,6 +93,20 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_arrived()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """A request uvicorn cannot parse (a malformed Content-Length, a broken head) is
+        answered in JSON like every other client error, not in uvicorn's plain text."""
+        body = json.dumps({"error": f"malformed HTTP request: {msg}"}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        self.transport.write(self.conn.send(h11.Response(status_code=400, headers=headers)))
+        self.transport.write(self.conn.send(h11.Data(data=body)))
+        self.transport.write(self.conn.send(h11.EndOfMessage()))
+        self.transport.close()
 
 
 class OncePerMinute(logging.Filter):

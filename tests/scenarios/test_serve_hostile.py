@@ -336,3 +336,20 @@ def test_a_port_in_use_is_one_line(dist):
         )
     assert result.returncode == 2 and "cannot listen on" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("length", [b"abc", b"-5", b"1, 2"])
+def test_a_malformed_content_length_is_a_400_in_json(server, length):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: "
+            + length
+            + b"\r\n\r\n"
+        )
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower()
+    assert json.loads(body)["error"].startswith("malformed HTTP request")
+    assert server.get("/v2/health/live")[0] == 200  # and the server keeps serving

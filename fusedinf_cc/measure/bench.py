@@ -14,6 +14,7 @@ fusion alone and not the layout.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import statistics
@@ -33,7 +34,7 @@ from fusedinf_cc.compiler.build import build_fused
 from fusedinf_cc.compiler.targets.tensorrt import build_source_engine
 from fusedinf_cc.measure.verify import source_path
 from fusedinf_cc.onnx_io.model_io import load_model, save_model_atomic
-from fusedinf_cc.runtime.feeds import load_feeds, random_feeds, refused_random_inputs, with_bounds
+from fusedinf_cc.runtime.feeds import load_feeds, random_feeds, refusing_random_inputs, with_bounds
 from fusedinf_cc.runtime.worker import (
     BenchConfig,
     ProbeJob,
@@ -162,9 +163,12 @@ def bench_artifact(
         else random_feeds(with_bounds(session.inputs, manifest.input_bounds), shapes)
     )
     session.close()
-    try:
-        if model is not None:
-            assert scratch is not None
+    said = functools.partial(
+        refusing_random_inputs, fused_path, "bench --fused", random=feeds_path is None
+    )
+    if model is not None:
+        assert scratch is not None
+        with said():
             return _bench_model(
                 fused_path,
                 manifest.model(model),
@@ -178,33 +182,27 @@ def bench_artifact(
                 runtime=runtime,
                 on_config_done=on_config_done,
             )
-        sources = [(e.name, source_path(fused_path, manifest, e)) for e in manifest.models]
-        if separate_side_files:
-            sources = resave_with_side_files(sources, scratch / "separate")
-        if is_engine(fused_path):
-            entries = {entry.name: entry for entry in manifest.models}
-            sources = [
-                (
-                    name,
-                    build_source_engine(manifest, entries[name], path, scratch / f"{name}.engine"),
-                )
-                for name, path in sources
-            ]
-        separate_feeds = [
-            {original: fused_feeds[name] for original, name in entry.inputs.items()}
-            for entry in manifest.models
+    sources = [(e.name, source_path(fused_path, manifest, e)) for e in manifest.models]
+    if separate_side_files:
+        sources = resave_with_side_files(sources, scratch / "separate")
+    if is_engine(fused_path):
+        entries = {entry.name: entry for entry in manifest.models}
+        sources = [
+            (name, build_source_engine(manifest, entries[name], path, scratch / f"{name}.engine"))
+            for name, path in sources
         ]
-        jobs: dict[Variant, ProbeJob] = {
-            "fused": ProbeJob([("fused", fused_path)], [fused_feeds], runs, warmup, cold=cold),
-            "separate": ProbeJob(sources, separate_feeds, runs, warmup, cold=cold),
-        }
+    separate_feeds = [
+        {original: fused_feeds[name] for original, name in entry.inputs.items()}
+        for entry in manifest.models
+    ]
+    jobs: dict[Variant, ProbeJob] = {
+        "fused": ProbeJob([("fused", fused_path)], [fused_feeds], runs, warmup, cold=cold),
+        "separate": ProbeJob(sources, separate_feeds, runs, warmup, cold=cold),
+    }
+    with said():
         results = _run_rounds(
             jobs, list(configs or default_configs(threads, runtime)), rounds, on_config_done
         )
-    except UserInputError as error:
-        if feeds_path is not None:
-            raise
-        raise refused_random_inputs(error, fused_path, "bench --fused") from None
     return BenchReport(results=results, environment=_environment(runtime), separate_models=sources)
 
 

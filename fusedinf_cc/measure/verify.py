@@ -20,7 +20,7 @@ from fusedinf_cc.backends.sessions import open_session
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import as_path, sha256_file
 from fusedinf_cc.common.tolerances import check_tolerance, default_tolerances
-from fusedinf_cc.runtime.feeds import load_feeds, random_feeds, refused_random_inputs, with_bounds
+from fusedinf_cc.runtime.feeds import load_feeds, random_feeds, refusing_random_inputs, with_bounds
 
 
 @dataclass(frozen=True)
@@ -85,17 +85,13 @@ def verify_artifact(
         feeds = load_feeds(feeds_path, fused.inputs)
     else:
         feeds = random_feeds(with_bounds(fused.inputs, manifest.input_bounds), shapes, seed=seed)
-    try:
+    with refusing_random_inputs(artifact_path, "verify", random=feeds_path is None):
         try:
             fused_outputs = fused.run(feeds)
         finally:
             fused.close()  # before the parts and sources open: one session at a time
         part_outputs = _run_parts(artifact_path, manifest, feeds, runtime)
         sources = [_run_source(artifact_path, manifest, entry, feeds) for entry in manifest.models]
-    except UserInputError as error:
-        if feeds_path is not None:
-            raise
-        raise refused_random_inputs(error, artifact_path, "verify") from None
     comparisons = []
     for entry, expected in zip(manifest.models, sources, strict=True):
         for original, fused_name in entry.outputs.items():

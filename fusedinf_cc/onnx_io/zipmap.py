@@ -29,7 +29,7 @@ def tensors_for_maps(proto: onnx.ModelProto, path: Path) -> None:
     known = {value.name: value for value in [*graph.value_info, *graph.input, *graph.output]}
     replaced = []
     for index, node in enumerate(graph.node):
-        if node.op_type != "ZipMap" or node.domain != ML_DOMAIN:
+        if not _is_zipmap(node):
             continue
         (source,), (target,) = node.input, node.output
         if target not in outputs or any(target in other.input for other in graph.node):
@@ -60,9 +60,13 @@ def holds_maps(proto: onnx.ModelProto) -> bool:
     """Whether the main graph has a ZipMap or a value typed as a map (or a sequence of them)."""
     graph = proto.graph
     values = [*graph.input, *graph.output, *graph.value_info]
-    return any(node.op_type == "ZipMap" and node.domain == ML_DOMAIN for node in graph.node) or any(
+    return any(_is_zipmap(node) for node in graph.node) or any(
         _holds_map(value.type) for value in values
     )
+
+
+def _is_zipmap(node: onnx.NodeProto) -> bool:
+    return node.op_type == "ZipMap" and node.domain == ML_DOMAIN
 
 
 def _probabilities_type(value: onnx.ValueInfoProto | None) -> onnx.TypeProto:

@@ -41,9 +41,12 @@ class _Bundle:
     frequency: int = 0
     priority: float = 0.0
     base: float = 0.0
-    cost_seconds: float = 0.0
     miss: MissCost = field(default_factory=MissCost)
     freeable: int | None = None
+
+    @property
+    def cost_seconds(self) -> float:
+        return self.miss.seconds
 
     @property
     def size(self) -> int:
@@ -89,17 +92,11 @@ class PredictedServer:
         if key in bundle.sessions:
             self.stats.hits += 1
             self.policy.touch(bundle)
-            self._ran(bundle, key, 0.0, run)
+            bundle.miss.ran(key, 0.0, run)
             return run
         load, cold = self._open(bundle, key, session)
-        self._ran(bundle, key, cold, run)
+        bundle.miss.ran(key, cold, run)
         return load + cold + run
-
-    @staticmethod
-    def _ran(bundle: _Bundle, key: SessionKey, waited: float, ran: float) -> None:
-        cost = bundle.miss.ran(key, waited, ran)
-        if cost is not None:
-            bundle.cost_seconds = cost
 
     def request_done(self) -> None:
         return None
@@ -141,7 +138,7 @@ class PredictedServer:
         stats.models_opened += 1 if key is not WHOLE else len(bundle.members)
         bundle.miss.opened(key, seconds)
         if len(bundle.sessions) == 1:
-            bundle.cost_seconds = bundle.miss.became_resident(key)
+            bundle.miss.became_resident(key)
             self.policy.touch(bundle)
         return seconds, cold
 

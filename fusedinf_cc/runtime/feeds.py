@@ -6,8 +6,9 @@ fixed becomes 1.
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,16 +65,20 @@ def with_bounds(specs: Sequence[TensorSpec], bounds: Mapping[str, int]) -> list[
     return [replace(spec, index_rows=bounds.get(spec.name, spec.index_rows)) for spec in specs]
 
 
-def refused_random_inputs(error: UserInputError, artifact: Path, command: str) -> UserInputError:
-    """`error`, where it is a run refusing random inputs, said of `artifact` with what to give
-    instead; else `error` itself."""
-    if RUN_REFUSED not in str(error):
-        return error
-    detail = str(error).split(f"{RUN_REFUSED} ", 1)[-1]
-    return UserInputError(
-        f"{artifact}: {RUN_REFUSED} drawn at random {detail}; give inputs it accepts: "
-        f"fusedinf-cc {command} {artifact} --inputs FEEDS.npz"
-    )
+@contextlib.contextmanager
+def refusing_random_inputs(artifact: Path, command: str, *, random: bool) -> Iterator[None]:
+    """Where runs inside refuse inputs drawn at `random`, say so of `artifact` in one line,
+    with what to give `command` instead; any other error passes as it is."""
+    try:
+        yield
+    except UserInputError as error:
+        if not random or RUN_REFUSED not in str(error):
+            raise
+        detail = str(error).split(f"{RUN_REFUSED} ", 1)[-1]
+        raise UserInputError(
+            f"{artifact}: {RUN_REFUSED} drawn at random {detail}; give inputs it accepts: "
+            f"fusedinf-cc {command} {artifact} --inputs FEEDS.npz"
+        ) from None
 
 
 def read_feeds(path: Path) -> dict[str, np.ndarray] | np.ndarray:

@@ -85,8 +85,7 @@ class _Entry:
     frequency: int = 0
     priority: float = 0.0
     base: float = 0.0
-    cost_seconds: float = 0.0  # what its miss costs: GDSF's weight (`MissCost`)
-    miss: MissCost = field(default_factory=MissCost)
+    miss: MissCost = field(default_factory=MissCost)  # what its miss costs: GDSF's weight
     run_seconds: dict[SessionKey, float] = field(default_factory=dict)  # each key's last run
     streams: bool = False  # larger than the budget: its whole runs stage by stage
     feeds_path: Path | None = None  # the inputs its footprint is measured on, if given
@@ -97,6 +96,10 @@ class _Entry:
     @property
     def name(self) -> str:
         return self.bundle.name
+
+    @property
+    def cost_seconds(self) -> float:
+        return self.miss.seconds
 
     @property
     def size(self) -> int:
@@ -211,7 +214,7 @@ class BundleCache:
             # GDSF's cost starts as the load time measured with the footprint.
             self._entries[bundle.name] = _Entry(
                 bundle,
-                cost_seconds=bundle.footprint.load_seconds,
+                miss=MissCost(bundle.footprint.load_seconds),
                 streams=streams,
                 feeds_path=feeds_path,
             )
@@ -254,10 +257,7 @@ class BundleCache:
             try:
                 self.register(new, feeds_path=old.feeds_path)
             except UserInputError:
-                self._entries[old.name] = old
-                self._register_need(old.bundle)
-                for model in old.bundle.models():
-                    self._model_index.setdefault(model, []).append(old.name)
+                self.register(old.bundle, feeds_path=old.feeds_path)  # it was registered
                 raise
             self._condition.notify_all()
 
@@ -366,9 +366,7 @@ class BundleCache:
             started = time.perf_counter()
             results = session.run(feeds, outputs, **options)
             ran = entry.run_seconds[key] = time.perf_counter() - started
-            cost = entry.miss.ran(key, waited, ran)
-            if cost is not None:
-                entry.cost_seconds = cost
+            entry.miss.ran(key, waited, ran)
         return results
 
     def input_specs(self, name: str, *, bundle: str | None = None) -> list[TensorSpec]:
@@ -629,7 +627,7 @@ class BundleCache:
                 self.stats.bytes_loaded += counted.bytes
                 entry.miss.opened(key, seconds)
                 if len(entry.sessions) == 1:  # the bundle has just become resident
-                    entry.cost_seconds = entry.miss.became_resident(key)
+                    entry.miss.became_resident(key)
                     self.policy.touch(entry)
                 if counted.loading_bytes:
                     self._condition.notify_all()  # its transient is no longer counted

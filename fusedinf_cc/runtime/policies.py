@@ -116,9 +116,11 @@ class MissCost:
     weights are read as inference reaches them (`linear`, `interleaved`) the read is in that
     first run, not in the load, and on a device's storage it is most of a miss; weighing the
     load alone made GDSF keep small bundles and swap large ones, reading more bytes than LRU.
-    The first run's extra is known at the next warm run, and kept for later misses."""
+    The first run's extra is known at the next warm run, and kept for later misses. `seconds`
+    is the cost as known now: the holder's `cost_seconds`."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds  # before any miss: the load its footprint measured
         self.resident_key: Hashable | None = None  # the session that made it resident
         self._load: dict[Hashable, float] = {}
         self._first_run_extra: dict[Hashable, float] = {}  # as last measured
@@ -133,7 +135,8 @@ class MissCost:
     def became_resident(self, key: Hashable) -> float:
         """The cost of the miss that opened `key`, as far as it is known yet."""
         self.resident_key = key
-        return self._load[key] + self._first_run_extra.get(key, 0.0)
+        self.seconds = self._load[key] + self._first_run_extra.get(key, 0.0)
+        return self.seconds
 
     def ran(self, key: Hashable, waited: float, ran: float) -> float | None:
         """Note a run of `key` (`waited` for its weights, then `ran`); the bundle's cost anew

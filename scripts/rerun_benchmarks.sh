@@ -98,6 +98,7 @@ fi
 if wants serve; then
   python scripts/load_test_serve.py --clients 4 --requests 40 --json "$out/serve-load.json"
   python scripts/bench_workers.py --json "$out/workers.json"
+  python scripts/bench_activations.py --json "$out/activations.json"
 fi
 if wants device; then
   python -m model_zoo export head0 head1 resnet18 mobilenet_v3_small squeezenet1_1 -o "$models"

@@ -33,6 +33,7 @@ from fusedinf_cc.backends.cpu_target import this_cpu
 from fusedinf_cc.backends.onnxruntime import RUN_REFUSED, import_onnxruntime
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import read_small_file, write_text_atomic
+from fusedinf_cc.runtime.activations import ActivationCurve
 from fusedinf_cc.runtime.ledger import LoadNeed
 from fusedinf_cc.runtime.worker import BenchConfig, ProbeJob, run_in_fresh_process
 
@@ -40,9 +41,9 @@ _MEASURE_CONFIG = BenchConfig("bundle", spinning=False, execution="sequential")
 # Recorded with every footprint; raised whenever what a loaded session holds changes (warm
 # process and shared arena: 1; ahead-of-time sessions without packed copies: 2; shared-arena
 # sessions without a memory pattern: 3; what each model's part adds beside the whole: 4; held
-# apart from the load's transient: 5), so that a footprint measured the older way is measured
-# again.
-FOOTPRINT_METHOD = 5
+# apart from the load's transient: 5; with what larger requests add: 6), so that a footprint
+# measured the older way is measured again.
+FOOTPRINT_METHOD = 6
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Footprint:
     # What each model's part adds beside the loaded whole, by model (peak RSS, its load
     # included): its own structures, and the weight copies a portable or `.ort` part holds.
     parts: dict[str, int] = field(default_factory=dict)
+    # What a request with larger dynamic dims than the measured one adds to the arena.
+    activation_curve: ActivationCurve = field(default_factory=ActivationCurve)
 
     @property
     def loading_peak_bytes(self) -> int:
@@ -77,6 +80,7 @@ class Footprint:
             "load_seconds": self.load_seconds,
             "activation_bytes": self.activation_bytes,
             "parts": dict(self.parts),
+            "activation_curve": self.activation_curve.to_record(),
             "method": FOOTPRINT_METHOD,
         }
 
@@ -98,8 +102,11 @@ class Footprint:
             for model, size in parts.items()
         ):
             return None
+        curve = ActivationCurve.from_record(record.get("activation_curve", []))
+        if curve is None:
+            return None
         measured, loading, activation = sizes
-        return cls(measured, loading, float(seconds), activation, dict(parts))  # type: ignore[arg-type]
+        return cls(measured, loading, float(seconds), activation, dict(parts), curve)  # type: ignore[arg-type]
 
 
 def default_cache_dir() -> Path:
@@ -213,6 +220,7 @@ def measure_footprint(
         warm_load=True,
         shared_arena=True,
         with_parts=with_parts,
+        activation_curve=True,
     )
     result = run_in_fresh_process(job, _MEASURE_CONFIG)
     kept = max(0, result.resident_rss_bytes - result.baseline_rss_bytes)
@@ -223,4 +231,5 @@ def measure_footprint(
         load_seconds=result.load_s,
         activation_bytes=result.activation_bytes,
         parts=result.part_bytes,
+        activation_curve=result.activation_curve or ActivationCurve(),
     )

@@ -4,7 +4,9 @@ Memory holds sessions, each a bundle's whole or one model's part. A session coun
 and the pooled weights it maps; a pooled weight counts once however many sessions map it, for
 as long as any does. A session being opened also counts its load's transient until it is open.
 Activations come from one arena for the process, counted once at the most one request has
-needed (it grows and never shrinks), or, without a shared arena, each session's own.
+needed (it grows and never shrinks), or, without a shared arena, each session's own. A request
+larger than its bundle was measured on counts what it adds beyond that arena while it runs
+(`reserve_beyond_arena`), which its run gives back at its end.
 
 Two callers keep a ledger: the live loader (`loader.BundleCache`), under its lock, and the
 planner's predicted replays (`plan/predict.py`), directly. Both register bundles (`register`: the
@@ -86,6 +88,7 @@ class MemoryLedger:
         self._weights = 0  # each pooled weight once
         self._loading = 0  # the transients of sessions counted and not yet open
         self._activations = 0  # without a shared arena: each counted session's own
+        self._beyond_arena = 0  # what requests larger than their bundles' arena add, running
         self._maps: dict[str, int] = {}  # digest -> sessions that map it
         self._sizes: dict[str, int] = {}
         self._shared: set[str] = set()  # digests more than one session maps: few
@@ -125,7 +128,7 @@ class MemoryLedger:
     @property
     def held_bytes(self) -> int:
         """Everything counted now: sessions, pooled weights once, transients, activations."""
-        memory = self._private + self._weights + self._loading
+        memory = self._private + self._weights + self._loading + self._beyond_arena
         return memory + (self.arena_bytes if self.shared_arena else self._activations)
 
     def holds(self, holder: str) -> bool:
@@ -255,12 +258,14 @@ class MemoryLedger:
         closing: list[SessionKey] = []
         if self._counted_with(arena, holder, adding) > self.budget_bytes:
             busy = self._busy(holder, idle)
-            if self._held_by(busy, holder, list(own), adding, arena) > self.budget_bytes:
+            held = self._held_by(busy, holder, list(own), adding, arena) + self._beyond_arena
+            if held > self.budget_bytes:
                 others = [k for k in own if k != key]
                 kept = [k for k in own if k == key]
                 if not may_close_own or not others:
                     return None
-                if self._held_by(busy, holder, kept, adding, arena) > self.budget_bytes:
+                held = self._held_by(busy, holder, kept, adding, arena) + self._beyond_arena
+                if held > self.budget_bytes:
                     return None
                 for other in others:  # its own idle sessions are what leave no room
                     self.uncount(holder, other)
@@ -278,6 +283,44 @@ class MemoryLedger:
         self.arena_bytes = arena
         return closing
 
+    def reserve_beyond_arena(
+        self,
+        holder: str,
+        extra: int,
+        *,
+        idle: Sequence[Evictable],
+        policy: CachePolicy,
+        evict: Callable[[Evictable], None],
+    ) -> bool:
+        """Count `extra` bytes a request of `holder` needs beyond the arena counted, while it
+        runs, evicting `idle` holders chosen by `policy` until it fits; False, changing nothing,
+        where the holders that are not idle leave no room for it."""
+        busy = self._busy(holder, idle)
+        kept = list(self._sessions.get(holder, ()))
+        held = self._held_by(busy, holder, kept, None, self.arena_bytes) + self._beyond_arena
+        if held + extra > self.budget_bytes:
+            return False
+        offered = list(idle)
+        while self.held_bytes + extra > self.budget_bytes and offered:
+            for entry in offered:
+                entry.freeable = self.freed_by(entry.name)
+            victim = policy.victim(offered)
+            offered.remove(victim)
+            self.release(victim.name)
+            evict(victim)
+        self._beyond_arena += extra
+        return True
+
+    def fits_beyond_arena(self, holder: str, extra: int) -> bool:
+        """Whether `holder`'s sessions, the arena and `extra` fit the budget with nothing
+        else counted: whether a request needing `extra` can ever run."""
+        kept = list(self._sessions.get(holder, ()))
+        return self._held_by([], holder, kept, None, self.arena_bytes) + extra <= self.budget_bytes
+
+    def free_beyond_arena(self, extra: int) -> None:
+        """The request that reserved `extra` (`reserve_beyond_arena`) has ended."""
+        self._beyond_arena -= extra
+
     # sums -----------------------------------------------------------------------------------
     def _busy(self, holder: str, idle: Sequence[Evictable]) -> list[str]:
         """The holders other than `holder` that may not be evicted now."""
@@ -290,7 +333,7 @@ class MemoryLedger:
     def _counted_with(self, arena: int, holder: str, adding: SessionBytes | None) -> int:
         """What is counted, with `arena` as the shared arena and `holder`'s session `adding`
         counted as it opens."""
-        memory = self._private + self._weights + self._loading
+        memory = self._private + self._weights + self._loading + self._beyond_arena
         if self.shared_arena:
             memory += arena
         else:

@@ -42,6 +42,7 @@ from fusedinf_cc.backends.weight_pool import DEFAULT_POOL
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import as_path
 from fusedinf_cc.common.sizes import format_bytes
+from fusedinf_cc.runtime.activations import growth_of
 from fusedinf_cc.runtime.bundle import WHOLE, Bundle, SessionKey, StageKey, open_bundle
 from fusedinf_cc.runtime.feeds import (
     check_feeds,
@@ -165,6 +166,7 @@ class BundleCache:
         self._ledger = MemoryLedger(budget_bytes, shared_arena=share_arena)
         # Inference one at a time, in the order requests are ready to compute (`run_queue.py`).
         self._run_lock = RunQueue() if share_arena else contextlib.nullcontext()
+        self._reserving = 0  # requests waiting for room for activations beyond the arena
         self._entries: dict[str, _Entry] = {}
         self._model_index: dict[str, list[str]] = {}  # model name -> bundles holding it
         self._condition = threading.Condition()
@@ -355,19 +357,79 @@ class BundleCache:
             session.reader.wait_until_within(entry.run_seconds.get(key))
             waited = time.perf_counter() - began
         # A request larger than the one its footprint was measured on grows the arena past
-        # what the budget counts: the run gives that back at its end.
-        options = {}
-        if getattr(session, "gives_back_arena", False) and _larger_than_measured(
-            entry, session, feeds
-        ):
+        # what the budget counts: what it adds is counted while it runs (room made for it as
+        # for a load), and the run gives it back at its end.
+        options, beyond = {}, 0
+        growth = _growth(entry, session, feeds)
+        if getattr(session, "gives_back_arena", False) and growth > 1.0:
+            beyond = self._reserve_beyond_arena(entry, growth)  # or refused, having run nothing
             options["give_back_arena"] = True
             self.stats.arenas_given_back += 1
-        with self._run_lock:
-            started = time.perf_counter()
-            results = session.run(feeds, outputs, **options)
-            ran = entry.run_seconds[key] = time.perf_counter() - started
-            entry.miss.ran(key, waited, ran)
+        try:
+            with self._run_lock:
+                started = time.perf_counter()
+                results = session.run(feeds, outputs, **options)
+                ran = entry.run_seconds[key] = time.perf_counter() - started
+                entry.miss.ran(key, waited, ran)
+        finally:
+            if beyond:
+                with self._condition:
+                    self._ledger.free_beyond_arena(beyond)
+                    self._condition.notify_all()
         return results
+
+    def _reserve_beyond_arena(self, entry: _Entry, growth: float) -> int:
+        """Count what a request `growth` times the size its bundle was measured on adds beyond
+        the arena counted (`ActivationCurve`), evicting idle bundles for it, waiting while
+        requests in flight hold the room; the bytes counted. Refused in one line where it
+        cannot fit beside the bundle itself, or beside requests that wait for it."""
+        curve = entry.bundle.footprint.activation_curve
+        extra = curve.extra_bytes(growth)
+        if not extra:  # nothing probed: what it grows is only given back
+            return 0
+        need = entry.bundle.footprint.activation_bytes + extra
+        what = f"a request {growth:.3g}x the inputs bundle {entry.name!r} was measured on"
+        with self._condition:
+            self._reserving += 1
+            try:
+                while True:
+                    beyond = max(0, need - self._ledger.arena_bytes)
+                    if beyond == 0 or self._make_room_beyond_arena(entry, beyond):
+                        self.stats.peak_accounted_bytes = max(
+                            self.stats.peak_accounted_bytes, self._ledger.held_bytes
+                        )
+                        return beyond
+                    if not self._ledger.fits_beyond_arena(entry.name, beyond):
+                        raise UserInputError(
+                            f"{what} needs about {format_bytes(need)} of activations, more "
+                            f"than the budget ({format_bytes(self.budget_bytes)}) leaves beside "
+                            "the bundle; send smaller inputs or serve with a larger budget"
+                        )
+                    in_flight = sum(e.pins for e in self._entries.values()) - self._reserving
+                    if in_flight <= 0:  # only requests that wait for room like this one
+                        raise UserInputError(
+                            f"{what} needs about {format_bytes(need)} of activations, more "
+                            "than the budget leaves beside the requests in flight; retry"
+                        )
+                    self._condition.wait()
+            finally:
+                self._reserving -= 1
+
+    def _make_room_beyond_arena(self, entry: _Entry, beyond: int) -> bool:
+        """Count `beyond` for a request of `entry`, evicting idle bundles until it fits; False,
+        changing nothing, where pinned bundles leave no room for it."""
+        idle = self._idle_besides(entry)
+        victims: list[Evictable] = []
+
+        def evict(victim: Evictable) -> None:
+            self._evict(victim)  # type: ignore[arg-type]
+            victims.append(victim)
+
+        fits = self._ledger.reserve_beyond_arena(
+            entry.name, beyond, idle=idle, policy=self.policy, evict=evict
+        )
+        self._release_victims_memory(victims)
+        return fits
 
     def input_specs(self, name: str, *, bundle: str | None = None) -> list[TensorSpec]:
         """The inputs a request for `name` takes, named as the caller names them."""
@@ -658,11 +720,7 @@ class BundleCache:
         """Count `newcomer`'s session for `key` in the ledger, which evicts idle bundles
         (`_evict`) until it fits; False, changing nothing, when pinned bundles leave no room
         even with every idle one gone."""
-        idle = [
-            entry
-            for entry in self._entries.values()
-            if entry is not newcomer and entry.pins == 0 and self._ledger.holds(entry.name)
-        ]
+        idle = self._idle_besides(newcomer)
         victims: list[Evictable] = []
 
         def evict(victim: Evictable) -> None:
@@ -682,14 +740,26 @@ class BundleCache:
             return False
         if closed:
             self._close_sessions(newcomer, closed)
-        # Freed memory is handed back (malloc_trim) only where a victim's weights lay in the
-        # heap. An ahead-of-time bundle maps its weights and holds 2-3.5 MiB of its own, which
-        # the next load reuses: trimming that cost a request 1 ms an eviction, up to 5, and
-        # lowered no peak. A portable bundle's freed weights would leave holes the allocator
-        # keeps: without a trim the process grew 46% past its budget.
+        self._release_victims_memory(victims)
+        return True
+
+    def _idle_besides(self, entry: _Entry) -> list[_Entry]:
+        """The resident bundles other than `entry` that no request holds: what may be evicted."""
+        return [
+            other
+            for other in self._entries.values()
+            if other is not entry and other.pins == 0 and self._ledger.holds(other.name)
+        ]
+
+    @staticmethod
+    def _release_victims_memory(victims: Sequence[Evictable]) -> None:
+        """Hand freed memory back (malloc_trim) only where a victim's weights lay in the heap.
+        An ahead-of-time bundle maps its weights and holds 2-3.5 MiB of its own, which the next
+        load reuses: trimming that cost a request 1 ms an eviction, up to 5, and lowered no
+        peak. A portable bundle's freed weights would leave holes the allocator keeps: without
+        a trim the process grew 46% past its budget."""
         if any(not victim.bundle.shared_weights for victim in victims):  # type: ignore[attr-defined]
             release_freed_memory()
-        return True
 
     def _close_sessions(self, entry: _Entry, keys: Sequence[SessionKey]) -> None:
         """Close some sessions of an idle bundle, which stays resident with the rest (the
@@ -804,10 +874,10 @@ def run_once(
         cache.close()
 
 
-def _larger_than_measured(entry: _Entry, session: Session, feeds: Mapping[str, np.ndarray]) -> bool:
-    """Whether a request's inputs hold more elements than those the bundle's footprint, and
-    with it the arena the budget counts, was measured on: the inputs it ships, or random ones
-    with every dynamic dim 1."""
+def _growth(entry: _Entry, session: Session, feeds: Mapping[str, np.ndarray]) -> float:
+    """How many times the input elements the bundle's footprint, and with it the arena the
+    budget counts, was measured on a request's inputs hold: those inputs are the ones it ships,
+    or random ones with every dynamic dim 1."""
     if entry.measured_sizes is None:
         shipped = _whole_feeds(entry.feeds_path) or {}
         entry.measured_sizes = {name: array.size for name, array in shipped.items()}
@@ -815,7 +885,7 @@ def _larger_than_measured(entry: _Entry, session: Session, feeds: Mapping[str, n
     measured = sum(
         sizes.get(spec.name) or math.prod(resolve_shape(spec, {})) for spec in session.inputs
     )
-    return sum(array.size for array in feeds.values()) > measured
+    return growth_of(feeds, measured)
 
 
 def _whole_feeds(path: Path | None) -> dict[str, np.ndarray] | None:

@@ -22,13 +22,14 @@ from typing import Any, Literal
 import numpy as np
 
 from fusedinf_cc.artifacts.manifest import cached_manifest
-from fusedinf_cc.backends.base import Session
+from fusedinf_cc.backends.base import Session, TensorSpec
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession, import_onnxruntime
 from fusedinf_cc.backends.runtimes import DEFAULT_RUNTIME
 from fusedinf_cc.backends.sessions import open_session
 from fusedinf_cc.backends.tensorrt.device import device_memory_in_use
 from fusedinf_cc.common.errors import FusedInfError, UserInputError
 from fusedinf_cc.common.files import external_data_name
+from fusedinf_cc.runtime.activations import ActivationCurve, measure_curve
 from fusedinf_cc.runtime.feeds import random_feeds, with_bounds
 from fusedinf_cc.runtime.pagecache import artifact_files, drop_file_pages, storage_read_bytes
 from fusedinf_cc.runtime.procmem import release_freed_memory, reset_peak_rss, status_bytes
@@ -88,6 +89,9 @@ class ProbeJob:
     # Drop the models' files from the page cache first, so that the load reads storage: what
     # a load costs on a box whose memory is the limit (`bench` under a device profile).
     cold: bool = False
+    # After the timed requests, the peak its one artifact's requests add as their dynamic dims
+    # grow (`activations.measure_curve`): what the loader counts a larger request by.
+    activation_curve: bool = False
 
 
 @dataclass
@@ -111,6 +115,7 @@ class VariantResult:
     peak_rss_bytes_by_round: list[int] = field(default_factory=list)
     load_s_by_round: list[float] = field(default_factory=list)
     load_read_bytes: int | None = None  # read from storage by the load and first request
+    activation_curve: ActivationCurve | None = None  # with ProbeJob.activation_curve
 
     @property
     def footprint_bytes(self) -> int:
@@ -213,6 +218,10 @@ def run_variant(job: ProbeJob, config: BenchConfig) -> VariantResult:
     )
     if job.with_parts:
         result.part_bytes = _part_increments(job, config, feeds_per_model[0])
+    if job.activation_curve:
+        specs = _bounded_specs(job.models[0][1], sessions[0])
+        result.activation_curve = measure_curve(sessions[0], feeds_per_model[0], specs)
+        release_freed_memory()
     return result
 
 
@@ -236,12 +245,17 @@ def _feeds_for(job: ProbeJob, sessions: list[Session]) -> list[dict[str, np.ndar
     """The job's feeds, or random ones below the tables an artifact's integer inputs index."""
     if job.feeds:
         return job.feeds
-    feeds = []
-    for (_, path), session in zip(job.models, sessions, strict=True):
-        manifest = cached_manifest(path)
-        bounds = manifest.input_bounds if manifest is not None else {}
-        feeds.append(random_feeds(with_bounds(session.inputs, bounds)))
-    return feeds
+    return [
+        random_feeds(_bounded_specs(path, session))
+        for (_, path), session in zip(job.models, sessions, strict=True)
+    ]
+
+
+def _bounded_specs(path: Path, session: Session) -> list[TensorSpec]:
+    """The session's inputs, with the rows each integer input indexes where its manifest
+    says (random draws stay below them)."""
+    manifest = cached_manifest(path)
+    return with_bounds(session.inputs, manifest.input_bounds if manifest is not None else {})
 
 
 def _part_increments(

@@ -92,7 +92,9 @@ def test_footprint_is_measured_once_and_never_written_into_the_manifest(tmp_path
     assert sidecar.read_bytes() == manifest_bytes and sidecar.stat().st_mtime_ns == stamp
 
 
-@pytest.mark.parametrize("entry", ["zeros", "huge", "other-digest", "dev-zero", "fifo", "big"])
+@pytest.mark.parametrize(
+    "entry", ["zeros", "huge", "other-digest", "dev-zero", "fifo", "big", "curve", "curve-type"]
+)
 def test_a_cache_entry_in_doubt_is_measured_again(tmp_path, entry):
     """A record the cache did not write for these bytes on this machine, or one no load of
     them could have, is never trusted; reading it never hangs or fills memory."""
@@ -115,6 +117,10 @@ def test_a_cache_entry_in_doubt_is_measured_again(tmp_path, entry):
         path.symlink_to("/dev/zero")
     elif entry == "fifo":
         os.mkfifo(path)
+    elif entry in ("curve", "curve-type"):  # growth that goes back, or is not a number
+        curve = [[4.0, 100], [2.0, 5]] if entry == "curve" else [["4", 100]]
+        wrong = {"measured_bytes": 10 * truth.measured_bytes, "activation_curve": curve}
+        path.write_text(json.dumps(record | wrong))
     else:  # too large to be a record of ours, whatever it says
         wrong = {"measured_bytes": 10 * truth.measured_bytes}
         path.write_text(json.dumps(record | wrong) + " " * (2 << 20))

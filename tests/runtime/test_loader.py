@@ -433,20 +433,56 @@ def test_a_bundle_rebuilt_in_place_is_registered_again_whole(tmp_path):
     cache.close()
 
 
+def _dynamic_conv(folder: Path) -> Path:
+    """One convolution over an image of any height and width (measured at 1x1 pixels)."""
+    return builders.save(builders.dynamic_conv(), folder / "dynamic.onnx")
+
+
+def _image(side: int) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(side).standard_normal((1, 3, side, side), np.float32)}
+
+
+def test_a_request_larger_than_measured_counts_its_activations_before_it_runs(tmp_path):
+    """What a request larger than its bundle was measured on adds to the arena (the
+    footprint's activation curve) is counted before it runs: an idle bundle is evicted to make
+    room for it, and a request that cannot fit beside its own bundle is refused in one line,
+    having run nothing."""
+    dynamic = open_bundle(_dynamic_conv(tmp_path))
+    other = open_bundle(fused_pair_bundle(tmp_path, "other", 0, width=1024))
+    extra = dynamic.footprint.activation_curve.extra_bytes(512 * 512)
+    assert extra is not None and extra > other.footprint.alone_bytes  # 512x512: ~32 MiB
+    arena = _arena([dynamic, other])
+    # Room for both bundles, or for the dynamic one and the 512x512 request, not all three.
+    budget = dynamic.footprint.measured_bytes + arena + extra + other.footprint.measured_bytes // 2
+    cache = BundleCache(budget, "lru")
+    cache.register(dynamic)
+    cache.register(other)
+    cache.run("other_a", builders.random_feeds(1024))
+    cache.run("dynamic", _image(1))
+    assert cache.evictions == []
+    assert cache.accounted_bytes <= budget
+
+    result = cache.run("dynamic", _image(512))
+    assert cache.evictions == ["other"]
+    assert cache.stats.peak_accounted_bytes <= budget
+    expected = oracle_session(tmp_path / "dynamic.onnx").run(None, _image(512))[0]
+    np.testing.assert_allclose(result["y"], expected, rtol=1e-5, atol=1e-6)
+
+    with pytest.raises(UserInputError) as refused:
+        cache.run("dynamic", _image(2048))  # about 0.5 GiB of activations
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "needs about" in message and "of activations" in message
+    assert "send smaller inputs" in message
+    assert cache.stats.arenas_given_back == 1  # the refused request never ran
+    assert cache.run("dynamic", _image(64))["y"].shape == (1, 16)  # and the bundle still serves
+    cache.close()
+
+
 def test_a_request_larger_than_measured_gives_back_what_it_grew(tmp_path):
     """A dynamic-shape bundle measured at 1x1 pixels, then a request of 1500x1500: its
     activations (over 100 MiB) are given back when it ends, not kept by the arena."""
-    weight = np.random.default_rng(0).standard_normal((16, 3, 3, 3)).astype(np.float32)
-    model = builders.make_model(
-        [
-            onnx.helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-            onnx.helper.make_node("ReduceMean", ["c"], ["y"], axes=[2, 3], keepdims=0),
-        ],
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, "h", "w"])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16])],
-        [builders.tensor("w", weight)],
-    )
-    path = builders.save(model, tmp_path / "dynamic.onnx")
+    path = _dynamic_conv(tmp_path)
     result = run_probe(
         f"""
 import json

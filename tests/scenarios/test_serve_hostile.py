@@ -353,3 +353,36 @@ def test_a_malformed_content_length_is_a_400_in_json(server, length):
     assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower()
     assert json.loads(body)["error"].startswith("malformed HTTP request")
     assert server.get("/v2/health/live")[0] == 200  # and the server keeps serving
+
+
+def test_a_request_whose_activations_cannot_fit_is_a_400_before_it_runs(tmp_path):
+    """A 2048x2048 image to a convolution measured at one pixel needs about 0.5 GiB of
+    activations: under a 64 MiB budget it is refused in JSON, naming what it needs, before it
+    runs; a 64x64 image is served, and so is the next request."""
+    (tmp_path / "models").mkdir()
+    builders.save(builders.dynamic_conv(), tmp_path / "models" / "conv.onnx")
+    dist = build_dist(tmp_path, '[bundles.convb]\nmodels = { conv = "models/conv.onnx" }\n')
+    served = Served(dist, "--budget", "64MiB")
+    try:
+
+        def infer(side: int) -> tuple[int, bytes]:
+            raw = np.ones((1, 3, side, side), np.float32).tobytes()
+            header = json.dumps(
+                {"inputs": [{"name": "x", "shape": [1, 3, side, side], "datatype": "FP32",
+                             "parameters": {"binary_data_size": len(raw)}}]}
+            ).encode()  # fmt: skip
+            return served.request(
+                "POST",
+                "/v2/models/conv/infer",
+                header + raw,
+                {"Inference-Header-Content-Length": str(len(header))},
+            )
+
+        status, body = infer(2048)
+        assert status == 400, body[:300]
+        error = _strict_json(body)["error"]
+        assert "needs about" in error and "of activations" in error and "budget" in error
+        assert infer(64)[0] == 200
+        assert infer(64)[0] == 200
+    finally:
+        served.stop()

@@ -299,6 +299,21 @@ def token_model(path: Path, seed: int = 0) -> Path:
     return save(model, path)
 
 
+def dynamic_conv(seed: int = 0) -> onnx.ModelProto:
+    """One 3x3 convolution to 16 channels over an image `x` [1, 3, h, w] of any height and
+    width, averaged to `y` [1, 16]: its activations grow with the image."""
+    weight = np.random.default_rng(seed).standard_normal((16, 3, 3, 3)).astype(np.float32)
+    return make_model(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("ReduceMean", ["c"], ["y"], axes=[2, 3], keepdims=0),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+        [tensor("w", weight)],
+    )
+
+
 def random_feeds(width: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
     """An input `x` of 1 x `width` normal floats, for an `affine` model."""
     return {"x": np.random.default_rng(seed).standard_normal((1, width)).astype(np.float32)}

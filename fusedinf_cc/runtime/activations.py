@@ -128,7 +128,10 @@ def measure_curve(
         except (UserInputError, MemoryError):  # a model that admits only some sizes
             break
         seconds = time.perf_counter() - started
-        added = max(0, status_bytes().get("VmHWM", 0) - before)
+        # The inputs are the request's, not the arena's: what a server holds of a request's
+        # body is bounded apart (`serve --max-inflight`).
+        inputs = sum(array.nbytes for array in grown.values())
+        added = max(0, status_bytes().get("VmHWM", 0) - before - inputs)
         if points:
             added = max(added, points[-1][1])  # a need does not shrink as its inputs grow
         points.append((elements / base, added))

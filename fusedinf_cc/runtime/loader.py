@@ -166,7 +166,7 @@ class BundleCache:
         self._ledger = MemoryLedger(budget_bytes, shared_arena=share_arena)
         # Inference one at a time, in the order requests are ready to compute (`run_queue.py`).
         self._run_lock = RunQueue() if share_arena else contextlib.nullcontext()
-        self._reserving = 0  # requests waiting for room for activations beyond the arena
+        self._waiting_for_room = 0  # requests waiting for room for activations beyond the arena
         self._entries: dict[str, _Entry] = {}
         self._model_index: dict[str, list[str]] = {}  # model name -> bundles holding it
         self._condition = threading.Condition()
@@ -358,62 +358,72 @@ class BundleCache:
             waited = time.perf_counter() - began
         # A request larger than the one its footprint was measured on grows the arena past
         # what the budget counts: what it adds is counted while it runs (room made for it as
-        # for a load), and the run gives it back at its end.
-        options, beyond = {}, 0
+        # for a load, under the run lock: one such count at a time where runs take turns),
+        # and the run gives it back at its end.
         growth = _growth(entry, session, feeds)
-        if getattr(session, "gives_back_arena", False) and growth > 1.0:
-            beyond = self._reserve_beyond_arena(entry, growth)  # or refused, having run nothing
-            options["give_back_arena"] = True
-            self.stats.arenas_given_back += 1
-        try:
+        larger = getattr(session, "gives_back_arena", False) and growth > 1.0
+        options = {"give_back_arena": True} if larger else {}
+        while True:
             with self._run_lock:
-                started = time.perf_counter()
-                results = session.run(feeds, outputs, **options)
-                ran = entry.run_seconds[key] = time.perf_counter() - started
-                entry.miss.ran(key, waited, ran)
-        finally:
-            if beyond:
-                with self._condition:
-                    self._ledger.free_beyond_arena(beyond)
-                    self._condition.notify_all()
+                beyond = self._reserve_beyond_arena(entry, growth) if larger else 0
+                if beyond is not None:
+                    try:
+                        started = time.perf_counter()
+                        results = session.run(feeds, outputs, **options)
+                        ran = entry.run_seconds[key] = time.perf_counter() - started
+                        entry.miss.ran(key, waited, ran)
+                    finally:
+                        if beyond:
+                            with self._condition:
+                                self._ledger.free_beyond_arena(beyond)
+                                self._condition.notify_all()
+                    break
+            self._wait_for_requests_in_flight(entry, growth)  # which hold the room it needs
+        if larger:
+            self.stats.arenas_given_back += 1
         return results
 
-    def _reserve_beyond_arena(self, entry: _Entry, growth: float) -> int:
+    def _reserve_beyond_arena(self, entry: _Entry, growth: float) -> int | None:
         """Count what a request `growth` times the size its bundle was measured on adds beyond
-        the arena counted (`ActivationCurve`), evicting idle bundles for it, waiting while
-        requests in flight hold the room; the bytes counted. Refused in one line where it
-        cannot fit beside the bundle itself, or beside requests that wait for it."""
-        curve = entry.bundle.footprint.activation_curve
-        extra = curve.extra_bytes(growth)
+        the arena counted (`ActivationCurve`), evicting idle bundles for it; the bytes counted,
+        or None where requests in flight hold the room. Refused in one line where it cannot
+        fit beside the bundle itself."""
+        extra = entry.bundle.footprint.activation_curve.extra_bytes(growth)
         if not extra:  # nothing probed: what it grows is only given back
             return 0
         need = entry.bundle.footprint.activation_bytes + extra
-        what = f"a request {growth:.3g}x the inputs bundle {entry.name!r} was measured on"
         with self._condition:
-            self._reserving += 1
+            beyond = max(0, need - self._ledger.arena_bytes)
+            if beyond == 0:
+                return 0
+            if not self._make_room_beyond_arena(entry, beyond):
+                if self._ledger.fits_beyond_arena(entry.name, beyond):
+                    return None
+                raise UserInputError(
+                    f"{_larger_request(entry, growth)} needs about {format_bytes(need)} of "
+                    f"activations, more than the budget ({format_bytes(self.budget_bytes)}) "
+                    "leaves beside the bundle; send smaller inputs or serve with a larger budget"
+                )
+            self.stats.peak_accounted_bytes = max(
+                self.stats.peak_accounted_bytes, self._ledger.held_bytes
+            )
+            return beyond
+
+    def _wait_for_requests_in_flight(self, entry: _Entry, growth: float) -> None:
+        """Outside the run lock, wait until a request in flight ends (or a short while, for one
+        that ended before this waits); refuse where only requests that wait like this one hold
+        the room, since none of them would end."""
+        with self._condition:
+            self._waiting_for_room += 1
             try:
-                while True:
-                    beyond = max(0, need - self._ledger.arena_bytes)
-                    if beyond == 0 or self._make_room_beyond_arena(entry, beyond):
-                        self.stats.peak_accounted_bytes = max(
-                            self.stats.peak_accounted_bytes, self._ledger.held_bytes
-                        )
-                        return beyond
-                    if not self._ledger.fits_beyond_arena(entry.name, beyond):
-                        raise UserInputError(
-                            f"{what} needs about {format_bytes(need)} of activations, more "
-                            f"than the budget ({format_bytes(self.budget_bytes)}) leaves beside "
-                            "the bundle; send smaller inputs or serve with a larger budget"
-                        )
-                    in_flight = sum(e.pins for e in self._entries.values()) - self._reserving
-                    if in_flight <= 0:  # only requests that wait for room like this one
-                        raise UserInputError(
-                            f"{what} needs about {format_bytes(need)} of activations, more "
-                            "than the budget leaves beside the requests in flight; retry"
-                        )
-                    self._condition.wait()
+                if sum(e.pins for e in self._entries.values()) <= self._waiting_for_room:
+                    raise UserInputError(
+                        f"{_larger_request(entry, growth)} needs more activations than the "
+                        "budget leaves beside the requests in flight; retry"
+                    )
+                self._condition.wait(0.1)
             finally:
-                self._reserving -= 1
+                self._waiting_for_room -= 1
 
     def _make_room_beyond_arena(self, entry: _Entry, beyond: int) -> bool:
         """Count `beyond` for a request of `entry`, evicting idle bundles until it fits; False,
@@ -872,6 +882,10 @@ def run_once(
         return cache.run(name, feeds)
     finally:
         cache.close()
+
+
+def _larger_request(entry: _Entry, growth: float) -> str:
+    return f"a request {growth:.3g}x the inputs bundle {entry.name!r} was measured on"
 
 
 def _growth(entry: _Entry, session: Session, feeds: Mapping[str, np.ndarray]) -> float:

@@ -55,7 +55,7 @@ class WeightReader:
                     if self._stop.is_set():
                         return
                     chunk = min(CHUNK_BYTES, length - offset)
-                    _populate(start + offset, chunk)
+                    populate(start + offset, chunk)
                     with self._progress:
                         self.bytes_read += chunk
                         self._progress.notify_all()
@@ -128,7 +128,7 @@ class _Advice:
 _ADVICE = _Advice()
 
 
-def _populate(address: int, length: int) -> None:
+def populate(address: int, length: int) -> None:
     """Bring the pages of [address, address + length) in, reading storage where they are not
     in the page cache."""
     madvise = _ADVICE.madvise

@@ -298,6 +298,14 @@ def simulate(
             "replayed side by side.",
         ),
     ] = None,
+    prefetch: Annotated[
+        bool,
+        typer.Option(
+            "--prefetch",
+            help="Replay each deployment again with the loader reading ahead the bundle that "
+            "usually follows (its loading labelled +prefetch), side by side.",
+        ),
+    ] = False,
     device_profile: DEVICE_PROFILE = None,
     memory_limit: MEMORY_LIMIT = None,
     read_bandwidth: READ_BANDWIDTH = None,
@@ -343,6 +351,7 @@ def simulate(
             stack=stack,
             keep_page_cache=keep_page_cache,
             loadings=loadings,
+            prefetch=prefetch,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
     if report.notice:
@@ -364,6 +373,7 @@ def simulate(
             "stack": stack,
             "keep_page_cache": keep_page_cache,
             "loading": loadings,
+            "prefetch": prefetch,
             "device": device_record(),
         }
         write_text_atomic(json_out, report.to_json(extra))

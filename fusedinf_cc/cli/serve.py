@@ -75,6 +75,14 @@ def serve_command(
     ] = None,
     keep_page_cache: KEEP_PAGE_CACHE = False,
     loading: LOADING = None,
+    prefetch: Annotated[
+        bool,
+        typer.Option(
+            "--prefetch",
+            help="While a request computes, read the bundle that has usually come next into "
+            "the page cache (where it is not resident).",
+        ),
+    ] = False,
     replicas: Annotated[
         int, typer.Option("--replicas", help="[ray] Replicas, each with --budget of its own.")
     ] = 1,
@@ -141,6 +149,7 @@ def serve_command(
         max_connections=max_connections,
         keep_page_cache=keep_page_cache,
         loading=check_loading(loading),
+        prefetch=prefetch,
     )
     if on == "ray":
         from fusedinf_cc.serve.ray_replicas import serve_on_ray

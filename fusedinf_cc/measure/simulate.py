@@ -77,17 +77,19 @@ def replay(
     *,
     keep_page_cache: bool = False,
     loading: str = DEFAULT_LOADING,
+    prefetch: bool = False,
 ) -> ReplayResult:
     """`requests` served by a loader holding `deployment`'s bundles under the budget, started
     cold (no bundle loaded; their files out of the page cache unless `keep_page_cache`), new
-    sessions' weights read by the `loading` policy: raises `UserInputError` where a bundle
-    cannot load under the budget."""
+    sessions' weights read by the `loading` policy, the likely next bundle read ahead where
+    `prefetch`: raises `UserInputError` where a bundle cannot load under the budget."""
     future = FutureUses.of(requests, deployment.calls)
     cache = BundleCache(
         budget_bytes,
         lambda: new_policy(policy, future),
         keep_page_cache=keep_page_cache,
         loading=loading,
+        prefetch=prefetch,
     )
     try:  # a bundle that does not fit raises, from registering or from a request
         for bundle in deployment.bundles.values():
@@ -114,7 +116,7 @@ def replay(
         growth,
         read,
         server.baseline_rss,
-        loading,
+        f"{loading}{PREFETCH_LABEL}" if prefetch else loading,
     )
 
 
@@ -139,10 +141,12 @@ def replay_deployments(
     required: Sequence[str] = (),
     keep_page_cache: bool = False,
     loadings: Sequence[str] = (DEFAULT_LOADING,),
+    prefetches: Sequence[bool] = (False,),
     done: Callable[[], None] | None = None,
 ) -> Replays:
-    """Replay each deployment under its budget, each policy and each loading policy, `rounds`
-    times, the deployments taking turns (drift in the machine's speed falls on all alike). A
+    """Replay each deployment under its budget, each policy, each loading policy and each of
+    `prefetches` (without and with reading ahead), `rounds` times, the deployments taking
+    turns (drift in the machine's speed falls on all alike). A
     deployment with a bundle that cannot load under its budget is left out, with why; a
     `required` one (a model alone must load) raises instead."""
     replays = Replays({plan.name: [] for plan in plans})
@@ -150,7 +154,7 @@ def replay_deployments(
         for plan in plans:
             if plan.name in replays.left_out:
                 continue
-            for policy, loading in itertools.product(policies, loadings):
+            for policy, loading, prefetch in itertools.product(policies, loadings, prefetches):
                 try:
                     replays.results[plan.name].append(
                         replay(
@@ -160,6 +164,7 @@ def replay_deployments(
                             policy,
                             keep_page_cache=keep_page_cache,
                             loading=loading,
+                            prefetch=prefetch,
                         )
                     )
                 except UserInputError as error:
@@ -172,6 +177,10 @@ def replay_deployments(
                     if done:
                         done()
     return replays
+
+
+# A replay that read ahead has its loading policy labelled with this.
+PREFETCH_LABEL = "+prefetch"
 
 
 @dataclass(frozen=True)
@@ -209,17 +218,20 @@ def simulate(
     stack: bool = False,
     keep_page_cache: bool = False,
     loadings: Sequence[str] = (DEFAULT_LOADING,),
+    prefetch: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> Simulation:
     """Build the deployments, resolve the budget against the models alone (unfused), and
-    replay each under each policy and loading policy; `progress(done, total)` after each
+    replay each under each policy and loading policy, and where `prefetch` each of those again
+    reading ahead (its loading labelled `+prefetch`); `progress(done, total)` after each
     replay."""
     check_policies(policies)
     for loading in loadings:
         check_loading(loading)
     plans = deployments(models, workload.functions, work_dir, groups, aot=aot, stack=stack)
     budget_bytes, notice = budget.resolve(plans[0].footprints)
-    total, finished = len(plans) * len(policies) * len(loadings), [0]
+    prefetches = (False, True) if prefetch else (False,)
+    total, finished = len(plans) * len(policies) * len(loadings) * len(prefetches), [0]
 
     def done() -> None:
         finished[0] += 1
@@ -234,6 +246,7 @@ def simulate(
         required=("unfused",),
         keep_page_cache=keep_page_cache,
         loadings=loadings,
+        prefetches=prefetches,
         done=done,
     )
     return Simulation(budget_bytes, notice, replays.flat(), replays.left_out)

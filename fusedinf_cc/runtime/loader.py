@@ -56,6 +56,7 @@ from fusedinf_cc.runtime.ledger import Evictable, LoadNeed, MemoryLedger
 from fusedinf_cc.runtime.loading import ReadingSession, check_loading, read_weights
 from fusedinf_cc.runtime.pagecache import drop_file_pages
 from fusedinf_cc.runtime.policies import POLICIES, CachePolicy, MissCost
+from fusedinf_cc.runtime.prefetch import Prefetcher, Successors
 from fusedinf_cc.runtime.procmem import release_freed_memory
 from fusedinf_cc.runtime.run_queue import RunQueue
 
@@ -73,6 +74,8 @@ class CacheStats:
     models_opened: int = 0  # the models those sessions serve: a whole all of its, a part one
     streamed_runs: int = 0  # requests for a bundle larger than the budget, run stage by stage
     arenas_given_back: int = 0  # requests larger than their bundle was measured on
+    prefetches: int = 0  # bundles read ahead into the page cache (`prefetch=True`)
+    waits_for_activations: int = 0  # larger requests that let go to wait for room in flight
 
 
 @dataclass(eq=False)  # one per registered bundle: compared by identity
@@ -121,6 +124,7 @@ class BundleCache:
         share_arena: bool = True,
         keep_page_cache: bool = False,
         loading: str | None = None,
+        prefetch: bool = False,
         runtime: str = DEFAULT_RUNTIME,
         session_factory: Callable[..., Session] | None = None,
     ):
@@ -138,6 +142,8 @@ class BundleCache:
         are dropped, so that a reload reads storage, as where memory is the limit.
         `loading`: when a newly opened session's mapped weights are read (`loading.py`:
         bulk, linear, interleaved; None: the default).
+        `prefetch`: while a request computes, read the bundle that has usually followed its
+        bundle into the page cache, where that one is not resident (`prefetch.py`).
         `session_factory(artifact, part=...)`: what opens a bundle's whole (part None) or
         one model's part (`open_session`'s `part`)."""
         if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
@@ -166,7 +172,8 @@ class BundleCache:
         self._ledger = MemoryLedger(budget_bytes, shared_arena=share_arena)
         # Inference one at a time, in the order requests are ready to compute (`run_queue.py`).
         self._run_lock = RunQueue() if share_arena else contextlib.nullcontext()
-        self._waiting_for_room = 0  # requests waiting for room for activations beyond the arena
+        self._successors = Successors() if prefetch else None
+        self._prefetcher = Prefetcher() if prefetch else None
         self._entries: dict[str, _Entry] = {}
         self._model_index: dict[str, list[str]] = {}  # model name -> bundles holding it
         self._condition = threading.Condition()
@@ -317,27 +324,51 @@ class BundleCache:
                 f"{type(feeds).__name__}"
             )
         bundle_name, model = self._resolve(name, bundle)
+        if self._successors is not None:
+            with self._condition:
+                self._successors.saw(bundle_name)
         if model is None and self._entries[bundle_name].streams:
             return self._run_streamed(self._entries[bundle_name], feeds, outputs, name)
-        entry, session = self._acquire(bundle_name, model)
-        try:
-            if model is None:
-                check_feeds(feeds, session.inputs, f"request for {name!r}")
-                unknown = sorted(set(outputs or ()) - {spec.name for spec in session.outputs})
-                if unknown:
-                    raise UserInputError(f"bundle {name!r} has no outputs {unknown}")
-                return self._run_session(entry, WHOLE, session, feeds, outputs)
-            wanted = outputs if outputs is not None else list(model.outputs)
-            unknown = [output for output in wanted if output not in model.outputs]
+        while True:
+            entry, session = self._acquire(bundle_name, model)
+            self._prefetch_after(bundle_name)
+            try:
+                return self._run_request(entry, session, model, feeds, outputs, name)
+            except _RoomHeldInFlightError:
+                with self._condition:
+                    self.stats.waits_for_activations += 1
+            finally:
+                self._release(entry)
+            # Unpinned, so that nothing waits for this request: a request in flight ends,
+            # and this one asks again (its bundle still resident, or loaded again).
+            with self._condition:
+                self._condition.wait(0.1)
+
+    def _run_request(
+        self,
+        entry: _Entry,
+        session: Session,
+        model: ModelEntry | None,
+        feeds: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None,
+        name: str,
+    ) -> dict[str, np.ndarray]:
+        """Run a pinned bundle's session for a request for `model` (None: the whole)."""
+        if model is None:
+            check_feeds(feeds, session.inputs, f"request for {name!r}")
+            unknown = sorted(set(outputs or ()) - {spec.name for spec in session.outputs})
             if unknown:
-                raise UserInputError(f"model {model.name!r} has no outputs {unknown}")
-            fused_feeds = _model_feeds(session, model, feeds, f"request for {name!r}")
-            fused_names = [model.outputs[output] for output in wanted]
-            key = entry.bundle.session_key(model.name)
-            results = self._run_session(entry, key, session, fused_feeds, fused_names)
-            return {output: results[model.outputs[output]] for output in wanted}
-        finally:
-            self._release(entry)
+                raise UserInputError(f"bundle {name!r} has no outputs {unknown}")
+            return self._run_session(entry, WHOLE, session, feeds, outputs)
+        wanted = outputs if outputs is not None else list(model.outputs)
+        unknown = [output for output in wanted if output not in model.outputs]
+        if unknown:
+            raise UserInputError(f"model {model.name!r} has no outputs {unknown}")
+        fused_feeds = _model_feeds(session, model, feeds, f"request for {name!r}")
+        fused_names = [model.outputs[output] for output in wanted]
+        key = entry.bundle.session_key(model.name)
+        results = self._run_session(entry, key, session, fused_feeds, fused_names)
+        return {output: results[model.outputs[output]] for output in wanted}
 
     def _run_session(
         self,
@@ -346,42 +377,57 @@ class BundleCache:
         session: Session,
         feeds: Mapping[str, np.ndarray],
         outputs: Sequence[str] | None,
+        *,
+        reserve: bool = True,
     ) -> dict[str, np.ndarray]:
         """Run a pinned session under the run lock. One whose weights are still being read
         (`interleaved`) first waits, without the lock, until the rest of its read should end
         within its last run's time: its inference then overlaps the read without stalling on
-        it, and the requests of resident bundles compute meanwhile."""
+        it, and the requests of resident bundles compute meanwhile. Raises `_RoomHeldInFlightError`,
+        having run nothing, where a larger request's activations must wait (`reserve`: count
+        them; a stage of a bundle run stage by stage only gives back what it grew)."""
         waited = 0.0
         if isinstance(session, ReadingSession):
             began = time.perf_counter()
             session.reader.wait_until_within(entry.run_seconds.get(key))
             waited = time.perf_counter() - began
         # A request larger than the one its footprint was measured on grows the arena past
-        # what the budget counts: what it adds is counted while it runs (room made for it as
-        # for a load, under the run lock: one such count at a time where runs take turns),
-        # and the run gives it back at its end.
+        # what the budget counts: what it adds is counted while it runs (`reserve`; room made
+        # for it as for a load, under the run lock: one such count at a time where runs take
+        # turns), and the run gives it back at its end.
         growth = _growth(entry, session, feeds)
         larger = getattr(session, "gives_back_arena", False) and growth > 1.0
         options = {"give_back_arena": True} if larger else {}
-        while True:
-            with self._run_lock:
-                beyond = self._reserve_beyond_arena(entry, growth) if larger else 0
-                if beyond is not None:
-                    try:
-                        started = time.perf_counter()
-                        results = session.run(feeds, outputs, **options)
-                        ran = entry.run_seconds[key] = time.perf_counter() - started
-                        entry.miss.ran(key, waited, ran)
-                    finally:
-                        if beyond:
-                            with self._condition:
-                                self._ledger.free_beyond_arena(beyond)
-                                self._condition.notify_all()
-                    break
-            self._wait_for_requests_in_flight(entry, growth)  # which hold the room it needs
+        with self._run_lock:
+            beyond = self._reserve_beyond_arena(entry, growth) if larger and reserve else 0
+            if beyond is None:
+                raise _RoomHeldInFlightError
+            try:
+                started = time.perf_counter()
+                results = session.run(feeds, outputs, **options)
+                ran = entry.run_seconds[key] = time.perf_counter() - started
+                entry.miss.ran(key, waited, ran)
+            finally:
+                if beyond:
+                    with self._condition:
+                        self._ledger.free_beyond_arena(beyond)
+                        self._condition.notify_all()
         if larger:
             self.stats.arenas_given_back += 1
         return results
+
+    def _prefetch_after(self, bundle_name: str) -> None:
+        """Start reading the bundle that usually follows `bundle_name`'s requests, where it is
+        not resident, while this request computes."""
+        if self._successors is None or self._prefetcher is None:
+            return
+        with self._condition:
+            following = self._successors.likely_after(bundle_name)
+            if following is None or self._ledger.holds(following):
+                return
+            files = [path for path in self._entries[following].bundle.files if path.exists()]
+            self.stats.prefetches += 1
+        self._prefetcher.fetch(files)
 
     def _reserve_beyond_arena(self, entry: _Entry, growth: float) -> int | None:
         """Count what a request `growth` times the size its bundle was measured on adds beyond
@@ -399,8 +445,9 @@ class BundleCache:
             if not self._make_room_beyond_arena(entry, beyond):
                 if self._ledger.fits_beyond_arena(entry.name, beyond):
                     return None
+                what = f"a request {growth:.3g}x the inputs bundle {entry.name!r} was measured on"
                 raise UserInputError(
-                    f"{_larger_request(entry, growth)} needs about {format_bytes(need)} of "
+                    f"{what} needs about {format_bytes(need)} of "
                     f"activations, more than the budget ({format_bytes(self.budget_bytes)}) "
                     "leaves beside the bundle; send smaller inputs or serve with a larger budget"
                 )
@@ -408,22 +455,6 @@ class BundleCache:
                 self.stats.peak_accounted_bytes, self._ledger.held_bytes
             )
             return beyond
-
-    def _wait_for_requests_in_flight(self, entry: _Entry, growth: float) -> None:
-        """Outside the run lock, wait until a request in flight ends (or a short while, for one
-        that ended before this waits); refuse where only requests that wait like this one hold
-        the room, since none of them would end."""
-        with self._condition:
-            self._waiting_for_room += 1
-            try:
-                if sum(e.pins for e in self._entries.values()) <= self._waiting_for_room:
-                    raise UserInputError(
-                        f"{_larger_request(entry, growth)} needs more activations than the "
-                        "budget leaves beside the requests in flight; retry"
-                    )
-                self._condition.wait(0.1)
-            finally:
-                self._waiting_for_room -= 1
 
     def _make_room_beyond_arena(self, entry: _Entry, beyond: int) -> bool:
         """Count `beyond` for a request of `entry`, evicting idle bundles until it fits; False,
@@ -549,7 +580,12 @@ class BundleCache:
                     stage_feeds = {n: values[n] for n in stage.inputs}
                     values.update(
                         self._run_session(
-                            entry, StageKey(index), session, stage_feeds, stage.outputs
+                            entry,
+                            StageKey(index),
+                            session,
+                            stage_feeds,
+                            stage.outputs,
+                            reserve=False,
                         )
                     )
                 finally:
@@ -829,6 +865,8 @@ class BundleCache:
         """Close every idle bundle and hand the memory they held back to the system. `cold`:
         drop every bundle's files from the page cache too (unless the cache keeps them), so
         that what loads next reads storage, as after a device boots."""
+        if self._prefetcher is not None:
+            self._prefetcher.cancel()
         with self._condition:
             for entry in self._entries.values():
                 if entry.pins == 0 and self._ledger.holds(entry.name):
@@ -884,8 +922,9 @@ def run_once(
         cache.close()
 
 
-def _larger_request(entry: _Entry, growth: float) -> str:
-    return f"a request {growth:.3g}x the inputs bundle {entry.name!r} was measured on"
+class _RoomHeldInFlightError(Exception):
+    """A larger request's activations fit the budget only once requests in flight end: it lets
+    go of its bundle and asks again."""
 
 
 def _growth(entry: _Entry, session: Session, feeds: Mapping[str, np.ndarray]) -> float:

@@ -72,6 +72,7 @@ class ServeConfig:
     max_connections: int | None = None  # None: from the process's file-descriptor limit
     keep_page_cache: bool = False  # evicted bundles' files stay in the page cache
     loading: str | None = None  # the loading policy (`runtime/loading.py`); None: the default
+    prefetch: bool = False  # read the bundle that usually comes next while a request computes
 
     def to_env(self) -> str:
         return json.dumps({**dataclasses.asdict(self), "dist": str(self.dist)})
@@ -351,6 +352,7 @@ def create_app(config: ServeConfig, cache: BundleCache | None = None) -> Starlet
             runtime=config.runtime,
             keep_page_cache=config.keep_page_cache,
             loading=config.loading,
+            prefetch=config.prefetch,
         )
         register_dist(cache, config.dist, config.runtime)
     service = Service(config, cache)

@@ -117,7 +117,9 @@ class ReplayResult:
     peak_rss_growth_bytes: int
     bytes_read: int = 0  # from storage by the loads (measured, or as predicted)
     baseline_rss_bytes: int = 0  # the process before the replay: runtime up, nothing loaded
-    loading: str = ""  # the loading policy the loader read new sessions' weights with
+    # The loading policy the loader read new sessions' weights with (`+prefetch`: reading
+    # the likely next bundle ahead too).
+    loading: str = ""
 
     @property
     def label(self) -> str:

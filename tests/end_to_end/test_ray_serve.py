@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -95,7 +96,11 @@ def _post(url: str, model: str, x: np.ndarray) -> tuple[np.ndarray, str]:
     request = urllib.request.Request(
         f"{url}/v2/models/{model}/infer", data=json.dumps(body).encode(), method="POST"
     )
-    with urllib.request.urlopen(request, timeout=60) as reply:
+    try:
+        reply = urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as error:
+        raise AssertionError(f"{model} {x.shape}: {error.code} {error.read()[:300]!r}") from None
+    with reply:
         output = json.loads(reply.read())["outputs"][0]
         replica = reply.headers["fusedinf-replica"]
     return np.array(output["data"], np.float32).reshape(output["shape"]), replica

@@ -479,6 +479,71 @@ def test_a_request_larger_than_measured_counts_its_activations_before_it_runs(tm
     cache.close()
 
 
+def test_a_larger_request_that_finds_its_room_held_waits_for_the_request_holding_it(tmp_path):
+    """The room a larger request needs is held by a request that is pinned and queued behind
+    it: it lets go of its bundle, the other runs, and it then evicts that one and runs; no
+    refusal, nothing over the budget."""
+    import time
+
+    from fusedinf_cc.backends.sessions import open_session
+
+    class Slow:
+        """A real session whose runs take 0.3 s longer: a request that holds the run lock."""
+
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, feeds, outputs=None, **options):
+            time.sleep(0.3)
+            return self.session.run(feeds, outputs, **options)
+
+        def __getattr__(self, name):
+            return getattr(self.session, name)
+
+    def sessions(path, part=None):
+        session = open_session(path, shared_arena=True, part=part)
+        return Slow(session) if path.stem == "slow" else session
+
+    dynamic = open_bundle(_dynamic_conv(tmp_path))
+    other = open_bundle(fused_pair_bundle(tmp_path, "other", 0, width=1024))
+    slow = open_bundle(builders.save(builders.affine(3, width=8), tmp_path / "slow.onnx"))
+    bundles = [dynamic, other, slow]
+    extra = dynamic.footprint.activation_curve.extra_bytes(512 * 512)
+    held = sum(b.footprint.measured_bytes for b in bundles) + _arena(bundles)
+    # Room for the three, or for the larger request with the other bundle gone.
+    budget = held + extra - other.footprint.measured_bytes // 2
+    cache = BundleCache(budget, "lru", session_factory=sessions)
+    for bundle in bundles:
+        cache.register(bundle)
+    other_feeds = {"other_a/x": _image(1)["x"].reshape(1, 3)[:, :1].repeat(1024, 1)}
+    other_feeds["other_b/x"] = other_feeds["other_a/x"]
+    cache.run("other", other_feeds)
+    cache.run("dynamic", _image(1))
+    slow_feeds = builders.random_feeds(8)
+    results: dict[str, object] = {}
+
+    def ask(name, feeds):
+        results[name] = cache.run(name, feeds)
+
+    holding = threading.Thread(target=ask, args=("slow", slow_feeds))
+    holding.start()  # holds the run lock for 0.3 s
+    time.sleep(0.1)
+    larger = threading.Thread(target=ask, args=("dynamic", _image(512)))
+    larger.start()  # queues first
+    time.sleep(0.1)
+    queued = threading.Thread(target=ask, args=("other", other_feeds))
+    queued.start()  # pinned, queued behind the larger request: its bundle cannot go
+    for thread in (holding, larger, queued):
+        thread.join(timeout=60)
+    assert set(results) == {"slow", "dynamic", "other"}
+    expected = oracle_session(tmp_path / "dynamic.onnx").run(None, _image(512))[0]
+    np.testing.assert_allclose(results["dynamic"]["y"], expected, rtol=1e-5, atol=1e-6)
+    assert cache.stats.waits_for_activations >= 1
+    assert "other" in cache.evictions  # evicted once its request had run
+    assert cache.stats.peak_accounted_bytes <= budget
+    cache.close()
+
+
 def test_a_request_larger_than_measured_gives_back_what_it_grew(tmp_path):
     """A dynamic-shape bundle measured at 1x1 pixels, then a request of 1500x1500: its
     activations (over 100 MiB) are given back when it ends, not kept by the arena."""

@@ -38,6 +38,10 @@ _SLOWEST_RUN_S = 0.5
 # ... or once the inputs hold this many elements, or after this many doublings.
 _MOST_ELEMENTS = 1 << 24
 _MOST_STEPS = 12
+# A process's peak RSS moves by a few MiB between identical runs (the allocator's and the
+# kernel's rounding): a request estimated to add less is not counted, only given back what it
+# grew, so that noise in the probe never refuses a request that fits.
+RESOLUTION_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,8 @@ class ActivationCurve:
 
     def extra_bytes(self, growth: float) -> int | None:
         """What a request `growth` times the measured one adds; None where nothing was
-        probed (its inputs have no dynamic dim the probe could grow, or the model refused)."""
+        probed (its inputs have no dynamic dim the probe could grow, or the model refused).
+        The loader counts it where it reaches `RESOLUTION_BYTES`."""
         if growth <= 1.0:
             return 0
         if not self.points:
@@ -105,11 +110,8 @@ def measure_curve(
     if not getattr(session, "gives_back_arena", False) or not any(dynamic.values()):
         return ActivationCurve()
     base = sum(array.size for array in feeds.values())
-    # Each run's peak is taken over the RSS before the first: what a give-back left behind
-    # (pages the allocator kept) counts against the runs after it, as it would in the loader.
-    before = status_bytes().get("VmRSS", 0)
-    points: list[tuple[float, int]] = []
-    for step in range(1, _MOST_STEPS + 1):
+
+    def grown(step: int) -> dict[str, np.ndarray]:
         shapes = {
             spec.name: tuple(
                 dim * 2**step if axis in dynamic[spec.name] else dim
@@ -117,21 +119,32 @@ def measure_curve(
             )
             for spec in specs
         }
-        elements = sum(int(np.prod(shape)) for shape in shapes.values())
+        return random_feeds(specs, shapes, seed=step)
+
+    try:  # a first larger run's one-time costs (a shape's first plan) are not the curve's
+        session.run(grown(1), give_back_arena=True)  # type: ignore[call-arg]
+    except (UserInputError, MemoryError):  # a model that admits only some sizes
+        return ActivationCurve()
+    # Each run's peak is taken over the RSS before the first: what a give-back left behind
+    # (pages the allocator kept) counts against the runs after it, as it would in the loader.
+    before = status_bytes().get("VmRSS", 0)
+    points: list[tuple[float, int]] = []
+    for step in range(1, _MOST_STEPS + 1):
+        inputs = grown(step)
+        elements = sum(array.size for array in inputs.values())
         if elements > _MOST_ELEMENTS or elements <= base:
             break
-        grown = random_feeds(specs, shapes, seed=step)
         reset_peak_rss()
         started = time.perf_counter()
         try:
-            session.run(grown, give_back_arena=True)  # type: ignore[call-arg]
-        except (UserInputError, MemoryError):  # a model that admits only some sizes
+            session.run(inputs, give_back_arena=True)  # type: ignore[call-arg]
+        except (UserInputError, MemoryError):
             break
         seconds = time.perf_counter() - started
         # The inputs are the request's, not the arena's: what a server holds of a request's
         # body is bounded apart (`serve --max-inflight`).
-        inputs = sum(array.nbytes for array in grown.values())
-        added = max(0, status_bytes().get("VmHWM", 0) - before - inputs)
+        held = sum(array.nbytes for array in inputs.values())
+        added = max(0, status_bytes().get("VmHWM", 0) - before - held)
         if points:
             added = max(added, points[-1][1])  # a need does not shrink as its inputs grow
         points.append((elements / base, added))

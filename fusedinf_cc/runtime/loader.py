@@ -42,7 +42,7 @@ from fusedinf_cc.backends.weight_pool import DEFAULT_POOL
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import as_path
 from fusedinf_cc.common.sizes import format_bytes
-from fusedinf_cc.runtime.activations import growth_of
+from fusedinf_cc.runtime.activations import RESOLUTION_BYTES, growth_of
 from fusedinf_cc.runtime.bundle import WHOLE, Bundle, SessionKey, StageKey, open_bundle
 from fusedinf_cc.runtime.feeds import (
     check_feeds,
@@ -435,8 +435,8 @@ class BundleCache:
         or None where requests in flight hold the room. Refused in one line where it cannot
         fit beside the bundle itself."""
         extra = entry.bundle.footprint.activation_curve.extra_bytes(growth)
-        if not extra:  # nothing probed: what it grows is only given back
-            return 0
+        if extra is None or extra < RESOLUTION_BYTES:  # nothing probed, or within the noise:
+            return 0  # what it grows is only given back
         need = entry.bundle.footprint.activation_bytes + extra
         with self._condition:
             beyond = max(0, need - self._ledger.arena_bytes)

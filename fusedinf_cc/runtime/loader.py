@@ -75,6 +75,7 @@ class CacheStats:
     streamed_runs: int = 0  # requests for a bundle larger than the budget, run stage by stage
     arenas_given_back: int = 0  # requests larger than their bundle was measured on
     prefetches: int = 0  # bundles read ahead into the page cache (`prefetch=True`)
+    prefetches_used: int = 0  # of those, the bundle the next request asked for
     waits_for_activations: int = 0  # larger requests that let go to wait for room in flight
 
 
@@ -174,6 +175,7 @@ class BundleCache:
         self._run_lock = RunQueue() if share_arena else contextlib.nullcontext()
         self._successors = Successors() if prefetch else None
         self._prefetcher = Prefetcher() if prefetch else None
+        self._prefetched: str | None = None  # the bundle last read ahead, until the next request
         self._entries: dict[str, _Entry] = {}
         self._model_index: dict[str, list[str]] = {}  # model name -> bundles holding it
         self._condition = threading.Condition()
@@ -326,6 +328,9 @@ class BundleCache:
         bundle_name, model = self._resolve(name, bundle)
         if self._successors is not None:
             with self._condition:
+                if self._prefetched == bundle_name:
+                    self.stats.prefetches_used += 1
+                self._prefetched = None
                 self._successors.saw(bundle_name)
         if model is None and self._entries[bundle_name].streams:
             return self._run_streamed(self._entries[bundle_name], feeds, outputs, name)
@@ -427,6 +432,7 @@ class BundleCache:
                 return
             files = [path for path in self._entries[following].bundle.files if path.exists()]
             self.stats.prefetches += 1
+            self._prefetched = following
         self._prefetcher.fetch(files)
 
     def _reserve_beyond_arena(self, entry: _Entry, growth: float) -> int | None:

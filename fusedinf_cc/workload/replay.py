@@ -120,6 +120,8 @@ class ReplayResult:
     # The loading policy the loader read new sessions' weights with (`+prefetch`: reading
     # the likely next bundle ahead too).
     loading: str = ""
+    prefetches: int = 0  # bundles read ahead, and of those the one the next request asked for
+    prefetches_used: int = 0
 
     @property
     def label(self) -> str:
@@ -156,6 +158,8 @@ class ReplayResult:
             bytes_read=bytes_read,
             baseline_rss_bytes=baseline_rss_bytes,
             loading=loading,
+            prefetches=stats.prefetches,
+            prefetches_used=stats.prefetches_used,
         )
 
 

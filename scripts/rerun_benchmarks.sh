@@ -172,5 +172,13 @@ if wants loading; then
     --loading bulk,linear,interleaved --device-profile orin-nano-sd \
     --json "$out/loading-zoo25-orin-nano-sd.json"
   python scripts/bench_streaming.py --json "$out/streaming.json"
+  for i in 1 2 3; do  # reading the next bundle ahead, on its own
+    python scripts/simulate_zoo.py --aot --requests 300 --policy gdsf --prefetch \
+      --device-profile orin-nano-nvme --json "$out/prefetch-zoo-nvme-$i.json"
+    python scripts/simulate_zoo.py --drifting --aot --requests 300 --budget 75% --policy gdsf \
+      --prefetch --device-profile orin-nano-nvme --json "$out/prefetch-drifting-nvme-$i.json"
+  done
+  python scripts/simulate_zoo.py --aot --requests 300 --policy gdsf --prefetch \
+    --device-profile orin-nano-sd --json "$out/prefetch-zoo-sd.json"
 fi
 echo "wrote $out/"

@@ -270,14 +270,12 @@ class MemoryLedger:
                 for other in others:  # its own idle sessions are what leave no room
                     self.uncount(holder, other)
                 closing = others
-            offered = list(idle)
-            while self._counted_with(arena, holder, adding) > self.budget_bytes and offered:
-                for entry in offered:
-                    entry.freeable = self.freed_by(entry.name)
-                victim = policy.victim(offered)
-                offered.remove(victim)
-                self.release(victim.name)
-                evict(victim)
+            self._evict_until(
+                lambda: self._counted_with(arena, holder, adding) <= self.budget_bytes,
+                idle,
+                policy,
+                evict,
+            )
         if new:
             self.count(holder, key, session, opening=True)
         self.arena_bytes = arena
@@ -300,16 +298,27 @@ class MemoryLedger:
         held = self._held_by(busy, holder, kept, None, self.arena_bytes) + self._beyond_arena
         if held + extra > self.budget_bytes:
             return False
+        self._evict_until(lambda: self.held_bytes + extra <= self.budget_bytes, idle, policy, evict)
+        self._beyond_arena += extra
+        return True
+
+    def _evict_until(
+        self,
+        fits: Callable[[], bool],
+        idle: Sequence[Evictable],
+        policy: CachePolicy,
+        evict: Callable[[Evictable], None],
+    ) -> None:
+        """Release `idle` holders, the victim `policy` chooses each time (weighed by what its
+        eviction frees now), telling `evict` of each, until `fits()` or none is left."""
         offered = list(idle)
-        while self.held_bytes + extra > self.budget_bytes and offered:
+        while not fits() and offered:
             for entry in offered:
                 entry.freeable = self.freed_by(entry.name)
             victim = policy.victim(offered)
             offered.remove(victim)
             self.release(victim.name)
             evict(victim)
-        self._beyond_arena += extra
-        return True
 
     def fits_beyond_arena(self, holder: str, extra: int) -> bool:
         """Whether `holder`'s sessions, the arena and `extra` fit the budget with nothing

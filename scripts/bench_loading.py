@@ -45,7 +45,11 @@ from fusedinf_cc.runtime.bundle import open_bundle  # noqa: E402
 from fusedinf_cc.runtime.feeds import random_feeds  # noqa: E402
 from fusedinf_cc.runtime.loader import BundleCache  # noqa: E402
 from fusedinf_cc.runtime.loading import LOADING_POLICIES, check_loading  # noqa: E402
-from fusedinf_cc.runtime.pagecache import drop_file_pages, storage_read_bytes  # noqa: E402
+from fusedinf_cc.runtime.pagecache import (  # noqa: E402
+    drop_file_pages,
+    read_file_pages,
+    storage_read_bytes,
+)
 from model_zoo.zoo import export  # noqa: E402
 
 SETS = {
@@ -112,7 +116,8 @@ def first_run_alone(artifact: Path, feeds: dict) -> float:
     """A fresh loader's first request with the bundle's files already in memory: a cold
     request with nothing to read, what its session's opening and first run cost alone."""
     bundle = open_bundle(artifact, name="bundle")
-    read_into_memory(bundle.files)
+    for path in bundle.files:
+        read_file_pages(path)
     cache = BundleCache(BUDGET, keep_page_cache=True)
     cache.register(bundle)
     started = time.perf_counter()
@@ -120,13 +125,6 @@ def first_run_alone(artifact: Path, feeds: dict) -> float:
     seconds = time.perf_counter() - started
     cache.close()
     return seconds
-
-
-def read_into_memory(files: tuple[Path, ...]) -> None:
-    for path in files:
-        with open(path, "rb") as file:
-            while file.read(1 << 20):
-                pass
 
 
 def measure(set_name: str, loadings: list[str], rounds: int, work: Path) -> dict:

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -59,6 +60,8 @@ from fusedinf_cc.runtime.policies import POLICIES, CachePolicy, MissCost
 from fusedinf_cc.runtime.prefetch import Prefetcher, Successors
 from fusedinf_cc.runtime.procmem import release_freed_memory
 from fusedinf_cc.runtime.run_queue import RunQueue
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -457,26 +460,24 @@ class BundleCache:
                     f"activations, more than the budget ({format_bytes(self.budget_bytes)}) "
                     "leaves beside the bundle; send smaller inputs or serve with a larger budget"
                 )
-            self.stats.peak_accounted_bytes = max(
-                self.stats.peak_accounted_bytes, self._ledger.held_bytes
-            )
+            self._note_peak()
             return beyond
+
+    def _note_peak(self) -> None:
+        """Under the lock, after something more was counted."""
+        self.stats.peak_accounted_bytes = max(
+            self.stats.peak_accounted_bytes, self._ledger.held_bytes
+        )
 
     def _make_room_beyond_arena(self, entry: _Entry, beyond: int) -> bool:
         """Count `beyond` for a request of `entry`, evicting idle bundles until it fits; False,
         changing nothing, where pinned bundles leave no room for it."""
-        idle = self._idle_besides(entry)
-        victims: list[Evictable] = []
-
-        def evict(victim: Evictable) -> None:
-            self._evict(victim)  # type: ignore[arg-type]
-            victims.append(victim)
-
-        fits = self._ledger.reserve_beyond_arena(
-            entry.name, beyond, idle=idle, policy=self.policy, evict=evict
+        return self._evicting_for(
+            entry,
+            lambda idle, evict: self._ledger.reserve_beyond_arena(
+                entry.name, beyond, idle=idle, policy=self.policy, evict=evict
+            ),
         )
-        self._release_victims_memory(victims)
-        return fits
 
     def input_specs(self, name: str, *, bundle: str | None = None) -> list[TensorSpec]:
         """The inputs a request for `name` takes, named as the caller names them."""
@@ -624,9 +625,7 @@ class BundleCache:
             self.stats.sessions_opened += 1
             self.stats.seconds_loading += time.perf_counter() - started
             self.stats.bytes_loaded += entry.bundle.session_bytes(key, self._pool_weights).bytes
-            self.stats.peak_accounted_bytes = max(
-                self.stats.peak_accounted_bytes, self._ledger.held_bytes
-            )
+            self._note_peak()
         return session
 
     def _close_stage(self, entry: _Entry, index: int, session: Session) -> None:
@@ -703,9 +702,7 @@ class BundleCache:
                 self.stats.misses += 1
                 loads = self.stats.loads_by_bundle
                 loads[bundle_name] = loads.get(bundle_name, 0) + 1
-            self.stats.peak_accounted_bytes = max(
-                self.stats.peak_accounted_bytes, self._ledger.held_bytes
-            )
+            self._note_peak()
         try:
             return entry, self._session_for(entry, key)
         except BaseException:
@@ -772,46 +769,49 @@ class BundleCache:
         """Count `newcomer`'s session for `key` in the ledger, which evicts idle bundles
         (`_evict`) until it fits; False, changing nothing, when pinned bundles leave no room
         even with every idle one gone."""
-        idle = self._idle_besides(newcomer)
-        victims: list[Evictable] = []
-
-        def evict(victim: Evictable) -> None:
-            self._evict(victim)  # type: ignore[arg-type]
-            victims.append(victim)
-
-        closed = self._ledger.make_room(
-            newcomer.name,
-            key,
-            newcomer.bundle.session_bytes(key, self._pool_weights),
-            idle=idle,
-            policy=self.policy,
-            evict=evict,
-            may_close_own=newcomer.pins == 0,
+        closed = self._evicting_for(
+            newcomer,
+            lambda idle, evict: self._ledger.make_room(
+                newcomer.name,
+                key,
+                newcomer.bundle.session_bytes(key, self._pool_weights),
+                idle=idle,
+                policy=self.policy,
+                evict=evict,
+                may_close_own=newcomer.pins == 0,
+            ),
         )
         if closed is None:
             return False
         if closed:
             self._close_sessions(newcomer, closed)
-        self._release_victims_memory(victims)
         return True
 
-    def _idle_besides(self, entry: _Entry) -> list[_Entry]:
-        """The resident bundles other than `entry` that no request holds: what may be evicted."""
-        return [
+    def _evicting_for(
+        self, entry: _Entry, count: Callable[[list[_Entry], Callable[[Evictable], None]], _T]
+    ) -> _T:
+        """`count(idle, evict)`: a ledger call that counts something of `entry`, offered the
+        resident bundles no request holds and told of each it evicts (`_evict`); what it
+        returns. Freed memory is then handed back (malloc_trim) only where a victim's weights
+        lay in the heap. An ahead-of-time bundle maps its weights and holds 2-3.5 MiB of its
+        own, which the next load reuses: trimming that cost a request 1 ms an eviction, up to
+        5, and lowered no peak. A portable bundle's freed weights would leave holes the
+        allocator keeps: without a trim the process grew 46% past its budget."""
+        idle = [
             other
             for other in self._entries.values()
             if other is not entry and other.pins == 0 and self._ledger.holds(other.name)
         ]
+        victims: list[_Entry] = []
 
-    @staticmethod
-    def _release_victims_memory(victims: Sequence[Evictable]) -> None:
-        """Hand freed memory back (malloc_trim) only where a victim's weights lay in the heap.
-        An ahead-of-time bundle maps its weights and holds 2-3.5 MiB of its own, which the next
-        load reuses: trimming that cost a request 1 ms an eviction, up to 5, and lowered no
-        peak. A portable bundle's freed weights would leave holes the allocator keeps: without
-        a trim the process grew 46% past its budget."""
-        if any(not victim.bundle.shared_weights for victim in victims):  # type: ignore[attr-defined]
+        def evict(victim: Evictable) -> None:
+            self._evict(victim)  # type: ignore[arg-type]
+            victims.append(victim)  # type: ignore[arg-type]
+
+        counted = count(idle, evict)
+        if any(not victim.bundle.shared_weights for victim in victims):
             release_freed_memory()
+        return counted
 
     def _close_sessions(self, entry: _Entry, keys: Sequence[SessionKey]) -> None:
         """Close some sessions of an idle bundle, which stays resident with the rest (the

@@ -6,17 +6,22 @@ and on a machine with memory to spare the next load finds them there and reads n
 boxes this is for, memory is the limit and the page cache is the first thing to go, so a reload
 reads storage. Dropping the pages of files no session maps any more (`drop_file_pages`) makes a
 reload cost here what it costs there; pages a session still maps (a pooled weight another bundle
-holds) are kept by the kernel. `storage_read_bytes` is what this process has read from storage.
+holds) are kept by the kernel. `read_file_pages` brings a file in (reading ahead, `prefetch.py`);
+`storage_read_bytes` is what this process has read from storage.
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
+
 from fusedinf_cc.artifacts.manifest import cached_manifest
+from fusedinf_cc.backends.weight_reader import CHUNK_BYTES, populate
 from fusedinf_cc.common.files import external_data_name
 
 _IO = Path("/proc/self/io")
@@ -63,6 +68,27 @@ def drop_file_pages(paths: Iterable[Path]) -> None:
                 os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
             finally:
                 os.close(descriptor)
+
+
+def read_file_pages(path: Path, stopped: Callable[[], bool] = lambda: False) -> None:
+    """Bring `path` into the page cache through a mapping of its own, in chunks, until done or
+    `stopped()` (asked between chunks); nothing stays mapped. A file that cannot be read is
+    left as it is."""
+    with contextlib.suppress(OSError, ValueError), open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        if size == 0:
+            return
+        mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            pages = np.frombuffer(mapping, dtype=np.uint8)
+            address = int(pages.__array_interface__["data"][0])
+            del pages  # the mapping closes only once nothing views it
+            for offset in range(0, size, CHUNK_BYTES):
+                if stopped():
+                    return
+                populate(address + offset, min(CHUNK_BYTES, size - offset))
+        finally:
+            mapping.close()
 
 
 def storage_read_bytes() -> int | None:

@@ -12,17 +12,12 @@ storage. A wrong guess costs storage bandwidth, never memory the budget counts.
 
 from __future__ import annotations
 
-import contextlib
-import mmap
-import os
 import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from fusedinf_cc.backends.weight_reader import CHUNK_BYTES, populate
+from fusedinf_cc.runtime.pagecache import read_file_pages
 
 # A successor is guessed once seen this often after a bundle, and at least this share of the
 # times that bundle was followed: a pattern, not a coincidence.
@@ -62,7 +57,6 @@ class Prefetcher:
         self._wanted: list[Path] = []
         self._cancels = 0  # `cancel` calls: a read under way stops when this moves
         self._thread: threading.Thread | None = None
-        self.files_read = 0
 
     def fetch(self, files: Sequence[Path]) -> None:
         with self._condition:
@@ -90,26 +84,4 @@ class Prefetcher:
                     self._thread = None
                     return
                 path, cancels = self._wanted.pop(0), self._cancels
-            with contextlib.suppress(OSError, ValueError):
-                if self._read(path, cancels):
-                    self.files_read += 1
-
-    def _read(self, path: Path, cancels: int) -> bool:
-        """Bring `path` into the page cache through a mapping of its own, in chunks; False
-        where a `cancel` stopped it."""
-        with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            if size == 0:
-                return True
-            mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-            try:
-                pages = np.frombuffer(mapping, dtype=np.uint8)
-                address = int(pages.__array_interface__["data"][0])
-                del pages  # the mapping closes only once nothing views it
-                for offset in range(0, size, CHUNK_BYTES):
-                    if self._cancels != cancels:
-                        return False
-                    populate(address + offset, min(CHUNK_BYTES, size - offset))
-            finally:
-                mapping.close()
-        return True
+            read_file_pages(path, stopped=lambda cancels=cancels: self._cancels != cancels)

@@ -10,7 +10,8 @@ policies taking turns in a rotating order, each round measures:
 - a cold request per policy: the bundle's files dropped from the page cache, a fresh loader
   (`BundleCache(loading=...)`), one request from nothing loaded to its outputs; then the
   median of 10 warm requests in that loader (what the policy costs once nothing is read);
-- the load alone: the files dropped, the session opened and every weight read, no inference;
+- the load alone: the files dropped, every weight read and the session opened (as `bulk`
+  loads), no inference;
 - the compute alone: the median of 10 requests once everything is resident;
 - a fresh session's first request with nothing to read: the files already in memory, a fresh
   loader, one request (what a cold request computes: its session's opening and first run).
@@ -37,14 +38,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from fusedinf_cc.backends.sessions import open_session  # noqa: E402
-from fusedinf_cc.backends.weight_reader import WeightReader  # noqa: E402
 from fusedinf_cc.compiler.build import build_fused  # noqa: E402
 from fusedinf_cc.limits.profiles import device_profile  # noqa: E402
 from fusedinf_cc.limits.run import inside_a_run_group, run_limited  # noqa: E402
-from fusedinf_cc.runtime.bundle import open_bundle  # noqa: E402
+from fusedinf_cc.runtime.bundle import WHOLE, open_bundle  # noqa: E402
 from fusedinf_cc.runtime.feeds import random_feeds  # noqa: E402
 from fusedinf_cc.runtime.loader import BundleCache  # noqa: E402
-from fusedinf_cc.runtime.loading import LOADING_POLICIES, check_loading  # noqa: E402
+from fusedinf_cc.runtime.loading import (  # noqa: E402
+    LOADING_POLICIES,
+    check_loading,
+    start_reading,
+)
 from fusedinf_cc.runtime.pagecache import (  # noqa: E402
     drop_file_pages,
     read_file_pages,
@@ -92,8 +96,8 @@ def load_alone(artifact: Path) -> float:
     bundle = open_bundle(artifact, name="bundle")
     drop_file_pages(bundle.files)
     started = time.perf_counter()
+    start_reading(bundle.weight_spans(WHOLE), "bulk")  # every weight read, as `bulk` does
     session = open_session(artifact, shared_arena=True)
-    WeightReader(session.mapped_weights).read()  # type: ignore[attr-defined]
     seconds = time.perf_counter() - started
     session.close()
     return seconds

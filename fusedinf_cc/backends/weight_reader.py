@@ -7,6 +7,8 @@ file, `compiler/targets/weight_order.py`), in chunks, with `madvise(MADV_POPULAT
 call reads and maps a chunk, outside the interpreter lock, so a reader on its own thread runs
 ahead of the inference that needs those pages. Where the kernel lacks that advice (before
 Linux 5.14) each page is touched instead, which reads it the same way, fault by fault.
+`WeightReader.of_file` reads a file's pages through a mapping of its own, so the read can start
+before the session that will map them has opened.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import ctypes
 import ctypes.util
 import errno
 import mmap
+import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,8 +40,12 @@ class WeightReader:
     def __init__(self, weights: Sequence[Any]):
         """`weights`: `SharedWeight`s (their arrays lie in mapped side files), in the order
         they should be read."""
-        self._weights = list(weights)  # holds the mappings open while it reads
-        self.ranges = _page_ranges(weight.array for weight in self._weights)
+        self._weights: list[Any] = list(weights)  # holds the mappings open while it reads
+        self._mapping: mmap.mmap | None = None  # a file's, where `of_file` made this reader
+        self.ranges = _page_ranges(
+            (int(w.array.__array_interface__["data"][0]), int(w.array.nbytes))
+            for w in self._weights
+        )
         self.size = sum(length for _, length in self.ranges)
         self.bytes_read = 0
         self._stop = threading.Event()
@@ -46,13 +54,37 @@ class WeightReader:
         self._started = 0.0
         self._done = False
 
-    def read(self) -> None:
-        """Read every page now (`bulk`), or until `stop`."""
+    @classmethod
+    def of_file(cls, path: Path, spans: Iterable[tuple[int, int]] | None = None) -> WeightReader:
+        """A reader of `spans` of a file ((offset, length), in the order to read; None: the
+        whole file), through a read-only mapping of its own that it closes when done or
+        stopped. Raises OSError where the file cannot be opened."""
+        reader = cls(())
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size == 0:
+                return reader
+            reader._mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        view = np.frombuffer(reader._mapping, dtype=np.uint8)
+        base = int(view.__array_interface__["data"][0])
+        del view  # the mapping closes only once nothing views it
+        wanted = [(0, size)] if spans is None else spans
+        reader.ranges = _page_ranges(
+            (base + offset, min(length, size - offset))
+            for offset, length in wanted
+            if 0 <= offset < size and length > 0
+        )
+        reader.size = sum(length for _, length in reader.ranges)
+        return reader
+
+    def read(self, stopped: Callable[[], bool] = lambda: False) -> None:
+        """Read every page now (`bulk`), or until `stop` or `stopped()` (asked between
+        chunks)."""
         self._started = self._started or time.perf_counter()
         try:
             for start, length in self.ranges:
                 for offset in range(0, length, CHUNK_BYTES):
-                    if self._stop.is_set():
+                    if self._stop.is_set() or stopped():
                         return
                     chunk = min(CHUNK_BYTES, length - offset)
                     populate(start + offset, chunk)
@@ -62,7 +94,7 @@ class WeightReader:
         finally:
             with self._progress:
                 self._done = True
-                self._weights = []
+                self._let_go()
                 self._progress.notify_all()
 
     def start(self) -> None:
@@ -94,16 +126,22 @@ class WeightReader:
         """Stop reading (after the chunk in flight) and let go of the weights."""
         self._stop.set()
         self.wait()
+        self._let_go()
+
+    def _let_go(self) -> None:
         self._weights = []
+        if self._mapping is not None:
+            self._mapping.close()
+            self._mapping = None
 
 
-def _page_ranges(arrays: Any) -> list[tuple[int, int]]:
-    """(address, length) of whole pages covering each array, neighbours merged, in order."""
+def _page_ranges(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(address, length) of whole pages covering each (address, length) span, neighbours
+    merged, in order."""
     ranges: list[tuple[int, int]] = []
-    for array in arrays:
-        address = int(array.__array_interface__["data"][0])
+    for address, nbytes in spans:
         start = address - address % mmap.PAGESIZE
-        end = address + int(array.nbytes)
+        end = address + nbytes
         if ranges and ranges[-1][0] <= start <= ranges[-1][0] + ranges[-1][1]:
             first = ranges[-1][0]
             ranges[-1] = (first, max(ranges[-1][1], end - first))

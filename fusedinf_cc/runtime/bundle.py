@@ -29,7 +29,7 @@ from fusedinf_cc.artifacts.manifest import (
     read_manifest,
 )
 from fusedinf_cc.backends.sessions import is_engine
-from fusedinf_cc.backends.weight_pool import shared_bytes_by_digest
+from fusedinf_cc.backends.weight_pool import artifact_weights, shared_bytes_by_digest
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.common.files import sha256_file
 from fusedinf_cc.runtime.footprint import Footprint, FootprintCache
@@ -188,13 +188,33 @@ class Bundle:
         """What opening the session for `key` reads from storage when none of it is in memory:
         the whole's artifact and weights file, or a part's or stage's own file and the weights
         it maps from the side file. What a load costs on a device, where reads are slow."""
-        if key is WHOLE:
+        record = self.session_record(key)
+        if record is None:
             return sum(path.stat().st_size for path in whole_files(self.artifact))
-        if isinstance(key, StageKey):
-            record: PartRecord | StageRecord = self.stages[key.index]
-        else:
-            record = self.parts[key]  # type: ignore[index]
         return record.size_bytes + sum(self._weights_read(record.weights).values())
+
+    def session_record(self, key: SessionKey) -> PartRecord | StageRecord | None:
+        """The part or stage the session for `key` opens (None: the whole)."""
+        if key is WHOLE:
+            return None
+        if isinstance(key, StageKey):
+            return self.stages[key.index]
+        return self.parts[key]
+
+    def weight_spans(self, key: SessionKey) -> tuple[Path, list[tuple[int, int]]] | None:
+        """The side file and the (offset, length) spans of it that the session for `key` maps,
+        in file order (the order the graph first uses them); None for a bundle whose weights
+        are not mapped (portable, engines). What a loading policy reads, before or beside the
+        session's opening."""
+        if self.manifest is None or not self.manifest.weights or is_engine(self.artifact):
+            return None
+        records = self.manifest.weights
+        record = self.session_record(key)
+        if record is not None:
+            reads = set(record.weights)
+            records = [r for r in records if r.name in reads]
+        data_file, _ = artifact_weights(self.artifact)
+        return data_file, sorted((r.offset, r.length) for r in records)
 
     @functools.cached_property
     def stages(self) -> list[StageRecord]:

@@ -54,7 +54,7 @@ from fusedinf_cc.runtime.feeds import (
     with_bounds,
 )
 from fusedinf_cc.runtime.ledger import Evictable, LoadNeed, MemoryLedger
-from fusedinf_cc.runtime.loading import ReadingSession, check_loading, read_weights
+from fusedinf_cc.runtime.loading import ReadingSession, check_loading, reading, start_reading
 from fusedinf_cc.runtime.pagecache import drop_file_pages
 from fusedinf_cc.runtime.policies import POLICIES, CachePolicy, MissCost
 from fusedinf_cc.runtime.prefetch import Prefetcher, Successors
@@ -612,9 +612,7 @@ class BundleCache:
             self._wait_for_room(entry, key, f"bundle {entry.name!r}: stage {index}", own_pins=1)
         started = time.perf_counter()
         try:
-            entry.bundle.check_unchanged()
-            session = self._session_factory(entry.bundle.artifact, part=entry.bundle.stages[index])
-            session = read_weights(session, self._loading)
+            session = self._open_read(entry, key)
         except BaseException:
             with self._condition:
                 self._ledger.uncount(entry.name, key)
@@ -712,6 +710,21 @@ class BundleCache:
             self._release(entry)
             raise
 
+    def _open_read(self, entry: _Entry, key: SessionKey) -> Session:
+        """Open the session for `key` of a checked bundle, its weights read as the loading
+        policy says: the read starts before the session opens."""
+        entry.bundle.check_unchanged()
+        reader = start_reading(entry.bundle.weight_spans(key), self._loading)
+        try:
+            session = self._session_factory(
+                entry.bundle.artifact, part=entry.bundle.session_record(key)
+            )
+        except BaseException:
+            if reader is not None:
+                reader.stop()
+            raise
+        return reading(session, reader)
+
     def _session_for(self, entry: _Entry, key: SessionKey) -> Session:
         """The pinned entry's session for `key`, opened once however many requests ask at once
         (they wait for the one that opens it)."""
@@ -719,11 +732,8 @@ class BundleCache:
             session = entry.sessions.get(key)
             if session is not None:
                 return session
-            part = entry.bundle.parts[key] if key is not WHOLE else None
-            entry.bundle.check_unchanged()
             started = time.perf_counter()
-            session = self._session_factory(entry.bundle.artifact, part=part)
-            session = read_weights(session, self._loading)  # bulk reads here: load time
+            session = self._open_read(entry, key)  # bulk reads here: load time
             seconds = time.perf_counter() - started
             with self._condition:
                 entry.sessions[key] = session

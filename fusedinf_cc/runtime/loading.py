@@ -8,12 +8,16 @@ Named as EdgeCaffe names its policies, so that results compare:
 - `interleaved`: a reader thread runs ahead of inference, in the order the graph uses the
   weights, so reading and computing overlap.
 They differ only for sessions that map their weights (ahead-of-time bundles): a portable
-session reads its weights while it is created, which is `bulk` whatever is asked.
+session reads its weights while it is created, which is `bulk` whatever is asked. The read
+starts before the session opens (through the reader's own mapping of the side file), so
+ONNX Runtime's parsing of the graph overlaps it too; the session's mapping then finds the
+pages in the page cache.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,19 +41,32 @@ def check_loading(name: str | None) -> str:
     return name
 
 
-def read_weights(session: Session, policy: str) -> Session:
-    """Apply `policy` to a session just opened: read its weights now (`bulk`), start reading
-    them beside its first run (`interleaved`, the session returned then stops the reader when
-    it closes), or leave them to be read as inference needs them (`linear`)."""
-    weights = getattr(session, "mapped_weights", ())
-    if not weights or policy == "linear":
-        return session
-    reader = WeightReader(weights)
+def start_reading(
+    spans: tuple[Path, Sequence[tuple[int, int]]] | None, policy: str
+) -> WeightReader | None:
+    """Apply `policy` to a session about to open, given the spans of its side file it will map
+    (`Bundle.weight_spans`; None: it maps none): read them now (`bulk`), start reading them on
+    a thread (`interleaved`: the read overlaps the session's opening, then its first run), or
+    leave them to be read as inference needs them (`linear`). Returns the reader still
+    reading, for `reading` to tie to the session. A file that cannot be read is left to the
+    session's opening to refuse."""
+    if spans is None or policy == "linear":
+        return None
+    try:
+        reader = WeightReader.of_file(*spans)
+    except OSError:
+        return None
     if policy == "bulk":
         reader.read()
-        return session
+        return None
     reader.start()
-    return ReadingSession(session, reader)
+    return reader
+
+
+def reading(session: Session, reader: WeightReader | None) -> Session:
+    """`session`, tied to the reader still bringing its weights in (`start_reading`), which
+    stops when the session closes."""
+    return session if reader is None else ReadingSession(session, reader)
 
 
 class ReadingSession:

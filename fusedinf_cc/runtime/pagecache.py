@@ -13,15 +13,12 @@ holds) are kept by the kernel. `read_file_pages` brings a file in (reading ahead
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import numpy as np
-
 from fusedinf_cc.artifacts.manifest import cached_manifest
-from fusedinf_cc.backends.weight_reader import CHUNK_BYTES, populate
+from fusedinf_cc.backends.weight_reader import WeightReader
 from fusedinf_cc.common.files import external_data_name
 
 _IO = Path("/proc/self/io")
@@ -74,21 +71,8 @@ def read_file_pages(path: Path, stopped: Callable[[], bool] = lambda: False) -> 
     """Bring `path` into the page cache through a mapping of its own, in chunks, until done or
     `stopped()` (asked between chunks); nothing stays mapped. A file that cannot be read is
     left as it is."""
-    with contextlib.suppress(OSError, ValueError), open(path, "rb") as file:
-        size = os.fstat(file.fileno()).st_size
-        if size == 0:
-            return
-        mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            pages = np.frombuffer(mapping, dtype=np.uint8)
-            address = int(pages.__array_interface__["data"][0])
-            del pages  # the mapping closes only once nothing views it
-            for offset in range(0, size, CHUNK_BYTES):
-                if stopped():
-                    return
-                populate(address + offset, min(CHUNK_BYTES, size - offset))
-        finally:
-            mapping.close()
+    with contextlib.suppress(OSError, ValueError):
+        WeightReader.of_file(path).read(stopped)
 
 
 def storage_read_bytes() -> int | None:

@@ -56,3 +56,21 @@ def test_ranges_cover_whole_pages_and_keep_the_order_given(tmp_path):
     ranges = WeightReader([weights[2], weights[0]]).ranges
     assert len(ranges) == 2 and ranges[0][0] > ranges[1][0]  # read as given: last one first
     assert all(start % mmap.PAGESIZE == 0 for start, _ in ranges)
+
+
+def test_a_file_reader_reads_the_spans_asked_through_its_own_mapping(tmp_path):
+    path, _, _ = _mapped_weights(tmp_path, [2**20] * 4)
+    reader = WeightReader.of_file(path, [(2 * 2**20, 2**20), (0, 2**20)])
+    assert reader.size == 2 * 2**20
+    (third, _), (first, _) = reader.ranges  # in the order asked
+    assert third - first == 2 * 2**20
+    reader.read()
+    assert reader.bytes_read == reader.size and cached_bytes(path) >= 2 * 2**20
+    drop_file_pages([path])
+    whole = WeightReader.of_file(path)
+    whole.start()
+    whole.wait()
+    assert cached_bytes(path) == path.stat().st_size
+    empty = tmp_path / "empty.data"
+    empty.write_bytes(b"")
+    assert WeightReader.of_file(empty).size == 0

@@ -8,10 +8,11 @@ import time
 import numpy as np
 import pytest
 
+from fusedinf_cc.backends.sessions import open_session
 from fusedinf_cc.backends.weight_pool import DEFAULT_POOL
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.compiler.build import build_fused
-from fusedinf_cc.runtime.bundle import open_bundle
+from fusedinf_cc.runtime.bundle import WHOLE, open_bundle
 from fusedinf_cc.runtime.loader import BundleCache
 from fusedinf_cc.runtime.loading import LOADING_POLICIES, check_loading
 from fusedinf_cc.runtime.pagecache import drop_file_pages
@@ -81,6 +82,40 @@ def test_an_evicted_bundles_reader_stops_and_lets_go(bundle):
     assert cache.resident() == []
     assert not [t for t in threading.enumerate() if t.name == "fusedinf-weight-reader"]
     assert DEFAULT_POOL.live_digests() == set()  # no weight is held by a reader either
+
+
+def test_the_read_starts_before_the_session_opens(bundle):
+    """ONNX Runtime's parsing of the graph overlaps the read: the side file is coming in while
+    the session opens (interleaved), already in (bulk), or left to inference (linear)."""
+    side = _side_file(bundle)
+    cached_while_opening = {}
+
+    def opens(artifact, part=None):
+        wait = 0.3 if loading == "linear" else 10
+        cached_while_opening[loading] = _cached_within(side, wait) / side.stat().st_size
+        return open_session(artifact, part=part)
+
+    for loading in LOADING_POLICIES:
+        cache = BundleCache(1 << 30, loading=loading, session_factory=opens)
+        cache.register(bundle)
+        drop_file_pages(bundle.files)
+        cache.load("pair")
+        cache.close()
+    assert cached_while_opening["bulk"] >= 0.99
+    assert cached_while_opening["interleaved"] >= 0.99
+    assert cached_while_opening["linear"] < 0.5
+
+
+def test_a_part_reads_its_own_span_of_the_side_file_and_the_whole_reads_both(bundle):
+    side = _side_file(bundle)
+    spans = {key: bundle.weight_spans(key) for key in ("a", "b", WHOLE)}
+    assert {path for path, _ in spans.values()} == {side}
+    covered = {key: {(o, o + n) for o, n in found} for key, (_, found) in spans.items()}
+    assert covered["a"] and covered["b"] and not covered["a"] & covered["b"]
+    assert covered[WHOLE] == covered["a"] | covered["b"]
+    ends = sorted(covered[WHOLE])
+    assert ends[0][0] == 0 and ends[-1][1] <= side.stat().st_size
+    assert sum(n for _, n in spans["a"][1]) > 0.45 * side.stat().st_size
 
 
 def test_an_unknown_policy_is_one_line():

@@ -210,6 +210,57 @@ class TransformerEncoder(nn.Module):
         return self.classify(self.layers(self.embed(tokens)).mean(dim=1))
 
 
+class PatchTransformer(nn.Module):
+    """A small ViT: 16x16 patches of the image -> encoder layers -> pooled -> class logits."""
+
+    def __init__(self, width: int = 96, layers: int = 2, classes: int = 10, tokens: int = 196):
+        super().__init__()
+        self.patches = nn.Conv2d(3, width, 16, 16)
+        self.position = nn.Parameter(torch.randn(1, tokens, width) * 0.02)
+        self.layers = nn.Sequential(*(EncoderLayer(width, 4) for _ in range(layers)))
+        self.norm = nn.LayerNorm(width)
+        self.classify = nn.Linear(width, classes)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.patches(image).flatten(2).transpose(1, 2) + self.position
+        return self.classify(self.norm(self.layers(x)).mean(dim=1))
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise 7x7, then a channels-last LayerNorm and MLP, scaled, added back."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.depthwise = nn.Conv2d(width, width, 7, padding=3, groups=width)
+        self.norm = nn.LayerNorm(width)
+        self.expand = nn.Linear(width, 4 * width)
+        self.act = nn.GELU()
+        self.project = nn.Linear(4 * width, width)
+        self.gamma = nn.Parameter(torch.full((width,), 0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.depthwise(x).permute(0, 2, 3, 1)
+        y = self.gamma * self.project(self.act(self.expand(self.norm(y))))
+        return x + y.permute(0, 3, 1, 2)
+
+
+class ConvNeXt(nn.Module):
+    """A small ConvNeXt: a 4x4 patch stem, two stages of blocks, pooled -> class logits."""
+
+    def __init__(self, widths: tuple[int, int] = (48, 96), classes: int = 10):
+        super().__init__()
+        self.stem = nn.Conv2d(3, widths[0], 4, 4)
+        self.stage1 = nn.Sequential(ConvNeXtBlock(widths[0]), ConvNeXtBlock(widths[0]))
+        self.down = nn.Conv2d(widths[0], widths[1], 2, 2)
+        self.stage2 = nn.Sequential(ConvNeXtBlock(widths[1]), ConvNeXtBlock(widths[1]))
+        self.norm = nn.LayerNorm(widths[1])
+        self.classify = nn.Linear(widths[1], classes)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.stage2(self.down(self.stage1(self.stem(image))))
+        return self.classify(self.norm(x.mean(dim=(2, 3))))
+
+
 def backbone() -> nn.Module:
     """The shared trunk of `head0` and `head1`: a small ResNet stem at 1/8 resolution (128 ch)."""
     return nn.Sequential(

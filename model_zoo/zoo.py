@@ -68,6 +68,8 @@ CATALOGUE: dict[str, ZooModel] = {
         ZooModel("mobilenet_v3_small", arch.mobilenet_v3_small, "image", IMAGE, "logits"),
         ZooModel("squeezenet1_1", arch.squeezenet1_1, "image", IMAGE, "logits"),
         ZooModel("transformer_encoder", arch.TransformerEncoder, "tokens", (1, 64), "logits", True),
+        ZooModel("vit", arch.PatchTransformer, "image", IMAGE, "logits"),
+        ZooModel("convnext", arch.ConvNeXt, "image", IMAGE, "logits"),
         ZooModel(
             "head0",
             _with_head(arch.classification_head, 1),

@@ -1,4 +1,5 @@
-"""onnx-ir logs a warning per skipped tensor; the pass table reports what matters instead."""
+"""onnx-ir (and onnxscript's folder) log a warning per skipped tensor or failed inference; the
+pass table reports what matters instead."""
 
 from __future__ import annotations
 
@@ -6,13 +7,17 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
+_LIBRARIES = ("onnx_ir", "onnxscript")
+
 
 @contextlib.contextmanager
 def quiet_onnx_ir() -> Iterator[None]:
-    logger = logging.getLogger("onnx_ir")
-    previous = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in _LIBRARIES]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(previous)
+        for logger, level in zip(loggers, previous, strict=True):
+            logger.setLevel(level)

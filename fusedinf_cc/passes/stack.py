@@ -17,12 +17,21 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
 
 from fusedinf_cc.passes.base import FusionState, PassContext, PassOutcome
+from fusedinf_cc.passes.quiet import quiet_onnx_ir
+from fusedinf_cc.passes.stack_layout import (
+    Layout,
+    const_array,
+    equal_constants,
+    int_attr,
+    same_value,
+)
+from fusedinf_cc.passes.stack_model_axis import MODEL_AXIS_OPS, ModelAxisLayers
 
 _CHANNEL_AXIS = 1
 # Ops that act on each channel alone, with no inputs beyond the activation.
@@ -45,17 +54,9 @@ _CHANNELWISE = frozenset(
         "GlobalMaxPool",
     }
 )
+_FOLLOWS = "after an unstacked layer"
 _BINARY = frozenset({"Add", "Sub", "Mul", "Div"})
-_STACKABLE = _CHANNELWISE | _BINARY | {"Conv", "BatchNormalization", "Clip"}
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """A stacked value: K models' tensors of `channels` each, side by side on axis 1."""
-
-    value: ir.Value
-    channels: int
-    rank: int
+_STACKABLE = _CHANNELWISE | _BINARY | MODEL_AXIS_OPS | {"Conv", "BatchNormalization", "Clip"}
 
 
 class Stack:
@@ -63,10 +64,11 @@ class Stack:
 
     def run(self, state: FusionState, ctx: PassContext) -> PassOutcome:
         model = state.require_fused()
+        if not _matching_groups(_nodes_by_model(model.graph, list(ctx.inputs))):
+            return PassOutcome(changed=False, detail="no models of one architecture on one input")
+        _infer_shapes(model)  # folds shape arithmetic: the groups are found again after it
         nodes_by_model = _nodes_by_model(model.graph, list(ctx.inputs))
         groups = _matching_groups(nodes_by_model)
-        if not groups:
-            return PassOutcome(changed=False, detail="no models of one architecture on one input")
         built = [
             _StackedGroup(model, [nodes_by_model[m] for m in group], group) for group in groups
         ]
@@ -76,6 +78,29 @@ class Stack:
             group.describe(count) for group, count in zip(built, counts, strict=True)
         )
         return PassOutcome(changed=any(counts), detail=detail)
+
+
+def _infer_shapes(model: ir.Model) -> None:
+    """Each value's shape, where onnx can infer it, and the shape arithmetic that follows from
+    static shapes folded into constants (onnxscript's folder; integer tensors only, so no
+    float the models compute changes): a Reshape whose target an exporter computes from
+    Shape then reads a constant, as a stacked layer must. The shapes are the ranks a layer on
+    the model axis needs, and the dims that move a value between the two axes. Where
+    inference fails, those layers stay per model; its log is not the user's."""
+    from onnxscript.optimizer import fold_constants
+
+    with quiet_onnx_ir():
+        ShapeInferencePass()(model)
+        fold_constants(model, should_fold=_folds_shape_arithmetic)
+        RemoveUnusedNodesPass()(model)  # what the folding left unread
+        ShapeInferencePass()(model)
+
+
+def _folds_shape_arithmetic(node: ir.Node) -> bool:
+    return all(out.dtype in _INTEGERS for out in node.outputs)
+
+
+_INTEGERS = frozenset({ir.DataType.INT64, ir.DataType.INT32})
 
 
 def _nodes_by_model(graph: ir.Graph, models: Sequence[str]) -> dict[str, list[ir.Node]]:
@@ -168,17 +193,20 @@ class _StackedGroup:
         self.label = "+".join(names)
         self.prefix = f"{names[0]}/"
         self.position = {node: index for index, node in enumerate(nodes[0])}
-        self.stacked: dict[tuple[int, int], _Layout] = {}
+        self.stacked: dict[tuple[int, int], Layout] = {}
         self.new_nodes: list[ir.Node] = []
         self.new_initializers: list[ir.Value] = []
         self.unstacked: Counter[str] = Counter()  # why layers were not stacked, by reason
+        self.model_axis = ModelAxisLayers(self)
+        self._helpers = 0
+        self._names: set[str] = set()  # of the initializers made
+        self._added: set[ir.Node] = set()
 
     def build(self) -> int:
         """Stack every layer that can be, from the first; returns how many were."""
         layers = []
         for index, column in enumerate(zip(*self.nodes, strict=True)):
-            node = self._stack_layer(index, list(column))
-            if node is not None:
+            if self._stack_layer(index, list(column)):
                 layers.append(index)
             else:
                 self.unstacked[self._why_not(list(column))] += 1
@@ -194,14 +222,19 @@ class _StackedGroup:
         for node in self.new_nodes:
             self.graph.append(node)
         for index in layers:
-            self.graph.remove([column[index] for column in self.nodes], safe=False)
+            replaced = [column[index] for column in self.nodes]
+            self.graph.remove(replaced, safe=False)
+            for node in replaced:
+                node.resize_inputs(0)  # its weights, read by nothing now, are dropped by cleanup
         return len(layers)
 
     def describe(self, stacked: int) -> str:
-        """How many of the models' layers were stacked, and why the others were not, the most
-        common reasons first."""
+        """How many of the models' layers were stacked, and why the others were not: the
+        reasons that stopped a stack first (a layer after an unstacked one only follows), the
+        most common first."""
         total = len(self.nodes[0])
-        why = ", ".join(f"{reason} x{count}" for reason, count in self.unstacked.most_common(4))
+        reasons = sorted(self.unstacked.most_common(), key=lambda pair: pair[0].endswith(_FOLLOWS))
+        why = ", ".join(f"{reason} x{count}" for reason, count in reasons[:4])
         rest = f"; not stacked: {why}" if why else ""
         return f"{self.label}: {stacked} of {total} layers stacked{rest}"
 
@@ -211,19 +244,42 @@ class _StackedGroup:
         op = first.op_type if first.domain in ("", "ai.onnx") else f"{first.domain}.{first.op_type}"
         if op not in _STACKABLE:
             return f"{op} (no stacked form)"
-        if (
-            op == "Conv"
-            and _int_attr(first, "group", 1) > 1
-            and self._input_layout(column, 0) is None
-        ):
+        if op == "Conv" and int_attr(first, "group", 1) > 1 and self.layout_read(column, 0) is None:
             return "grouped Conv on an unstacked input"
-        if all(self._input_layout(column, slot) is None for slot in range(len(first.inputs))):
-            return f"{op} after an unstacked layer"
+        if all(self.layout_read(column, slot) is None for slot in range(len(first.inputs))):
+            return f"{op} {_FOLLOWS}"
+        if any(out.shape is None for out in first.outputs) and op in MODEL_AXIS_OPS:
+            return f"{op} (shape not inferred)"
+        read = [self.layout_read(column, slot) for slot in range(len(first.inputs))]
+        if op not in MODEL_AXIS_OPS and any(lay is not None and lay.model_axis for lay in read):
+            return f"{op} after channels-last layers (moving back costs more than it saves)"
+        if op in MODEL_AXIS_OPS and any(
+            lay is not None and not lay.model_axis and not self.model_axis.movable(lay)
+            for lay in read
+        ):
+            return f"{op} on feature maps too large to move channels last"
         return f"{op} (weights or attributes of another form)"
 
     # -- one layer ----------------------------------------------------------------------------
 
-    def _stack_layer(self, index: int, column: list[ir.Node]) -> ir.Node | None:
+    def _stack_layer(self, index: int, column: list[ir.Node]) -> bool:
+        """Stack one layer: on the channel axis where its inputs are stacked there (or it reads
+        the shared input), else on the model axis; a layer reading values on the model axis
+        tries that axis first."""
+        reads = [self.layout_read(column, slot) for slot in range(len(column[0].inputs))]
+        if any(layout is not None and layout.model_axis for layout in reads):
+            built = self.model_axis.build(column) or self._on_channels(column)
+        else:
+            built = self._on_channels(column) or self.model_axis.build(column)
+        if built is None:
+            return False
+        node, layouts = built
+        self.add(node)
+        for output, layout in enumerate(layouts):
+            self.stacked[(index, output)] = layout
+        return True
+
+    def _on_channels(self, column: list[ir.Node]) -> tuple[ir.Node, list[Layout]] | None:
         first = column[0]
         if len(first.outputs) != 1 and not _only_first_output_used(column):
             return None
@@ -242,38 +298,43 @@ class _StackedGroup:
             return None
         if built is None:
             return None
-        node, layout_channels, rank = built
-        self.new_nodes.append(node)
-        self.stacked[(index, 0)] = _Layout(node.outputs[0], layout_channels, rank)
-        return node
+        node, channels, rank = built
+        return node, [Layout(node.outputs[0], channels, rank, shape=first.outputs[0].shape)]
 
-    def _input_layout(self, column: list[ir.Node], slot: int) -> _Layout | None:
+    def layout_read(self, column: list[ir.Node], slot: int) -> Layout | None:
         """The stacked value this layer's input `slot` reads, if its producer was stacked."""
         value = column[0].inputs[slot]
         index = self.position.get(value.producer()) if value is not None else None
         return None if index is None else self.stacked.get((index, value.index()))
 
+    def _input_layout(self, column: list[ir.Node], slot: int) -> Layout | None:
+        """The value on the channel axis this layer's input `slot` reads, if its producer was
+        stacked there. A value on the model axis is not moved back: the transposes cost more
+        than stacking saves (decision `stack-model-axis`)."""
+        layout = self.layout_read(column, slot)
+        return None if layout is None or layout.model_axis else layout
+
     def _conv(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
         first = column[0]
-        weights = [_const(node.inputs[1]) for node in column]
-        biases = [_const(node.inputs[2]) if len(node.inputs) > 2 else None for node in column]
+        weights = [const_array(node.inputs[1]) for node in column]
+        biases = [const_array(node.inputs[2]) if len(node.inputs) > 2 else None for node in column]
         has_bias = [b is not None for b in biases]
         if any(w is None for w in weights) or len(set(has_bias)) != 1:
             return None
-        group = _int_attr(first, "group", 1)
+        group = int_attr(first, "group", 1)
         layout = self._input_layout(column, 0)
         if layout is not None:
             new_group = group * self.width
             source = layout.value
-        elif _same_value(column, 0) and group == 1:
+        elif same_value(column, 0) and group == 1:
             new_group, source = 1, first.inputs[0]  # one input all models read: no groups
         else:
             return None
-        inputs = [source, self._initializer(first, 1, np.concatenate(weights, axis=0))]
+        inputs = [source, self.initializer(first, 1, np.concatenate(weights, axis=0))]
         if has_bias[0]:
-            inputs.append(self._initializer(first, 2, np.concatenate(biases, axis=0)))
+            inputs.append(self.initializer(first, 2, np.concatenate(biases, axis=0)))
         attributes = {**first.attributes, "group": ir.AttrInt64("group", new_group)}
-        node = self._node(first, inputs, attributes)
+        node = self.node(first, inputs, attributes)
         return node, int(weights[0].shape[0]), weights[0].ndim
 
     def _batch_norm(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
@@ -281,30 +342,30 @@ class _StackedGroup:
         if layout is None:
             return None
         first = column[0]
-        params = [[_const(node.inputs[slot]) for node in column] for slot in range(1, 5)]
+        params = [[const_array(node.inputs[slot]) for node in column] for slot in range(1, 5)]
         if len(first.inputs) != 5 or any(p is None for slot in params for p in slot):
             return None
         inputs = [layout.value] + [
-            self._initializer(first, slot, np.concatenate(values, axis=0))
+            self.initializer(first, slot, np.concatenate(values, axis=0))
             for slot, values in enumerate(params, start=1)
         ]
-        return self._node(first, inputs), layout.channels, layout.rank
+        return self.node(first, inputs), layout.channels, layout.rank
 
     def _channelwise(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
         layout = self._input_layout(column, 0)
         if layout is None or len(column[0].inputs) != 1:
             return None
-        return self._node(column[0], [layout.value]), layout.channels, layout.rank
+        return self.node(column[0], [layout.value]), layout.channels, layout.rank
 
     def _clip(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
         layout = self._input_layout(column, 0)
         if layout is None:
             return None
         for slot in range(1, len(column[0].inputs)):
-            if not _equal_constants(column, slot):
+            if not equal_constants(column, slot):
                 return None
         inputs = [layout.value, *column[0].inputs[1:]]
-        return self._node(column[0], inputs), layout.channels, layout.rank
+        return self.node(column[0], inputs), layout.channels, layout.rank
 
     def _binary(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
         first = column[0]
@@ -320,21 +381,21 @@ class _StackedGroup:
             if layout is not None:
                 plan.append(layout.value)
                 continue
-            constants = [_const(node.inputs[slot]) for node in column]
+            constants = [const_array(node.inputs[slot]) for node in column]
             if any(c is None for c in constants) or constants[0].ndim > rank:
                 return None
             axis = constants[0].ndim - (rank - _CHANNEL_AXIS)
             if axis >= 0 and constants[0].shape[axis] == channels:
                 plan.append(np.concatenate(constants, axis))
-            elif (axis < 0 or constants[0].shape[axis] == 1) and _equal_constants(column, slot):
+            elif (axis < 0 or constants[0].shape[axis] == 1) and equal_constants(column, slot):
                 plan.append(first.inputs[slot])  # one value for every channel of every model
             else:
                 return None
         inputs = [
-            self._initializer(first, slot, x) if isinstance(x, np.ndarray) else x
+            self.initializer(first, slot, x) if isinstance(x, np.ndarray) else x
             for slot, x in enumerate(plan)
         ]
-        return self._node(first, inputs), channels, rank
+        return self.node(first, inputs), channels, rank
 
     # -- values and nodes ---------------------------------------------------------------------
 
@@ -342,38 +403,85 @@ class _StackedGroup:
         own = original[len(self.prefix) :] if original.startswith(self.prefix) else original
         return f"{self.label}/{own}"
 
-    def _node(
-        self, first: ir.Node, inputs: Sequence[ir.Value | None], attributes: dict | None = None
+    def node(
+        self,
+        first: ir.Node,
+        inputs: Sequence[ir.Value | None],
+        attributes: dict | None = None,
+        outputs: int = 1,
     ) -> ir.Node:
+        """The stacked layer's node, in place of `first` and its twins, with their first
+        `outputs` outputs."""
         node = ir.Node(
             first.domain,
             first.op_type,
             inputs,
             attributes=list((attributes or first.attributes).values()),
-            num_outputs=1,
+            num_outputs=outputs,
             name=self._name(first.name or first.outputs[0].name),
         )
-        node.outputs[0].name = self._name(first.outputs[0].name)
-        if first.outputs[0].dtype is not None:
-            node.outputs[0].dtype = first.outputs[0].dtype
+        for out, original in zip(node.outputs, first.outputs, strict=False):
+            out.name = self._name(original.name)
+            if original.dtype is not None:
+                out.dtype = original.dtype
         return node
 
-    def _initializer(self, first: ir.Node, slot: int, array: np.ndarray) -> ir.Value:
-        value = ir.Value(name=self._name(first.inputs[slot].name), const_value=ir.tensor(array))
+    def initializer(self, first: ir.Node, slot: int, array: np.ndarray) -> ir.Value:
+        """The models' constants for `first`'s input `slot`, stacked into `array`."""
+        return self.constant(first.inputs[slot].name, array)
+
+    def constant(self, name: str, array: np.ndarray) -> ir.Value:
+        """A new initializer, named after `name` (numbered where that name is taken: two
+        layers may read one constant, each stacking it its own way)."""
+        full = self._name(name)
+        while full in self.graph.initializers or full in self._names:
+            self._helpers += 1
+            full = self._name(f"{name}_{self._helpers}")
+        self._names.add(full)
+        value = ir.Value(name=full, const_value=ir.tensor(array))
         value.shape = ir.Shape(array.shape)
         self.new_initializers.append(value)
         return value
 
-    def _split(self, layout: _Layout, name: str) -> list[ir.Value]:
-        """One value per model from a stacked one."""
+    def add(self, node: ir.Node) -> None:
+        """Keep a node built for the stack (once, however often it is handed in)."""
+        if node not in self._added:
+            self._added.add(node)
+            self.new_nodes.append(node)
+
+    def helper(self, op: str, inputs: Sequence[ir.Value], attributes: dict) -> ir.Value:
+        """A node that moves a stacked value between the axes; its output."""
+        self._helpers += 1
+        name = self._name(f"{op}_moved_{self._helpers}")
+        node = ir.Node("", op, inputs, attributes=list(attributes.values()), name=name)
+        node.outputs[0].name = f"{name}_output"
+        self.add(node)
+        return node.outputs[0]
+
+    def _unstacked(self, layout: Layout, name: str) -> list[ir.Value]:
+        """One value per model from a stacked one: a Split on the channel axis, one Gather a
+        model on the model axis."""
+        if layout.model_axis:
+            pieces = []
+            for k in range(self.width):
+                index = self.constant(f"{name}/model", np.array(k, dtype=np.int64))
+                node = ir.Node(
+                    "",
+                    "Gather",
+                    [layout.value, index],
+                    attributes=[ir.AttrInt64("axis", 0)],
+                    name=self._name(f"{name}/unstack{k}"),
+                )
+                node.outputs[0].name = self._name(f"{name}/unstack{k}")
+                self.add(node)
+                pieces.append(node.outputs[0])
+            return pieces
         sizes = np.array([layout.channels] * self.width, dtype=np.int64)
         attributes = [ir.AttrInt64("axis", _CHANNEL_AXIS)]
         inputs: list[ir.Value | None] = [layout.value]
         if self.opset >= 13:
-            split = ir.Value(name=self._name(f"{name}/split_sizes"), const_value=ir.tensor(sizes))
+            split = self.constant(f"{name}/split_sizes", sizes)
             split.dtype = ir.DataType.INT64
-            split.shape = ir.Shape(sizes.shape)
-            self.new_initializers.append(split)
             inputs.append(split)
         else:
             attributes.append(ir.AttrInt64s("split", sizes.tolist()))
@@ -387,15 +495,15 @@ class _StackedGroup:
         )
         for k, out in enumerate(node.outputs):
             out.name = self._name(f"{name}/unstack{k}")
-        self.new_nodes.append(node)
+        self.add(node)
         return list(node.outputs)
 
     def _unstack_where_read(self, layers: list[int]) -> None:
-        """Where a layer's output is read by a node that stays per model, or is a graph output,
-        split the stacked value back into one value per model."""
+        """Where a stacked output is read by a node that stays per model, or is a graph output,
+        give each model back its own value."""
         stacked_nodes = {column[index] for column in self.nodes for index in layers}
-        for index in layers:
-            originals = [column[index].outputs[0] for column in self.nodes]
+        for (index, output), layout in self.stacked.items():
+            originals = [column[index].outputs[output] for column in self.nodes]
             read_outside = any(
                 value.is_graph_output()
                 or any(use.node not in stacked_nodes for use in value.uses())
@@ -403,8 +511,7 @@ class _StackedGroup:
             )
             if not read_outside:
                 continue
-            layout = self.stacked[(index, 0)]
-            pieces = self._split(layout, self.nodes[0][index].outputs[0].name)
+            pieces = self._unstacked(layout, self.nodes[0][index].outputs[output].name)
             for original, piece in zip(originals, pieces, strict=True):
                 piece.shape, piece.type = original.shape, original.type
                 name = original.name
@@ -417,29 +524,3 @@ def _only_first_output_used(column: list[ir.Node]) -> bool:
     return all(
         not out.uses() and not out.is_graph_output() for node in column for out in node.outputs[1:]
     )
-
-
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None:
-        return None
-    tensor = ir.convenience.get_const_tensor(value)
-    return None if tensor is None else tensor.numpy()
-
-
-def _same_value(column: list[ir.Node], slot: int) -> bool:
-    first = column[0].inputs[slot]
-    return first is not None and all(node.inputs[slot] is first for node in column)
-
-
-def _equal_constants(column: list[ir.Node], slot: int) -> bool:
-    if _same_value(column, slot):
-        return True
-    values = [_const(node.inputs[slot]) for node in column]
-    if any(v is None for v in values):
-        return False
-    return all(np.array_equal(values[0], v) for v in values[1:])
-
-
-def _int_attr(node: ir.Node, name: str, default: int) -> int:
-    attr = node.attributes.get(name)
-    return default if attr is None else int(attr.value)

@@ -216,6 +216,66 @@ def small_cnn(
     )
 
 
+def attention_block(
+    seed: int, opset: int = 17, tokens: int = 8, width: int = 16
+) -> onnx.ModelProto:
+    """One self-attention block with a classifier, as torch's exporter spells it: x [1, T, W]
+    -> qkv MatMul and bias, Reshape, Transpose, Split into q, k, v, scaled scores, Softmax,
+    the residual, a LayerNormalization, the tokens' mean, a Gemm. Every weight drawn from
+    `seed`, the LayerNormalization's too: models of it stack only on the model axis."""
+    rng = np.random.default_rng(seed)
+
+    def draw(*shape: int, scale: float = 0.3) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    axes_as_input = opset >= 18
+    mean = (
+        helper.make_node("ReduceMean", ["normed", "mean_axes"], ["pooled"], keepdims=0)
+        if axes_as_input
+        else helper.make_node("ReduceMean", ["normed"], ["pooled"], axes=[1], keepdims=0)
+    )
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_qkv"], ["qkv_mm"]),
+        helper.make_node("Add", ["qkv_mm", "b_qkv"], ["qkv"]),
+        helper.make_node("Reshape", ["qkv", "qkv_shape"], ["qkv_split"]),
+        helper.make_node("Transpose", ["qkv_split"], ["qkv_first"], perm=[2, 0, 1, 3]),
+        helper.make_node("Split", ["qkv_first", "thirds"], ["q3", "k3", "v3"], axis=0),
+        helper.make_node("Squeeze", ["q3", "zero"], ["q"]),
+        helper.make_node("Squeeze", ["k3", "zero"], ["k"]),
+        helper.make_node("Squeeze", ["v3", "zero"], ["v"]),
+        helper.make_node("Transpose", ["k"], ["k_t"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "k_t"], ["scores"]),
+        helper.make_node("Div", ["scores", "scale"], ["scaled"]),
+        helper.make_node("Softmax", ["scaled"], ["attention"], axis=-1),
+        helper.make_node("MatMul", ["attention", "v"], ["attended"]),
+        helper.make_node("Add", ["x", "attended"], ["residual"]),
+        helper.make_node("LayerNormalization", ["residual", "ln_scale", "ln_bias"], ["normed"]),
+        mean,
+        helper.make_node("Gemm", ["pooled", "w_out", "b_out"], ["logits"], transB=1),
+    ]
+    initializers = [
+        tensor("w_qkv", draw(width, 3 * width)),
+        tensor("b_qkv", draw(3 * width)),
+        tensor("qkv_shape", np.array([1, tokens, 3, width], np.int64)),
+        tensor("thirds", np.array([1, 1, 1], np.int64)),
+        tensor("zero", np.array([0], np.int64)),
+        tensor("scale", np.array(np.sqrt(width), np.float32)),
+        tensor("ln_scale", 1 + draw(width)),
+        tensor("ln_bias", draw(width)),
+        tensor("w_out", draw(4, width)),
+        tensor("b_out", draw(4)),
+    ]
+    if axes_as_input:
+        initializers.append(tensor("mean_axes", np.array([1], np.int64)))
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", FLOAT, [1, tokens, width])],
+        [helper.make_tensor_value_info("logits", FLOAT, [1, 4])],
+        initializers,
+        opset=opset,
+    )
+
+
 def stem_and_head(stem_seed: int, head_seed: int, channels: int = 8) -> onnx.ModelProto:
     """A conv stem and a conv head on a 1x3x16x16 image: models with one `stem_seed` share the
     stem's weights (so `cse` computes it once); `head_seed` draws the head's."""

@@ -58,6 +58,10 @@ if wants bench; then
   python scripts/bench_stack.py --json "$out/stack.json"
   python scripts/bench_stack.py --aot --arch resnet18 --counts 2,4 --rounds 10 \
     --json "$out/stack-resnet18.json"
+  for arch in transformer_encoder vit convnext; do
+    python scripts/bench_stack.py --aot --arch "$arch" --json "$out/stack-$arch-aot.json"
+    python scripts/bench_stack.py --arch "$arch" --json "$out/stack-$arch.json"
+  done
   python scripts/bench_parts.py --json "$out/parts.json"
 fi
 

@@ -31,7 +31,12 @@ from fusedinf_cc.passes.stack_layout import (
     int_attr,
     same_value,
 )
-from fusedinf_cc.passes.stack_model_axis import MODEL_AXIS_OPS, ModelAxisLayers
+from fusedinf_cc.passes.stack_model_axis import (
+    MODEL_AXIS_OPS,
+    REDUCTIONS,
+    ModelAxisLayers,
+    reduction_axes,
+)
 
 _CHANNEL_AXIS = 1
 # Ops that act on each channel alone, with no inputs beyond the activation.
@@ -292,6 +297,8 @@ class _StackedGroup:
             built = self._channelwise(column)
         elif op == "Clip":
             built = self._clip(column)
+        elif op in REDUCTIONS:
+            built = self._spatial_reduction(column)
         elif op in _BINARY:
             built = self._binary(column)
         else:
@@ -356,6 +363,23 @@ class _StackedGroup:
         if layout is None or len(column[0].inputs) != 1:
             return None
         return self.node(column[0], [layout.value]), layout.channels, layout.rank
+
+    def _spatial_reduction(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
+        """A reduction over axes past the channels (a squeeze-and-excite's mean over H and W,
+        as torch's dynamo exporter and timm write it): once over every model's channels."""
+        layout = self._input_layout(column, 0)
+        first = column[0]
+        if layout is None:
+            return None
+        axes = reduction_axes(first, self.opset)
+        if axes is None or not all(equal_constants(column, s) for s in range(1, len(first.inputs))):
+            return None
+        kept = int_attr(first, "keepdims", 1)
+        normalised = {axis % layout.rank for axis in axes}
+        if _CHANNEL_AXIS in normalised or (not kept and 0 in normalised):
+            return None
+        rank = layout.rank if kept else layout.rank - len(normalised)
+        return self.node(first, [layout.value, *first.inputs[1:]]), layout.channels, rank
 
     def _clip(self, column: list[ir.Node]) -> tuple[ir.Node, int, int] | None:
         layout = self._input_layout(column, 0)

@@ -58,7 +58,7 @@ UNARY = frozenset(
 )
 BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where"})
 _SOFTMAX = frozenset({"Softmax", "LogSoftmax", "Hardmax"})
-_REDUCE = frozenset(
+REDUCTIONS = frozenset(
     {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceL1"}
 )
 # Opsets from which a reduction takes its axes as an input instead of an attribute.
@@ -68,7 +68,7 @@ MODEL_AXIS_OPS = (
     UNARY
     | BROADCASTING
     | _SOFTMAX
-    | _REDUCE
+    | REDUCTIONS
     | {
         "MatMul",
         "LayerNormalization",
@@ -82,6 +82,17 @@ MODEL_AXIS_OPS = (
         "Concat",
     }
 )
+
+
+def reduction_axes(node: ir.Node, opset: int) -> list[int] | None:
+    """The axes a reduction (or Squeeze, Unsqueeze) names, from its attribute or, from the
+    opset that moved them there, its second input; None where it names none (every axis) or
+    computes them."""
+    if opset >= _AXES_INPUT_FROM.get(node.op_type, _AXES_INPUT_FROM_DEFAULT):
+        given = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
+        return None if given is None or given.size == 0 else [int(a) for a in given.ravel()]
+    attr = node.attributes.get("axes")
+    return None if attr is None else [int(a) for a in attr.value]
 
 
 def _shift(axis: int) -> int:
@@ -351,21 +362,18 @@ class ModelAxisLayers:
         elif op == "Split":
             attributes["axis"] = ir.AttrInt64("axis", _shift(int_attr(first, "axis", 0)))
             inputs += self._same_inputs(column)
-        else:  # Squeeze, Unsqueeze, reductions: their axes
-            from_opset = _AXES_INPUT_FROM.get(op, _AXES_INPUT_FROM_DEFAULT)
-            if self.group.opset >= from_opset:
-                axes = self._same_constant(column, 1) if len(first.inputs) > 1 else None
-                if axes is None:
-                    return None  # every axis: the model axis too
-                shifted = np.array([_shift(int(a)) for a in axes.ravel()], dtype=np.int64)
-                inputs.append(self.group.initializer(first, 1, shifted))
-                inputs += self._same_inputs(column, start=2)
+        else:  # Squeeze, Unsqueeze, reductions: their axes, which must not be every axis
+            axes = reduction_axes(first, self.group.opset)
+            if axes is None or not all(
+                equal_constants(column, slot) for slot in range(1, len(first.inputs))
+            ):
+                return None
+            shifted = [_shift(axis) for axis in axes]
+            if "axes" in attributes:
+                attributes["axes"] = ir.AttrInt64s("axes", shifted)
             else:
-                axes_attr = attributes.get("axes")
-                if axes_attr is None:
-                    return None
-                shifted_list = [_shift(int(a)) for a in axes_attr.value]
-                attributes["axes"] = ir.AttrInt64s("axes", shifted_list)
+                as_input = np.array(shifted, dtype=np.int64)
+                inputs += [self.group.constant("axes", as_input), *first.inputs[2:]]
         if any(value is None for value in inputs):
             return None
         return self.group.node(first, inputs, attributes, outputs=len(first.outputs))

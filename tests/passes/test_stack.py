@@ -147,6 +147,47 @@ def test_a_large_feature_map_is_not_moved_channels_last(tmp_path):
     assert "Transpose on feature maps too large to move channels last x1" in detail
 
 
+@pytest.mark.parametrize("opset", [17, 18])
+def test_a_mean_over_height_and_width_stacks_on_the_channels(tmp_path, opset):
+    """A squeeze-and-excite as torch's dynamo exporter writes it: ReduceMean over H and W, not
+    GlobalAveragePool. It keeps the channel axis, so it runs once over every model's channels
+    and the convolutions after it stack too."""
+
+    def squeeze_excite(seed):
+        rng = np.random.default_rng(seed)
+
+        def draw(*shape):
+            return rng.standard_normal(shape).astype(np.float32)
+
+        mean = (
+            helper.make_node("ReduceMean", ["c", "hw"], ["m"], keepdims=1)
+            if opset >= 18
+            else helper.make_node("ReduceMean", ["c"], ["m"], axes=[2, 3], keepdims=1)
+        )
+        initializers = [tensor("w", draw(8, 3, 1, 1)), tensor("w_se", draw(8, 8, 1, 1))]
+        if opset >= 18:
+            initializers.append(tensor("hw", np.array([2, 3], np.int64)))
+        return make_model(
+            [
+                helper.make_node("Conv", ["image", "w"], ["c"]),
+                mean,
+                helper.make_node("Conv", ["m", "w_se"], ["e"]),
+                helper.make_node("Sigmoid", ["e"], ["gate"]),
+                helper.make_node("Mul", ["c", "gate"], ["y"]),
+            ],
+            [helper.make_tensor_value_info("image", FLOAT, [1, 3, 8, 8])],
+            [helper.make_tensor_value_info("y", FLOAT, [1, 8, 8, 8])],
+            initializers,
+            opset=opset,
+        )
+
+    specs = [(f"m{k}", save(squeeze_excite(k), tmp_path / f"m{k}.onnx")) for k in range(2)]
+    manifest = fuse_files(specs, tmp_path / "stacked.onnx", STACK)
+    assert _stack_record(manifest).detail == "m0+m1: 5 of 5 layers stacked"
+    assert _ops(tmp_path / "stacked.onnx").count("ReduceMean") == 1
+    assert_within_rounding(tmp_path / "stacked.onnx", manifest)
+
+
 def test_graph_outputs_keep_their_names(tmp_path):
     manifest = fuse_files(_cnns(tmp_path), tmp_path / "stacked.onnx", STACK)
     outputs = [o.name for o in onnx.load(tmp_path / "stacked.onnx").graph.output]
@@ -298,6 +339,19 @@ def test_vision_transformers_stack_on_the_model_axis_with_equal_outputs(tmp_path
     assert detail.endswith("layers stacked; not stacked: Gemm (no stacked form) x1"), detail
     assert manifest.passes[-1].nodes_after < 0.6 * plain.passes[-1].nodes_after
     assert _unread_initializers(tmp_path / "stacked.onnx") == []
+    assert_within_rounding(tmp_path / "stacked.onnx", manifest)
+
+
+@pytest.mark.slow
+def test_a_dynamo_exported_mobilenet_stacks_through_its_squeeze_excite_means(tmp_path):
+    pytest.importorskip("torch", reason="the model zoo needs torch (pip install torch==2.13.0)")
+    specs = [
+        (f"v{v}", _export_with_random_norms("mobilenet_v3_small", v, tmp_path / f"{v}.onnx", True))
+        for v in (1, 2)
+    ]
+    manifest = fuse_files(specs, tmp_path / "stacked.onnx", STACK)
+    detail = _stack_record(manifest).detail
+    assert detail.startswith("v1+v2: 119 of 122 layers stacked; "), detail
     assert_within_rounding(tmp_path / "stacked.onnx", manifest)
 
 

@@ -323,19 +323,25 @@ def _export_with_random_norms(architecture, variant, path, dynamo):
     return path
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
-def test_vision_transformers_stack_on_the_model_axis_with_equal_outputs(tmp_path, dynamo):
+def _stacked_pair(tmp_path, architecture, dynamo):
+    """Two variants of a zoo architecture exported by torch, fused with --stack: the manifest
+    and what the stack pass said."""
     pytest.importorskip("torch", reason="the model zoo needs torch (pip install torch==2.13.0)")
     specs = [
-        (f"v{v}", _export_with_random_norms("vit", v, tmp_path / f"v{v}.onnx", dynamo))
+        (f"v{v}", _export_with_random_norms(architecture, v, tmp_path / f"v{v}.onnx", dynamo))
         for v in (1, 2)
     ]
     manifest = fuse_files(specs, tmp_path / "stacked.onnx", STACK)
+    return specs, manifest, _stack_record(manifest).detail
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
+def test_vision_transformers_stack_on_the_model_axis_with_equal_outputs(tmp_path, dynamo):
+    specs, manifest, detail = _stacked_pair(tmp_path, "vit", dynamo)
     plain = fuse_files(specs, tmp_path / "plain.onnx", PLAIN)
     # Every layer but the classifier runs once for both models, whichever exporter wrote them
     # (the legacy one computes its Reshape targets from Shape: folded first).
-    detail = _stack_record(manifest).detail
     assert detail.endswith("layers stacked; not stacked: Gemm (no stacked form) x1"), detail
     assert manifest.passes[-1].nodes_after < 0.6 * plain.passes[-1].nodes_after
     assert _unread_initializers(tmp_path / "stacked.onnx") == []
@@ -344,26 +350,14 @@ def test_vision_transformers_stack_on_the_model_axis_with_equal_outputs(tmp_path
 
 @pytest.mark.slow
 def test_a_dynamo_exported_mobilenet_stacks_through_its_squeeze_excite_means(tmp_path):
-    pytest.importorskip("torch", reason="the model zoo needs torch (pip install torch==2.13.0)")
-    specs = [
-        (f"v{v}", _export_with_random_norms("mobilenet_v3_small", v, tmp_path / f"{v}.onnx", True))
-        for v in (1, 2)
-    ]
-    manifest = fuse_files(specs, tmp_path / "stacked.onnx", STACK)
-    detail = _stack_record(manifest).detail
+    _, manifest, detail = _stacked_pair(tmp_path, "mobilenet_v3_small", dynamo=True)
     assert detail.startswith("v1+v2: 119 of 122 layers stacked; "), detail
     assert_within_rounding(tmp_path / "stacked.onnx", manifest)
 
 
 @pytest.mark.slow
 def test_convnext_stacks_its_stem_and_says_why_not_the_rest(tmp_path):
-    pytest.importorskip("torch", reason="the model zoo needs torch (pip install torch==2.13.0)")
-    specs = [
-        (f"v{v}", _export_with_random_norms("convnext", v, tmp_path / f"v{v}.onnx", False))
-        for v in (1, 2)
-    ]
-    manifest = fuse_files(specs, tmp_path / "stacked.onnx", STACK)
-    detail = _stack_record(manifest).detail
+    _, manifest, detail = _stacked_pair(tmp_path, "convnext", dynamo=False)
     assert detail.startswith("v1+v2: 2 of ") and "layers stacked; not stacked: " in detail
     assert "Transpose on feature maps too large to move channels last x1" in detail
     assert_within_rounding(tmp_path / "stacked.onnx", manifest)

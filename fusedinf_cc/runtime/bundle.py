@@ -237,10 +237,15 @@ class Bundle:
         return most
 
     def _stage_bytes(self, index: int, pooled: bool) -> SessionBytes:
-        """A stage maps its share of the weights and holds, at most, what the whole holds
-        beside all of its weights (its structures and buffers: a stage has fewer)."""
+        """A stage maps its share of the weights and holds what was measured of it beyond
+        them (its structures and buffers); where stages were not measured one by one, at most
+        what the whole holds beside all of its weights."""
         weights = self._weights_read(self.stages[index].weights)
-        own = max(0, self.footprint.measured_bytes - sum(self.shared_weights.values()))
+        measured = self.footprint.stages
+        if len(measured) == len(self.stages):
+            own = max(0, measured[index] - sum(weights.values()))
+        else:
+            own = max(0, self.footprint.measured_bytes - sum(self.shared_weights.values()))
         if pooled:
             return SessionBytes(own, tuple(sorted(weights.items())))
         return SessionBytes(own + sum(weights.values()))
@@ -293,7 +298,11 @@ def open_bundle(
         footprint = Footprint(measured_bytes=engine, loading_bytes=0, load_seconds=0.0)
     else:
         footprint = (footprints or FootprintCache()).footprint(
-            path, digest, feeds, floor_bytes=_least_footprint(path, manifest)
+            path,
+            digest,
+            feeds,
+            floor_bytes=_least_footprint(path, manifest),
+            by_stages=bool(manifest and manifest.stages),
         )
     if manifest is not None and manifest.weights:
         # A request may touch few pages of a large table (an embedding's rows), so what one was

@@ -41,9 +41,9 @@ _MEASURE_CONFIG = BenchConfig("bundle", spinning=False, execution="sequential")
 # Recorded with every footprint; raised whenever what a loaded session holds changes (warm
 # process and shared arena: 1; ahead-of-time sessions without packed copies: 2; shared-arena
 # sessions without a memory pattern: 3; what each model's part adds beside the whole: 4; held
-# apart from the load's transient: 5; with what larger requests add: 6), so that a footprint
-# measured the older way is measured again.
-FOOTPRINT_METHOD = 6
+# apart from the load's transient: 5; with what larger requests add: 6; a staged bundle's
+# stage by stage: 7), so that a footprint measured the older way is measured again.
+FOOTPRINT_METHOD = 7
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ class Footprint:
     parts: dict[str, int] = field(default_factory=dict)
     # What a request with larger dynamic dims than the measured one adds to the arena.
     activation_curve: ActivationCurve = field(default_factory=ActivationCurve)
+    # A bundle built with stages, measured stage by stage (its whole never loaded): the peak
+    # RSS each stage adds while it is open and runs, its mapped weights included. Its whole
+    # is then counted as all of them together (`measured_bytes`), which holds more than it.
+    stages: list[int] = field(default_factory=list)
 
     @property
     def loading_peak_bytes(self) -> int:
@@ -81,6 +85,7 @@ class Footprint:
             "activation_bytes": self.activation_bytes,
             "parts": dict(self.parts),
             "activation_curve": self.activation_curve.to_record(),
+            "stages": list(self.stages),
             "method": FOOTPRINT_METHOD,
         }
 
@@ -103,10 +108,13 @@ class Footprint:
         ):
             return None
         curve = ActivationCurve.from_record(record.get("activation_curve", []))
-        if curve is None:
+        stages = record.get("stages", [])
+        if curve is None or not isinstance(stages, list):
+            return None
+        if not all(type(size) is int and 0 <= size < 2**62 for size in stages):
             return None
         measured, loading, activation = sizes
-        return cls(measured, loading, float(seconds), activation, dict(parts), curve)  # type: ignore[arg-type]
+        return cls(measured, loading, float(seconds), activation, dict(parts), curve, stages)  # type: ignore[arg-type]
 
 
 def default_cache_dir() -> Path:
@@ -179,15 +187,16 @@ class FootprintCache:
         feeds: Mapping[str, np.ndarray] | None = None,
         *,
         floor_bytes: int = 0,
+        by_stages: bool = False,
     ) -> Footprint:
         """The cached footprint of these bytes on this machine, or one measured now (and kept),
         on `feeds` where given: a model that refuses random inputs (a sample rate, an index)
         is measured on the inputs it accepts. `floor_bytes`: the least a real footprint of
-        them holds (`get`)."""
+        them holds (`get`). `by_stages`: measured stage by stage (`measure_footprint`)."""
         known = self.get(digest, floor_bytes)
-        if known is None:
+        if known is None or (by_stages and not known.stages):
             try:
-                known = measure_footprint(artifact, feeds)
+                known = measure_footprint(artifact, feeds, by_stages=by_stages)
             except UserInputError as error:
                 if feeds is not None or RUN_REFUSED not in str(error):
                     raise
@@ -207,10 +216,17 @@ def arena_bytes(footprints: Iterable[Footprint]) -> int:
 
 
 def measure_footprint(
-    artifact: Path, feeds: Mapping[str, np.ndarray] | None = None, *, with_parts: bool = True
+    artifact: Path,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    *,
+    with_parts: bool = True,
+    by_stages: bool = False,
 ) -> Footprint:
     """Load `artifact` and run one request in a new interpreter (on `feeds`, else on random
-    inputs); report what it cost. `with_parts`: then what each model's part adds beside it."""
+    inputs); report what it cost. `with_parts`: then what each model's part adds beside it.
+    `by_stages`: a bundle built with stages, run stage by stage and never whole, so that one
+    larger than this machine's memory is measured where it runs: what each stage adds, and
+    its whole counted as all of them."""
     job = ProbeJob(
         models=[(artifact.stem, artifact)],
         feeds=None if feeds is None else [dict(feeds)],
@@ -219,10 +235,19 @@ def measure_footprint(
         warm_runtime=True,
         warm_load=True,
         shared_arena=True,
-        with_parts=with_parts,
-        activation_curve=True,
+        with_parts=with_parts and not by_stages,
+        activation_curve=not by_stages,
+        by_stages=by_stages,
     )
     result = run_in_fresh_process(job, _MEASURE_CONFIG)
+    if by_stages:
+        return Footprint(
+            measured_bytes=sum(result.stage_bytes),
+            loading_bytes=0,
+            load_seconds=result.load_s,
+            activation_bytes=result.activation_bytes,
+            stages=result.stage_bytes,
+        )
     kept = max(0, result.resident_rss_bytes - result.baseline_rss_bytes)
     held = min(result.footprint_bytes, kept)
     return Footprint(

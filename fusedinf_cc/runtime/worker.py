@@ -92,6 +92,10 @@ class ProbeJob:
     # After the timed requests, the peak its one artifact's requests add as their dynamic dims
     # grow (`activations.measure_curve`): what the loader counts a larger request by.
     activation_curve: bool = False
+    # Measure the job's one artifact stage by stage, as the loader streams it, never its
+    # whole: each stage opened, run on what the ones before it made, and closed in turn
+    # (`VariantResult.stage_bytes`). A bundle built to be larger than memory is measured so.
+    by_stages: bool = False
 
 
 @dataclass
@@ -116,6 +120,7 @@ class VariantResult:
     load_s_by_round: list[float] = field(default_factory=list)
     load_read_bytes: int | None = None  # read from storage by the load and first request
     activation_curve: ActivationCurve | None = None  # with ProbeJob.activation_curve
+    stage_bytes: list[int] = field(default_factory=list)  # with by_stages: peak RSS each adds
 
     @property
     def footprint_bytes(self) -> int:
@@ -156,6 +161,8 @@ def run_variant(job: ProbeJob, config: BenchConfig) -> VariantResult:
         warm = OnnxRuntimeSession(WARMUP_MODEL, shared_arena=job.shared_arena)
         warm.run({"x": np.zeros((1, 8), np.float32)})
         warm.close()
+    if job.by_stages:
+        return _run_by_stages(job, config)
     activation_bytes = _load_once(job, config) if job.warm_load else 0
     if job.cold:
         drop_file_pages(file for _, path in job.models for file in artifact_files(path))
@@ -223,6 +230,70 @@ def run_variant(job: ProbeJob, config: BenchConfig) -> VariantResult:
         result.activation_curve = measure_curve(sessions[0], feeds_per_model[0], specs)
         release_freed_memory()
     return result
+
+
+def _run_by_stages(job: ProbeJob, config: BenchConfig) -> VariantResult:
+    """The job's one artifact run stage by stage, twice: once to start what a first run starts
+    (the arena, the kernels' pages), then measured, each stage's peak over what the process
+    held before it opened. The whole is never open, so a bundle larger than this machine's
+    memory is measured where it runs."""
+    ((_, path),) = job.models
+    manifest = cached_manifest(path)
+    stages = manifest.stages if manifest is not None else []
+    if not stages:
+        raise UserInputError(f"{path}: built without stages; measure it whole")
+    before_warm = status_bytes().get("RssAnon", 0)
+    _, feeds = _stage_by_stage(path, stages, job, config, job.feeds[0] if job.feeds else None)
+    gc.collect()
+    release_freed_memory()
+    activation_bytes = max(0, status_bytes().get("RssAnon", 0) - before_warm)
+    baseline = status_bytes().get("VmRSS", 0)
+    started = time.perf_counter()
+    stage_bytes, _ = _stage_by_stage(path, stages, job, config, feeds)
+    load_s = time.perf_counter() - started
+    release_freed_memory()
+    return VariantResult(
+        config=config,
+        load_s=load_s,
+        latencies_ms=[load_s * 1000.0],
+        peak_rss_bytes=baseline + max(stage_bytes),
+        artifact_bytes=_artifact_bytes(path),
+        imported_compiler="onnx_ir" in sys.modules,
+        baseline_rss_bytes=baseline,
+        resident_rss_bytes=status_bytes().get("VmRSS", 0),
+        activation_bytes=activation_bytes,
+        stage_bytes=stage_bytes,
+    )
+
+
+def _stage_by_stage(
+    path: Path,
+    stages: list[Any],
+    job: ProbeJob,
+    config: BenchConfig,
+    feeds: dict[str, np.ndarray] | None,
+) -> tuple[list[int], dict[str, np.ndarray]]:
+    """Open, run and close each stage in order, the first on `feeds` (None: random inputs
+    below the tables they index), each later one on what the ones before made. Returns the
+    peak RSS each stage added over what the process held when it opened, and the feeds."""
+    options = _session_options(config)
+    values: dict[str, np.ndarray] = dict(feeds or {})
+    added = []
+    for stage in stages:
+        before = status_bytes().get("VmRSS", 0)
+        reset_peak_rss()
+        session = open_session(
+            path, config.runtime, options, shared_arena=job.shared_arena, part=stage
+        )
+        if feeds is None:
+            feeds = random_feeds(_bounded_specs(path, session))
+            values.update(feeds)
+        values.update(session.run({spec.name: values[spec.name] for spec in session.inputs}))
+        added.append(max(0, status_bytes().get("VmHWM", 0) - before))
+        session.close()
+        del session
+        gc.collect()
+    return added, feeds or {}
 
 
 def _open_all(job: ProbeJob, config: BenchConfig) -> list[Session]:

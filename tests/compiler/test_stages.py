@@ -80,6 +80,31 @@ def test_a_bundle_larger_than_the_budget_runs_stage_by_stage_bitwise(staged):
         cache.close()
 
 
+def test_a_staged_bundle_is_measured_stage_by_stage_never_whole(tmp_path):
+    """Its footprint is each stage's, measured one at a time: the probe never holds more than
+    a stage's weights and what runs beside them, so a bundle larger than the machine's memory
+    is measured where it runs. The loader then counts each stage by what was measured of it."""
+    source = builders.save(chain(8, width=1024), tmp_path / "wide.onnx")
+    out = tmp_path / "wide.aot.onnx"
+    manifest = build_fused([f"c={source}"], out, aot=True, stages=4)
+    weights = sum(stage.weight_bytes for stage in manifest.stages)  # 32 MiB
+    footprint = open_bundle(out, name="wide").footprint
+    assert len(footprint.stages) == 4
+    for stage, added in zip(manifest.stages, footprint.stages, strict=True):
+        assert stage.weight_bytes <= added < stage.weight_bytes + (8 << 20)
+    assert max(footprint.stages) < weights / 2  # the whole was never held
+    assert footprint.measured_bytes == sum(footprint.stages) >= weights
+    bundle = open_bundle(out, name="wide")
+    x = np.ones((1, 1024), np.float32)
+    need = bundle.streamed_bytes(True, ahead=False) + footprint.activation_bytes
+    assert need < weights / 2
+    cache = BundleCache(need, loading="linear")
+    cache.register(bundle)
+    assert cache.run("wide", {"c/x": x})["c/y"].shape == (1, 1024)
+    assert cache.stats.streamed_runs == 1 and cache.stats.peak_accounted_bytes <= need
+    cache.close()
+
+
 def test_too_small_a_budget_is_refused_naming_what_fits(staged, tmp_path):
     out, _ = staged
     bundle = open_bundle(out, name="chain")

@@ -2,7 +2,7 @@
 
     python scripts/bench_plan.py [--models 50] [--functions 200] [--requests 10000]
                                  [--budget 33%] [--search-seconds 20] [--replays 0]
-                                 [--json FILE]
+                                 [--loading interleaved|auto] [--json FILE]
 
 Small MLPs (two MatMuls of width 64-320, weights drawn per model) stand in for the models, so
 that the time is the planner's, not inference: it builds and measures every model alone and the
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--policy", default="gdsf")
     parser.add_argument("--search-seconds", type=float, default=20.0)
     parser.add_argument("--replays", type=int, default=0, help="real replays of each deployment")
+    parser.add_argument("--loading", default="interleaved", help="or auto: each policy weighed")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as scratch:
@@ -89,7 +90,7 @@ def main() -> None:
             *(f"{name}={path}" for name, path in models.items()),
             "--trace", str(trace), "--functions", str(functions),
             "--budget", args.budget, "--policy", args.policy, "--replays", str(args.replays),
-            "--search-seconds", str(args.search_seconds),
+            "--search-seconds", str(args.search_seconds), "--loading", args.loading,
             "--work-dir", str(folder / "work"), "-o", str(folder / "fusedinf.toml"),
             "--json", str(report),
         ]  # fmt: skip
@@ -104,6 +105,8 @@ def main() -> None:
         "wall_seconds": wall,
         "planner_seconds": record["seconds"],
         "groupings_evaluated": record["search"]["evaluated"],
+        "loading": record["loading"],
+        "loading_scores": record["loading_scores"],
         "bundles": len(record["bundles"]),
         "over_better_baseline": record["over_better_baseline"],
         "replayed": args.replays > 0,

@@ -194,6 +194,14 @@ LOADING_HELP = (
     "(each as inference reaches it)."
 )
 LOADING = Annotated[str | None, typer.Option("--loading", help=LOADING_HELP)]
+PLAN_LOADING = Annotated[
+    str | None,
+    typer.Option(
+        "--loading",
+        help=LOADING_HELP + " auto: with --aot, calibrate and search under each, and serve "
+        "the plan with the one predicted best.",
+    ),
+]
 DEVICE_PROFILE = Annotated[
     str | None,
     typer.Option(

@@ -13,8 +13,8 @@ from fusedinf_cc.cli.base import (
     CPUS,
     DEVICE_PROFILE,
     KEEP_PAGE_CACHE,
-    LOADING,
     MEMORY_LIMIT,
+    PLAN_LOADING,
     READ_BANDWIDTH,
     STACK,
     WORK_DIR_HELP,
@@ -74,7 +74,7 @@ def plan_command(
     ] = 20.0,
     work_dir: Annotated[Path | None, typer.Option("--work-dir", help=WORK_DIR_HELP)] = None,
     keep_page_cache: KEEP_PAGE_CACHE = False,
-    loading: LOADING = None,
+    loading: PLAN_LOADING = None,
     device_profile: DEVICE_PROFILE = None,
     memory_limit: MEMORY_LIMIT = None,
     read_bandwidth: READ_BANDWIDTH = None,
@@ -92,7 +92,7 @@ def plan_command(
     from fusedinf_cc.common.sizes import format_bytes
     from fusedinf_cc.limits.cgroups import device_record
     from fusedinf_cc.limits.profiles import DeviceProfile
-    from fusedinf_cc.plan.planner import PlanSettings, plan
+    from fusedinf_cc.plan.planner import AUTO_LOADING, PlanSettings, plan
     from fusedinf_cc.plan.spec_file import spec_text, write_plan_spec
     from fusedinf_cc.runtime.budget import parse_budget
     from fusedinf_cc.runtime.loading import check_loading
@@ -107,7 +107,7 @@ def plan_command(
         raise UserInputError(f"-o {out}: a bundle spec is a .toml file")
     specs = model_specs(models)
     check_policies([policy])
-    loading = check_loading(loading)
+    loading = AUTO_LOADING if loading == AUTO_LOADING else check_loading(loading)
     if replays < 0 or search_seconds <= 0:
         raise UserInputError("--replays is 0 or more and --search-seconds positive")
     asked = parse_budget(budget)
@@ -143,10 +143,10 @@ def plan_command(
     profile = DeviceProfile(**device["profile"]).describe() if device else None
     header = (
         f"Written by `fusedinf-cc plan` for {trace.name}: budget "
-        f"{format_bytes(chosen.budget_bytes)}, policy {policy}, loading {loading}"
+        f"{format_bytes(chosen.budget_bytes)}, policy {policy}, loading {chosen.loading}"
         f"{f', on {profile}' if profile else ''}.\n"
         f"Build it with `fusedinf-cc bundle build {out.name}`; serve it with "
-        f"`--loading {loading}`."
+        f"`--loading {chosen.loading}`."
     )
     text = spec_text(chosen.bundles, specs, out.parent, aot=aot, stack=stack, header=header)
     write_plan_spec(out, text, chosen.bundles)
@@ -159,7 +159,7 @@ def plan_command(
         record = {
             "trace": str(trace),
             "policy": policy,
-            "loading": loading,
+            "loading": chosen.loading,
             "aot": aot,
             "keep_page_cache": keep_page_cache,
             "device": device_record(),  # what the group used by now

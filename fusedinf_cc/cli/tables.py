@@ -118,6 +118,12 @@ def plan_lines(plan: Plan) -> list[str]:
             )
     if plan.kept_baseline:
         lines.append(f"the plan is {plan.kept_baseline}: {plan.kept_because}")
+    if plan.loading_scores:
+        weighed = ", ".join(f"{name} {score:.2f}" for name, score in plan.loading_scores.items())
+        lines.append(
+            f"loading {plan.loading}, predicted best of each policy's best grouping (loading "
+            f"seconds plus p99, each over the best baseline's; lower is better): {weighed}"
+        )
     lines.append(f"searched {plan.search.evaluated} groupings in {plan.search.seconds:.1f} s")
     return lines
 

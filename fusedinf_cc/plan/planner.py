@@ -35,15 +35,18 @@ from fusedinf_cc.measure.simulate import replay_deployments
 from fusedinf_cc.plan.costs import CostModel, measure_bundles
 from fusedinf_cc.plan.predict import predict
 from fusedinf_cc.plan.report import NOTHING_EVICTED, Evaluation, Plan
-from fusedinf_cc.plan.search import REQUIRED_GAIN, search
+from fusedinf_cc.plan.search import REQUIRED_GAIN, SearchResult, search
 from fusedinf_cc.runtime.budget import Budget
 from fusedinf_cc.runtime.ledger import MemoryLedger
-from fusedinf_cc.runtime.loading import DEFAULT_LOADING
+from fusedinf_cc.runtime.loading import DEFAULT_LOADING, LOADING_POLICIES
 from fusedinf_cc.workload.layout import Functions, Layout, used_models
 from fusedinf_cc.workload.requests import Request
 from fusedinf_cc.workload.routing import route
 
 UNLIMITED_BYTES = 1 << 62
+# `plan --loading auto`: every loading policy calibrated and searched; the plan is served with
+# the one whose best grouping is predicted to do best.
+AUTO_LOADING = "auto"
 # Loads of each calibration bundle measured, taking turns with the others. A session's warm
 # runs moved by up to 1.6x between calibrations of three rounds on this machine.
 MEASURING_ROUNDS = 5
@@ -55,7 +58,8 @@ Progress = Callable[[str, int, int], None]
 class PlanSettings:
     budget: Budget  # a size, or a percentage of every model alone
     policy: str = "gdsf"
-    loading: str = DEFAULT_LOADING  # how the loader serving the plan reads new sessions' weights
+    # How the loader serving the plan reads new sessions' weights; `AUTO_LOADING`: chosen.
+    loading: str = DEFAULT_LOADING
     aot: bool = False
     stack: bool = False
     holdout: float = 0.5  # the share of the trace, at its end, the plan is judged on
@@ -181,23 +185,35 @@ def plan(
         baselines = deployments(
             models, functions, settings.work_dir, aot=settings.aot, stack=settings.stack
         )
-    costs, budget_bytes, notice = calibrate(
-        models, functions, planning, settings, report, baselines
-    )
-    seconds["calibrate"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    found = search(
-        planning,
-        functions,
-        costs,
-        budget_bytes,
-        settings.policy,
-        pooled=settings.aot,  # only ahead-of-time bundles pool weights across bundles
-        seconds=settings.search_seconds,
-        progress=lambda evaluated: report("searching", evaluated, 0),
-    )
-    seconds["search"] = time.perf_counter() - started
+    seconds["calibrate"] = time.perf_counter() - started  # building counts with it
+    candidates = (settings.loading,)
+    if settings.loading == AUTO_LOADING:  # the policies differ only where weights are mapped
+        candidates = LOADING_POLICIES if settings.aot else (DEFAULT_LOADING,)
+    weighed: dict[str, tuple[CostModel, int, str | None, SearchResult]] = {}
+    seconds["search"] = 0.0
+    for loading in candidates:
+        started = time.perf_counter()
+        trying = replace(settings, loading=loading)
+        costs, budget_bytes, notice = calibrate(
+            models, functions, planning, trying, report, baselines
+        )
+        seconds["calibrate"] += time.perf_counter() - started
+        started = time.perf_counter()
+        found = search(
+            planning,
+            functions,
+            costs,
+            budget_bytes,
+            settings.policy,
+            pooled=settings.aot,  # only ahead-of-time bundles pool weights across bundles
+            seconds=settings.search_seconds / len(candidates),
+            progress=lambda evaluated: report("searching", evaluated, 0),
+        )
+        seconds["search"] += time.perf_counter() - started
+        weighed[loading] = (costs, budget_bytes, notice, found)
+    scores = loading_scores({loading: w[3] for loading, w in weighed.items()})
+    settings = replace(settings, loading=min(scores, key=scores.__getitem__))
+    costs, budget_bytes, notice, found = weighed[settings.loading]
     kept_because = None
     if found.best.layout.groups in (found.unfused.layout.groups, found.fused.layout.groups):
         kept_because = f"no grouping was predicted {REQUIRED_GAIN:.0%} better"
@@ -232,7 +248,21 @@ def plan(
         notices=(notice,) if notice else (),
         kept_because=kept_because,
         loading=settings.loading,
+        loading_scores=scores if len(scores) > 1 else {},
     )
+
+
+def loading_scores(found: Mapping[str, SearchResult]) -> dict[str, float]:
+    """Each loading policy's best grouping, predicted, scored as the search scores (loading
+    seconds plus p99, each over a reference) against one reference for all: the best of any
+    policy's baselines, so that the scores compare across policies. Lower is better."""
+    baselines = [j.result for f in found.values() for j in (f.unfused, f.fused)]
+    loading = max(min(r.seconds_loading for r in baselines), 1e-9)
+    p99 = max(min(r.p99_ms for r in baselines), 1e-9)
+    return {
+        name: f.best.result.seconds_loading / loading + f.best.result.p99_ms / p99
+        for name, f in found.items()
+    }
 
 
 def evaluate(

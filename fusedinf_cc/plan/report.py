@@ -51,6 +51,9 @@ class Plan:
     notices: tuple[str, ...] = ()
     kept_because: str | None = None  # why the plan is a baseline, where it is
     loading: str = DEFAULT_LOADING  # how the loader read new sessions' weights, and will
+    # With `plan --loading auto`: each policy's best grouping, predicted, scored against one
+    # reference (lower is better); `loading` is the lowest.
+    loading_scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def kept_baseline(self) -> str | None:
@@ -107,6 +110,7 @@ class Plan:
             "kept_baseline": self.kept_baseline,
             "kept_because": self.kept_because,
             "loading": self.loading,
+            "loading_scores": self.loading_scores,
             "search": {
                 "evaluated": self.search.evaluated,
                 "seconds": self.search.seconds,

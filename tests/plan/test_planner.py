@@ -82,6 +82,27 @@ def test_plan_writes_a_spec_that_bundle_build_and_simulate_take(small_models, tm
     assert "grouped" in replayed.stdout
 
 
+def test_plan_loading_auto_serves_the_plan_with_the_policy_predicted_best(small_models, tmp_path):
+    trace = _calls_trace(tmp_path / "calls.csv", ["m0+m1", "m2", "m3", "m1+m2"] * 10)
+    models = [f"{name}={path}" for name, path in small_models.items()]
+    spec, report = tmp_path / "fusedinf.toml", tmp_path / "plan.json"
+    result = run_cli(
+        "plan", *models, "--trace", trace, "--work-dir", tmp_path / "work", "--aot",
+        "--budget", "50%", "-o", spec, "--json", report, "--replays", "1",
+        "--search-seconds", "3", "--loading", "auto",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    record = json.loads(report.read_text())
+    scores = record["loading_scores"]
+    assert set(scores) == {"bulk", "linear", "interleaved"}
+    chosen = min(scores, key=scores.__getitem__)
+    assert record["loading"] == chosen  # calibrated, searched and scored under each
+    assert f"--loading {chosen}" in spec.read_text()
+    assert f"loading {chosen}, predicted best of each policy's best grouping" in result.stdout
+    held_out = {e["deployment"]: e for e in record["held_out"]}
+    assert held_out["plan"]["replayed"][0]["loading"] == chosen  # judged as it will be served
+
+
 def test_a_plan_that_does_not_load_once_built_is_not_written(small_models, tmp_path, monkeypatch):
     import fusedinf_cc.plan.planner as planner
 

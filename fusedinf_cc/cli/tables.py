@@ -121,8 +121,8 @@ def plan_lines(plan: Plan) -> list[str]:
     if plan.loading_scores:
         weighed = ", ".join(f"{name} {score:.2f}" for name, score in plan.loading_scores.items())
         lines.append(
-            f"loading {plan.loading}, predicted best of each policy's best grouping (loading "
-            f"seconds plus p99, each over the best baseline's; lower is better): {weighed}"
+            f"loading {plan.loading}, predicted best of each policy's best grouping (p50 plus "
+            f"p99, each over the best baseline's; lower is better): {weighed}"
         )
     lines.append(f"searched {plan.search.evaluated} groupings in {plan.search.seconds:.1f} s")
     return lines

@@ -105,8 +105,10 @@ def _infer_shapes(model: ir.Model) -> None:
         ShapeInferencePass()(model)
 
 
-def _folds_shape_arithmetic(node: ir.Node) -> bool:
-    return all(out.dtype in _INTEGERS for out in node.outputs)
+def _folds_shape_arithmetic(node: ir.Node) -> bool | None:
+    """Integer results under the folder's own limits (None: its default rules, which leave
+    large inputs alone); never a float."""
+    return None if all(out.dtype in _INTEGERS for out in node.outputs) else False
 
 
 _INTEGERS = frozenset({ir.DataType.INT64, ir.DataType.INT32})

@@ -4,14 +4,14 @@ ConvNeXt blocks) stack.
 A convolution stacks K models side by side on the channel axis (`stack.py`). A MatMul or a
 LayerNormalization over the last axis cannot: the models' features would mix. Their values
 stack on a new leading axis instead, [K, *one model's shape]: a MatMul multiplies by the
-models' weights stacked [K, 1.., C, D] as one batched MatMul, a LayerNormalization takes its
-scale and bias stacked [K, 1.., C], an element-wise op broadcasts the models' constants stacked
-the same way, and every op that names an axis (Transpose, Reshape, Softmax, Split, Squeeze,
-Unsqueeze, reductions, Gather, Concat) names it one further on. A value stacked on channels
-that such a layer reads is moved onto the model axis (one Reshape, one Transpose); a value on
-the model axis is not moved back for a convolution, whose transposes cost more than stacking
-saves. Each model's rank comes from shape inference: a layer whose
-output has none stays per model.
+models' weights stacked [K, C, D] as one batched MatMul, a LayerNormalization takes its scale
+and bias stacked [K, 1.., C], an element-wise op broadcasts the models' constants stacked the
+same way, and every op that names an axis (Transpose, Reshape, Softmax, Split, Slice, Squeeze,
+Unsqueeze, reductions, Gather, Concat) names it one further on. A small value stacked on
+channels that such a layer reads is moved onto the model axis (one Reshape, one Transpose); a
+value on the model axis is never moved back for a convolution, whose transposes cost more than
+stacking saves (decision `stack-model-axis`). Each model's ranks come from shape inference: a
+layer whose output has none stays per model.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class ModelAxisLayers:
 
     def __init__(self, group: GroupBuilder):
         self.group = group
-        self._moved: dict[tuple[str, ir.Value], object] = {}  # each value moved once
+        self._moved: dict[ir.Value, ir.Value | None] = {}  # each value moved once, or not
 
     def build(self, column: list[ir.Node]) -> tuple[ir.Node, list[Layout]] | None:
         """Stack a layer on the model axis: its node and its outputs' layouts, or None."""
@@ -397,9 +397,9 @@ class ModelAxisLayers:
 
     def _channels_to_model_axis(self, layout: Layout) -> ir.Value | None:
         """[B, K*C, *spatial] -> [K, B, C, *spatial]: a Reshape splitting the channels, a
-        Transpose bringing the models first; made once per value."""
-        key = ("to_model_axis", layout.value)
-        if key not in self._moved:
+        Transpose bringing the models first; made once per value. None where it is too large
+        to be worth moving, or its spatial dims are not known."""
+        if layout.value not in self._moved:
             dims = _static_or_one_unknown(list(layout.shape or [])[2:])
             moved = None
             if dims is not None and self.movable(layout):
@@ -411,8 +411,8 @@ class ModelAxisLayers:
                 moved = self.group.helper(
                     "Transpose", [split], {"perm": ir.AttrInt64s("perm", perm)}
                 )
-            self._moved[key] = moved
-        return self._moved[key]  # type: ignore[return-value]
+            self._moved[layout.value] = moved
+        return self._moved[layout.value]
 
 
 def _small(shape: ir.Shape) -> bool:

@@ -30,6 +30,7 @@ from fusedinf_cc.passes.stack_layout import (
     const_array,
     equal_constants,
     int_attr,
+    only_first_output_used,
     same_value,
 )
 from fusedinf_cc.passes.stack_model_axis import (
@@ -255,13 +256,13 @@ class _StackedGroup:
         op = first.op_type if first.domain in ("", "ai.onnx") else f"{first.domain}.{first.op_type}"
         if op not in _STACKABLE:
             return f"{op} (no stacked form)"
-        if op == "Conv" and int_attr(first, "group", 1) > 1 and self.layout_read(column, 0) is None:
+        read = [self.layout_read(column, slot) for slot in range(len(first.inputs))]
+        if op == "Conv" and int_attr(first, "group", 1) > 1 and read[0] is None:
             return "grouped Conv on an unstacked input"
-        if all(self.layout_read(column, slot) is None for slot in range(len(first.inputs))):
+        if all(layout is None for layout in read):
             return f"{op} {_FOLLOWS}"
         if any(out.shape is None for out in first.outputs) and op in MODEL_AXIS_OPS:
             return f"{op} (shape not inferred)"
-        read = [self.layout_read(column, slot) for slot in range(len(first.inputs))]
         if op not in MODEL_AXIS_OPS and any(lay is not None and lay.model_axis for lay in read):
             return f"{op} after channels-last layers (moving back costs more than it saves)"
         if op in MODEL_AXIS_OPS and any(
@@ -276,10 +277,10 @@ class _StackedGroup:
     def _stack_layer(self, index: int, column: list[ir.Node]) -> bool:
         """Stack one layer: on the channel axis where its inputs are stacked there (or it reads
         the shared input), else on the model axis; a layer reading values on the model axis
-        tries that axis first."""
+        stacks there or not at all."""
         reads = [self.layout_read(column, slot) for slot in range(len(column[0].inputs))]
         if any(layout is not None and layout.model_axis for layout in reads):
-            built = self.model_axis.build(column) or self._on_channels(column)
+            built = self.model_axis.build(column)  # never moved back to channels
         else:
             built = self._on_channels(column) or self.model_axis.build(column)
         if built is None:
@@ -292,7 +293,7 @@ class _StackedGroup:
 
     def _on_channels(self, column: list[ir.Node]) -> tuple[ir.Node, list[Layout]] | None:
         first = column[0]
-        if len(first.outputs) != 1 and not _only_first_output_used(column):
+        if len(first.outputs) != 1 and not only_first_output_used(column):
             return None
         op = first.op_type if first.domain in ("", "ai.onnx") else ""
         if op == "Conv":
@@ -548,9 +549,3 @@ class _StackedGroup:
                 original.replace_all_uses_with(piece, replace_graph_outputs=True)
                 original.name = f"{name}/stacked"
                 piece.name = name
-
-
-def _only_first_output_used(column: list[ir.Node]) -> bool:
-    return all(
-        not out.uses() and not out.is_graph_output() for node in column for out in node.outputs[1:]
-    )

@@ -48,3 +48,10 @@ def equal_constants(column: list[ir.Node], slot: int) -> bool:
 def int_attr(node: ir.Node, name: str, default: int) -> int:
     attr = node.attributes.get(name)
     return default if attr is None else int(attr.value)
+
+
+def only_first_output_used(column: list[ir.Node]) -> bool:
+    """No node of the layer has a later output anything reads (a LayerNormalization's mean)."""
+    return all(
+        not out.uses() and not out.is_graph_output() for node in column for out in node.outputs[1:]
+    )

@@ -4,7 +4,7 @@ ConvNeXt blocks) stack.
 A convolution stacks K models side by side on the channel axis (`stack.py`). A MatMul or a
 LayerNormalization over the last axis cannot: the models' features would mix. Their values
 stack on a new leading axis instead, [K, *one model's shape]: a MatMul multiplies by the
-models' weights stacked [K, C, D] as one batched MatMul, a LayerNormalization takes its scale
+models' weights stacked [K, 1.., C, D] as one batched MatMul, a LayerNormalization takes its scale
 and bias stacked [K, 1.., C], an element-wise op broadcasts the models' constants stacked the
 same way, and every op that names an axis (Transpose, Reshape, Softmax, Split, Slice, Squeeze,
 Unsqueeze, reductions, Gather, Concat) names it one further on. A small value stacked on
@@ -22,7 +22,14 @@ from typing import Protocol
 import numpy as np
 import onnx_ir as ir
 
-from fusedinf_cc.passes.stack_layout import Layout, const_array, equal_constants, int_attr
+from fusedinf_cc.passes.stack_layout import (
+    Layout,
+    const_array,
+    equal_constants,
+    int_attr,
+    only_first_output_used,
+    same_value,
+)
 
 # Ops that act on each element alone, reading only the activation.
 UNARY = frozenset(
@@ -127,8 +134,6 @@ class GroupBuilder(Protocol):
 
     def helper(self, op: str, inputs: Sequence[ir.Value], attributes: dict) -> ir.Value: ...
 
-    def add(self, node: ir.Node) -> None: ...
-
 
 class ModelAxisLayers:
     """Builds a group's layers on the model axis, and moves values between the two axes."""
@@ -185,7 +190,7 @@ class ModelAxisLayers:
         first = column[0].inputs[slot]
         if first is None:
             return None
-        if equal_constants(column, slot) or all(n.inputs[slot] is first for n in column):
+        if equal_constants(column, slot):  # one value, or constants of equal values
             given = _rank(first)
             if given is None:
                 array = const_array(first)
@@ -238,7 +243,7 @@ class ModelAxisLayers:
         if rank_a is None or rank_a < 2:
             return None
         if a is None:  # every model's activations are one shared value: its weights are not
-            if b is not None or not all(n.inputs[0] is first.inputs[0] for n in column):
+            if b is not None or not same_value(column, 0):
                 return None
             a = first.inputs[0]
         if b is not None:
@@ -248,29 +253,14 @@ class ModelAxisLayers:
             return None
         if equal_constants(column, 1) and a is not first.inputs[0]:
             return self.group.node(first, [a, first.inputs[1]])
-        stacked = np.stack(weights)
-        lead = _static_or_one_unknown(list(first.outputs[0].shape or [])[:-1])
-        if rank_a > 3 and a is not first.inputs[0] and lead is not None:
-            # Weights broadcast over more than one batch dim make ONNX Runtime run one small
-            # product per row of an image ([K, B, H, W, C] @ [K, 1, 1, C, D]: K*B*H of them);
-            # flattened to [K, B*H*W, C] it runs K (ConvNeXt's MLPs ran 1.3-1.8x slower).
-            rows = np.array([self.group.width, -1, weights[0].shape[0]], dtype=np.int64)
-            flat = self.group.helper("Reshape", [a, self.group.constant("rows", rows)], {})
-            product = self.group.node(first, [flat, self.group.initializer(first, 1, stacked)])
-            self.group.add(product)
-            back = np.array([self.group.width, *lead, weights[0].shape[1]], dtype=np.int64)
-            shaped = self.group.helper(
-                "Reshape", [product.outputs[0], self.group.constant("shape", back)], {}
-            )
-            return shaped.producer()
-        padded = stacked.reshape((len(weights),) + (1,) * (rank_a - 2) + weights[0].shape)
-        return self.group.node(first, [a, self.group.initializer(first, 1, padded)])
+        stacked = np.stack([w.reshape((1,) * (rank_a - 2) + w.shape) for w in weights])
+        return self.group.node(first, [a, self.group.initializer(first, 1, stacked)])
 
     def _axis_layer_norm(self, column: list[ir.Node]) -> ir.Node | None:
         first = column[0]
         value = self._stacked_input(column, 0)
         rank = _rank(first.inputs[0])
-        if value is None or rank is None or not _only_first_output_used(column):
+        if value is None or rank is None or not only_first_output_used(column):
             return None
         inputs = [value]
         for slot in range(1, len(first.inputs)):
@@ -289,7 +279,7 @@ class ModelAxisLayers:
         indices = first.inputs[1]
         if self.group.layout_read(column, 1) is not None or indices is None:
             return None
-        if not all(node.inputs[1] is indices for node in column) and not equal_constants(column, 1):
+        if not equal_constants(column, 1):
             return None
         if data is None:
             tables = [const_array(node.inputs[0]) for node in column]
@@ -302,6 +292,8 @@ class ModelAxisLayers:
 
     def _axis_concat(self, column: list[ir.Node], rank: int) -> ir.Node | None:
         first = column[0]
+        if all(self.group.layout_read(column, slot) is None for slot in range(len(first.inputs))):
+            return None
         inputs: list[ir.Value | None] = []
         for slot in range(len(first.inputs)):
             value = self._stacked_input(column, slot)
@@ -311,8 +303,6 @@ class ModelAxisLayers:
                     return None
                 value = self.group.initializer(first, slot, np.stack(arrays))
             inputs.append(value)
-        if all(self.group.layout_read(column, slot) is None for slot in range(len(inputs))):
-            return None
         attributes = dict(first.attributes)
         attributes["axis"] = ir.AttrInt64("axis", _shift(int_attr(first, "axis", 0)))
         return self.group.node(first, inputs, attributes)
@@ -398,11 +388,11 @@ class ModelAxisLayers:
     def _channels_to_model_axis(self, layout: Layout) -> ir.Value | None:
         """[B, K*C, *spatial] -> [K, B, C, *spatial]: a Reshape splitting the channels, a
         Transpose bringing the models first; made once per value. None where it is too large
-        to be worth moving, or its spatial dims are not known."""
+        to be worth moving, or its dims are not all known."""
         if layout.value not in self._moved:
-            dims = _static_or_one_unknown(list(layout.shape or [])[2:])
             moved = None
-            if dims is not None and self.movable(layout):
+            if self.movable(layout):  # its dims all known
+                dims = list(layout.shape)[2:]  # type: ignore[arg-type]
                 shape = np.array([0, self.group.width, layout.channels, *dims], dtype=np.int64)
                 split = self.group.helper(
                     "Reshape", [layout.value, self.group.constant("shape", shape)], {}
@@ -425,14 +415,3 @@ def _small(shape: ir.Shape) -> bool:
 
 
 _MOVABLE_ELEMENTS = 1 << 16
-
-
-def _static_or_one_unknown(dims: list) -> list[int] | None:
-    known = [d if isinstance(d, int) else -1 for d in dims]
-    return known if known.count(-1) <= 1 else None
-
-
-def _only_first_output_used(column: list[ir.Node]) -> bool:
-    return all(
-        not out.uses() and not out.is_graph_output() for node in column for out in node.outputs[1:]
-    )

@@ -186,31 +186,7 @@ def plan(
             models, functions, settings.work_dir, aot=settings.aot, stack=settings.stack
         )
     seconds["calibrate"] = time.perf_counter() - started  # building counts with it
-    candidates = (settings.loading,)
-    if settings.loading == AUTO_LOADING:  # the policies differ only where weights are mapped
-        candidates = LOADING_POLICIES if settings.aot else (DEFAULT_LOADING,)
-    weighed: dict[str, tuple[CostModel, int, str | None, SearchResult]] = {}
-    seconds["search"] = 0.0
-    for loading in candidates:
-        started = time.perf_counter()
-        trying = replace(settings, loading=loading)
-        costs, budget_bytes, notice = calibrate(
-            models, functions, planning, trying, report, baselines
-        )
-        seconds["calibrate"] += time.perf_counter() - started
-        started = time.perf_counter()
-        found = search(
-            planning,
-            functions,
-            costs,
-            budget_bytes,
-            settings.policy,
-            pooled=settings.aot,  # only ahead-of-time bundles pool weights across bundles
-            seconds=settings.search_seconds / len(candidates),
-            progress=lambda evaluated: report("searching", evaluated, 0),
-        )
-        seconds["search"] += time.perf_counter() - started
-        weighed[loading] = (costs, budget_bytes, notice, found)
+    weighed = _weigh_loadings(models, functions, planning, settings, report, baselines, seconds)
     scores = loading_scores({loading: w[3] for loading, w in weighed.items()})
     settings = replace(settings, loading=min(scores, key=scores.__getitem__))
     costs, budget_bytes, notice, found = weighed[settings.loading]
@@ -250,6 +226,46 @@ def plan(
         loading=settings.loading,
         loading_scores=scores if len(scores) > 1 else {},
     )
+
+
+def _weigh_loadings(
+    models: Mapping[str, Path],
+    functions: Functions,
+    planning: Sequence[Request],
+    settings: PlanSettings,
+    report: Progress,
+    baselines: Sequence[Deployment] | None,
+    seconds: dict[str, float],
+) -> dict[str, tuple[CostModel, int, str | None, SearchResult]]:
+    """Calibrated and searched under the loading policy asked, or under each (`AUTO_LOADING`,
+    the search's time shared): each policy's cost model, budget, notice and search; the time
+    each step took added to `seconds`."""
+    candidates = (settings.loading,)
+    if settings.loading == AUTO_LOADING:  # the policies differ only where weights are mapped
+        candidates = LOADING_POLICIES if settings.aot else (DEFAULT_LOADING,)
+    weighed = {}
+    seconds["search"] = 0.0
+    for loading in candidates:
+        started = time.perf_counter()
+        trying = replace(settings, loading=loading)
+        costs, budget_bytes, notice = calibrate(
+            models, functions, planning, trying, report, baselines
+        )
+        seconds["calibrate"] += time.perf_counter() - started
+        started = time.perf_counter()
+        found = search(
+            planning,
+            functions,
+            costs,
+            budget_bytes,
+            settings.policy,
+            pooled=settings.aot,  # only ahead-of-time bundles pool weights across bundles
+            seconds=settings.search_seconds / len(candidates),
+            progress=lambda evaluated: report("searching", evaluated, 0),
+        )
+        seconds["search"] += time.perf_counter() - started
+        weighed[loading] = (costs, budget_bytes, notice, found)
+    return weighed
 
 
 def loading_scores(found: Mapping[str, SearchResult]) -> dict[str, float]:

@@ -10,6 +10,9 @@ policies taking turns in a rotating order, each round measures:
 - a cold request per policy: the bundle's files dropped from the page cache, a fresh loader
   (`BundleCache(loading=...)`), one request from nothing loaded to its outputs; then the
   median of 10 warm requests in that loader (what the policy costs once nothing is read);
+- a request after an eviction per policy: in a loader that served the bundle, the bundle
+  evicted (its session standing by, its pages dropped), then one request: what a miss costs
+  a serving loader, its weights read and no session opened;
 - the load alone: the files dropped, every weight read and the session opened (as `bulk`
   loads), no inference;
 - the compute alone: the median of 10 requests once everything is resident;
@@ -17,9 +20,9 @@ policies taking turns in a rotating order, each round measures:
   loader, one request (what a cold request computes: its session's opening and first run).
 Reported per policy: the cold request's median and range over the rounds, the bytes it read,
 and its ratio to max(load, compute) and to load + compute (no overlap), and to max(load, the
-first request's compute) (what full overlap could reach: a cold request always runs a fresh
-session), and its warm requests' median over bulk's. The outputs of every policy must be
-bitwise those of the first.
+first request's compute) (what full overlap could reach with a fresh session), the request
+after an eviction likewise, and its warm requests' median over bulk's. The outputs of every
+policy must be bitwise those of the first.
 
 Under a device profile (or `--read-bandwidth`, `--memory-limit`) the script runs itself again
 in a cgroup made for the run, with the profile's limits on the disk that holds `--work-dir`.
@@ -92,6 +95,24 @@ def cold_request(artifact: Path, loading: str, feeds: dict) -> tuple[float, int,
     return seconds, read, outputs, statistics.median(warm)
 
 
+def request_after_eviction(artifact: Path, loading: str, feeds: dict) -> tuple[float, dict]:
+    """A serving loader's miss: the bundle served, evicted (standing by, its pages dropped),
+    then asked for again; the request's seconds and outputs."""
+    cache = BundleCache(BUDGET, loading=loading)
+    cache.register(artifact, name="bundle")
+    cache.run("bundle", feeds)
+    cache.run("bundle", feeds)
+    cache.unload("bundle", stand_by=True)
+    started = time.perf_counter()
+    outputs = cache.run("bundle", feeds)
+    seconds = time.perf_counter() - started
+    reused = cache.stats.sessions_reused
+    cache.close()
+    if reused != 1:
+        raise RuntimeError(f"the evicted session did not stand by ({reused} reused)")
+    return seconds, outputs
+
+
 def load_alone(artifact: Path) -> float:
     bundle = open_bundle(artifact, name="bundle")
     drop_file_pages(bundle.files)
@@ -140,6 +161,7 @@ def measure(set_name: str, loadings: list[str], rounds: int, work: Path) -> dict
     cold: dict[str, list[float]] = {name: [] for name in loadings}
     read: dict[str, list[int]] = {name: [] for name in loadings}
     warm: dict[str, list[float]] = {name: [] for name in loadings}
+    evicted: dict[str, list[float]] = {name: [] for name in loadings}
     loads, computes, firsts, reference, bitwise = [], [], [], None, True
     for index in range(rounds):
         order = loadings[index % len(loadings) :] + loadings[: index % len(loadings)]
@@ -150,6 +172,9 @@ def measure(set_name: str, loadings: list[str], rounds: int, work: Path) -> dict
             read[loading].append(bytes_read)
             if reference is None:
                 reference = outputs
+            bitwise &= all(outputs[k].tobytes() == reference[k].tobytes() for k in reference)
+            seconds, outputs = request_after_eviction(artifact, loading, feeds)
+            evicted[loading].append(seconds)
             bitwise &= all(outputs[k].tobytes() == reference[k].tobytes() for k in reference)
         loads.append(load_alone(artifact))
         computes.append(compute_alone(artifact, feeds))
@@ -166,6 +191,9 @@ def measure(set_name: str, loadings: list[str], rounds: int, work: Path) -> dict
             "over_max": median / max(load, compute),
             "over_sum": median / (load + compute),
             "over_max_first": median / max(load, first),
+            "evicted_s": statistics.median(evicted[loading]),
+            "evicted_range_s": [min(evicted[loading]), max(evicted[loading])],
+            "evicted_over_max": statistics.median(evicted[loading]) / max(load, compute),
             "warm_s": statistics.median(warm[loading]),
             "warm_range_s": [min(warm[loading]), max(warm[loading])],
         }
@@ -220,6 +248,11 @@ def main() -> None:
                 f"{row['over_sum']:.2f}x sum, {row['over_max_first']:.2f}x max with the first "
                 f"request's compute; warm {row['warm_s'] * 1000:.1f} ms"
                 + (f" = {row['warm_over_bulk']:.2f}x bulk's" if "warm_over_bulk" in row else "")
+            )
+            low, high = (value * 1000 for value in row["evicted_range_s"])
+            print(
+                f"  {'':<12} after an eviction {row['evicted_s'] * 1000:8.1f} ms "
+                f"({low:.1f}-{high:.1f}), {row['evicted_over_max']:.2f}x max"
             )
     if args.json:
         args.json.write_text(json.dumps({"profile": where, "results": results}, indent=2) + "\n")

@@ -33,7 +33,7 @@ class SharedWeight:
     the one that stays.
     """
 
-    __slots__ = ("__weakref__", "_mapping", "_pages", "array", "value")
+    __slots__ = ("__weakref__", "_mapping", "_pages", "array", "digest", "value")
 
     def __init__(self, mapping: mmap.mmap, record: WeightRecord, ort_value: Any):
         """`mapping`: the whole side file, read-only; `ort_value`: `OrtValue` (passed in so
@@ -42,15 +42,21 @@ class SharedWeight:
         flat = np.frombuffer(mapping, dtype=record.dtype, count=count, offset=record.offset)
         self.array = flat.reshape(record.shape)
         self.value: Any = ort_value.ortvalue_from_numpy(self.array)
+        self.digest = record.digest
         start = record.offset - record.offset % mmap.PAGESIZE
         self._mapping = mapping
         self._pages = (start, record.offset + record.length - start)
 
-    def __del__(self) -> None:
-        # The pages are the file's: a neighbour that shares the first or last one reads it back
-        # from the page cache. Systems without madvise unmap with the whole file instead.
+    def give_back_pages(self) -> None:
+        """Unmap the weight's pages from this process, keeping the weight: the next read of
+        them faults them in again (from the page cache, or from storage once dropped there).
+        The pages are the file's: a neighbour that shares the first or last one reads it back
+        from the page cache. Systems without madvise unmap with the whole file instead."""
         with contextlib.suppress(AttributeError, ValueError, OSError):
             self._mapping.madvise(mmap.MADV_DONTNEED, *self._pages)
+
+    def __del__(self) -> None:
+        self.give_back_pages()
 
 
 class WeightPool:

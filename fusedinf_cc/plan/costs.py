@@ -296,6 +296,13 @@ class CostModel:
             max(0.0, session.cold_seconds - reads.cold_seconds_per_byte * in_memory_bytes),
         )
 
+    def reopen_seconds(self, session: SessionCost, in_memory_bytes: int) -> tuple[float, float]:
+        """As `open_seconds`, for a session that stood by (`ledger.py`): nothing is opened,
+        its load is only the weights it reads then (a `bulk` read; none by the others)."""
+        load, cold = self.open_seconds(session, in_memory_bytes)
+        read = max(0, session.weight_bytes - in_memory_bytes)
+        return min(load, self.reads.load_seconds_per_byte * read), cold
+
     def whole(self, members: frozenset[str]) -> SessionCost:
         """The whole session of a bundle of `members` (one model: the model alone)."""
         cost = self._wholes.get(members)

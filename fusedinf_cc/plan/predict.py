@@ -4,10 +4,10 @@ A candidate layout is judged the way `simulate` judges real bundles, in the same
 (`workload/replay.py`), with a server that stands in for the loader: each call opens what it
 needs, making room in a `MemoryLedger` exactly as the loader does (registration, pooled
 weights, a load's transient, the arena, a bundle that closes its own idle sessions first, the
-policy's victims), and runs. Sessions are `CostModel` predictions and time is counted, not
-measured, so one replay of thousands of requests takes milliseconds. A replay starts with the
-arena grown to the largest request's, as a real replay does (it opened every called session
-for its feeds).
+policy's victims, sessions standing by), and runs. Sessions are `CostModel` predictions and
+time is counted, not measured, so one replay of thousands of requests takes milliseconds. A
+replay starts with the arena grown to the largest request's, as a real replay does (it opened
+every called session for its feeds).
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ class PredictedServer:
         """Make room as the loader does, open the session, and count its load; the seconds
         of its load and of its first run's extra (the read of what is not in memory)."""
         resident = self.ledger.holds(bundle.name)
+        reused = key in self.ledger.standing_by(bundle.name)
         others = sorted(
             (b for b in self._resident.values() if b is not bundle),
             key=lambda b: self._order[b.name],
@@ -132,7 +133,8 @@ class PredictedServer:
         self.ledger.opened(bundle.name, key)
         in_memory = self.ledger.mapped_elsewhere(session)
         self.bytes_read += max(0, session.read_bytes - in_memory)
-        load, cold = self.costs.open_seconds(session, in_memory)
+        opens = self.costs.reopen_seconds if reused else self.costs.open_seconds
+        load, cold = opens(session, in_memory)
         seconds = load * next(self._scatter)
         stats.seconds_loading += seconds
         stats.models_opened += 1 if key is not WHOLE else len(bundle.members)

@@ -8,6 +8,12 @@ needed (it grows and never shrinks), or, without a shared arena, each session's 
 larger than its bundle was measured on counts what it adds beyond that arena while it runs
 (`reserve_beyond_arena`), which its run gives back at its end.
 
+An evicted session that maps its weights (an ahead-of-time session's pooled weights) stands by
+(decision `standby-sessions`): the weights' pages go, the session stays open and counts its own
+bytes, so the bundle's next miss reads its weights without opening a session again. Making
+room dismisses sessions standing by, the longest standing first, before it evicts a holder:
+dismissing one costs a later miss a session's opening, evicting one its whole load.
+
 Two callers keep a ledger: the live loader (`loader.BundleCache`), under its lock, and the
 planner's predicted replays (`plan/predict.py`), directly. Both register bundles (`register`: the
 largest load must fit beside the largest arena) and make room the same way (`make_room`), so a
@@ -80,9 +86,10 @@ SessionKey = Hashable
 class MemoryLedger:
     """The sessions counted against `budget_bytes`, by holder (a bundle's name)."""
 
-    def __init__(self, budget_bytes: int, *, shared_arena: bool = True):
+    def __init__(self, budget_bytes: int, *, shared_arena: bool = True, standby: bool = True):
         self.budget_bytes = budget_bytes
         self.shared_arena = shared_arena
+        self.standby = standby  # evicted sessions that map their weights stand by
         self.arena_bytes = 0  # the shared arena as counted: it grows and never shrinks
         self._private = 0
         self._weights = 0  # each pooled weight once
@@ -95,6 +102,9 @@ class MemoryLedger:
         self._sessions: dict[str, dict[SessionKey, SessionBytes]] = {}
         self._opening: set[tuple[str, SessionKey]] = set()
         self._needs: dict[str, LoadNeed] = {}
+        # Sessions standing by, the longest standing first: (holder, key) -> their own bytes.
+        self._standing: dict[tuple[str, SessionKey], int] = {}
+        self._standing_bytes = 0
 
     # registration ---------------------------------------------------------------------------
     def register(self, holder: str, need: LoadNeed) -> None:
@@ -113,7 +123,7 @@ class MemoryLedger:
 
     def unregister(self, holder: str) -> None:
         """Forget a bundle that holds nothing (before it is registered again, rebuilt)."""
-        if self.holds(holder):
+        if self.holds(holder) or self.standing_by(holder):
             raise ValueError(f"{holder!r} still holds sessions")
         self._needs.pop(holder, None)
 
@@ -129,10 +139,20 @@ class MemoryLedger:
     def held_bytes(self) -> int:
         """Everything counted now: sessions, pooled weights once, transients, activations."""
         memory = self._private + self._weights + self._loading + self._beyond_arena
+        memory += self._standing_bytes
         return memory + (self.arena_bytes if self.shared_arena else self._activations)
 
     def holds(self, holder: str) -> bool:
+        """Whether `holder` is resident: it has sessions counted (standing by is not)."""
         return bool(self._sessions.get(holder))
+
+    def standing_by(self, holder: str) -> set[SessionKey]:
+        """The keys of `holder`'s sessions standing by."""
+        return {key for name, key in self._standing if name == holder}
+
+    def maps(self, digest: str) -> bool:
+        """Whether a counted session maps the pooled weight `digest`."""
+        return digest in self._maps
 
     def keys(self, holder: str) -> set[SessionKey]:
         """The holder's sessions counted: those open and those being opened."""
@@ -181,6 +201,7 @@ class MemoryLedger:
         held = self._sessions.setdefault(holder, {})
         if key in held:
             return
+        self._stop_standing(holder, key)  # counted in full again
         held[key] = session
         self._private += session.private_bytes
         for digest, size in session.weights:
@@ -225,10 +246,25 @@ class MemoryLedger:
         if not held:
             self._sessions.pop(holder, None)
 
-    def release(self, holder: str) -> None:
-        """Stop counting every session of `holder` (evicted)."""
-        for key in list(self._sessions.get(holder, ())):
+    def release(self, holder: str, *, stand_by: bool = False) -> None:
+        """Stop counting every session of `holder` (evicted). `stand_by`: those that map
+        their weights stand by instead, counting their own bytes (where the ledger keeps
+        sessions standing by)."""
+        for key, session in list(self._sessions.get(holder, {}).items()):
             self.uncount(holder, key)
+            if stand_by and self.standby and session.weights:
+                self._standing[holder, key] = session.private_bytes
+                self._standing_bytes += session.private_bytes
+
+    def dismiss(self, holder: str) -> set[SessionKey]:
+        """Stop counting `holder`'s sessions standing by (closed); their keys."""
+        keys = self.standing_by(holder)
+        for key in keys:
+            self._stop_standing(holder, key)
+        return keys
+
+    def _stop_standing(self, holder: str, key: SessionKey) -> None:
+        self._standing_bytes -= self._standing.pop((holder, key), 0)
 
     # room -----------------------------------------------------------------------------------
     def make_room(
@@ -241,14 +277,36 @@ class MemoryLedger:
         policy: CachePolicy,
         evict: Callable[[Evictable], None],
         may_close_own: bool = True,
+        dismiss: Callable[[str, SessionKey], None] = lambda holder, key: None,
     ) -> list[SessionKey] | None:
         """Count `holder`'s session for `key` (`session`, opening), with the arena its request
         needs, evicting `idle` holders (in the order offered) chosen by `policy` until all of
         it fits the budget; `evict(victim)` is told of each, after the ledger stopped counting
         it. Where the holders that are not idle leave no room beside the holder's own idle
         sessions, those close first (`may_close_own`: the holder serves no request now), and
-        their keys are returned. None, changing nothing, where no room can be made even with
-        every idle holder gone."""
+        their keys are returned. Sessions standing by are dismissed before any holder is
+        evicted, `dismiss(holder, key)` told of each; the holder's own session for `key`, if
+        it stands by, is counted in full instead. None, changing nothing, where no room can
+        be made even with every idle holder gone."""
+        own_standing = self._standing.pop((holder, key), None)
+        self._standing_bytes -= own_standing or 0
+        closing = self._make_room(holder, key, session, idle, policy, evict, may_close_own, dismiss)
+        if closing is None and own_standing is not None:
+            self._standing[holder, key] = own_standing
+            self._standing_bytes += own_standing
+        return closing
+
+    def _make_room(
+        self,
+        holder: str,
+        key: SessionKey,
+        session: SessionBytes,
+        idle: Sequence[Evictable],
+        policy: CachePolicy,
+        evict: Callable[[Evictable], None],
+        may_close_own: bool,
+        dismiss: Callable[[str, SessionKey], None],
+    ) -> list[SessionKey] | None:
         arena = max(self.arena_bytes, self._needs[holder].arena_bytes) if self.shared_arena else 0
         own = self._sessions.get(holder, {})
         new = key not in own
@@ -275,6 +333,7 @@ class MemoryLedger:
                 idle,
                 policy,
                 evict,
+                dismiss,
             )
         if new:
             self.count(holder, key, session, opening=True)
@@ -289,6 +348,7 @@ class MemoryLedger:
         idle: Sequence[Evictable],
         policy: CachePolicy,
         evict: Callable[[Evictable], None],
+        dismiss: Callable[[str, SessionKey], None] = lambda holder, key: None,
     ) -> bool:
         """Count `extra` bytes a request of `holder` needs beyond the arena counted, while it
         runs, evicting `idle` holders chosen by `policy` until it fits; False, changing nothing,
@@ -298,7 +358,9 @@ class MemoryLedger:
         held = self._held_by(busy, holder, kept, None, self.arena_bytes) + self._beyond_arena
         if held + extra > self.budget_bytes:
             return False
-        self._evict_until(lambda: self.held_bytes + extra <= self.budget_bytes, idle, policy, evict)
+        self._evict_until(
+            lambda: self.held_bytes + extra <= self.budget_bytes, idle, policy, evict, dismiss
+        )
         self._beyond_arena += extra
         return True
 
@@ -308,16 +370,26 @@ class MemoryLedger:
         idle: Sequence[Evictable],
         policy: CachePolicy,
         evict: Callable[[Evictable], None],
+        dismiss: Callable[[str, SessionKey], None],
     ) -> None:
-        """Release `idle` holders, the victim `policy` chooses each time (weighed by what its
-        eviction frees now), telling `evict` of each, until `fits()` or none is left."""
+        """Until `fits()`: dismiss the session standing by longest (telling `dismiss`), or,
+        none standing by, release the `idle` holder `policy` chooses (weighed by what its
+        eviction frees now; its sessions that map their weights stand by), telling `evict`;
+        until none of either is left."""
         offered = list(idle)
-        while not fits() and offered:
+        while not fits():
+            if self._standing:
+                holder, key = next(iter(self._standing))
+                self._stop_standing(holder, key)
+                dismiss(holder, key)
+                continue
+            if not offered:
+                return
             for entry in offered:
                 entry.freeable = self.freed_by(entry.name)
             victim = policy.victim(offered)
             offered.remove(victim)
-            self.release(victim.name)
+            self.release(victim.name, stand_by=True)
             evict(victim)
 
     def fits_beyond_arena(self, holder: str, extra: int) -> bool:
@@ -343,6 +415,7 @@ class MemoryLedger:
         """What is counted, with `arena` as the shared arena and `holder`'s session `adding`
         counted as it opens."""
         memory = self._private + self._weights + self._loading + self._beyond_arena
+        memory += self._standing_bytes
         if self.shared_arena:
             memory += arena
         else:

@@ -74,6 +74,7 @@ class CacheStats:
     peak_accounted_bytes: int = 0
     loads_by_bundle: dict[str, int] = field(default_factory=dict)
     sessions_opened: int = 0  # a bundle's first session, and each further part or whole
+    sessions_reused: int = 0  # misses served by a session that stood by: nothing opened
     models_opened: int = 0  # the models those sessions serve: a whole all of its, a part one
     streamed_runs: int = 0  # requests for a bundle larger than the budget, run stage by stage
     arenas_given_back: int = 0  # requests larger than their bundle was measured on
@@ -88,6 +89,7 @@ class _Entry:
 
     bundle: Bundle
     sessions: dict[SessionKey, Session] = field(default_factory=dict)
+    standby: dict[SessionKey, Session] = field(default_factory=dict)  # evicted, kept open
     pins: int = 0
     opening: threading.Lock = field(default_factory=threading.Lock)
     frequency: int = 0
@@ -129,6 +131,7 @@ class BundleCache:
         keep_page_cache: bool = False,
         loading: str | None = None,
         prefetch: bool = False,
+        standby: bool = True,
         runtime: str = DEFAULT_RUNTIME,
         session_factory: Callable[..., Session] | None = None,
     ):
@@ -148,6 +151,9 @@ class BundleCache:
         bulk, linear, interleaved; None: the default).
         `prefetch`: while a request computes, read the bundle that has usually followed its
         bundle into the page cache, where that one is not resident (`prefetch.py`).
+        `standby`: an evicted session that maps its weights stays open with its weights'
+        pages given back, counted at its own bytes, so the bundle's next miss only reads
+        (`ledger.py`); False closes every evicted session.
         `session_factory(artifact, part=...)`: what opens a bundle's whole (part None) or
         one model's part (`open_session`'s `part`)."""
         if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes <= 0:
@@ -173,7 +179,7 @@ class BundleCache:
         self._pool_weights = pool_weights
         self._keep_page_cache = keep_page_cache
         self._loading = check_loading(loading)
-        self._ledger = MemoryLedger(budget_bytes, shared_arena=share_arena)
+        self._ledger = MemoryLedger(budget_bytes, shared_arena=share_arena, standby=standby)
         # Inference one at a time, in the order requests are ready to compute (`run_queue.py`).
         self._run_lock = RunQueue() if share_arena else contextlib.nullcontext()
         self._successors = Successors() if prefetch else None
@@ -267,6 +273,7 @@ class BundleCache:
                 self._condition.wait()
             if self._ledger.holds(old.name):
                 self._evict(old)
+            self._dismiss_all(old)  # opened on the files that changed
             self._forget(old)
             try:
                 self.register(new, feeds_path=old.feeds_path)
@@ -475,7 +482,12 @@ class BundleCache:
         return self._evicting_for(
             entry,
             lambda idle, evict: self._ledger.reserve_beyond_arena(
-                entry.name, beyond, idle=idle, policy=self.policy, evict=evict
+                entry.name,
+                beyond,
+                idle=idle,
+                policy=self.policy,
+                evict=evict,
+                dismiss=self._dismiss,
             ),
         )
 
@@ -513,17 +525,20 @@ class BundleCache:
         bundle_name, model = self._resolve(name, bundle)
         self._release(self._acquire(bundle_name, model)[0])
 
-    def unload(self, name: str) -> bool:
+    def unload(self, name: str, *, stand_by: bool = False) -> bool:
         """Evict bundle `name` (or its model's bundle) once no request holds it, and hand the
-        memory it held back to the system; False when it was not resident."""
+        memory it held back to the system; False when it was not resident. `stand_by`: as
+        making room evicts, its sessions that map their weights stand by (`standby`)."""
         bundle_name = self._resolve(name)[0]
         with self._condition:
             entry = self._entries[bundle_name]
             while entry.pins > 0:
                 self._condition.wait()
+            if not stand_by:
+                self._dismiss_all(entry)
             if not self._ledger.holds(bundle_name):
                 return False
-            self._evict(entry)
+            self._evict(entry, stand_by=stand_by)
             self._condition.notify_all()
         release_freed_memory()
         return True
@@ -725,6 +740,16 @@ class BundleCache:
             raise
         return reading(session, reader)
 
+    def _reuse(self, entry: _Entry, key: SessionKey, session: Session) -> Session:
+        """A session that stood by, its weights read as the loading policy says; closed
+        where the bundle's files changed since it opened."""
+        try:
+            entry.bundle.check_unchanged()
+        except BaseException:
+            session.close()
+            raise
+        return reading(session, start_reading(entry.bundle.weight_spans(key), self._loading))
+
     def _session_for(self, entry: _Entry, key: SessionKey) -> Session:
         """The pinned entry's session for `key`, opened once however many requests ask at once
         (they wait for the one that opens it)."""
@@ -732,8 +757,13 @@ class BundleCache:
             session = entry.sessions.get(key)
             if session is not None:
                 return session
+            with self._condition:
+                standing = entry.standby.pop(key, None)  # the ledger counts it in full now
             started = time.perf_counter()
-            session = self._open_read(entry, key)  # bulk reads here: load time
+            if standing is None:
+                session = self._open_read(entry, key)  # bulk reads here: load time
+            else:
+                session = self._reuse(entry, key, standing)
             seconds = time.perf_counter() - started
             with self._condition:
                 entry.sessions[key] = session
@@ -741,7 +771,10 @@ class BundleCache:
                 # Counted again, if a failed open beside it uncounted it; open: no transient.
                 self._ledger.count(entry.name, key, counted, opening=False)
                 self._ledger.opened(entry.name, key)
-                self.stats.sessions_opened += 1
+                if standing is None:
+                    self.stats.sessions_opened += 1
+                else:
+                    self.stats.sessions_reused += 1
                 serves = 1 if key is not WHOLE else len(entry.bundle.models())
                 self.stats.models_opened += max(1, serves)
                 self.stats.seconds_loading += seconds
@@ -789,6 +822,7 @@ class BundleCache:
                 policy=self.policy,
                 evict=evict,
                 may_close_own=newcomer.pins == 0,
+                dismiss=self._dismiss,
             ),
         )
         if closed is None:
@@ -815,7 +849,7 @@ class BundleCache:
         victims: list[_Entry] = []
 
         def evict(victim: Evictable) -> None:
-            self._evict(victim)  # type: ignore[arg-type]
+            self._evict(victim, stand_by=True)  # type: ignore[arg-type]
             victims.append(victim)  # type: ignore[arg-type]
 
         counted = count(idle, evict)
@@ -832,18 +866,46 @@ class BundleCache:
                 session.close()
         release_freed_memory()
 
-    def _evict(self, entry: _Entry, *, drop_pages: bool = True) -> None:
+    def _evict(self, entry: _Entry, *, drop_pages: bool = True, stand_by: bool = False) -> None:
         """Close every session the bundle holds, the whole's and its parts', and drop its
-        files' pages from the page cache (`drop_pages`, unless the cache keeps them)."""
+        files' pages from the page cache (`drop_pages`, unless the cache keeps them).
+        `stand_by`: those the ledger keeps standing by stay open, their weights' pages given
+        back where no resident session maps them."""
         self.evictions.append(entry.bundle.name)
-        for session in entry.sessions.values():
-            session.close()
+        self._ledger.release(entry.name, stand_by=stand_by)  # done already where it chose
+        standing = self._ledger.standing_by(entry.name)
+        for key, session in entry.sessions.items():
+            if key in standing:
+                entry.standby[key] = self._stand_by(session)
+            else:
+                session.close()
         entry.sessions.clear()
-        self._ledger.release(entry.name)
         if drop_pages and not self._keep_page_cache:
             drop_file_pages(entry.bundle.files)
         self.stats.evictions += 1
         self.policy.evicted(entry)
+
+    def _stand_by(self, session: Session) -> Session:
+        """`session`, its read stopped and its weights' pages unmapped, save those a counted
+        session maps too (they stay resident for it)."""
+        if isinstance(session, ReadingSession):
+            session.reader.stop()
+            session = session.session
+        for weight in getattr(session, "mapped_weights", ()):
+            if not self._ledger.maps(weight.digest):
+                weight.give_back_pages()
+        return session
+
+    def _dismiss(self, holder: str, key: SessionKey) -> None:
+        """Close a session the ledger no longer counts standing by."""
+        session = self._entries[holder].standby.pop(key, None)
+        if session is not None:
+            session.close()
+
+    def _dismiss_all(self, entry: _Entry) -> None:
+        """Close every session of `entry` standing by."""
+        for key in self._ledger.dismiss(entry.name):
+            self._dismiss(entry.name, key)
 
     def _release(self, entry: _Entry) -> None:
         with self._condition:
@@ -885,6 +947,7 @@ class BundleCache:
             self._prefetcher.cancel()
         with self._condition:
             for entry in self._entries.values():
+                self._dismiss_all(entry)
                 if entry.pins == 0 and self._ledger.holds(entry.name):
                     self._evict(entry, drop_pages=False)
                 if cold and not self._keep_page_cache and entry.pins == 0:

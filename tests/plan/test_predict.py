@@ -10,7 +10,7 @@ import pytest
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.measure.deployments import Deployment, deployments
 from fusedinf_cc.measure.simulate import replay
-from fusedinf_cc.plan.costs import CostModel, Measured, ReadCost, measure_bundle
+from fusedinf_cc.plan.costs import CostModel, Measured, ReadCost, SessionCost, measure_bundle
 from fusedinf_cc.plan.predict import predict
 from fusedinf_cc.runtime.bundle import Bundle
 from fusedinf_cc.runtime.ledger import least_budget
@@ -138,3 +138,29 @@ def test_a_predicted_miss_reads_only_what_is_not_in_memory():
     assert both.p50_ms == pytest.approx(1000 * (0.001 + 0.002 + (first + second) / 2), rel=0.02)
     one = predict(trace, bundles, calls, costs, (9 << 20) + 200, "lru")  # room for one
     assert one.bytes_read == 2 * (9 << 20)  # the backbone left with the first
+
+
+def test_a_predicted_miss_of_a_session_standing_by_pays_only_its_read():
+    """An evicted session that maps its weights stands by where its own bytes fit: its next
+    miss opens nothing and pays only what a load reads, as the loader's does."""
+    per_byte = 1e-9
+    weights_bytes = 4 << 20
+    load = 0.010 + per_byte * weights_bytes  # a session's opening, then its bulk read
+
+    def mapping(name: str) -> SessionCost:
+        weights = [(name, weights_bytes)]
+        return session_cost(1 << 20, load, 0.001, weights=weights, read=weights_bytes)
+
+    costs = CostModel(
+        {name: mapping(name) for name in "ab"}, reads=ReadCost(load_seconds_per_byte=per_byte)
+    )
+    bundles = Layout({n: {n} for n in "ab"})
+    calls = {n: [Call(n)] for n in "ab"}
+    trace = [Request(1.0 * i, "ab"[i % 2]) for i in range(10)]  # one fits: every call misses
+    whole = (1 << 20) + weights_bytes + 100
+    standing = predict(trace, bundles, calls, costs, whole + (1 << 20), "lru")
+    closing = predict(trace, bundles, calls, costs, whole, "lru")  # no room to stand by
+    assert standing.misses == closing.misses == 10
+    assert closing.seconds_loading == pytest.approx(10 * load)
+    assert standing.seconds_loading == pytest.approx(2 * load + 8 * per_byte * weights_bytes)
+    assert standing.peak_accounted_bytes == whole + (1 << 20)

@@ -14,18 +14,13 @@ from tests.support.plans import session_cost
 
 def _co_called_workload():
     """Fusing saves most of a session's fixed cost: a group called together loads and runs
-    cheaper fused, while a model fused with one it is never called with only costs memory."""
+    cheaper fused, while a model fused with one it is never called with only costs memory.
+    Portable sessions (weights their own, not pooled): an evicted one closes, none stands by."""
     alone = {
-        name: Measured(
-            frozenset({name}),
-            session_cost(4 << 20, 0.02, 0.01, activation=1 << 20, weights=[(name, 8 << 20)]),
-        )
+        name: Measured(frozenset({name}), session_cost(12 << 20, 0.02, 0.01, activation=1 << 20))
         for name in ("a", "b", "c", "d")
     }
-    pair = Measured(
-        frozenset("ab"),
-        session_cost(5 << 20, 0.025, 0.012, 1 << 20, [("a", 8 << 20), ("b", 8 << 20)]),
-    )
+    pair = Measured(frozenset("ab"), session_cost(21 << 20, 0.025, 0.012, 1 << 20))
     costs = CostModel.fitted(alone, [pair])
     functions = {"both": ["a", "b"], "c": ["c"], "d": ["d"], "cd": ["c", "d"]}
     names = ["both", "c", "both", "d", "both", "c", "both", "d"] * 25 + ["cd"]

@@ -172,3 +172,79 @@ def test_without_a_shared_arena_each_session_counts_its_own_activations():
     ledger.count("a", WHOLE, SessionBytes(100), opening=False)
     ledger.count("a", "part", SessionBytes(10), opening=False)
     assert ledger.held_bytes == 100 + 10 + 2 * 40
+
+
+def _make_room(ledger, holder, session, idle, evicted, dismissed, policy=None):
+    return ledger.make_room(
+        holder,
+        WHOLE,
+        session,
+        idle=idle,
+        policy=policy or LeastRecentlyUsed(),
+        evict=lambda victim: evicted.append(victim.name),
+        dismiss=lambda name, key: dismissed.append((name, key)),
+    )
+
+
+def test_an_evicted_session_that_maps_its_weights_stands_by_at_its_own_bytes():
+    needs = {name: LoadNeed(1_000, 0) for name in ("mapped", "portable")}
+    ledger = _ledger(10_000, needs)
+    mapped = SessionBytes(100, (("w", 900),))
+    ledger.count("mapped", WHOLE, mapped, opening=False)
+    ledger.count("portable", WHOLE, SessionBytes(1_000), opening=False)
+    ledger.release("mapped", stand_by=True)
+    ledger.release("portable", stand_by=True)  # its weights are its own: it closes
+    assert not ledger.holds("mapped") and ledger.standing_by("mapped") == {WHOLE}
+    assert ledger.standing_by("portable") == set()
+    assert ledger.held_bytes == 100 and not ledger.maps("w")
+    with pytest.raises(ValueError):
+        ledger.unregister("mapped")  # it still holds a session, standing by
+    # Its next miss counts it in full again, not twice.
+    assert _make_room(ledger, "mapped", mapped, [], [], []) == []
+    assert ledger.holds("mapped") and ledger.standing_by("mapped") == set()
+    assert ledger.held_bytes == 1_000 and ledger.maps("w")
+    # An eviction that is not the ledger's choice (`release` alone), or a ledger that keeps
+    # none standing by, closes it.
+    ledger.release("mapped")
+    assert ledger.standing_by("mapped") == set() and ledger.held_bytes == 0
+    closing = _ledger(10_000, needs)
+    closing.standby = False
+    closing.count("mapped", WHOLE, mapped, opening=False)
+    closing.release("mapped", stand_by=True)
+    assert closing.standing_by("mapped") == set() and closing.held_bytes == 0
+
+
+def test_making_room_dismisses_sessions_standing_by_before_it_evicts_a_holder():
+    ledger = _ledger(1_150, {name: LoadNeed(500, 0) for name in "abcd"})
+    holders = {name: Holder(name) for name in "abcd"}
+    policy = LeastRecentlyUsed()
+    evicted: list[str] = []
+    dismissed: list[tuple[str, str]] = []
+
+    def load(name: str, idle: list[str]) -> None:
+        session = SessionBytes(100, ((name, 400),))
+        idle_holders = [holders[other] for other in idle]
+        assert _make_room(ledger, name, session, idle_holders, evicted, dismissed, policy) == []
+        policy.touch(holders[name])
+
+    load("a", [])
+    load("b", [])
+    ledger.release("a", stand_by=True)  # evicted: a stands by at its own 100
+    assert ledger.held_bytes == 500 + 100
+    load("c", ["b"])  # 1,100 with a standing by: it fits, and a stays
+    ledger.release("c", stand_by=True)
+    load("a", ["b"])  # its own session is counted in full again: b, a and c standing by fit
+    assert evicted == [] and dismissed == [] and ledger.standing_by("c") == {WHOLE}
+    assert ledger.held_bytes == 500 + 500 + 100
+    # d needs 500 more: c's standing session goes first, then b, the least recently used,
+    # which stands by in turn where it fits.
+    load("d", ["a", "b"])
+    assert dismissed == [("c", WHOLE)] and evicted == ["b"]
+    assert ledger.standing_by("b") == {WHOLE} and ledger.held_bytes == 500 + 500 + 100
+    # Where no room can be made, the newcomer's own session keeps standing by.
+    full = _ledger(600, {"x": LoadNeed(500, 0), "y": LoadNeed(500, 0)})
+    full.count("x", WHOLE, SessionBytes(100, (("x", 400),)), opening=False)
+    full.release("x", stand_by=True)
+    full.count("y", WHOLE, SessionBytes(500), opening=False)
+    assert _make_room(full, "x", SessionBytes(100, (("x", 400),)), [], [], []) is None
+    assert full.standing_by("x") == {WHOLE} and full.held_bytes == 600

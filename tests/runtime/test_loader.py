@@ -13,6 +13,7 @@ import pytest
 
 from fusedinf_cc.artifacts.manifest import PartRecord
 from fusedinf_cc.backends.onnxruntime import OnnxRuntimeSession
+from fusedinf_cc.backends.weight_pool import artifact_weights
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.compiler.build import build_fused
 from fusedinf_cc.runtime.bundle import WHOLE, open_bundle
@@ -21,6 +22,7 @@ from tests.support import builders
 from tests.support.bundles import fused_pair_bundle
 from tests.support.commands import fuse_files, run_probe
 from tests.support.oracle import session as oracle_session
+from tests.support.pagecache import cached_bytes
 
 
 @pytest.fixture(scope="module")
@@ -430,6 +432,40 @@ def test_a_bundle_rebuilt_in_place_is_registered_again_whole(tmp_path):
     assert not np.allclose(after, before)
     assert cache.refresh("pair") is False
     assert cache.names()["pair"] == ["pair_a", "pair_b"]
+    cache.close()
+
+
+@pytest.mark.parametrize("standby", [True, False])
+def test_an_evicted_ahead_of_time_bundle_stands_by_and_its_next_miss_opens_nothing(
+    tmp_path, standby
+):
+    """Evicted, an ahead-of-time bundle's session stays open with its weights' pages given back
+    (they leave the page cache too); its next miss reads them again, opens nothing, and
+    answers as before. Without standby every miss opens a session."""
+    paths = [
+        fused_pair_bundle(tmp_path, name, seed, width=1024, aot=True)
+        for seed, name in enumerate(("red", "blue"))
+    ]
+    bundles = [open_bundle(path) for path in paths]
+    standing = max(bundle.session_bytes(WHOLE, True).private_bytes for bundle in bundles)
+    budget = _room_for(1, bundles) + standing
+    assert budget < _room_for(2, bundles)  # one bundle resident at a time
+    cache = BundleCache(budget, "lru", standby=standby)
+    for bundle in bundles:
+        cache.register(bundle)
+    x = {"x": np.random.default_rng(0).standard_normal((1, 1024)).astype(np.float32)}
+    first = cache.run("red_a", x)["y"]
+    cache.run("blue_a", x)
+    assert cache.resident() == ["blue"]
+    side = artifact_weights(paths[0])[0]
+    assert cached_bytes(side) < side.stat().st_size // 2  # red's pages went
+    again = cache.run("red_a", x)["y"]
+    assert again.tobytes() == first.tobytes()
+    stats = cache.stats
+    assert stats.misses == 3 and stats.evictions == 2
+    opened = (2, 1) if standby else (3, 0)
+    assert (stats.sessions_opened, stats.sessions_reused) == opened
+    assert stats.peak_accounted_bytes <= budget
     cache.close()
 
 

@@ -54,7 +54,13 @@ from fusedinf_cc.runtime.feeds import (
     with_bounds,
 )
 from fusedinf_cc.runtime.ledger import Evictable, LoadNeed, MemoryLedger
-from fusedinf_cc.runtime.loading import ReadingSession, check_loading, reading, start_reading
+from fusedinf_cc.runtime.loading import (
+    ReadingSession,
+    check_loading,
+    reading,
+    start_reading,
+    start_reading_weights,
+)
 from fusedinf_cc.runtime.pagecache import drop_file_pages
 from fusedinf_cc.runtime.policies import POLICIES, CachePolicy, MissCost
 from fusedinf_cc.runtime.prefetch import Prefetcher, Successors
@@ -741,14 +747,17 @@ class BundleCache:
         return reading(session, reader)
 
     def _reuse(self, entry: _Entry, key: SessionKey, session: Session) -> Session:
-        """A session that stood by, its weights read as the loading policy says; closed
-        where the bundle's files changed since it opened."""
+        """A session that stood by, its weights read as the loading policy says through the
+        session's own mapping (what it maps, pooled from whichever file; read so, the pages
+        are mapped for it too, and its run takes no faults on them); closed where the
+        bundle's files changed since it opened."""
         try:
             entry.bundle.check_unchanged()
         except BaseException:
             session.close()
             raise
-        return reading(session, start_reading(entry.bundle.weight_spans(key), self._loading))
+        weights = getattr(session, "mapped_weights", [])
+        return reading(session, start_reading_weights(weights, self._loading))
 
     def _session_for(self, entry: _Entry, key: SessionKey) -> Session:
         """The pinned entry's session for `key`, opened once however many requests ask at once

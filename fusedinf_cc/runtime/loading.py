@@ -63,6 +63,23 @@ def start_reading(
     return reader
 
 
+def start_reading_weights(weights: Sequence[Any], policy: str) -> WeightReader | None:
+    """As `start_reading`, for a session already open: its mapped weights (`SharedWeight`s)
+    read through its own mappings, in the order they lie in them."""
+    if not weights or policy == "linear":
+        return None
+    reader = WeightReader(sorted(weights, key=_address))
+    if policy == "bulk":
+        reader.read()
+        return None
+    reader.start()
+    return reader
+
+
+def _address(weight: Any) -> int:
+    return int(weight.array.__array_interface__["data"][0])
+
+
 def reading(session: Session, reader: WeightReader | None) -> Session:
     """`session`, tied to the reader still bringing its weights in (`start_reading`), which
     stops when the session closes."""

@@ -453,19 +453,49 @@ def test_an_evicted_ahead_of_time_bundle_stands_by_and_its_next_miss_opens_nothi
     cache = BundleCache(budget, "lru", standby=standby)
     for bundle in bundles:
         cache.register(bundle)
-    x = {"x": np.random.default_rng(0).standard_normal((1, 1024)).astype(np.float32)}
-    first = cache.run("red_a", x)["y"]
-    cache.run("blue_a", x)
+    x = np.random.default_rng(0).standard_normal((1, 1024)).astype(np.float32)
+    red, blue = ({f"{name}_{half}/x": x for half in "ab"} for name in ("red", "blue"))
+    first = cache.run("red", red)
+    cache.run("blue", blue)
     assert cache.resident() == ["blue"]
     side = artifact_weights(paths[0])[0]
     assert cached_bytes(side) < side.stat().st_size // 2  # red's pages went
-    again = cache.run("red_a", x)["y"]
-    assert again.tobytes() == first.tobytes()
+    again = cache.run("red", red)
+    assert all(again[name].tobytes() == first[name].tobytes() for name in first)
     stats = cache.stats
     assert stats.misses == 3 and stats.evictions == 2
     opened = (2, 1) if standby else (3, 0)
     assert (stats.sessions_opened, stats.sessions_reused) == opened
     assert stats.peak_accounted_bytes <= budget
+    cache.close()
+
+
+def _mapped_bytes(path: Path) -> int:
+    """Bytes of `path` this process has mapped in (Rss of its mappings of the file)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            inside = line.endswith(str(path))
+        elif inside and fields[:1] == ["Rss:"]:
+            total += int(fields[1]) * 1024
+    return total
+
+
+def test_a_session_that_stood_by_is_read_through_its_own_mapping(tmp_path):
+    """Its miss reads what the session maps through the session's mapping, so its pages are
+    mapped for it before it runs; a fresh session's read only fills the page cache."""
+    path = fused_pair_bundle(tmp_path, "red", 0, width=1024, aot=True)
+    side = artifact_weights(path)[0]
+    weights = 2 * 1024 * 1024 * 4
+    cache = BundleCache(1 << 30, loading="bulk")
+    cache.register(path)
+    cache.load("red")  # opened fresh: its weights read before it opened
+    assert _mapped_bytes(side) < weights // 4
+    cache.unload("red", stand_by=True)
+    cache.load("red")
+    assert cache.stats.sessions_reused == 1
+    assert _mapped_bytes(side) >= weights
     cache.close()
 
 

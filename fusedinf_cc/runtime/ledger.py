@@ -263,6 +263,12 @@ class MemoryLedger:
             self._stop_standing(holder, key)
         return keys
 
+    def _stand_by_again(self, holder: str, key: SessionKey, own: int | None) -> None:
+        """Put back a session `make_room` took from standing by and could not count."""
+        if own is not None:
+            self._standing[holder, key] = own
+            self._standing_bytes += own
+
     def _stop_standing(self, holder: str, key: SessionKey) -> None:
         self._standing_bytes -= self._standing.pop((holder, key), 0)
 
@@ -288,25 +294,8 @@ class MemoryLedger:
         evicted, `dismiss(holder, key)` told of each; the holder's own session for `key`, if
         it stands by, is counted in full instead. None, changing nothing, where no room can
         be made even with every idle holder gone."""
-        own_standing = self._standing.pop((holder, key), None)
+        own_standing = self._standing.pop((holder, key), None)  # counted in full, or put back
         self._standing_bytes -= own_standing or 0
-        closing = self._make_room(holder, key, session, idle, policy, evict, may_close_own, dismiss)
-        if closing is None and own_standing is not None:
-            self._standing[holder, key] = own_standing
-            self._standing_bytes += own_standing
-        return closing
-
-    def _make_room(
-        self,
-        holder: str,
-        key: SessionKey,
-        session: SessionBytes,
-        idle: Sequence[Evictable],
-        policy: CachePolicy,
-        evict: Callable[[Evictable], None],
-        may_close_own: bool,
-        dismiss: Callable[[str, SessionKey], None],
-    ) -> list[SessionKey] | None:
         arena = max(self.arena_bytes, self._needs[holder].arena_bytes) if self.shared_arena else 0
         own = self._sessions.get(holder, {})
         new = key not in own
@@ -321,10 +310,10 @@ class MemoryLedger:
                 others = [k for k in own if k != key]
                 kept = [k for k in own if k == key]
                 if not may_close_own or not others:
-                    return None
+                    return self._stand_by_again(holder, key, own_standing)
                 held = self._held_by(busy, holder, kept, adding, arena) + self._beyond_arena
                 if held > self.budget_bytes:
-                    return None
+                    return self._stand_by_again(holder, key, own_standing)
                 for other in others:  # its own idle sessions are what leave no room
                     self.uncount(holder, other)
                 closing = others

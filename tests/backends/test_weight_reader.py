@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import mmap
+import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -74,3 +76,35 @@ def test_a_file_reader_reads_the_spans_asked_through_its_own_mapping(tmp_path):
     empty = tmp_path / "empty.data"
     empty.write_bytes(b"")
     assert WeightReader.of_file(empty).size == 0
+
+
+def test_a_wait_measures_the_rate_from_the_first_chunk_not_the_storages_latency(
+    tmp_path, monkeypatch
+):
+    """A read whose first chunk came late (the storage's latency) and whose next came at once:
+    the rest is near, so a wait for it to fit 0.2 s ends without waiting for the rest."""
+    from fusedinf_cc.backends import weight_reader
+
+    _, _, weights = _mapped_weights(tmp_path, [weight_reader.CHUNK_BYTES] * 4)
+    populate, calls, gate = weight_reader.populate, [], threading.Event()
+
+    def slow_first_then_held(address: int, length: int) -> None:
+        calls.append(address)
+        if len(calls) == 1:
+            time.sleep(0.3)  # latency: 1 chunk in 0.3 s, the other 3 would take 0.9 s at that
+        elif len(calls) == 3:
+            gate.wait(10)  # the third chunk waits until the test lets it go
+        populate(address, length)
+
+    monkeypatch.setattr(weight_reader, "populate", slow_first_then_held)
+    reader = WeightReader(weights)
+    reader.start()
+    waiting = threading.Thread(target=reader.wait_until_within, args=(0.2,))
+    waiting.start()
+    waiting.join(5)
+    done_waiting = not waiting.is_alive()
+    gate.set()
+    reader.wait()
+    waiting.join(5)
+    assert done_waiting  # two chunks read, two left, at the second chunk's pace: within 0.2 s
+    assert reader.bytes_read == reader.size

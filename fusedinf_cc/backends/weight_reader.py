@@ -42,10 +42,7 @@ class WeightReader:
         they should be read."""
         self._weights: list[Any] = list(weights)  # holds the mappings open while it reads
         self._mapping: mmap.mmap | None = None  # a file's, where `of_file` made this reader
-        self.ranges = _page_ranges(
-            (int(w.array.__array_interface__["data"][0]), int(w.array.nbytes))
-            for w in self._weights
-        )
+        self.ranges = _page_ranges((address_of(w), int(w.array.nbytes)) for w in self._weights)
         self.size = sum(length for _, length in self.ranges)
         self.bytes_read = 0
         self._stop = threading.Event()
@@ -145,6 +142,11 @@ class WeightReader:
         if self._mapping is not None:
             self._mapping.close()
             self._mapping = None
+
+
+def address_of(weight: Any) -> int:
+    """Where a mapped weight's array starts in memory."""
+    return int(weight.array.__array_interface__["data"][0])
 
 
 def _page_ranges(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

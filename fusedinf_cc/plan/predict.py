@@ -110,7 +110,7 @@ class PredictedServer:
         """Make room as the loader does, open the session, and count its load; the seconds
         of its load and of its first run's extra (the read of what is not in memory)."""
         resident = self.ledger.holds(bundle.name)
-        reused = key in self.ledger.standing_by(bundle.name)
+        reused = self.ledger.stands_by(bundle.name, key)
         others = sorted(
             (b for b in self._resident.values() if b is not bundle),
             key=lambda b: self._order[b.name],

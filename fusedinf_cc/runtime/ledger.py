@@ -146,6 +146,11 @@ class MemoryLedger:
         """Whether `holder` is resident: it has sessions counted (standing by is not)."""
         return bool(self._sessions.get(holder))
 
+    def stands_by(self, holder: str, key: SessionKey) -> bool:
+        """Whether `holder`'s session for `key` stands by (a lookup: the planner asks it on
+        every predicted miss)."""
+        return (holder, key) in self._standing
+
     def standing_by(self, holder: str) -> set[SessionKey]:
         """The keys of `holder`'s sessions standing by."""
         return {key for name, key in self._standing if name == holder}

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fusedinf_cc.backends.base import Session, TensorSpec
-from fusedinf_cc.backends.weight_reader import WeightReader
+from fusedinf_cc.backends.weight_reader import WeightReader, address_of
 from fusedinf_cc.common.errors import UserInputError
 
 LOADING_POLICIES = ("bulk", "linear", "interleaved")
@@ -56,11 +56,7 @@ def start_reading(
         reader = WeightReader.of_file(*spans)
     except OSError:
         return None
-    if policy == "bulk":
-        reader.read()
-        return None
-    reader.start()
-    return reader
+    return _apply(reader, policy)
 
 
 def start_reading_weights(weights: Sequence[Any], policy: str) -> WeightReader | None:
@@ -68,16 +64,16 @@ def start_reading_weights(weights: Sequence[Any], policy: str) -> WeightReader |
     read through its own mappings, in the order they lie in them."""
     if not weights or policy == "linear":
         return None
-    reader = WeightReader(sorted(weights, key=_address))
+    return _apply(WeightReader(sorted(weights, key=address_of)), policy)
+
+
+def _apply(reader: WeightReader, policy: str) -> WeightReader | None:
+    """Read now (`bulk`: nothing left reading) or start reading on a thread (`interleaved`)."""
     if policy == "bulk":
         reader.read()
         return None
     reader.start()
     return reader
-
-
-def _address(weight: Any) -> int:
-    return int(weight.array.__array_interface__["data"][0])
 
 
 def reading(session: Session, reader: WeightReader | None) -> Session:

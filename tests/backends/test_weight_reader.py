@@ -108,3 +108,60 @@ def test_a_wait_measures_the_rate_from_the_first_chunk_not_the_storages_latency(
     waiting.join(5)
     assert done_waiting  # two chunks read, two left, at the second chunk's pace: within 0.2 s
     assert reader.bytes_read == reader.size
+
+
+def test_the_head_comes_in_small_pieces_and_the_wait_judges_the_rate_after_it(
+    tmp_path, monkeypatch
+):
+    """The head's pieces arrive one request at a time and the first chunk after it waits for
+    the storage's latency; then the rest streams. A wait for the rest to fit 0.2 s judges by
+    the rate after the head: it ends while a chunk is still held, where the rate since the
+    first piece (slow head, latency included) would keep it waiting."""
+    from fusedinf_cc.backends import weight_reader
+
+    sizes = [weight_reader.HEAD_BYTES] + [weight_reader.CHUNK_BYTES] * 7
+    _, _, weights = _mapped_weights(tmp_path, sizes)
+    populate, calls, gate = weight_reader.populate, [], threading.Event()
+    pieces = weight_reader.HEAD_BYTES // weight_reader.HEAD_PIECE_BYTES
+
+    def slow_head_then_latency_then_fast(address: int, length: int) -> None:
+        calls.append(length)
+        if len(calls) <= pieces:
+            time.sleep(0.05)  # the head: 1 MiB in 0.2 s
+        elif len(calls) == pieces + 1:
+            time.sleep(0.3)  # the first chunk after it: the storage's latency
+        elif len(calls) == pieces + 4:
+            gate.wait(10)  # held until the test lets it go, 4 MiB of 8 read
+        populate(address, length)
+
+    monkeypatch.setattr(weight_reader, "populate", slow_head_then_latency_then_fast)
+    reader = WeightReader(weights)
+    reader.start()
+    waiting = threading.Thread(target=reader.wait_until_within, args=(0.2,))
+    waiting.start()
+    waiting.join(5)
+    done_waiting = not waiting.is_alive()
+    gate.set()
+    reader.wait()
+    waiting.join(5)
+    assert calls[:pieces] == [weight_reader.HEAD_PIECE_BYTES] * pieces
+    assert set(calls[pieces:]) == {weight_reader.CHUNK_BYTES}
+    assert done_waiting  # 2 MiB at once after the latency: the other 4 MiB within 0.2 s
+    assert reader.bytes_read == reader.size
+
+
+def test_a_read_longer_than_a_short_one_has_no_head(tmp_path, monkeypatch):
+    """Its run waits for more than a head anyway: every call reads a whole chunk."""
+    from fusedinf_cc.backends import weight_reader
+
+    chunks = weight_reader.SHORT_READ_BYTES // weight_reader.CHUNK_BYTES + 1
+    _, _, weights = _mapped_weights(tmp_path, [weight_reader.CHUNK_BYTES] * chunks)
+    populate, calls = weight_reader.populate, []
+
+    def counted(address: int, length: int) -> None:
+        calls.append(length)
+        populate(address, length)
+
+    monkeypatch.setattr(weight_reader, "populate", counted)
+    WeightReader(weights).read()
+    assert calls == [weight_reader.CHUNK_BYTES] * chunks

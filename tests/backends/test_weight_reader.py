@@ -30,6 +30,20 @@ def _mapped_weights(tmp_path, sizes):
     return path, mapping, weights
 
 
+def _wait_ends_while_held(reader: WeightReader, gate: threading.Event, seconds: float) -> bool:
+    """Start `reader`, whose populating holds a chunk until `gate` is set; whether a wait for
+    the rest to fit `seconds` ended while it was held. Lets the reader finish."""
+    reader.start()
+    waiting = threading.Thread(target=reader.wait_until_within, args=(seconds,))
+    waiting.start()
+    waiting.join(5)
+    ended = not waiting.is_alive()
+    gate.set()
+    reader.wait()
+    waiting.join(5)
+    return ended
+
+
 def test_reading_brings_every_page_in_from_storage(tmp_path):
     path, _, weights = _mapped_weights(tmp_path, [3 * 2**20, 5000, 2**20 + 17])
     assert cached_bytes(path) == 0
@@ -98,14 +112,7 @@ def test_a_wait_measures_the_rate_from_the_first_chunk_not_the_storages_latency(
 
     monkeypatch.setattr(weight_reader, "populate", slow_first_then_held)
     reader = WeightReader(weights)
-    reader.start()
-    waiting = threading.Thread(target=reader.wait_until_within, args=(0.2,))
-    waiting.start()
-    waiting.join(5)
-    done_waiting = not waiting.is_alive()
-    gate.set()
-    reader.wait()
-    waiting.join(5)
+    done_waiting = _wait_ends_while_held(reader, gate, 0.2)
     assert done_waiting  # two chunks read, two left, at the second chunk's pace: within 0.2 s
     assert reader.bytes_read == reader.size
 
@@ -136,14 +143,7 @@ def test_the_head_comes_in_small_pieces_and_the_wait_judges_the_rate_after_it(
 
     monkeypatch.setattr(weight_reader, "populate", slow_head_then_latency_then_fast)
     reader = WeightReader(weights)
-    reader.start()
-    waiting = threading.Thread(target=reader.wait_until_within, args=(0.2,))
-    waiting.start()
-    waiting.join(5)
-    done_waiting = not waiting.is_alive()
-    gate.set()
-    reader.wait()
-    waiting.join(5)
+    done_waiting = _wait_ends_while_held(reader, gate, 0.2)
     assert calls[:pieces] == [weight_reader.HEAD_PIECE_BYTES] * pieces
     assert set(calls[pieces:]) == {weight_reader.CHUNK_BYTES}
     assert done_waiting  # 2 MiB at once after the latency: the other 4 MiB within 0.2 s

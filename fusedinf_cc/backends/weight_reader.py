@@ -60,7 +60,6 @@ class WeightReader:
         # When the chunk the wait measures the read's rate from arrived, and the bytes read by
         # then: the head's first piece, until the first chunk after the head arrives.
         self._first: tuple[float, int] | None = None
-        self._first_after_head = False
         self._done = False
 
     @classmethod
@@ -90,6 +89,7 @@ class WeightReader:
         """Read every page now (`bulk`), or until `stop` or `stopped()` (asked between
         chunks)."""
         self._started = self._started or time.perf_counter()
+        last_in_head: bool | None = None  # whether the chunk before was the head's
         try:
             for address, chunk, in_head in self._chunks():
                 if self._stop.is_set() or stopped():
@@ -99,10 +99,9 @@ class WeightReader:
                 populate(address, chunk)
                 with self._progress:
                     self.bytes_read += chunk
-                    if not self._first_after_head:
-                        if self._first is None or not in_head:
-                            self._first = (time.perf_counter(), self.bytes_read)
-                        self._first_after_head = not in_head
+                    if in_head is not last_in_head:  # the first chunk, and the first after the head
+                        self._first = (time.perf_counter(), self.bytes_read)
+                        last_in_head = in_head
                     self._progress.notify_all()
         finally:
             with self._progress:

@@ -258,8 +258,7 @@ class MemoryLedger:
         for key, session in list(self._sessions.get(holder, {}).items()):
             self.uncount(holder, key)
             if stand_by and self.standby and session.weights:
-                self._standing[holder, key] = session.private_bytes
-                self._standing_bytes += session.private_bytes
+                self._start_standing(holder, key, session.private_bytes)
 
     def dismiss(self, holder: str) -> set[SessionKey]:
         """Stop counting `holder`'s sessions standing by (closed); their keys."""
@@ -271,11 +270,17 @@ class MemoryLedger:
     def _stand_by_again(self, holder: str, key: SessionKey, own: int | None) -> None:
         """Put back a session `make_room` took from standing by and could not count."""
         if own is not None:
-            self._standing[holder, key] = own
-            self._standing_bytes += own
+            self._start_standing(holder, key, own)
 
-    def _stop_standing(self, holder: str, key: SessionKey) -> None:
-        self._standing_bytes -= self._standing.pop((holder, key), 0)
+    def _start_standing(self, holder: str, key: SessionKey, own: int) -> None:
+        self._standing[holder, key] = own
+        self._standing_bytes += own
+
+    def _stop_standing(self, holder: str, key: SessionKey) -> int | None:
+        """Stop counting the session standing by, if it does; its own bytes, or None."""
+        own = self._standing.pop((holder, key), None)
+        self._standing_bytes -= own or 0
+        return own
 
     # room -----------------------------------------------------------------------------------
     def make_room(
@@ -299,8 +304,7 @@ class MemoryLedger:
         evicted, `dismiss(holder, key)` told of each; the holder's own session for `key`, if
         it stands by, is counted in full instead. None, changing nothing, where no room can
         be made even with every idle holder gone."""
-        own_standing = self._standing.pop((holder, key), None)  # counted in full, or put back
-        self._standing_bytes -= own_standing or 0
+        own_standing = self._stop_standing(holder, key)  # counted in full, or put back
         arena = max(self.arena_bytes, self._needs[holder].arena_bytes) if self.shared_arena else 0
         own = self._sessions.get(holder, {})
         new = key not in own

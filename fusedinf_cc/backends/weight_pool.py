@@ -4,14 +4,17 @@ An ahead-of-time artifact's weights are already in the layout its kernels read, 
 use them where they lie in the side file. The pool maps each weight (by the digest its manifest
 records) read-only from the first artifact that brings it, and gives every later session that
 needs the same weight the same memory through ONNX Runtime's `add_initializer`: two bundles
-that contain one model then hold one copy of its weights, not two. A weight lives as long as a
-session holds it; the pool only remembers it weakly.
+that contain one model then hold one copy of its weights, not two. A side file is mapped once
+while anything holds that mapping (`mapping_of`), so a reader can bring a session's pages in
+through the mapping the session maps them from. A weight lives as long as a session holds
+it; the pool only remembers it weakly.
 """
 
 from __future__ import annotations
 
 import contextlib
 import mmap
+import os
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
@@ -64,7 +67,29 @@ class WeightPool:
 
     def __init__(self) -> None:
         self._live: weakref.WeakValueDictionary[str, SharedWeight] = weakref.WeakValueDictionary()
+        # One mapping per side file (by its identity on disk), while a weight or a reader holds it.
+        self._mappings: weakref.WeakValueDictionary[tuple[int, ...], mmap.mmap] = (
+            weakref.WeakValueDictionary()
+        )
         self._lock = threading.Lock()
+
+    def mapping_of(self, data_file: Path) -> mmap.mmap:
+        """The read-only mapping of `data_file` that the pool maps its weights from: the live
+        one, or a new one. A reader that brings pages in through it, before or while the
+        session opens, maps them for that session too, so its first run takes no faults on
+        them. Raises OSError where the file cannot be opened."""
+        with self._lock:
+            return self._mapping_of(data_file)
+
+    def _mapping_of(self, data_file: Path) -> mmap.mmap:
+        with open(data_file, "rb") as data:
+            status = os.fstat(data.fileno())
+            identity = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+            mapping = self._mappings.get(identity)
+            if mapping is None:
+                mapping = mmap.mmap(data.fileno(), 0, access=mmap.ACCESS_READ)
+                self._mappings[identity] = mapping
+            return mapping
 
     def acquire(
         self, data_file: Path, records: Sequence[WeightRecord]
@@ -81,7 +106,7 @@ class WeightPool:
                 weight = self._live.get(record.digest)
                 if weight is None:
                     if mapping is None:
-                        mapping = _map_read_only(data_file)
+                        mapping = self._mapping_of(data_file)
                     weight = SharedWeight(mapping, record, ort_value)
                     self._live[record.digest] = weight
                 acquired.append((record.name, weight))
@@ -93,11 +118,6 @@ class WeightPool:
 
 
 DEFAULT_POOL = WeightPool()
-
-
-def _map_read_only(path: Path) -> mmap.mmap:
-    with open(path, "rb") as data:
-        return mmap.mmap(data.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def mapped_bytes(record: WeightRecord) -> int:

@@ -7,8 +7,8 @@ file, `compiler/targets/weight_order.py`), in chunks, with `madvise(MADV_POPULAT
 call reads and maps a chunk, outside the interpreter lock, so a reader on its own thread runs
 ahead of the inference that needs those pages. Where the kernel lacks that advice (before
 Linux 5.14) each page is touched instead, which reads it the same way, fault by fault.
-`WeightReader.of_file` reads a file's pages through a mapping of its own, so the read can start
-before the session that will map them has opened.
+`WeightReader.of_file` reads a file's pages before the session that will map them has opened,
+through the mapping that session will use (the weight pool's) or a mapping of its own.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class WeightReader:
         they should be read."""
         self._weights: list[Any] = list(weights)  # holds the mappings open while it reads
         self._mapping: mmap.mmap | None = None  # a file's, where `of_file` made this reader
+        self._own_mapping = False  # whether it mapped the file itself (and closes it)
         self.ranges = _page_ranges((address_of(w), int(w.array.nbytes)) for w in self._weights)
         self.size = sum(length for _, length in self.ranges)
         self.bytes_read = 0
@@ -63,17 +64,29 @@ class WeightReader:
         self._done = False
 
     @classmethod
-    def of_file(cls, path: Path, spans: Iterable[tuple[int, int]] | None = None) -> WeightReader:
+    def of_file(
+        cls,
+        path: Path,
+        spans: Iterable[tuple[int, int]] | None = None,
+        *,
+        mapping: mmap.mmap | None = None,
+    ) -> WeightReader:
         """A reader of `spans` of a file ((offset, length), in the order to read; None: the
-        whole file), through a read-only mapping of its own that it closes when done or
-        stopped. Raises OSError where the file cannot be opened."""
+        whole file), through `mapping` (the file's, read-only: the one the session that will
+        read them maps, `WeightPool.mapping_of`) or else a mapping of its own that it closes
+        when done or stopped. Raises OSError where the file cannot be opened."""
         reader = cls(())
-        with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            if size == 0:
-                return reader
-            reader._mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-        view = np.frombuffer(reader._mapping, dtype=np.uint8)
+        if mapping is None:
+            with open(path, "rb") as file:
+                if os.fstat(file.fileno()).st_size == 0:
+                    return reader
+                mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            reader._own_mapping = True
+        elif len(mapping) == 0:
+            return reader
+        reader._mapping = mapping
+        size = len(mapping)
+        view = np.frombuffer(mapping, dtype=np.uint8)
         base = int(view.__array_interface__["data"][0])
         del view  # the mapping closes only once nothing views it
         wanted = [(0, size)] if spans is None else spans
@@ -163,12 +176,21 @@ class WeightReader:
         self._stop.set()
         self.wait()
         self._let_go()
+        self._mapping = None
 
     def _let_go(self) -> None:
+        """Let go of what it read: the weights, and a mapping of its own. A mapping it was
+        given stays held until it stops, so that what it read stays mapped for the session
+        that opens after a read done at once (`bulk`)."""
         self._weights = []
-        if self._mapping is not None:
+        if self._own_mapping and self._mapping is not None:
             self._mapping.close()
             self._mapping = None
+
+    @property
+    def reading(self) -> bool:
+        """Whether it reads on a thread that has not finished."""
+        return self._thread is not None and not self._done
 
 
 def address_of(weight: Any) -> int:

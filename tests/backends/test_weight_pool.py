@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from fusedinf_cc.artifacts.manifest import manifest_path_for, read_manifest
 from fusedinf_cc.artifacts.weight_records import PREPACKING_OPS
 from fusedinf_cc.backends.onnxruntime import PREPACKING_KEY
 from fusedinf_cc.backends.sessions import open_session
-from fusedinf_cc.backends.weight_pool import WeightPool
+from fusedinf_cc.backends.weight_pool import WeightPool, artifact_weights
+from fusedinf_cc.backends.weight_reader import address_of
 from fusedinf_cc.compiler.build import build_fused
 from fusedinf_cc.runtime.bundle import WHOLE, open_bundle
 from fusedinf_cc.runtime.feeds import random_feeds
@@ -83,6 +85,27 @@ def test_two_sessions_map_a_shared_weight_once_and_answer_the_same(overlapping):
     assert pool.live_digests() == set()
 
 
+def test_a_side_file_is_mapped_once_and_its_weights_lie_in_that_mapping(overlapping, tmp_path):
+    """What a reader brings in through `mapping_of` is what the session's weights map; a file
+    written again under the same name gets a mapping of its own."""
+    pool = WeightPool()
+    side = artifact_weights(overlapping["ab"])[0]
+    mapping = pool.mapping_of(side)
+    assert pool.mapping_of(side) is mapping
+    base = int(np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0])
+    session = open_session(overlapping["ab"], weight_pool=pool)
+    addresses = [address_of(weight) for weight in session.mapped_weights]
+    assert addresses and all(base <= a < base + len(mapping) for a in addresses)
+    copy = tmp_path / side.name
+    copy.write_bytes(side.read_bytes())
+    rewritten = pool.mapping_of(copy)
+    assert rewritten is not mapping and pool.mapping_of(copy) is rewritten
+    copy.write_bytes(side.read_bytes())  # a new file at the same path
+    os.utime(copy, ns=(0, 1))  # a different modification time, whatever the clock's grain
+    assert pool.mapping_of(copy) is not rewritten
+    session.close()
+
+
 def test_a_session_that_packs_weights_leaves_the_packable_ones_out_of_the_pool(overlapping):
     records = read_manifest(manifest_path_for(overlapping["ac"])).weights
     every = {r.digest for r in records}
@@ -135,7 +158,8 @@ import numpy as np
 from fusedinf_cc.runtime.feeds import random_feeds
 from fusedinf_cc.runtime.procmem import status_bytes
 from fusedinf_cc.backends.sessions import open_session
-from fusedinf_cc.backends.weight_pool import WeightPool
+from fusedinf_cc.backends.weight_pool import WeightPool, artifact_weights
+from fusedinf_cc.backends.weight_reader import address_of
 pool = WeightPool() if sys.argv[1] == "pool" else None
 before = status_bytes()["RssFile"]
 sessions = [open_session(Path(p), weight_pool=pool) for p in sys.argv[2:]]
@@ -162,7 +186,8 @@ from pathlib import Path
 from fusedinf_cc.runtime.feeds import random_feeds
 from fusedinf_cc.runtime.procmem import status_bytes
 from fusedinf_cc.backends.sessions import open_session
-from fusedinf_cc.backends.weight_pool import WeightPool
+from fusedinf_cc.backends.weight_pool import WeightPool, artifact_weights
+from fusedinf_cc.backends.weight_reader import address_of
 pool = WeightPool()
 first, second = (open_session(Path(p), weight_pool=pool) for p in sys.argv[1:])
 for s in (first, second):

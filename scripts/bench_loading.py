@@ -10,6 +10,9 @@ policies taking turns in a rotating order, each round measures:
 - a cold request per policy: the bundle's files dropped from the page cache, a fresh loader
   (`BundleCache(loading=...)`), one request from nothing loaded to its outputs; then the
   median of 10 warm requests in that loader (what the policy costs once nothing is read);
+- a cold request per policy in a loader that opened the bundle's session ahead
+  (`BundleCache.open_ahead`, as `serve` does at start), its files dropped after: what a
+  process's first request for a bundle costs once nothing is opened on its path;
 - a request after an eviction per policy: in a loader that served the bundle, the bundle
   evicted (its session standing by, its pages dropped), then one request: what a miss costs
   a serving loader, its weights read and no session opened;
@@ -95,6 +98,22 @@ def cold_request(artifact: Path, loading: str, feeds: dict) -> tuple[float, int,
     return seconds, read, outputs, statistics.median(warm)
 
 
+def cold_opened_ahead(artifact: Path, loading: str, feeds: dict) -> tuple[float, dict]:
+    """A cold request whose session a fresh loader opened ahead (standing by, nothing of its
+    weights read): the request's seconds and outputs."""
+    bundle = open_bundle(artifact, name="bundle")
+    cache = BundleCache(BUDGET, loading=loading)
+    cache.register(bundle)
+    if not cache.open_ahead("bundle"):
+        raise RuntimeError("the bundle's session was not opened ahead")
+    drop_file_pages(bundle.files)
+    started = time.perf_counter()
+    outputs = cache.run("bundle", feeds)
+    seconds = time.perf_counter() - started
+    cache.close()
+    return seconds, outputs
+
+
 def request_after_eviction(artifact: Path, loading: str, feeds: dict) -> tuple[float, dict]:
     """A serving loader's miss: the bundle served, evicted (standing by, its pages dropped),
     then asked for again; the request's seconds and outputs."""
@@ -162,6 +181,7 @@ def measure(set_name: str, loadings: list[str], rounds: int, work: Path) -> dict
     read: dict[str, list[int]] = {name: [] for name in loadings}
     warm: dict[str, list[float]] = {name: [] for name in loadings}
     evicted: dict[str, list[float]] = {name: [] for name in loadings}
+    ahead: dict[str, list[float]] = {name: [] for name in loadings}
     loads, computes, firsts, reference, bitwise = [], [], [], None, True
     for index in range(rounds):
         order = loadings[index % len(loadings) :] + loadings[: index % len(loadings)]
@@ -175,6 +195,9 @@ def measure(set_name: str, loadings: list[str], rounds: int, work: Path) -> dict
             bitwise &= all(outputs[k].tobytes() == reference[k].tobytes() for k in reference)
             seconds, outputs = request_after_eviction(artifact, loading, feeds)
             evicted[loading].append(seconds)
+            bitwise &= all(outputs[k].tobytes() == reference[k].tobytes() for k in reference)
+            seconds, outputs = cold_opened_ahead(artifact, loading, feeds)
+            ahead[loading].append(seconds)
             bitwise &= all(outputs[k].tobytes() == reference[k].tobytes() for k in reference)
         loads.append(load_alone(artifact))
         computes.append(compute_alone(artifact, feeds))
@@ -194,6 +217,9 @@ def measure(set_name: str, loadings: list[str], rounds: int, work: Path) -> dict
             "evicted_s": statistics.median(evicted[loading]),
             "evicted_range_s": [min(evicted[loading]), max(evicted[loading])],
             "evicted_over_max": statistics.median(evicted[loading]) / max(load, compute),
+            "ahead_s": statistics.median(ahead[loading]),
+            "ahead_range_s": [min(ahead[loading]), max(ahead[loading])],
+            "ahead_over_max": statistics.median(ahead[loading]) / max(load, compute),
             "warm_s": statistics.median(warm[loading]),
             "warm_range_s": [min(warm[loading]), max(warm[loading])],
         }
@@ -253,6 +279,11 @@ def main() -> None:
             print(
                 f"  {'':<12} after an eviction {row['evicted_s'] * 1000:8.1f} ms "
                 f"({low:.1f}-{high:.1f}), {row['evicted_over_max']:.2f}x max"
+            )
+            low, high = (value * 1000 for value in row["ahead_range_s"])
+            print(
+                f"  {'':<12} cold, opened ahead {row['ahead_s'] * 1000:8.1f} ms "
+                f"({low:.1f}-{high:.1f}), {row['ahead_over_max']:.2f}x max"
             )
     if args.json:
         args.json.write_text(json.dumps({"profile": where, "results": results}, indent=2) + "\n")

@@ -267,6 +267,17 @@ class MemoryLedger:
             self._stop_standing(holder, key)
         return keys
 
+    def stand_by_ahead(self, holder: str, key: SessionKey, own: int) -> bool:
+        """Count a session opened ahead of its first request as standing by, at its own
+        bytes, where it fits beside everything counted without dismissing or evicting
+        anything; whether it was counted."""
+        if not self.standby or (holder, key) in self._standing:
+            return False
+        if key in self._sessions.get(holder, {}) or self.held_bytes + own > self.budget_bytes:
+            return False
+        self._start_standing(holder, key, own)
+        return True
+
     def _stand_by_again(self, holder: str, key: SessionKey, own: int | None) -> None:
         """Put back a session `make_room` took from standing by and could not count."""
         if own is not None:

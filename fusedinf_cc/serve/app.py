@@ -73,6 +73,9 @@ class ServeConfig:
     keep_page_cache: bool = False  # evicted bundles' files stay in the page cache
     loading: str | None = None  # the loading policy (`runtime/loading.py`); None: the default
     prefetch: bool = False  # read the bundle that usually comes next while a request computes
+    # Open each bundle's session at start, standing by with nothing read, where it fits: a
+    # first request then reads and runs without opening a session (`BundleCache.open_ahead`).
+    open_ahead: bool = True
 
     def to_env(self) -> str:
         return json.dumps({**dataclasses.asdict(self), "dist": str(self.dist)})
@@ -354,7 +357,10 @@ def create_app(config: ServeConfig, cache: BundleCache | None = None) -> Starlet
             loading=config.loading,
             prefetch=config.prefetch,
         )
-        register_dist(cache, config.dist, config.runtime)
+        names = register_dist(cache, config.dist, config.runtime)
+        if config.open_ahead:
+            for name in names:
+                cache.open_ahead(name)
     service = Service(config, cache)
 
     @contextlib.asynccontextmanager

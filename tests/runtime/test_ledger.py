@@ -248,3 +248,22 @@ def test_making_room_dismisses_sessions_standing_by_before_it_evicts_a_holder():
     full.count("y", WHOLE, SessionBytes(500), opening=False)
     assert _make_room(full, "x", SessionBytes(100, (("x", 400),)), [], [], []) is None
     assert full.standing_by("x") == {WHOLE} and full.held_bytes == 600
+
+
+def test_a_session_opened_ahead_stands_by_only_where_it_fits_beside_what_is_counted():
+    ledger = _ledger(1_000, {name: LoadNeed(500, 0) for name in "abc"})
+    ledger.count("a", WHOLE, SessionBytes(100, (("a", 400),)), opening=False)
+    assert ledger.stand_by_ahead("b", WHOLE, 300)
+    assert ledger.standing_by("b") == {WHOLE} and ledger.held_bytes == 800
+    assert not ledger.stand_by_ahead("b", WHOLE, 300)  # already standing by
+    assert not ledger.stand_by_ahead("a", WHOLE, 100)  # counted in full
+    assert not ledger.stand_by_ahead("c", WHOLE, 201)  # 1,001: nothing is made room for it
+    assert ledger.held_bytes == 800 and ledger.holds("a") and ledger.standing_by("c") == set()
+    # A load that needs the room dismisses it, as any session standing by.
+    dismissed: list[tuple[str, str]] = []
+    session = SessionBytes(100, (("c", 400),))
+    assert _make_room(ledger, "c", session, [Holder("a")], [], dismissed) == []
+    assert dismissed == [("b", WHOLE)] and ledger.holds("a") and ledger.holds("c")
+    closing = _ledger(1_000, {"a": LoadNeed(500, 0)})
+    closing.standby = False
+    assert not closing.stand_by_ahead("a", WHOLE, 100) and closing.held_bytes == 0

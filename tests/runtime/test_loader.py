@@ -17,7 +17,10 @@ from fusedinf_cc.backends.weight_pool import artifact_weights
 from fusedinf_cc.common.errors import UserInputError
 from fusedinf_cc.compiler.build import build_fused
 from fusedinf_cc.runtime.bundle import WHOLE, open_bundle
+from fusedinf_cc.runtime.feeds import random_feeds
 from fusedinf_cc.runtime.loader import BundleCache
+from fusedinf_cc.runtime.loading import ReadingSession
+from fusedinf_cc.runtime.pagecache import drop_file_pages
 from tests.support import builders
 from tests.support.bundles import fused_pair_bundle
 from tests.support.commands import fuse_files, run_probe
@@ -149,6 +152,7 @@ import numpy as np
 from fusedinf_cc.runtime.feeds import random_feeds
 from fusedinf_cc.runtime.bundle import open_bundle
 from fusedinf_cc.runtime.loader import BundleCache
+from fusedinf_cc.runtime.loading import ReadingSession
 from fusedinf_cc.runtime.procmem import release_freed_memory, reset_peak_rss, status_bytes
 bundle = open_bundle(Path(sys.argv[1]))
 cache = BundleCache(bundle.footprint.alone_bytes, "lru")
@@ -482,21 +486,61 @@ def _mapped_bytes(path: Path) -> int:
     return total
 
 
-def test_a_session_that_stood_by_is_read_through_its_own_mapping(tmp_path):
-    """Its miss reads what the session maps through the session's mapping, so its pages are
-    mapped for it before it runs; a fresh session's read only fills the page cache."""
+@pytest.mark.parametrize("loading", ["bulk", "interleaved"])
+def test_a_miss_reads_through_the_mapping_its_session_runs_on(tmp_path, loading):
+    """A miss reads what its session maps through the mapping the session reads its weights
+    from, so the pages are mapped for it before it runs: a fresh session's (the weight pool's
+    mapping of the side file, read before the session opens) and one that stood by (its own),
+    with nothing else of the file left mapped."""
     path = fused_pair_bundle(tmp_path, "red", 0, width=1024, aot=True)
     side = artifact_weights(path)[0]
     weights = 2 * 1024 * 1024 * 4
-    cache = BundleCache(1 << 30, loading="bulk")
+    cache = BundleCache(1 << 30, loading=loading)
     cache.register(path)
     cache.load("red")  # opened fresh: its weights read before it opened
-    assert _mapped_bytes(side) < weights // 4
+    _wait_for_reads(cache, "red")
+    assert weights <= _mapped_bytes(side) < weights * 5 // 4
     cache.unload("red", stand_by=True)
+    assert _mapped_bytes(side) < weights // 4
     cache.load("red")
+    _wait_for_reads(cache, "red")
     assert cache.stats.sessions_reused == 1
-    assert _mapped_bytes(side) >= weights
+    assert weights <= _mapped_bytes(side) < weights * 5 // 4
     cache.close()
+
+
+def test_a_session_opened_ahead_reads_nothing_and_its_first_request_opens_nothing(tmp_path):
+    """Opened ahead, a session stands by with none of its weights read; the first request
+    reads them and runs it, bitwise as a loader that opened it on the request. A bundle whose
+    weights are not mapped (portable) is not opened ahead."""
+    path = fused_pair_bundle(tmp_path, "red", 0, width=1024, aot=True)
+    side = artifact_weights(path)[0]
+    bundle = open_bundle(path)
+    drop_file_pages(bundle.files)
+    cache = BundleCache(1 << 30)
+    cache.register(bundle)
+    assert cache.open_ahead("red") and not cache.open_ahead("red")
+    assert cached_bytes(side) < side.stat().st_size // 8 and _mapped_bytes(side) == 0
+    feeds = random_feeds(cache.input_specs("red"), seed=1)
+    outputs = cache.run("red", feeds)
+    assert (cache.stats.opened_ahead, cache.stats.sessions_reused) == (1, 1)
+    assert cache.stats.sessions_opened == 0
+    fresh = BundleCache(1 << 30)
+    fresh.register(path)
+    for name, value in fresh.run("red", feeds).items():
+        assert value.tobytes() == outputs[name].tobytes()
+    portable = fused_pair_bundle(tmp_path / "portable", "blue", 1)
+    cache.register(portable)
+    assert not cache.open_ahead("blue") and cache.stats.opened_ahead == 1
+    cache.close()
+    fresh.close()
+
+
+def _wait_for_reads(cache: BundleCache, bundle: str) -> None:
+    """Wait until the readers of `bundle`'s sessions are done."""
+    for session in cache._entries[bundle].sessions.values():
+        if isinstance(session, ReadingSession):
+            session.reader.wait()
 
 
 def _dynamic_conv(folder: Path) -> Path:
@@ -619,6 +663,7 @@ def test_a_request_larger_than_measured_gives_back_what_it_grew(tmp_path):
 import json
 import numpy as np
 from fusedinf_cc.runtime.loader import BundleCache
+from fusedinf_cc.runtime.loading import ReadingSession
 from fusedinf_cc.runtime.procmem import status_bytes
 cache = BundleCache(1 << 30)
 cache.register({str(path)!r})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.client as http_client
 import json
 import shutil
@@ -395,3 +396,40 @@ def test_a_dist_rebuilt_while_served_is_served_whole_at_its_new_version(tmp_path
         assert status == 400 and "x" in body["error"]  # the old input names are gone
     finally:
         assert running.stop() == 0
+
+
+def test_serve_opens_each_ahead_of_time_bundle_at_start_with_nothing_read(tmp_path):
+    """Each `--aot` bundle's session is opened at start, standing by with none of its weights
+    read, so the first request opens nothing; a portable bundle is opened on its first
+    request, as before, and `open_ahead=False` opens nothing at start."""
+    from fusedinf_cc.serve.app import ServeConfig, create_app
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for seed in range(2):
+        builders.save(builders.affine(seed, width=64), models / f"m{seed}.onnx")
+    spec = tmp_path / "fusedinf.toml"
+    spec.write_text(
+        '[bundles.ahead]\nmodels = { a = "models/m0.onnx" }\naot = true\n'
+        '[bundles.portable]\nmodels = { b = "models/m1.onnx" }\n'
+    )
+    results = build_bundles(list(read_spec(spec).bundles.values()), tmp_path / "dist")
+    assert all(r.status == "built" for r in results), results
+    config = ServeConfig(dist=tmp_path / "dist", budget_bytes=256 << 20)
+    cache = create_app(config).state.cache
+    try:
+        assert cache.stats.opened_ahead == 1
+        x = np.ones((1, 64), np.float32)
+        ahead = cache.run("ahead", {"a/x": x})
+        cache.run("portable", {"b/x": x})
+        assert (cache.stats.sessions_reused, cache.stats.sessions_opened) == (1, 1)
+        np.testing.assert_allclose(
+            ahead["a/y"], _expected(tmp_path / "dist", "m0.onnx", x), rtol=1e-5
+        )
+    finally:
+        cache.close()
+    closed = create_app(dataclasses.replace(config, open_ahead=False)).state.cache
+    try:
+        assert closed.stats.opened_ahead == 0
+    finally:
+        closed.close()

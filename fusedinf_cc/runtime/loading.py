@@ -54,8 +54,7 @@ def start_reading(
     maps its weights from, the read goes through the pool's mapping, which maps the pages for
     the session as it reads them, so its first run does not fault them in again (a cold OCR
     trio's run took 98 page faults against 208). Returns the reader, for `reading` to tie to
-    the session.
-    A file that cannot be read is left to the session's opening to refuse."""
+    the session. A file that cannot be read is left to the session's opening to refuse."""
     if spans is None or policy == "linear":
         return None
     path, wanted = spans

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, Literal, NamedTuple
@@ -201,11 +201,14 @@ class Bundle:
             return self.stages[key.index]
         return self.parts[key]
 
-    def weight_spans(self, key: SessionKey) -> tuple[Path, list[tuple[int, int]]] | None:
+    def weight_spans(
+        self, key: SessionKey, mapped: Collection[str] = ()
+    ) -> tuple[Path, list[tuple[int, int]]] | None:
         """The side file and the (offset, length) spans of it that the session for `key` maps,
-        in file order (the order the graph first uses them); None for a bundle whose weights
-        are not mapped (portable, engines). What a loading policy reads, before or beside the
-        session's opening."""
+        in file order (the order the graph first uses them), but for the weights whose digests
+        are `mapped` already (the pool's live ones, which the session maps from where they
+        lie); None for a bundle whose weights are not mapped (portable, engines). What a
+        loading policy reads, before or beside the session's opening."""
         if self.manifest is None or not self.manifest.weights or is_engine(self.artifact):
             return None
         records = self.manifest.weights
@@ -213,6 +216,8 @@ class Bundle:
         if record is not None:
             reads = set(record.weights)
             records = [r for r in records if r.name in reads]
+        if mapped:
+            records = [r for r in records if r.digest not in mapped]
         data_file, _ = artifact_weights(self.artifact)
         return data_file, sorted((r.offset, r.length) for r in records)
 

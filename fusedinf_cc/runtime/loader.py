@@ -773,7 +773,11 @@ class BundleCache:
         """Open the session for `key` of a checked bundle, its weights read as the loading
         policy says: the read starts before the session opens."""
         entry.bundle.check_unchanged()
-        reader = start_reading(entry.bundle.weight_spans(key), self._loading, self._weight_pool)
+        pool = self._weight_pool
+        # Weights the pool already maps (another resident bundle's) are neither read again nor
+        # mapped from this file: the session takes them where they lie.
+        spans = entry.bundle.weight_spans(key, pool.live_digests() if pool is not None else ())
+        reader = start_reading(spans, self._loading, pool)
         try:
             session = self._session_factory(
                 entry.bundle.artifact, part=entry.bundle.session_record(key)

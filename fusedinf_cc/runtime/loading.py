@@ -55,8 +55,8 @@ def start_reading(
     the session as it reads them, so its first run does not fault them in again (a cold OCR
     trio's run took 98 page faults against 208). Returns the reader, for `reading` to tie to
     the session. A file that cannot be read is left to the session's opening to refuse."""
-    if spans is None or policy == "linear":
-        return None
+    if spans is None or not spans[1] or policy == "linear":
+        return None  # nothing of the file to read
     path, wanted = spans
     try:
         mapping = pool.mapping_of(path) if pool is not None else None

@@ -536,6 +536,23 @@ def test_a_session_opened_ahead_reads_nothing_and_its_first_request_opens_nothin
     fresh.close()
 
 
+def test_a_miss_reads_none_of_the_weights_another_session_already_maps(tmp_path):
+    """Two bundles with the same weights: the second's session maps them from the first's
+    side file (pooled), so its miss reads none of its own and leaves none of it mapped."""
+    first = fused_pair_bundle(tmp_path / "first", "red", 0, width=1024, aot=True)
+    second = fused_pair_bundle(tmp_path / "second", "blue", 0, width=1024, aot=True)
+    side = artifact_weights(second)[0]
+    cache = BundleCache(1 << 30, loading="interleaved")
+    cache.register(first)
+    cache.register(second)
+    cache.load("red")
+    drop_file_pages([side])
+    cache.load("blue")
+    _wait_for_reads(cache, "blue")
+    assert _mapped_bytes(side) == 0 and cached_bytes(side) < side.stat().st_size // 8
+    cache.close()
+
+
 def _wait_for_reads(cache: BundleCache, bundle: str) -> None:
     """Wait until the readers of `bundle`'s sessions are done."""
     for session in cache._entries[bundle].sessions.values():

@@ -136,7 +136,7 @@ def load_alone(artifact: Path) -> float:
     bundle = open_bundle(artifact, name="bundle")
     drop_file_pages(bundle.files)
     started = time.perf_counter()
-    start_reading(bundle.weight_spans(WHOLE), "bulk")  # every weight read, as `bulk` does
+    start_reading(bundle.weight_records(WHOLE), "bulk")  # every weight read, as `bulk` does
     session = open_session(artifact, shared_arena=True)
     seconds = time.perf_counter() - started
     session.close()

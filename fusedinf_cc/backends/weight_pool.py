@@ -6,7 +6,7 @@ records) read-only from the first artifact that brings it, and gives every later
 needs the same weight the same memory through ONNX Runtime's `add_initializer`: two bundles
 that contain one model then hold one copy of its weights, not two. A side file is mapped once
 while anything holds that mapping (`mapping_of`), so a reader can bring a session's pages in
-through the mapping the session maps them from. A weight lives as long as a session holds
+where the session will map them (`where_mapped`). A weight lives as long as a session holds
 it; the pool only remembers it weakly.
 """
 
@@ -62,6 +62,17 @@ class SharedWeight:
         self.give_back_pages()
 
 
+class MappedSpan:
+    """A weight's bytes in a mapping of its side file, before any session maps it there."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, mapping: mmap.mmap, record: WeightRecord):
+        self.array = np.frombuffer(
+            mapping, dtype=np.uint8, count=record.length, offset=record.offset
+        )
+
+
 class WeightPool:
     """Weights by digest, mapped once per process while any session holds them."""
 
@@ -111,6 +122,25 @@ class WeightPool:
                     self._live[record.digest] = weight
                 acquired.append((record.name, weight))
         return acquired
+
+    def where_mapped(self, data_file: Path, records: Sequence[WeightRecord]) -> list[Any]:
+        """Where a session about to map `records` of `data_file` will find each weight: the
+        live one, wherever it is mapped (another artifact's side file, perhaps with its pages
+        given back), or else its span of this file's mapping (`mapping_of`), each with its
+        bytes as `.array`. What a reader brings a miss's weights in through before the
+        session opens: the pages then land where the session maps them, and a weight live
+        from another file is not read again from this one."""
+        found: list[Any] = []
+        with self._lock:
+            mapping = None
+            for record in records:
+                weight = self._live.get(record.digest)
+                if weight is None:
+                    if mapping is None:
+                        mapping = self._mapping_of(data_file)
+                    weight = MappedSpan(mapping, record)
+                found.append(weight)
+        return found
 
     def live_digests(self) -> set[str]:
         with self._lock:

@@ -7,8 +7,9 @@ file, `compiler/targets/weight_order.py`), in chunks, with `madvise(MADV_POPULAT
 call reads and maps a chunk, outside the interpreter lock, so a reader on its own thread runs
 ahead of the inference that needs those pages. Where the kernel lacks that advice (before
 Linux 5.14) each page is touched instead, which reads it the same way, fault by fault.
-`WeightReader.of_file` reads a file's pages before the session that will map them has opened,
-through the mapping that session will use (the weight pool's) or a mapping of its own.
+A reader holds what it reads through until it stops, so that a read done before the session
+opens (`bulk`) stays mapped where the session will map it (`WeightPool.where_mapped`).
+`WeightReader.of_file` reads a file's pages through a mapping of its own, closed once read.
 """
 
 from __future__ import annotations
@@ -46,11 +47,10 @@ class WeightReader:
     """The pages of some mapped weights, read in order, once."""
 
     def __init__(self, weights: Sequence[Any]):
-        """`weights`: `SharedWeight`s (their arrays lie in mapped side files), in the order
-        they should be read."""
-        self._weights: list[Any] = list(weights)  # holds the mappings open while it reads
+        """`weights`: what to read, in order: objects whose `.array` lies in a mapped side
+        file (`SharedWeight`s, or `WeightPool.where_mapped`'s spans)."""
+        self._weights: list[Any] = list(weights)  # holds their mappings open until it stops
         self._mapping: mmap.mmap | None = None  # a file's, where `of_file` made this reader
-        self._own_mapping = False  # whether it mapped the file itself (and closes it)
         self.ranges = _page_ranges((address_of(w), int(w.array.nbytes)) for w in self._weights)
         self.size = sum(length for _, length in self.ranges)
         self.bytes_read = 0
@@ -64,29 +64,17 @@ class WeightReader:
         self._done = False
 
     @classmethod
-    def of_file(
-        cls,
-        path: Path,
-        spans: Iterable[tuple[int, int]] | None = None,
-        *,
-        mapping: mmap.mmap | None = None,
-    ) -> WeightReader:
+    def of_file(cls, path: Path, spans: Iterable[tuple[int, int]] | None = None) -> WeightReader:
         """A reader of `spans` of a file ((offset, length), in the order to read; None: the
-        whole file), through `mapping` (the file's, read-only: the one the session that will
-        read them maps, `WeightPool.mapping_of`) or else a mapping of its own that it closes
-        when done or stopped. Raises OSError where the file cannot be opened."""
+        whole file), through a read-only mapping of its own that it closes when done or
+        stopped. Raises OSError where the file cannot be opened."""
         reader = cls(())
-        if mapping is None:
-            with open(path, "rb") as file:
-                if os.fstat(file.fileno()).st_size == 0:
-                    return reader
-                mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-            reader._own_mapping = True
-        elif len(mapping) == 0:
-            return reader
-        reader._mapping = mapping
-        size = len(mapping)
-        view = np.frombuffer(mapping, dtype=np.uint8)
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size == 0:
+                return reader
+            reader._mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        view = np.frombuffer(reader._mapping, dtype=np.uint8)
         base = int(view.__array_interface__["data"][0])
         del view  # the mapping closes only once nothing views it
         wanted = [(0, size)] if spans is None else spans
@@ -176,21 +164,19 @@ class WeightReader:
         self._stop.set()
         self.wait()
         self._let_go()
-        self._mapping = None
-
-    def _let_go(self) -> None:
-        """Let go of what it read: the weights, and a mapping of its own. A mapping it was
-        given stays held until it stops, so that what it read stays mapped for the session
-        that opens after a read done at once (`bulk`)."""
         self._weights = []
-        if self._own_mapping and self._mapping is not None:
-            self._mapping.close()
-            self._mapping = None
 
     @property
     def reading(self) -> bool:
         """Whether it reads on a thread that has not finished."""
         return self._thread is not None and not self._done
+
+    def _let_go(self) -> None:
+        """Close a mapping of its own, once read or stopped (what it read stays in the page
+        cache)."""
+        if self._mapping is not None:
+            self._mapping.close()
+            self._mapping = None
 
 
 def address_of(weight: Any) -> int:

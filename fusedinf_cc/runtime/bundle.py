@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, Literal, NamedTuple
@@ -28,6 +28,7 @@ from fusedinf_cc.artifacts.manifest import (
     manifest_path_for,
     read_manifest,
 )
+from fusedinf_cc.artifacts.weight_records import WeightRecord
 from fusedinf_cc.backends.sessions import is_engine
 from fusedinf_cc.backends.weight_pool import artifact_weights, shared_bytes_by_digest
 from fusedinf_cc.common.errors import UserInputError
@@ -201,14 +202,11 @@ class Bundle:
             return self.stages[key.index]
         return self.parts[key]
 
-    def weight_spans(
-        self, key: SessionKey, mapped: Collection[str] = ()
-    ) -> tuple[Path, list[tuple[int, int]]] | None:
-        """The side file and the (offset, length) spans of it that the session for `key` maps,
-        in file order (the order the graph first uses them), but for the weights whose digests
-        are `mapped` already (the pool's live ones, which the session maps from where they
-        lie); None for a bundle whose weights are not mapped (portable, engines). What a
-        loading policy reads, before or beside the session's opening."""
+    def weight_records(self, key: SessionKey) -> tuple[Path, list[WeightRecord]] | None:
+        """The side file and the records of the weights the session for `key` maps, in file
+        order (the order the graph first uses them); None for a bundle whose weights are not
+        mapped (portable, engines). What a loading policy reads, before or beside the
+        session's opening."""
         if self.manifest is None or not self.manifest.weights or is_engine(self.artifact):
             return None
         records = self.manifest.weights
@@ -216,10 +214,8 @@ class Bundle:
         if record is not None:
             reads = set(record.weights)
             records = [r for r in records if r.name in reads]
-        if mapped:
-            records = [r for r in records if r.digest not in mapped]
         data_file, _ = artifact_weights(self.artifact)
-        return data_file, sorted((r.offset, r.length) for r in records)
+        return data_file, sorted(records, key=lambda r: (r.offset, r.length))
 
     @functools.cached_property
     def stages(self) -> list[StageRecord]:

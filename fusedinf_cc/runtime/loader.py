@@ -542,7 +542,7 @@ class BundleCache:
         bundle_name, model = self._resolve(name)
         entry = self._entries[bundle_name]
         key = entry.bundle.session_key(model.name if model is not None else None)
-        if entry.streams or not self._ledger.standby or entry.bundle.weight_spans(key) is None:
+        if entry.streams or not self._ledger.standby or entry.bundle.weight_records(key) is None:
             return False  # its weights are not mapped: nothing to leave unread
         with entry.opening:  # a request for it meanwhile waits, then finds it standing by
             with self._condition:
@@ -773,11 +773,8 @@ class BundleCache:
         """Open the session for `key` of a checked bundle, its weights read as the loading
         policy says: the read starts before the session opens."""
         entry.bundle.check_unchanged()
-        pool = self._weight_pool
-        # Weights the pool already maps (another resident bundle's) are neither read again nor
-        # mapped from this file: the session takes them where they lie.
-        spans = entry.bundle.weight_spans(key, pool.live_digests() if pool is not None else ())
-        reader = start_reading(spans, self._loading, pool)
+        weights = entry.bundle.weight_records(key)
+        reader = start_reading(weights, self._loading, self._weight_pool)
         try:
             session = self._session_factory(
                 entry.bundle.artifact, part=entry.bundle.session_record(key)

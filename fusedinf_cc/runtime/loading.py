@@ -10,8 +10,9 @@ Named as EdgeCaffe names its policies, so that results compare:
 They differ only for sessions that map their weights (ahead-of-time bundles): a portable
 session reads its weights while it is created, which is `bulk` whatever is asked. The read
 starts before the session opens, so ONNX Runtime's parsing of the graph overlaps it too, and
-goes through the weight pool's mapping of the side file, the one the session will map its
-weights from: the pages it brings in are mapped for the session, not only in the page cache.
+brings each weight in where the session will map it from (the weight pool's mapping of the
+side file, or another file's where the pool already holds that weight): the pages it brings
+in are mapped for the session, not only in the page cache.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from fusedinf_cc.artifacts.weight_records import WeightRecord
 from fusedinf_cc.backends.base import Session, TensorSpec
 from fusedinf_cc.backends.weight_pool import WeightPool
 from fusedinf_cc.backends.weight_reader import WeightReader, address_of
@@ -43,24 +45,28 @@ def check_loading(name: str | None) -> str:
 
 
 def start_reading(
-    spans: tuple[Path, Sequence[tuple[int, int]]] | None,
+    weights: tuple[Path, Sequence[WeightRecord]] | None,
     policy: str,
     pool: WeightPool | None = None,
 ) -> WeightReader | None:
-    """Apply `policy` to a session about to open, given the spans of its side file it will map
-    (`Bundle.weight_spans`; None: it maps none): read them now (`bulk`), start reading them on
-    a thread (`interleaved`: the read overlaps the session's opening, then its first run), or
-    leave them to be read as inference needs them (`linear`). With the `pool` the session
-    maps its weights from, the read goes through the pool's mapping, which maps the pages for
-    the session as it reads them, so its first run does not fault them in again (a cold OCR
-    trio's run took 98 page faults against 208). Returns the reader, for `reading` to tie to
-    the session. A file that cannot be read is left to the session's opening to refuse."""
-    if spans is None or not spans[1] or policy == "linear":
+    """Apply `policy` to a session about to open, given its side file and the records of the
+    weights it will map (`Bundle.weight_records`; None: it maps none): read them now
+    (`bulk`), start reading them on a thread (`interleaved`: the read overlaps the session's
+    opening, then its first run), or leave them to be read as inference needs them
+    (`linear`). With the `pool` the session maps its weights from, each is read where the
+    session will map it (`WeightPool.where_mapped`): the pages land mapped for its first run
+    (a cold OCR trio's run took 98 page faults against 208 through a mapping of the reader's
+    own), and a weight another artifact brought is read there, not again from this file.
+    Returns the reader, for `reading` to tie to the session. A file that cannot be read is
+    left to the session's opening to refuse."""
+    if weights is None or not weights[1] or policy == "linear":
         return None  # nothing of the file to read
-    path, wanted = spans
+    path, records = weights
     try:
-        mapping = pool.mapping_of(path) if pool is not None else None
-        reader = WeightReader.of_file(path, wanted, mapping=mapping)
+        if pool is None:
+            reader = WeightReader.of_file(path, [(r.offset, r.length) for r in records])
+        else:
+            reader = WeightReader(pool.where_mapped(path, records))
     except OSError:
         return None
     _apply(reader, policy)

@@ -93,9 +93,15 @@ def test_a_side_file_is_mapped_once_and_its_weights_lie_in_that_mapping(overlapp
     mapping = pool.mapping_of(side)
     assert pool.mapping_of(side) is mapping
     base = int(np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0])
+    records = read_manifest(manifest_path_for(overlapping["ab"])).weights
+    ahead = pool.where_mapped(side, records)  # before any session: spans of that mapping
+    assert [address_of(span) - base for span in ahead] == [r.offset for r in records]
     session = open_session(overlapping["ab"], weight_pool=pool)
     addresses = [address_of(weight) for weight in session.mapped_weights]
     assert addresses and all(base <= a < base + len(mapping) for a in addresses)
+    # Once a session maps them, the weights themselves, wherever they lie.
+    live = {id(weight) for weight in session.mapped_weights}
+    assert all(id(found) in live for found in pool.where_mapped(side, records))
     copy = tmp_path / side.name
     copy.write_bytes(side.read_bytes())
     rewritten = pool.mapping_of(copy)
@@ -158,8 +164,7 @@ import numpy as np
 from fusedinf_cc.runtime.feeds import random_feeds
 from fusedinf_cc.runtime.procmem import status_bytes
 from fusedinf_cc.backends.sessions import open_session
-from fusedinf_cc.backends.weight_pool import WeightPool, artifact_weights
-from fusedinf_cc.backends.weight_reader import address_of
+from fusedinf_cc.backends.weight_pool import WeightPool
 pool = WeightPool() if sys.argv[1] == "pool" else None
 before = status_bytes()["RssFile"]
 sessions = [open_session(Path(p), weight_pool=pool) for p in sys.argv[2:]]
@@ -186,8 +191,7 @@ from pathlib import Path
 from fusedinf_cc.runtime.feeds import random_feeds
 from fusedinf_cc.runtime.procmem import status_bytes
 from fusedinf_cc.backends.sessions import open_session
-from fusedinf_cc.backends.weight_pool import WeightPool, artifact_weights
-from fusedinf_cc.backends.weight_reader import address_of
+from fusedinf_cc.backends.weight_pool import WeightPool
 pool = WeightPool()
 first, second = (open_session(Path(p), weight_pool=pool) for p in sys.argv[1:])
 for s in (first, second):

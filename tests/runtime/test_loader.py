@@ -536,12 +536,15 @@ def test_a_session_opened_ahead_reads_nothing_and_its_first_request_opens_nothin
     fresh.close()
 
 
-def test_a_miss_reads_none_of_the_weights_another_session_already_maps(tmp_path):
+def test_a_miss_reads_a_weight_another_file_brought_where_its_session_maps_it(tmp_path):
     """Two bundles with the same weights: the second's session maps them from the first's
-    side file (pooled), so its miss reads none of its own and leaves none of it mapped."""
+    side file (pooled), so its miss reads none of its own file and maps none of it; with
+    the first evicted (standing by, its pages given back and dropped), the miss brings them
+    back in where it maps them, through the first's mapping."""
     first = fused_pair_bundle(tmp_path / "first", "red", 0, width=1024, aot=True)
     second = fused_pair_bundle(tmp_path / "second", "blue", 0, width=1024, aot=True)
-    side = artifact_weights(second)[0]
+    first_side, side = artifact_weights(first)[0], artifact_weights(second)[0]
+    weights = 2 * 1024 * 1024 * 4
     cache = BundleCache(1 << 30, loading="interleaved")
     cache.register(first)
     cache.register(second)
@@ -550,6 +553,13 @@ def test_a_miss_reads_none_of_the_weights_another_session_already_maps(tmp_path)
     cache.load("blue")
     _wait_for_reads(cache, "blue")
     assert _mapped_bytes(side) == 0 and cached_bytes(side) < side.stat().st_size // 8
+    cache.unload("blue")
+    cache.unload("red", stand_by=True)
+    assert _mapped_bytes(first_side) < weights // 4
+    cache.load("blue")
+    _wait_for_reads(cache, "blue")
+    assert _mapped_bytes(first_side) >= weights and _mapped_bytes(side) == 0
+    assert cached_bytes(side) < side.stat().st_size // 8
     cache.close()
 
 

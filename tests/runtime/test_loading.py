@@ -108,14 +108,15 @@ def test_the_read_starts_before_the_session_opens(bundle):
 
 def test_a_part_reads_its_own_span_of_the_side_file_and_the_whole_reads_both(bundle):
     side = _side_file(bundle)
-    spans = {key: bundle.weight_spans(key) for key in ("a", "b", WHOLE)}
-    assert {path for path, _ in spans.values()} == {side}
-    covered = {key: {(o, o + n) for o, n in found} for key, (_, found) in spans.items()}
+    records = {key: bundle.weight_records(key) for key in ("a", "b", WHOLE)}
+    assert {path for path, _ in records.values()} == {side}
+    spans = {key: [(r.offset, r.length) for r in found] for key, (_, found) in records.items()}
+    covered = {key: {(o, o + n) for o, n in found} for key, found in spans.items()}
     assert covered["a"] and covered["b"] and not covered["a"] & covered["b"]
     assert covered[WHOLE] == covered["a"] | covered["b"]
     ends = sorted(covered[WHOLE])
     assert ends[0][0] == 0 and ends[-1][1] <= side.stat().st_size
-    assert sum(n for _, n in spans["a"][1]) > 0.45 * side.stat().st_size
+    assert sum(n for _, n in spans["a"]) > 0.45 * side.stat().st_size
 
 
 def test_an_unknown_policy_is_one_line():

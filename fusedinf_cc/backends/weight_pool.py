@@ -17,7 +17,7 @@ import mmap
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,18 +110,14 @@ class WeightPool:
         from fusedinf_cc.backends.onnxruntime import import_onnxruntime
 
         ort_value = import_onnxruntime().OrtValue
-        acquired = []
-        with self._lock:
-            mapping = None
-            for record in records:
-                weight = self._live.get(record.digest)
-                if weight is None:
-                    if mapping is None:
-                        mapping = self._mapping_of(data_file)
-                    weight = SharedWeight(mapping, record, ort_value)
-                    self._live[record.digest] = weight
-                acquired.append((record.name, weight))
-        return acquired
+
+        def new_weight(mapping: mmap.mmap, record: WeightRecord) -> SharedWeight:
+            weight = SharedWeight(mapping, record, ort_value)
+            self._live[record.digest] = weight
+            return weight
+
+        found = self._live_or_new(data_file, records, new_weight)
+        return [(record.name, weight) for record, weight in zip(records, found, strict=True)]
 
     def where_mapped(self, data_file: Path, records: Sequence[WeightRecord]) -> list[Any]:
         """Where a session about to map `records` of `data_file` will find each weight: the
@@ -130,6 +126,15 @@ class WeightPool:
         bytes as `.array`. What a reader brings a miss's weights in through before the
         session opens: the pages then land where the session maps them, and a weight live
         from another file is not read again from this one."""
+        return self._live_or_new(data_file, records, MappedSpan)
+
+    def _live_or_new(
+        self,
+        data_file: Path,
+        records: Sequence[WeightRecord],
+        new: Callable[[mmap.mmap, WeightRecord], Any],
+    ) -> list[Any]:
+        """Each record's live weight, or `new(mapping, record)` over the file's mapping."""
         found: list[Any] = []
         with self._lock:
             mapping = None
@@ -138,7 +143,7 @@ class WeightPool:
                 if weight is None:
                     if mapping is None:
                         mapping = self._mapping_of(data_file)
-                    weight = MappedSpan(mapping, record)
+                    weight = new(mapping, record)
                 found.append(weight)
         return found
 

@@ -5,9 +5,9 @@ use them where they lie in the side file. The pool maps each weight (by the dige
 records) read-only from the first artifact that brings it, and gives every later session that
 needs the same weight the same memory through ONNX Runtime's `add_initializer`: two bundles
 that contain one model then hold one copy of its weights, not two. A side file is mapped once
-while anything holds that mapping (`mapping_of`), so a reader can bring a session's pages in
-where the session will map them (`where_mapped`). A weight lives as long as a session holds
-it; the pool only remembers it weakly.
+while anything holds that mapping, so a reader can bring a session's pages in where the
+session will map them (`where_mapped`). A weight lives as long as a session holds it; the pool
+only remembers it weakly.
 """
 
 from __future__ import annotations
@@ -84,15 +84,10 @@ class WeightPool:
         )
         self._lock = threading.Lock()
 
-    def mapping_of(self, data_file: Path) -> mmap.mmap:
-        """The read-only mapping of `data_file` that the pool maps its weights from: the live
-        one, or a new one. A reader that brings pages in through it, before or while the
-        session opens, maps them for that session too, so its first run takes no faults on
-        them. Raises OSError where the file cannot be opened."""
-        with self._lock:
-            return self._mapping_of(data_file)
-
     def _mapping_of(self, data_file: Path) -> mmap.mmap:
+        """The read-only mapping of `data_file` the pool maps its weights from: the live one
+        (by the file's identity on disk), or a new one. Raises OSError where the file cannot
+        be opened."""
         with open(data_file, "rb") as data:
             status = os.fstat(data.fileno())
             identity = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
@@ -122,7 +117,7 @@ class WeightPool:
     def where_mapped(self, data_file: Path, records: Sequence[WeightRecord]) -> list[Any]:
         """Where a session about to map `records` of `data_file` will find each weight: the
         live one, wherever it is mapped (another artifact's side file, perhaps with its pages
-        given back), or else its span of this file's mapping (`mapping_of`), each with its
+        given back), or else its span of this file's one mapping, each with its
         bytes as `.array`. What a reader brings a miss's weights in through before the
         session opens: the pages then land where the session maps them, and a weight live
         from another file is not read again from this one."""

@@ -86,30 +86,35 @@ def test_two_sessions_map_a_shared_weight_once_and_answer_the_same(overlapping):
 
 
 def test_a_side_file_is_mapped_once_and_its_weights_lie_in_that_mapping(overlapping, tmp_path):
-    """What a reader brings in through `mapping_of` is what the session's weights map; a file
-    written again under the same name gets a mapping of its own."""
+    """What a reader brings in through `where_mapped` is what the session's weights map; a
+    file written again under the same name gets a mapping of its own."""
     pool = WeightPool()
     side = artifact_weights(overlapping["ab"])[0]
-    mapping = pool.mapping_of(side)
-    assert pool.mapping_of(side) is mapping
-    base = int(np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0])
     records = read_manifest(manifest_path_for(overlapping["ab"])).weights
-    ahead = pool.where_mapped(side, records)  # before any session: spans of that mapping
+    ahead = pool.where_mapped(side, records)  # before any session: spans of one mapping
+
+    def base_of(spans: list) -> int:
+        return address_of(spans[0]) - records[0].offset
+
+    base = base_of(ahead)
     assert [address_of(span) - base for span in ahead] == [r.offset for r in records]
+    assert base_of(pool.where_mapped(side, records)) == base  # the same mapping again
     session = open_session(overlapping["ab"], weight_pool=pool)
     addresses = [address_of(weight) for weight in session.mapped_weights]
-    assert addresses and all(base <= a < base + len(mapping) for a in addresses)
+    assert addresses and all(base <= a < base + side.stat().st_size for a in addresses)
     # Once a session maps them, the weights themselves, wherever they lie.
     live = {id(weight) for weight in session.mapped_weights}
     assert all(id(found) in live for found in pool.where_mapped(side, records))
+    session.close()
+    gc.collect()  # no weight lives now; `ahead` still holds the first mapping
     copy = tmp_path / side.name
     copy.write_bytes(side.read_bytes())
-    rewritten = pool.mapping_of(copy)
-    assert rewritten is not mapping and pool.mapping_of(copy) is rewritten
+    rewritten = pool.where_mapped(copy, records)
+    assert base_of(rewritten) != base
+    assert base_of(pool.where_mapped(copy, records)) == base_of(rewritten)
     copy.write_bytes(side.read_bytes())  # a new file at the same path
     os.utime(copy, ns=(0, 1))  # a different modification time, whatever the clock's grain
-    assert pool.mapping_of(copy) is not rewritten
-    session.close()
+    assert base_of(pool.where_mapped(copy, records)) != base_of(rewritten)
 
 
 def test_a_session_that_packs_weights_leaves_the_packable_ones_out_of_the_pool(overlapping):

@@ -249,8 +249,11 @@ def main() -> None:
     parser.add_argument("--device-profile")
     parser.add_argument("--memory-limit")
     parser.add_argument("--read-bandwidth")
+    parser.add_argument("--read-ahead", help="the disk's read-ahead during the run (128KiB)")
     args = parser.parse_args()
-    profile = device_profile(args.device_profile, args.memory_limit, args.read_bandwidth, None)
+    profile = device_profile(
+        args.device_profile, args.memory_limit, args.read_bandwidth, None, args.read_ahead
+    )
     args.work_dir.mkdir(parents=True, exist_ok=True)
     if profile is not None and not inside_a_run_group():
         run = run_limited([sys.executable, *sys.argv], profile, args.work_dir)

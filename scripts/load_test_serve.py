@@ -65,9 +65,12 @@ def main() -> None:
     parser.add_argument("--device-profile")
     parser.add_argument("--memory-limit")
     parser.add_argument("--read-bandwidth")
+    parser.add_argument("--read-ahead", help="the disk's read-ahead during the run (128KiB)")
     parser.add_argument("--cpus", type=float)
     args = parser.parse_args()
-    profile = device_profile(args.device_profile, args.memory_limit, args.read_bandwidth, args.cpus)
+    profile = device_profile(
+        args.device_profile, args.memory_limit, args.read_bandwidth, args.cpus, args.read_ahead
+    )
     work = Path(tempfile.mkdtemp(prefix="fusedinf-load-"))
     zoo = work / "zoo"
     for name in ("head0", "head1", "mobilenet_v3_small", "squeezenet1_1", "resnet18"):

@@ -225,6 +225,14 @@ READ_BANDWIDTH = Annotated[
     ),
 ]
 CPUS = Annotated[float | None, typer.Option("--cpus", help="CPU time the run may take, in cores.")]
+READ_AHEAD = Annotated[
+    str | None,
+    typer.Option(
+        "--read-ahead",
+        help="Set the disk's read-ahead to this for the run (a Jetson's is the kernel's "
+        "128KiB), put back after; one setting for the whole machine, so only when asked.",
+    ),
+]
 
 
 def run_as_on_device(
@@ -232,6 +240,7 @@ def run_as_on_device(
     memory_limit: str | None,
     read_bandwidth: str | None,
     cpus: float | None,
+    read_ahead: str | None,
     folder: Path,
 ) -> None:
     """Where a device profile is asked for and this process runs in no group yet: run this
@@ -242,7 +251,7 @@ def run_as_on_device(
     from fusedinf_cc.limits.profiles import device_profile
     from fusedinf_cc.limits.run import inside_a_run_group, run_limited
 
-    profile = device_profile(name, memory_limit, read_bandwidth, cpus)
+    profile = device_profile(name, memory_limit, read_bandwidth, cpus, read_ahead)
     if profile is None or inside_a_run_group():
         return
     existing = folder

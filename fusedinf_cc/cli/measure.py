@@ -21,6 +21,7 @@ from fusedinf_cc.cli.base import (
     MEMORY_LIMIT,
     NO_CSE,
     NO_DEDUP,
+    READ_AHEAD,
     READ_BANDWIDTH,
     SHARE_INPUT,
     SHARE_INPUTS,
@@ -104,6 +105,7 @@ def bench(
     memory_limit: MEMORY_LIMIT = None,
     read_bandwidth: READ_BANDWIDTH = None,
     cpus: CPUS = None,
+    read_ahead: READ_AHEAD = None,
 ) -> None:
     """Fused vs separate: cold load, latency p50/p90/p99, throughput, peak memory, bytes."""
     from fusedinf_cc.cli.tables import bench_configs_table, bench_summary_table
@@ -133,7 +135,7 @@ def bench(
     if plot is not None:
         pyplot()  # fail now, not after the benchmark, when matplotlib is missing
     where = fused.parent if fused is not None else Path(tempfile.gettempdir())
-    run_as_on_device(device_profile, memory_limit, read_bandwidth, cpus, where)
+    run_as_on_device(device_profile, memory_limit, read_bandwidth, cpus, read_ahead, where)
     with tempfile.TemporaryDirectory(prefix="fusedinf-bench-") as scratch:
         artifact = fused or Path(scratch) / "fused.onnx"
         if models:
@@ -310,6 +312,7 @@ def simulate(
     memory_limit: MEMORY_LIMIT = None,
     read_bandwidth: READ_BANDWIDTH = None,
     cpus: CPUS = None,
+    read_ahead: READ_AHEAD = None,
 ) -> None:
     """Replay a request trace on the real loader: fused vs unfused (vs grouped), per policy."""
     from fusedinf_cc.cli.tables import simulation_table
@@ -327,7 +330,9 @@ def simulate(
         if written is not None:
             check_output_file(written)
     specs = model_specs(models)
-    run_as_on_device(device_profile, memory_limit, read_bandwidth, cpus, run_folder(work_dir))
+    run_as_on_device(
+        device_profile, memory_limit, read_bandwidth, cpus, read_ahead, run_folder(work_dir)
+    )
     if rate <= 0 or requests < 1:
         raise UserInputError("--rate must be positive and --requests at least 1")
     policies = [p.strip() for p in policy.split(",") if p.strip()]

@@ -15,6 +15,7 @@ from fusedinf_cc.cli.base import (
     KEEP_PAGE_CACHE,
     MEMORY_LIMIT,
     PLAN_LOADING,
+    READ_AHEAD,
     READ_BANDWIDTH,
     STACK,
     WORK_DIR_HELP,
@@ -79,6 +80,7 @@ def plan_command(
     memory_limit: MEMORY_LIMIT = None,
     read_bandwidth: READ_BANDWIDTH = None,
     cpus: CPUS = None,
+    read_ahead: READ_AHEAD = None,
 ) -> None:
     """Group models into bundles for a trace and a budget; write them as a fusedinf.toml.
 
@@ -111,7 +113,9 @@ def plan_command(
     if replays < 0 or search_seconds <= 0:
         raise UserInputError("--replays is 0 or more and --search-seconds positive")
     asked = parse_budget(budget)
-    run_as_on_device(device_profile, memory_limit, read_bandwidth, cpus, run_folder(work_dir))
+    run_as_on_device(
+        device_profile, memory_limit, read_bandwidth, cpus, read_ahead, run_folder(work_dir)
+    )
     workload = load_workload(
         trace, functions, lambda: sorted(specs), TraceSpec(), functions_required=True
     )

@@ -39,13 +39,14 @@ def remove_stale_staging(folder: Path) -> list[Path]:
             old = now - entry.stat(follow_symlinks=False).st_mtime > STALE_STAGING_SECONDS
         except OSError:
             continue
-        if old or not _alive(int(match.group(1))):
+        if old or not process_alive(int(match.group(1))):
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(Path(entry.path))
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` may still run (one of another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fusedinf_cc.common.errors import UserInputError
+from fusedinf_cc.common.files import process_alive
 from fusedinf_cc.limits.profiles import DeviceProfile
 
 ROOT = Path("/sys/fs/cgroup")
@@ -246,18 +247,8 @@ def remove_stale_groups(root: Path) -> None:
     for hierarchy in hierarchies:
         for path in hierarchy.glob(f"{PREFIX}*"):
             match = re.match(rf"{PREFIX}(\d+)-", path.name)
-            if match and not _alive(int(match.group(1))):
+            if match and not process_alive(int(match.group(1))):
                 _remove_group(path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_group(path: Path) -> None:

@@ -1,8 +1,9 @@
 """Device profiles: the memory, storage read bandwidth and CPU of a box to emulate.
 
 Named profiles exist only where a published figure backs each number (`source`); any other box
-is given by its numbers (`--memory-limit 2GiB --read-bandwidth 67MB/s [--cpus 2]`), alone or
-overriding a named profile's.
+is given by its numbers (`--memory-limit 2GiB --read-bandwidth 67MB/s [--cpus 2] [--read-ahead
+128KiB]`), alone or overriding a named profile's. The disk's read-ahead is one setting for the
+whole machine, so no profile sets it unless asked (`--read-ahead`, `limits/read_ahead.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class DeviceProfile:
     memory_bytes: int | None = None  # what the run's processes may hold, page cache included
     read_bytes_per_s: int | None = None  # what they may read from the artifacts' disk
     cpus: float | None = None  # CPU time, in cores
+    read_ahead_bytes: int | None = None  # the disk's read-ahead during the run (machine-wide)
     source: str = ""  # where the numbers come from
 
     def describe(self) -> str:
@@ -30,6 +32,8 @@ class DeviceProfile:
             parts.append(f"reads {self.read_bytes_per_s / 1e6:g} MB/s")
         if self.cpus is not None:
             parts.append(f"{self.cpus:g} CPUs")
+        if self.read_ahead_bytes is not None:
+            parts.append(f"read-ahead {format_bytes(self.read_ahead_bytes)}")
         return f"{self.name} ({', '.join(parts)})"
 
     def to_record(self) -> dict:
@@ -38,6 +42,7 @@ class DeviceProfile:
             "memory_bytes": self.memory_bytes,
             "read_bytes_per_s": self.read_bytes_per_s,
             "cpus": self.cpus,
+            "read_ahead_bytes": self.read_ahead_bytes,
             "source": self.source,
         }
 
@@ -65,15 +70,25 @@ def parse_bandwidth(text: str, flag: str = "--read-bandwidth") -> int:
     return size
 
 
+def parse_read_ahead(text: str) -> int:
+    """`128KiB`, `8MiB` or `0` (none): whole KiB, what the kernel's setting counts in."""
+    size = parse_size(text, "--read-ahead")
+    if size % 1024:
+        raise UserInputError(f"--read-ahead {text!r}: a whole number of KiB (128KiB, 8MiB, 0)")
+    return size
+
+
 def device_profile(
     name: str | None,
     memory_limit: str | None = None,
     read_bandwidth: str | None = None,
     cpus: float | None = None,
+    read_ahead: str | None = None,
 ) -> DeviceProfile | None:
     """The profile a command was asked to run under: a named one, with any numbers given
     overriding its own, or one made of the numbers alone; None where none was asked for."""
-    if name is None and memory_limit is None and read_bandwidth is None and cpus is None:
+    asked = (memory_limit, read_bandwidth, cpus, read_ahead)
+    if name is None and all(value is None for value in asked):
         return None
     if name is not None and name not in PROFILES:
         known = ", ".join(PROFILES)
@@ -91,6 +106,8 @@ def device_profile(
         if not (math.isfinite(cpus) and cpus > 0):
             raise UserInputError(f"--cpus {cpus!r}: a number of cores above 0")
         changes["cpus"] = cpus
+    if read_ahead is not None:
+        changes["read_ahead_bytes"] = parse_read_ahead(read_ahead)
     if changes and name is not None:
         changes["name"] = f"{name}, changed"
     return replace(profile, **changes)

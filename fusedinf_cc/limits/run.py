@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Sequence
@@ -9,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusedinf_cc.common.sizes import format_bytes
-from fusedinf_cc.limits.cgroups import GROUP_ENV, GroupUse, RunGroup, current_group
+from fusedinf_cc.limits.cgroups import GROUP_ENV, GroupUse, RunGroup, current_group, whole_disk
 from fusedinf_cc.limits.profiles import DeviceProfile
+from fusedinf_cc.limits.read_ahead import read_ahead_set
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,12 @@ class LimitedRun:
 
 def run_limited(argv: Sequence[str], profile: DeviceProfile, folder: Path) -> LimitedRun:
     """Run `argv` (inheriting this process's output) in a group made for it under `profile`,
-    throttled on the disk that holds `folder`; the group is gone when this returns."""
-    with RunGroup(profile, folder) as group:
+    throttled on the disk that holds `folder` (whose read-ahead is the profile's while it
+    runs, where the profile gives one); the group is gone when this returns."""
+    with contextlib.ExitStack() as stack:
+        if profile.read_ahead_bytes is not None:
+            stack.enter_context(read_ahead_set(whole_disk(folder), profile.read_ahead_bytes))
+        group = stack.enter_context(RunGroup(profile, folder))
         env = {**os.environ, GROUP_ENV: group.to_env()}
         completed = subprocess.run(list(argv), env=env, preexec_fn=group.join, check=False)
         use = group.use()

@@ -25,6 +25,13 @@ def test_numbers_alone_or_over_a_named_profile():
     assert smaller.memory_bytes == 512 * 2**20 and smaller.read_bytes_per_s == 67 * 10**6
     assert smaller.name == "orin-nano-sd, changed"
     assert parse_bandwidth("100MiB/s") == 100 * 2**20 and parse_bandwidth("5000") == 5000
+    card = device_profile("orin-nano-sd", read_ahead="128KiB")
+    assert card.read_ahead_bytes == 128 * 1024 and card.read_bytes_per_s == 67 * 10**6
+    assert (
+        card.describe()
+        == "orin-nano-sd, changed (memory 8.0 GiB, reads 67 MB/s, read-ahead 128.0 KiB)"
+    )
+    assert device_profile(None, read_ahead="0").read_ahead_bytes == 0
 
 
 @pytest.mark.parametrize(
@@ -35,6 +42,8 @@ def test_numbers_alone_or_over_a_named_profile():
         ({"name": None, "read_bandwidth": "fast"}, "--read-bandwidth 'fast'"),
         ({"name": None, "memory_limit": "0"}, "--memory-limit '0': must be more than 0"),
         ({"name": None, "cpus": 0.0}, "--cpus 0.0: a number of cores above 0"),
+        ({"name": None, "read_ahead": "1000"}, "--read-ahead '1000': a whole number of KiB"),
+        ({"name": None, "read_ahead": "-4KiB"}, "--read-ahead '-4KiB': a size cannot be negative"),
     ],
 )
 def test_a_profile_that_cannot_be_is_one_line(arguments, complaint):

@@ -42,13 +42,15 @@ def read_ahead_set(disk: str, read_ahead_bytes: int) -> Iterator[None]:
     value put back after. One line where it cannot be set (not root), or where another live run
     has it set already (two runs would put back each other's value)."""
     path, note = setting(disk), note_of(disk)
-    put_back_after_a_dead_run(disk)
-    holder = _noted(disk)
-    if holder is not None:
-        raise UserInputError(
-            f"another run (process {holder[0]}) has set the read-ahead of disk {disk}; "
-            "wait for it to end, or run without --read-ahead"
-        )
+    noted = _noted(disk)
+    if noted is not None:
+        holder, left = noted
+        if process_alive(holder):
+            raise UserInputError(
+                f"another run (process {holder}) has set the read-ahead of disk {disk}; "
+                "wait for it to end, or run without --read-ahead"
+            )
+        _write(path, left, disk)  # a run killed before it put this back
     try:
         before = int(path.read_text())
     except (OSError, ValueError) as error:
@@ -61,15 +63,6 @@ def read_ahead_set(disk: str, read_ahead_bytes: int) -> Iterator[None]:
         with contextlib.suppress(OSError):
             path.write_text(str(before))
         note.unlink(missing_ok=True)
-
-
-def put_back_after_a_dead_run(disk: str) -> None:
-    """Put back the read-ahead a run killed before it could noted; a live run's note stays."""
-    noted = _noted(disk)
-    if noted is None or process_alive(noted[0]):
-        return
-    _write(setting(disk), noted[1], disk)
-    note_of(disk).unlink(missing_ok=True)
 
 
 def _noted(disk: str) -> tuple[int, int] | None:

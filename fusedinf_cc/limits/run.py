@@ -41,10 +41,12 @@ def run_limited(argv: Sequence[str], profile: DeviceProfile, folder: Path) -> Li
     """Run `argv` (inheriting this process's output) in a group made for it under `profile`,
     throttled on the disk that holds `folder` (whose read-ahead is the profile's while it
     runs, where the profile gives one); the group is gone when this returns."""
-    with contextlib.ExitStack() as stack:
-        if profile.read_ahead_bytes is not None:
-            stack.enter_context(read_ahead_set(whole_disk(folder), profile.read_ahead_bytes))
-        group = stack.enter_context(RunGroup(profile, folder))
+    read_ahead = (
+        contextlib.nullcontext()
+        if profile.read_ahead_bytes is None
+        else read_ahead_set(whole_disk(folder), profile.read_ahead_bytes)
+    )
+    with read_ahead, RunGroup(profile, folder) as group:
         env = {**os.environ, GROUP_ENV: group.to_env()}
         completed = subprocess.run(list(argv), env=env, preexec_fn=group.join, check=False)
         use = group.use()
